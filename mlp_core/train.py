@@ -1,0 +1,284 @@
+"""The training loop: one compiled call per epoch, data parallel over local devices.
+
+Each epoch is a single jitted function: ``lax.scan`` over the full batches, then
+the last partial batch exactly as the seed's loop takes it (60,000 examples at
+batch 128 are 468 steps of 128 and one of 96; nothing dropped, nothing
+repeated). Parameters are donated, so the epoch updates them in place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax, random
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.model import Params, batched_predict, init_network_params, loss, one_hot, sgd
+
+# Folded into the seed's key to derive the shuffle stream, so that shuffling
+# never reuses the keys that initialised the parameters.
+_SHUFFLE_STREAM = 0x5EED
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch measured; the seed prints the same accuracies."""
+
+    epoch: int
+    loss: float
+    train_accuracy: float
+    test_accuracy: float | None
+    test_loss: float | None
+    seconds: float
+    examples_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def data_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh named ``batch`` over ``devices`` (default: all local devices)."""
+    devices = jax.local_devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("batch",))
+
+
+def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
+    """``(full_batches, remainder)`` of the seed's loop over ``num_examples``."""
+    if num_examples <= 0:
+        raise ConfigError("the training split is empty")
+    if batch_size > num_examples:
+        raise ConfigError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)")
+    return divmod(num_examples, batch_size)
+
+
+def _step(params: Params, images, labels, num_classes: int, step_size: float):
+    """One SGD step: the seed's ``update``, also returning the batch loss."""
+    targets = one_hot(labels, num_classes)
+    batch_loss, grads = jax.value_and_grad(loss)(params, images, targets)
+    return sgd(params, grads, step_size), batch_loss
+
+
+class EpochRunner:
+    """Compiles the whole-epoch program once and runs it epoch after epoch.
+
+    ``trace_count`` counts how often JAX traced the epoch function: it is 1
+    after any number of epochs of the same data shape.
+    """
+
+    def __init__(self, config: TrainConfig, num_examples: int, mesh: Mesh | None = None):
+        self.config = config
+        self.num_examples = num_examples
+        self.full_batches, self.remainder = batch_layout(num_examples, config.batch_size)
+        self.mesh = mesh if mesh is not None and self._divides(mesh) else None
+        self.trace_count = 0
+        self._epoch = jax.jit(self._epoch_fn, donate_argnums=(0,))
+
+    def _divides(self, mesh: Mesh) -> bool:
+        n = mesh.devices.size
+        return n > 1 and self.config.batch_size % n == 0 and self.remainder % n == 0
+
+    def _batch_sharded(self, x, axis: int):
+        """Split ``x`` across the mesh along its batch ``axis``."""
+        if self.mesh is None:
+            return x
+        spec = [None] * x.ndim
+        spec[axis] = "batch"
+        return lax.with_sharding_constraint(x, NamedSharding(self.mesh, PartitionSpec(*spec)))
+
+    def _epoch_fn(self, params: Params, images, labels, key):
+        self.trace_count += 1
+        cfg = self.config
+        if cfg.shuffle:
+            order = random.permutation(key, self.num_examples)
+            images, labels = images[order], labels[order]
+        n_full = self.full_batches * cfg.batch_size
+        full_images = images[:n_full].reshape(self.full_batches, cfg.batch_size, -1)
+        full_labels = labels[:n_full].reshape(self.full_batches, cfg.batch_size)
+        full_images = self._batch_sharded(full_images, axis=1)
+        full_labels = self._batch_sharded(full_labels, axis=1)
+
+        def body(p, batch):
+            return _step(p, batch[0], batch[1], cfg.num_classes, cfg.step_size)
+
+        params, losses = lax.scan(body, params, (full_images, full_labels))
+        loss_sum = jnp.sum(losses) * cfg.batch_size
+        if self.remainder:
+            last_images = self._batch_sharded(images[n_full:], axis=0)
+            last_labels = self._batch_sharded(labels[n_full:], axis=0)
+            params, last_loss = _step(params, last_images, last_labels, cfg.num_classes, cfg.step_size)
+            loss_sum = loss_sum + last_loss * self.remainder
+        # Mean of per-batch losses weighted by batch size (= mean per-example loss).
+        return params, loss_sum / self.num_examples
+
+    def place(self, params: Params, images, labels):
+        """Put params and data on the device(s): replicated over the mesh, if any."""
+        if self.mesh is None:
+            return jax.device_put((params, images, labels))
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        return jax.device_put((params, images, labels), replicated)
+
+    def epoch_key(self, epoch: int) -> jax.Array:
+        """The shuffle key of ``epoch`` (0-based): a pure function of seed and epoch."""
+        return random.fold_in(random.fold_in(random.key(self.config.seed), _SHUFFLE_STREAM), epoch)
+
+    def run_epoch(self, params: Params, images, labels, epoch: int):
+        """Train one epoch; returns ``(params, mean_loss)`` as device arrays."""
+        return self._epoch(params, images, labels, self.epoch_key(epoch))
+
+
+@jax.jit
+def _evaluate(params: Params, images, labels):
+    """Seed's loss and accuracy over a whole split, plus the predicted classes."""
+    num_classes = params[-1][1].shape[0]
+    log_probs = batched_predict(params, images)
+    predicted = jnp.argmax(log_probs, axis=1)
+    split_loss = -jnp.mean(log_probs * one_hot(labels, num_classes))
+    return split_loss, jnp.mean(predicted == labels), predicted
+
+
+def evaluate(params: Params, images, labels) -> tuple[float, float, np.ndarray]:
+    """``(loss, accuracy, predicted_classes)`` of ``params`` on flattened ``images``."""
+    split_loss, acc, predicted = _evaluate(params, images, labels)
+    return float(split_loss), float(acc), np.asarray(predicted)
+
+
+def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
+    """``m[true, predicted]`` counts."""
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(labels), np.asarray(predicted)), 1)
+    return m
+
+
+def flatten_images(images: np.ndarray) -> np.ndarray:
+    """``[N, H, W, C]`` -> ``[N, H*W*C]`` without copying or changing dtype."""
+    return images.reshape(len(images), -1)
+
+
+def _check_finite(value: float, epoch: int, step_size: float) -> None:
+    if not np.isfinite(value):
+        raise DivergenceError(
+            f"training diverged: non-finite loss in epoch {epoch}; try a smaller step size (now {step_size})"
+        )
+
+
+def fit(
+    config: TrainConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    test_images: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    *,
+    params: Params | None = None,
+    start_epoch: int = 0,
+    history: list[EpochMetrics] | None = None,
+    mesh: Mesh | None = None,
+    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None = None,
+) -> tuple[Params, list[EpochMetrics]]:
+    """Train on in-memory data; returns final params and one ``EpochMetrics`` per epoch.
+
+    ``train_images`` are uint8 (or float) ``[N, ...]``; they are flattened and
+    put on the device(s) once. ``on_epoch`` is called after each epoch (the
+    hook the train component uses for progress and checkpoints).
+    """
+    train_images = flatten_images(train_images)
+    _check_input_size(config, train_images)
+    runner = EpochRunner(config, len(train_images), mesh=mesh)
+    if params is None:
+        params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
+    params, images, labels = runner.place(params, train_images, np.asarray(train_labels, np.int32))
+    test = None
+    if test_images is not None:
+        test = jax.device_put((flatten_images(test_images), np.asarray(test_labels, np.int32)))
+    history = list(history or [])
+    for epoch in range(start_epoch, config.num_epochs):
+        started = time.perf_counter()
+        params, epoch_loss = runner.run_epoch(params, images, labels, epoch)
+        epoch_loss = float(epoch_loss)  # waits for the epoch to finish
+        seconds = time.perf_counter() - started
+        _check_finite(epoch_loss, epoch + 1, config.step_size)
+        _, train_acc, _ = evaluate(params, images, labels)
+        test_loss = test_acc = None
+        if test is not None:
+            test_loss, test_acc, _ = evaluate(params, *test)
+        metrics = EpochMetrics(
+            epoch=epoch + 1,
+            loss=epoch_loss,
+            train_accuracy=train_acc,
+            test_accuracy=test_acc,
+            test_loss=test_loss,
+            seconds=seconds,
+            examples_per_second=len(train_images) / seconds,
+        )
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(params, metrics, history)
+    return params, history
+
+
+def _check_input_size(config: TrainConfig, images: np.ndarray) -> None:
+    if images.shape[1] != config.layer_sizes[0]:
+        raise ConfigError(
+            f"images have {images.shape[1]} values each but layer_sizes[0] is {config.layer_sizes[0]}"
+        )
+
+
+def fit_streaming(
+    config: TrainConfig,
+    batches: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]],
+    num_examples: int,
+    *,
+    params: Params | None = None,
+    start_epoch: int = 0,
+    history: list[EpochMetrics] | None = None,
+    evaluate_fn: Callable[[Params], tuple[float, float | None, float | None]] | None = None,
+    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None = None,
+) -> tuple[Params, list[EpochMetrics]]:
+    """Train from a batch stream, for data that does not fit in device memory.
+
+    ``batches(epoch)`` yields ``(images, labels)`` numpy batches of the epoch
+    in order (a tf.data pipeline with prefetch overlaps reading with compute).
+    One jitted step per batch: two compilations, full batch and last batch.
+    ``evaluate_fn(params)`` returns ``(train_accuracy, test_loss, test_accuracy)``.
+    """
+    batch_layout(num_examples, config.batch_size)
+    if params is None:
+        params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
+    step = jax.jit(
+        lambda p, x, y: _step(p, x, y, config.num_classes, config.step_size), donate_argnums=(0,)
+    )
+    history = list(history or [])
+    for epoch in range(start_epoch, config.num_epochs):
+        started = time.perf_counter()
+        loss_sum = jnp.zeros(())
+        seen = 0
+        for images, labels in batches(epoch):
+            images = flatten_images(images)
+            params, batch_loss = step(params, images, np.asarray(labels, np.int32))
+            loss_sum = loss_sum + batch_loss * len(images)
+            seen += len(images)
+        epoch_loss = float(loss_sum) / seen
+        seconds = time.perf_counter() - started
+        _check_finite(epoch_loss, epoch + 1, config.step_size)
+        train_acc, test_loss, test_acc = evaluate_fn(params) if evaluate_fn else (float("nan"), None, None)
+        metrics = EpochMetrics(epoch + 1, epoch_loss, train_acc, test_acc, test_loss, seconds, seen / seconds)
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(params, metrics, history)
+    return params, history
+
+
+def iterate_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The seed's batches of in-order data: full batches then the remainder."""
+    for start in range(0, len(images), batch_size):
+        yield images[start : start + batch_size], labels[start : start + batch_size]
