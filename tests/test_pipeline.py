@@ -1,0 +1,69 @@
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+import pipeline
+from conftest import run_cli
+
+GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
+IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3"
+
+
+def normalise(text: str) -> dict:
+    """The compiled spec with the fields that legitimately vary blanked out."""
+    spec = yaml.safe_load(text)
+    spec.pop("sdkVersion", None)
+    for executor in spec["deploymentSpec"]["executors"].values():
+        executor["container"]["image"] = "<image>"
+        executor["container"]["command"] = [re.sub(r"kfp==[\w.]+", "kfp==<version>", c) for c in executor["container"]["command"]]
+    return spec
+
+
+def test_compiled_yaml_equals_golden(tmp_path):
+    out = tmp_path / "pipeline.yaml"
+    run_cli("pipeline.py", "compile", "--output", str(out), "--image", IMAGE)
+    text = out.read_text()
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert normalise(text) == normalise(GOLDEN.read_text()), "recompile with UPDATE_GOLDEN=1 if the change is intended"
+
+
+def test_every_step_runs_on_the_image_without_pip(tmp_path):
+    spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml", IMAGE).read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 3
+    for executor in executors.values():
+        assert executor["container"]["image"] == IMAGE
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_every_hyperparameter_is_a_pipeline_parameter_with_the_seeds_default(tmp_path):
+    spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = {name: p.get("defaultValue") for name, p in params.items()}
+    assert defaults["step_size"] == 0.01 and defaults["batch_size"] == 128 and defaults["epochs"] == 10
+    assert defaults["seed"] == 0 and defaults["hidden_sizes"] == "512,512" and defaults["dataset_name"] == "mnist"
+    dag = spec["root"]["dag"]["tasks"]
+    assert dag["train-op"]["dependentTasks"] == ["ingest-op"]
+    assert sorted(dag["evaluate-op"]["dependentTasks"]) == ["ingest-op", "train-op"]
+
+
+def test_cli_help():
+    assert "compile" in run_cli("pipeline.py", "--help").stdout
+    assert "--no-shuffle" in run_cli("pipeline.py", "run", "--help").stdout
+
+
+@pytest.mark.slow
+def test_whole_dag_through_kfp_local_on_real_mnist(mnist_data_dir, tmp_path):
+    """The README's run command, 1 epoch, seed config: test accuracy >= 0.92."""
+    result = run_cli("pipeline.py", "run", "--epochs", "1", "--no-shuffle", "--tfds-data-dir", mnist_data_dir,
+                     "--pipeline-root", str(tmp_path / "outputs"))
+    last = result.stdout.strip().splitlines()[-1]
+    accuracy = float(re.match(r"test accuracy ([\d.]+)", last).group(1))
+    assert accuracy >= 0.92, last
+    assert (tmp_path / "outputs").is_dir()
+    model_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("model "))
+    assert (Path(model_line.split()[-1]) / "params.npz").is_file()

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from mlp_core.data.records import encode_example, parse_batch, parse_example, read_shards, write_shards
+from mlp_core.data.tf import tf
+
+SHAPE = (28, 28, 1)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, *SHAPE), dtype=np.uint8)
+    labels = rng.integers(0, 10, 10)
+    return images, labels
+
+
+def test_round_trip_eagerly(examples):
+    images, labels = examples
+    image, label = parse_example(tf.constant(encode_example(images[3], labels[3])), SHAPE)
+    assert image.dtype == tf.uint8 and tuple(image.shape) == SHAPE
+    np.testing.assert_array_equal(image.numpy(), images[3])
+    assert int(label) == labels[3]
+
+
+def test_round_trip_inside_dataset_map(examples):
+    images, labels = examples
+    serialized = [encode_example(i, l) for i, l in zip(images, labels)]
+    single = tf.data.Dataset.from_tensor_slices(serialized).map(lambda s: parse_example(s, SHAPE))
+    got = list(single.as_numpy_iterator())
+    np.testing.assert_array_equal(np.stack([g[0] for g in got]), images)
+    np.testing.assert_array_equal([g[1] for g in got], labels)
+    batched = tf.data.Dataset.from_tensor_slices(serialized).batch(4).map(lambda s: parse_batch(s, SHAPE))
+    got_images = np.concatenate([b[0] for b in batched.as_numpy_iterator()])
+    np.testing.assert_array_equal(got_images, images)
+
+
+def test_parse_batch_eagerly(examples):
+    images, labels = examples
+    got_images, got_labels = parse_batch(tf.constant([encode_example(i, l) for i, l in zip(images, labels)]), SHAPE)
+    np.testing.assert_array_equal(got_images.numpy(), images)
+    np.testing.assert_array_equal(got_labels.numpy(), labels)
+
+
+def test_encode_refuses_non_uint8():
+    with pytest.raises(ValueError, match="uint8"):
+        encode_example(np.zeros(SHAPE, np.float32), 1)
+
+
+def test_sharded_write_then_read_keeps_order(tmp_path, examples):
+    images, labels = examples
+    shards = write_shards(tmp_path, "train", zip(images, labels.tolist()), len(images), records_per_shard=4)
+    assert [s.num_records for s in shards] == [4, 4, 2]
+    assert [s.name for s in shards] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
+    got_images, got_labels = read_shards([tmp_path / s.name for s in shards], SHAPE)
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
