@@ -60,7 +60,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             train_split=train_split,
             test_split=test_split,
             records_per_shard=records_per_shard,
-        ).set_display_name("ingest")
+        )
         train_task = train_component(
             dataset=ingest_task.outputs["dataset"],
             hidden_sizes=hidden_sizes,
@@ -69,11 +69,11 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             epochs=epochs,
             seed=seed,
             shuffle=shuffle,
-        ).set_display_name("train")
+        )
         evaluate_task = evaluate_component(
             model=train_task.outputs["model"],
             dataset=ingest_task.outputs["dataset"],
-        ).set_display_name("evaluate")
+        )
         return Outputs(
             dataset=ingest_task.outputs["dataset"],
             model=train_task.outputs["model"],
@@ -95,8 +95,12 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE) -> Path:
 
 def run_local(arguments: dict, pipeline_root: "str | Path" = "local_outputs", image: str = DEFAULT_IMAGE):
     """Run the DAG with ``kfp.local.SubprocessRunner`` in this environment; returns its outputs."""
+    import warnings
+
     from kfp import local
 
+    # Running the steps in this environment instead of the image is the point of this runner.
+    warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     task = build_pipeline(image)(**arguments)
     return task.outputs

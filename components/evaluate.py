@@ -14,7 +14,7 @@ from components._cli import exit_on_error
 from components._io import write_json
 
 
-def evaluate(model: "str | Path", dataset: "str | Path", split: str = "test") -> dict:
+def evaluate_model(model: "str | Path", dataset: "str | Path", split: str = "test") -> dict:
     """Test loss, accuracy and confusion matrix of ``model`` on ``dataset``'s ``split``."""
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
     from mlp_core.model_io import load_model
@@ -42,16 +42,16 @@ def evaluate(model: "str | Path", dataset: "str | Path", split: str = "test") ->
     }
 
 
-def evaluate_op(
+def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
 ):
     """Evaluate the trained MLP on the test split (components.evaluate)."""
-    from components.evaluate import evaluate
+    from components.evaluate import evaluate_model
 
-    result = evaluate(model.path, dataset.path)
+    result = evaluate_model(model.path, dataset.path)
     metrics.log_metric("test_accuracy", result["test_accuracy"])
     metrics.log_metric("test_loss", result["test_loss"])
     classification_metrics.log_confusion_matrix(result["class_names"], result["confusion_matrix"])
@@ -59,8 +59,8 @@ def evaluate_op(
 
 
 def component(base_image: str):
-    """``evaluate_op`` as a kfp component running on ``base_image`` (the project image)."""
-    return dsl.component(evaluate_op, base_image=base_image, install_kfp_package=False)
+    """``evaluate`` as a kfp component running on ``base_image`` (the project image)."""
+    return dsl.component(evaluate, base_image=base_image, install_kfp_package=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,7 +85,7 @@ def _format_matrix(class_names: list[str], matrix: list[list[int]]) -> str:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    result = evaluate(args.model, args.dataset, args.split)
+    result = evaluate_model(args.model, args.dataset, args.split)
     if args.metrics:
         write_json(args.metrics, result)
     print(_format_matrix(result["class_names"], result["confusion_matrix"]))

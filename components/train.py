@@ -29,7 +29,7 @@ def build_config(metadata: dict, hidden_sizes: str = DEFAULT_HIDDEN, **hyper) ->
     return TrainConfig(layer_sizes=sizes, **hyper)
 
 
-def train(
+def train_model(
     dataset: "str | Path",
     model: "str | Path",
     metrics: "str | Path | None" = None,
@@ -82,7 +82,7 @@ def final_metrics(history: list[dict]) -> dict[str, float]:
     }
 
 
-def train_op(
+def train(
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
@@ -96,9 +96,9 @@ def train_op(
     """Train the seed's MLP with JAX (components.train)."""
     import json
 
-    from components.train import final_metrics, train
+    from components.train import final_metrics, train_model
 
-    history = train(
+    history = train_model(
         dataset.path,
         model.path,
         metrics=None,
@@ -118,8 +118,8 @@ def train_op(
 
 
 def component(base_image: str):
-    """``train_op`` as a kfp component running on ``base_image`` (the project image)."""
-    return dsl.component(train_op, base_image=base_image, install_kfp_package=False)
+    """``train`` as a kfp component running on ``base_image`` (the project image)."""
+    return dsl.component(train, base_image=base_image, install_kfp_package=False)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    history = train(
+    history = train_model(
         args.dataset,
         args.model,
         metrics=args.metrics,

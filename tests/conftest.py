@@ -44,18 +44,18 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subproce
 @pytest.fixture(scope="session")
 def small_dataset(mnist_data_dir, tmp_path_factory) -> Path:
     """Dataset artifact of the first 512 train and 256 test MNIST examples, 3 train shards."""
-    from components.ingest import ingest
+    from components.ingest import ingest_dataset
 
     out = tmp_path_factory.mktemp("small") / "dataset"
-    ingest(out, tfds_data_dir=mnist_data_dir, train_split=SMALL_TRAIN, test_split=SMALL_TEST, records_per_shard=200, progress=False)
+    ingest_dataset(out, tfds_data_dir=mnist_data_dir, train_split=SMALL_TRAIN, test_split=SMALL_TEST, records_per_shard=200, progress=False)
     return out
 
 
 @pytest.fixture(scope="session")
 def full_dataset(mnist_data_dir, tmp_path_factory) -> Path:
     """Dataset artifact of all of MNIST (60,000 train, 10,000 test)."""
-    from components.ingest import ingest
+    from components.ingest import ingest_dataset
 
     out = tmp_path_factory.mktemp("full") / "dataset"
-    ingest(out, tfds_data_dir=mnist_data_dir, progress=False)
+    ingest_dataset(out, tfds_data_dir=mnist_data_dir, progress=False)
     return out

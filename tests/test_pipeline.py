@@ -47,8 +47,8 @@ def test_every_hyperparameter_is_a_pipeline_parameter_with_the_seeds_default(tmp
     assert defaults["step_size"] == 0.01 and defaults["batch_size"] == 128 and defaults["epochs"] == 10
     assert defaults["seed"] == 0 and defaults["hidden_sizes"] == "512,512" and defaults["dataset_name"] == "mnist"
     dag = spec["root"]["dag"]["tasks"]
-    assert dag["train-op"]["dependentTasks"] == ["ingest-op"]
-    assert sorted(dag["evaluate-op"]["dependentTasks"]) == ["ingest-op", "train-op"]
+    assert dag["train"]["dependentTasks"] == ["ingest"]
+    assert sorted(dag["evaluate"]["dependentTasks"]) == ["ingest", "train"]
 
 
 def test_cli_help():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+# TF only parses records here: its oneDNN kernels (and their start-up notice) buy nothing.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
