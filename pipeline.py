@@ -53,6 +53,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         epochs: int = train.DEFAULT.num_epochs,
         seed: int = train.DEFAULT.seed,
         shuffle: bool = train.DEFAULT.shuffle,
+        placement: str = "auto",
     ) -> Outputs:
         ingest_task = ingest_component(
             dataset_name=dataset_name,
@@ -69,6 +70,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             epochs=epochs,
             seed=seed,
             shuffle=shuffle,
+            placement=placement,
         )
         evaluate_task = evaluate_component(
             model=train_task.outputs["model"],
@@ -118,6 +120,7 @@ _PARAMETERS = [
     ("--batch-size", "batch_size", int, "batch size"),
     ("--epochs", "epochs", int, "epochs"),
     ("--seed", "seed", int, "PRNG seed for init and shuffling"),
+    ("--placement", "placement", str, "auto, device (whole dataset on the device) or stream (tf.data batches)"),
 ]
 
 

@@ -39,21 +39,26 @@ def train_model(
     epochs: int = DEFAULT.num_epochs,
     seed: int = DEFAULT.seed,
     shuffle: bool = DEFAULT.shuffle,
+    placement: str = "auto",
     log=print,
 ) -> list[dict]:
-    """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history."""
-    from mlp_core.data.artifact import dataset_identity, load_metadata, read_split
+    """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
+
+    ``placement``: ``device`` keeps the whole split on the device (one compiled
+    call per epoch), ``stream`` feeds batches from tf.data; ``auto`` picks by size.
+    """
+    from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
-    from mlp_core.train import fit
+    from mlp_core.train import choose_placement
 
     metadata = load_metadata(dataset)
     config = build_config(metadata, hidden_sizes, step_size=step_size, batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
-    train_images, train_labels = read_split(dataset, "train", metadata)
-    test_images, test_labels = read_split(dataset, "test", metadata)
+    num_examples = metadata["splits"]["train"]["num_examples"]
+    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
     log(
-        f"training {'-'.join(map(str, config.layer_sizes))} on {len(train_labels)} examples "
-        f"({'shuffled' if config.shuffle else 'seed order'}), batch {config.batch_size}, step {config.step_size}, "
-        f"{config.num_epochs} epoch(s)"
+        f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
+        f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
+        f"batch {config.batch_size}, step {config.step_size}, {config.num_epochs} epoch(s)"
     )
 
     def report(_params, m, _history):
@@ -62,13 +67,48 @@ def train_model(
             f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
         )
 
-    params, history = fit(config, train_images, train_labels, test_images, test_labels, on_epoch=report)
+    fit_fn = _fit_on_device if placement == "device" else _fit_streaming
+    params, history = fit_fn(config, dataset, metadata, report)
     history = [m.to_dict() for m in history]
     with atomic_dir(model) as tmp:
         save_model(tmp, params, config, dataset_identity(metadata), history)
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history)})
     return history
+
+
+def _fit_on_device(config, dataset, metadata, report):
+    from mlp_core.data.artifact import read_split
+    from mlp_core.train import data_mesh, fit
+
+    train_images, train_labels = read_split(dataset, "train", metadata)
+    test_images, test_labels = read_split(dataset, "test", metadata)
+    return fit(config, train_images, train_labels, test_images, test_labels, mesh=data_mesh(), on_epoch=report)
+
+
+def _fit_streaming(config, dataset, metadata, report):
+    """Batches from tf.data, prefetched while the device computes; for data too big to hold."""
+    from mlp_core.data.artifact import verify_shards
+    from mlp_core.data.records import record_dataset
+    from mlp_core.train import evaluate_batches, fit_streaming
+
+    shape = metadata["image_shape"]
+    shards = {split: verify_shards(dataset, metadata, split) for split in ("train", "test")}
+
+    def batches(split: str, batch_size: int, shuffle_epoch: int | None = None):
+        ds = record_dataset(shards[split], shape, batch_size=batch_size, shuffle_seed=shuffle_epoch, seed=config.seed)
+        return ds.as_numpy_iterator()
+
+    def train_batches(epoch: int):
+        return batches("train", config.batch_size, epoch if config.shuffle else None)
+
+    def evaluate_fn(params):
+        _, train_accuracy = evaluate_batches(params, batches("train", 8192))
+        test_loss, test_accuracy = evaluate_batches(params, batches("test", 8192))
+        return train_accuracy, test_loss, test_accuracy
+
+    num_examples = metadata["splits"]["train"]["num_examples"]
+    return fit_streaming(config, train_batches, num_examples, evaluate_fn=evaluate_fn, on_epoch=report)
 
 
 def final_metrics(history: list[dict]) -> dict[str, float]:
@@ -92,6 +132,7 @@ def train(
     epochs: int = 10,
     seed: int = 0,
     shuffle: bool = True,
+    placement: str = "auto",
 ):
     """Train the seed's MLP with JAX (components.train)."""
     import json
@@ -108,6 +149,7 @@ def train(
         epochs=epochs,
         seed=seed,
         shuffle=shuffle,
+        placement=placement,
     )
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
@@ -142,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT.shuffle,
         help="shuffle each epoch on the device; --no-shuffle keeps the seed's order (default: shuffle)",
     )
+    p.add_argument(
+        "--placement",
+        choices=("auto", "device", "stream"),
+        default="auto",
+        help="whole dataset on the device, or batches streamed with tf.data; auto picks by size (default: auto)",
+    )
     return p
 
 
@@ -158,6 +206,7 @@ def main(argv: "list[str] | None" = None) -> int:
         epochs=args.epochs,
         seed=args.seed,
         shuffle=args.shuffle,
+        placement=args.placement,
     )
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0

@@ -42,6 +42,8 @@ class EpochMetrics:
     test_loss: float | None
     seconds: float
     examples_per_second: float
+    # How many examples of each class the epoch trained on (each example exactly once).
+    class_counts: list[int]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,10 +65,10 @@ def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
 
 
 def _step(params: Params, images, labels, num_classes: int, step_size: float):
-    """One SGD step: the seed's ``update``, also returning the batch loss."""
+    """One SGD step: the seed's ``update``, also returning the batch loss and class counts."""
     targets = one_hot(labels, num_classes)
     batch_loss, grads = jax.value_and_grad(loss)(params, images, targets)
-    return sgd(params, grads, step_size), batch_loss
+    return sgd(params, grads, step_size), (batch_loss, jnp.sum(targets, axis=0).astype(jnp.int32))
 
 
 class EpochRunner:
@@ -111,15 +113,17 @@ class EpochRunner:
         def body(p, batch):
             return _step(p, batch[0], batch[1], cfg.num_classes, cfg.step_size)
 
-        params, losses = lax.scan(body, params, (full_images, full_labels))
+        params, (losses, counts) = lax.scan(body, params, (full_images, full_labels))
         loss_sum = jnp.sum(losses) * cfg.batch_size
+        class_counts = jnp.sum(counts, axis=0)
         if self.remainder:
             last_images = self._batch_sharded(images[n_full:], axis=0)
             last_labels = self._batch_sharded(labels[n_full:], axis=0)
-            params, last_loss = _step(params, last_images, last_labels, cfg.num_classes, cfg.step_size)
+            params, (last_loss, last_counts) = _step(params, last_images, last_labels, cfg.num_classes, cfg.step_size)
             loss_sum = loss_sum + last_loss * self.remainder
+            class_counts = class_counts + last_counts
         # Mean of per-batch losses weighted by batch size (= mean per-example loss).
-        return params, loss_sum / self.num_examples
+        return params, loss_sum / self.num_examples, class_counts
 
     def place(self, params: Params, images, labels):
         """Put params and data on the device(s): replicated over the mesh, if any."""
@@ -133,7 +137,7 @@ class EpochRunner:
         return random.fold_in(random.fold_in(random.key(self.config.seed), _SHUFFLE_STREAM), epoch)
 
     def run_epoch(self, params: Params, images, labels, epoch: int):
-        """Train one epoch; returns ``(params, mean_loss)`` as device arrays."""
+        """Train one epoch; returns ``(params, mean_loss, examples_seen_per_class)`` on the device."""
         return self._epoch(params, images, labels, self.epoch_key(epoch))
 
 
@@ -203,7 +207,7 @@ def fit(
     history = list(history or [])
     for epoch in range(start_epoch, config.num_epochs):
         started = time.perf_counter()
-        params, epoch_loss = runner.run_epoch(params, images, labels, epoch)
+        params, epoch_loss, class_counts = runner.run_epoch(params, images, labels, epoch)
         epoch_loss = float(epoch_loss)  # waits for the epoch to finish
         seconds = time.perf_counter() - started
         _check_finite(epoch_loss, epoch + 1, config.step_size)
@@ -219,6 +223,7 @@ def fit(
             test_loss=test_loss,
             seconds=seconds,
             examples_per_second=len(train_images) / seconds,
+            class_counts=np.asarray(class_counts).tolist(),
         )
         history.append(metrics)
         if on_epoch is not None:
@@ -261,21 +266,73 @@ def fit_streaming(
     for epoch in range(start_epoch, config.num_epochs):
         started = time.perf_counter()
         loss_sum = jnp.zeros(())
+        class_counts = jnp.zeros(config.num_classes, jnp.int32)
         seen = 0
         for images, labels in batches(epoch):
             images = flatten_images(images)
-            params, batch_loss = step(params, images, np.asarray(labels, np.int32))
+            params, (batch_loss, batch_counts) = step(params, images, np.asarray(labels, np.int32))
             loss_sum = loss_sum + batch_loss * len(images)
+            class_counts = class_counts + batch_counts
             seen += len(images)
         epoch_loss = float(loss_sum) / seen
         seconds = time.perf_counter() - started
         _check_finite(epoch_loss, epoch + 1, config.step_size)
         train_acc, test_loss, test_acc = evaluate_fn(params) if evaluate_fn else (float("nan"), None, None)
-        metrics = EpochMetrics(epoch + 1, epoch_loss, train_acc, test_acc, test_loss, seconds, seen / seconds)
+        metrics = EpochMetrics(
+            epoch + 1, epoch_loss, train_acc, test_acc, test_loss, seconds, seen / seconds, np.asarray(class_counts).tolist()
+        )
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(params, metrics, history)
     return params, history
+
+
+@jax.jit
+def _evaluate_batch(params: Params, images, labels):
+    num_classes = params[-1][1].shape[0]
+    log_probs = batched_predict(params, images)
+    correct = jnp.sum(jnp.argmax(log_probs, axis=1) == labels)
+    return -jnp.sum(log_probs * one_hot(labels, num_classes)), correct
+
+
+def evaluate_batches(params: Params, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """``(loss, accuracy)`` over a stream of batches; the loss is the seed's, over the whole split."""
+    loss_sum, correct, seen = jnp.zeros(()), jnp.zeros((), jnp.int32), 0
+    num_classes = params[-1][1].shape[0]
+    for images, labels in batches:
+        batch_loss, batch_correct = _evaluate_batch(params, flatten_images(images), np.asarray(labels, np.int32))
+        loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
+    return float(loss_sum) / (seen * num_classes), int(correct) / seen
+
+
+def device_memory_budget(device=None) -> int:
+    """Bytes of memory the training data may take on ``device``: half of what it has free.
+
+    Accelerators report their own limit; on the CPU it is the host's available memory.
+    """
+    device = device or jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        available = 4 << 30
+    return available // 2
+
+
+def choose_placement(data_bytes: int, placement: str = "auto", budget: int | None = None) -> str:
+    """``"device"`` (whole dataset on the device, one call per epoch) or ``"stream"``.
+
+    The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
+    """
+    if placement not in ("auto", "device", "stream"):
+        raise ConfigError(f"placement must be auto, device or stream, got {placement!r}")
+    if placement != "auto":
+        return placement
+    budget = device_memory_budget() if budget is None else budget
+    return "device" if 2 * data_bytes <= budget else "stream"
 
 
 def iterate_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

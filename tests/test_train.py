@@ -53,7 +53,7 @@ def test_no_retrace_after_the_first_epoch(small):
     params = init_network_params(config.layer_sizes, random.key(0))
     params, x, y = runner.place(params, images, labels)
     for epoch in range(config.num_epochs):
-        params, _ = runner.run_epoch(params, x, y, epoch)
+        params, _, _ = runner.run_epoch(params, x, y, epoch)
     assert runner.trace_count == 1
 
 
@@ -113,3 +113,38 @@ def test_seed_faithful_trajectory_on_real_mnist(full_dataset):
     got = [round(m.test_accuracy, 4) for m in history]
     print("seed-faithful trajectory:", got)
     np.testing.assert_allclose(got, SEED_TRAJECTORY, atol=0.002)
+
+
+def test_every_example_seen_once_per_epoch_in_both_orders(small):
+    images, labels = small
+    expected = np.bincount(labels, minlength=10).tolist()
+    for shuffle in (False, True):
+        _, history = fit(TrainConfig(num_epochs=2, batch_size=100, shuffle=shuffle), images, labels)
+        assert [m.class_counts for m in history] == [expected, expected]
+
+
+def test_placement_by_size():
+    from mlp_core.train import choose_placement
+
+    assert choose_placement(60_000 * 788, budget=1 << 30) == "device"
+    assert choose_placement(60_000 * 788, budget=50 << 20) == "stream"
+    assert choose_placement(10, "stream") == "stream"
+    with pytest.raises(ConfigError, match="placement"):
+        choose_placement(10, "gpu")
+
+
+def test_streaming_and_on_device_paths_give_the_same_model(small_dataset, tmp_path):
+    from components.train import train_model
+    from mlp_core.model_io import load_model
+
+    runs = {}
+    for placement in ("device", "stream"):
+        history = train_model(small_dataset, tmp_path / placement, epochs=2, batch_size=100, shuffle=False,
+                              placement=placement, log=lambda *_: None)
+        runs[placement] = (load_model(tmp_path / placement)[0], history)
+    for a, b in zip(jax.tree_util.tree_leaves(runs["device"][0]), jax.tree_util.tree_leaves(runs["stream"][0])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(runs["device"][1], runs["stream"][1]):
+        assert a["class_counts"] == b["class_counts"]
+        assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)

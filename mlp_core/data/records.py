@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp_core.data.fast_records import read_uniform_shard
 from mlp_core.data.tf import tf
 
 IMAGE_KEY = "image"
@@ -100,20 +101,43 @@ def write_shards(
     return shards
 
 
-def record_dataset(paths: Sequence[str | Path], image_shape: Sequence[int], batch_size: int = READ_BATCH):
-    """A tf.data pipeline of parsed ``(images, labels)`` batches from shards, in order."""
+def record_dataset(
+    paths: Sequence[str | Path],
+    image_shape: Sequence[int],
+    batch_size: int = READ_BATCH,
+    shuffle_seed: int | None = None,
+    seed: int = 0,
+    shuffle_buffer: int = 100_000,
+):
+    """A tf.data pipeline of parsed ``(images, labels)`` batches from shards, prefetched.
+
+    In order, or with ``shuffle_seed`` (e.g. the epoch) shuffled through a buffer.
+    """
     files = [str(p) for p in paths]
     ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(shuffle_buffer, seed=seed * 1_000_003 + shuffle_seed, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size).map(lambda s: parse_batch(s, image_shape), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def read_shards(paths: Sequence[str | Path], image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """All records of ``paths`` (in order) as ``(uint8 [N, *image_shape], int64 [N])``."""
+    """All records of ``paths`` (in order) as ``(uint8 [N, *image_shape], int64 [N])``.
+
+    Shards of equal-length records take the vectorised path (``fast_records``);
+    any other shard is read with tf.data. Both check every record's CRC.
+    """
+    image_size = int(np.prod(image_shape))
     images, labels = [], []
-    for batch_images, batch_labels in record_dataset(paths, image_shape).as_numpy_iterator():
-        images.append(batch_images)
-        labels.append(batch_labels)
+    for path in paths:
+        fast = read_uniform_shard(path, image_size)
+        if fast is not None:
+            images.append(fast[0].reshape(-1, *image_shape))
+            labels.append(fast[1])
+            continue
+        for batch_images, batch_labels in record_dataset([path], image_shape).as_numpy_iterator():
+            images.append(batch_images)
+            labels.append(batch_labels)
     if not images:
         return np.zeros((0, *image_shape), np.uint8), np.zeros((0,), np.int64)
     return np.concatenate(images), np.concatenate(labels)
