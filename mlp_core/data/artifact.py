@@ -12,20 +12,21 @@ shape, classes, counts, shard checksums); train and evaluate read them from here
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlp_core.data.errors import DatasetError
+from mlp_core.data.fast_records import decode_uniform_records
 from mlp_core.data.records import read_shards, sha256_file
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
-
-
-class DatasetError(ValueError):
-    """A Dataset artifact is missing, malformed or does not match its metadata."""
 
 
 def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
@@ -46,8 +47,8 @@ def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
     return metadata
 
 
-def verify_shards(dataset_dir: str | Path, metadata: dict[str, Any], split: str) -> list[Path]:
-    """Paths of ``split``'s shards, after checking none is missing, extra or altered."""
+def verify_shards(dataset_dir: str | Path, metadata: dict[str, Any], split: str, check_sha256: bool = True) -> list[Path]:
+    """Paths of ``split``'s shards, after checking none is missing, extra, resized or (sha256) altered."""
     dataset_dir = Path(dataset_dir)
     if split not in metadata["splits"]:
         raise DatasetError(f"split {split!r} is not in {dataset_dir} (it has {', '.join(metadata['splits'])})")
@@ -64,27 +65,61 @@ def verify_shards(dataset_dir: str | Path, metadata: dict[str, Any], split: str)
         size = path.stat().st_size
         if size != shard["num_bytes"]:
             raise DatasetError(f"shard {shard['name']} has {size} bytes, {METADATA_FILE} says {shard['num_bytes']} (truncated or altered)")
-        digest = sha256_file(path)
-        if digest != shard["sha256"]:
-            raise DatasetError(f"shard {shard['name']} has sha256 {digest[:12]}…, {METADATA_FILE} says {shard['sha256'][:12]}…")
+        if check_sha256:
+            _check_sha256(shard, sha256_file(path))
         paths.append(path)
     return paths
 
 
+def _check_sha256(shard: dict[str, Any], digest: str) -> None:
+    if digest != shard["sha256"]:
+        raise DatasetError(f"shard {shard['name']} has sha256 {digest[:12]}…, {METADATA_FILE} says {shard['sha256'][:12]}…")
+
+
+def _load_shard(path: Path, shard: dict[str, Any], image_shape: list[int], images: np.ndarray, labels: np.ndarray) -> int:
+    """Read one shard once: check its sha256, decode it into ``images``/``labels``; returns its count."""
+    raw = path.read_bytes()
+    _check_sha256(shard, hashlib.sha256(raw).hexdigest())
+    decoded = decode_uniform_records(raw, int(np.prod(image_shape)), path)
+    if decoded is None:
+        decoded = read_shards([path], image_shape)
+    shard_images, shard_labels = decoded
+    count = len(shard_labels)
+    if count != shard["num_records"]:
+        raise DatasetError(f"shard {shard['name']} holds {count} records, {METADATA_FILE} says {shard['num_records']}")
+    images[:count] = shard_images.reshape(count, *image_shape)
+    labels[:count] = shard_labels
+    return count
+
+
 def read_split(dataset_dir: str | Path, split: str, metadata: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Verified ``(uint8 images [N, *image_shape], int32 labels [N])`` of one split."""
+    """Verified ``(uint8 images [N, *image_shape], int32 labels [N])`` of one split.
+
+    Shards are read in parallel, each once: sha256 against the metadata, every
+    record's CRC, then decoded straight into one preallocated array.
+    """
     metadata = metadata if metadata is not None else load_metadata(dataset_dir)
-    paths = verify_shards(dataset_dir, metadata, split)
-    shape = metadata["image_shape"]
+    paths = verify_shards(dataset_dir, metadata, split, check_sha256=False)
+    shards = metadata["splits"][split]["shards"]
+    shape = list(metadata["image_shape"])
+    total = sum(s["num_records"] for s in shards)
+    if total != metadata["splits"][split]["num_examples"] or total == 0:
+        raise DatasetError(f"split {split!r} of {dataset_dir} is empty" if total == 0 else
+                           f"{split} shards hold {total} records, {METADATA_FILE} says {metadata['splits'][split]['num_examples']}")
+    images = np.empty((total, *shape), np.uint8)
+    labels = np.empty((total,), np.int64)
+    starts = np.cumsum([0] + [s["num_records"] for s in shards])
     try:
-        images, labels = read_shards(paths, shape)
+        with ThreadPoolExecutor(max_workers=min(len(shards), os.cpu_count() or 1)) as pool:
+            counts = list(pool.map(
+                lambda i: _load_shard(paths[i], shards[i], shape, images[starts[i] : starts[i + 1]], labels[starts[i] : starts[i + 1]]),
+                range(len(shards)),
+            ))
+    except DatasetError:
+        raise
     except Exception as e:  # tf.errors.DataLossError and friends, as one line
         raise DatasetError(f"cannot read {split} shards of {dataset_dir}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    expected = metadata["splits"][split]["num_examples"]
-    if len(labels) != expected:
-        raise DatasetError(f"{split} has {len(labels)} records, {METADATA_FILE} says {expected}")
-    if len(labels) == 0:
-        raise DatasetError(f"split {split!r} of {dataset_dir} is empty")
+    assert sum(counts) == total
     num_classes = metadata["num_classes"]
     if labels.min() < 0 or labels.max() >= num_classes:
         bad = int(labels[(labels < 0) | (labels >= num_classes)][0])

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlp_core.data.errors import DatasetError
+
 try:
     import google_crc32c
 except ImportError:  # the tf.data path still works
@@ -29,16 +31,19 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-class RecordCorruption(ValueError):
+class RecordCorruption(DatasetError):
     """A TFRecord's framing or checksum is wrong."""
 
 
 def read_uniform_shard(path, image_size: int) -> tuple[np.ndarray, np.ndarray] | None:
     """``(uint8 [n, image_size], int64 [n])`` of one shard, or None if it is not uniform."""
-    if google_crc32c is None:
-        return None
-    raw = open(path, "rb").read()
-    if len(raw) < 16:
+    with open(path, "rb") as f:
+        return decode_uniform_records(f.read(), image_size, path)
+
+
+def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray] | None:
+    """Like ``read_uniform_shard``, from the shard's bytes already in memory."""
+    if google_crc32c is None or len(raw) < 16:
         return None
     length = int.from_bytes(raw[:8], "little")
     frame = length + 16
