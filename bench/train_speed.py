@@ -82,7 +82,7 @@ def run_ours(data: dict, epochs: int, log) -> dict:
         seconds, accuracies = [], []
         for epoch in range(epochs):
             started = time.perf_counter()
-            params, loss, _ = runner.run_epoch(params, x, y, epoch)
+            params, loss, _, _ = runner.run_epoch(params, x, y, epoch)
             jax.block_until_ready((params, loss))
             seconds.append(time.perf_counter() - started)
             accuracies.append(evaluate(params, *test)[1])

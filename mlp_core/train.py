@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +62,20 @@ def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
     if batch_size > num_examples:
         raise ConfigError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)")
     return divmod(num_examples, batch_size)
+
+
+class EpochOutput(NamedTuple):
+    """What one compiled epoch returns (device arrays)."""
+
+    params: Params
+    loss: jax.Array  # mean per-example loss over the epoch
+    class_counts: jax.Array  # examples of each class trained on
+    first_nonfinite_step: jax.Array  # 0-based step of the first non-finite batch loss, -1 if none
+
+
+def _first_nonfinite(losses) -> jax.Array:
+    bad = ~jnp.isfinite(losses)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1)
 
 
 def _step(params: Params, images, labels, num_classes: int, step_size: float):
@@ -122,8 +136,9 @@ class EpochRunner:
             params, (last_loss, last_counts) = _step(params, last_images, last_labels, cfg.num_classes, cfg.step_size)
             loss_sum = loss_sum + last_loss * self.remainder
             class_counts = class_counts + last_counts
+            losses = jnp.concatenate([losses, last_loss[None]])
         # Mean of per-batch losses weighted by batch size (= mean per-example loss).
-        return params, loss_sum / self.num_examples, class_counts
+        return EpochOutput(params, loss_sum / self.num_examples, class_counts, _first_nonfinite(losses))
 
     def place(self, params: Params, images, labels):
         """Put params and data on the device(s): replicated over the mesh, if any."""
@@ -136,8 +151,8 @@ class EpochRunner:
         """The shuffle key of ``epoch`` (0-based): a pure function of seed and epoch."""
         return random.fold_in(random.fold_in(random.key(self.config.seed), _SHUFFLE_STREAM), epoch)
 
-    def run_epoch(self, params: Params, images, labels, epoch: int):
-        """Train one epoch; returns ``(params, mean_loss, examples_seen_per_class)`` on the device."""
+    def run_epoch(self, params: Params, images, labels, epoch: int) -> EpochOutput:
+        """Train one epoch (0-based ``epoch`` picks the shuffle key)."""
         return self._epoch(params, images, labels, self.epoch_key(epoch))
 
 
@@ -169,10 +184,11 @@ def flatten_images(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1)
 
 
-def _check_finite(value: float, epoch: int, step_size: float) -> None:
-    if not np.isfinite(value):
+def _check_finite(first_bad_step: int, epoch: int, steps: int, step_size: float) -> None:
+    if first_bad_step >= 0:
         raise DivergenceError(
-            f"training diverged: non-finite loss in epoch {epoch}; try a smaller step size (now {step_size})"
+            f"training diverged: non-finite loss at epoch {epoch}, step {first_bad_step + 1} of {steps}; "
+            f"try a smaller step size (now {step_size})"
         )
 
 
@@ -207,10 +223,10 @@ def fit(
     history = list(history or [])
     for epoch in range(start_epoch, config.num_epochs):
         started = time.perf_counter()
-        params, epoch_loss, class_counts = runner.run_epoch(params, images, labels, epoch)
+        params, epoch_loss, class_counts, first_bad = runner.run_epoch(params, images, labels, epoch)
         epoch_loss = float(epoch_loss)  # waits for the epoch to finish
         seconds = time.perf_counter() - started
-        _check_finite(epoch_loss, epoch + 1, config.step_size)
+        _check_finite(int(first_bad), epoch + 1, runner.full_batches + bool(runner.remainder), config.step_size)
         _, train_acc, _ = evaluate(params, images, labels)
         test_loss = test_acc = None
         if test is not None:
@@ -267,16 +283,19 @@ def fit_streaming(
         started = time.perf_counter()
         loss_sum = jnp.zeros(())
         class_counts = jnp.zeros(config.num_classes, jnp.int32)
-        seen = 0
+        first_bad = jnp.array(-1)
+        seen = steps = 0
         for images, labels in batches(epoch):
             images = flatten_images(images)
             params, (batch_loss, batch_counts) = step(params, images, np.asarray(labels, np.int32))
             loss_sum = loss_sum + batch_loss * len(images)
             class_counts = class_counts + batch_counts
+            first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(batch_loss), steps, first_bad)
             seen += len(images)
+            steps += 1
         epoch_loss = float(loss_sum) / seen
         seconds = time.perf_counter() - started
-        _check_finite(epoch_loss, epoch + 1, config.step_size)
+        _check_finite(int(first_bad), epoch + 1, steps, config.step_size)
         train_acc, test_loss, test_acc = evaluate_fn(params) if evaluate_fn else (float("nan"), None, None)
         metrics = EpochMetrics(
             epoch + 1, epoch_loss, train_acc, test_acc, test_loss, seconds, seen / seconds, np.asarray(class_counts).tolist()

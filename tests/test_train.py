@@ -53,7 +53,7 @@ def test_no_retrace_after_the_first_epoch(small):
     params = init_network_params(config.layer_sizes, random.key(0))
     params, x, y = runner.place(params, images, labels)
     for epoch in range(config.num_epochs):
-        params, _, _ = runner.run_epoch(params, x, y, epoch)
+        params = runner.run_epoch(params, x, y, epoch).params
     assert runner.trace_count == 1
 
 
