@@ -8,7 +8,7 @@ command compiles the same YAML on every machine.
 """
 
 import argparse
-import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -154,7 +154,12 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.shuffle is not None:
         arguments["shuffle"] = args.shuffle
     started = time.perf_counter()
-    outputs = run_local(arguments, args.pipeline_root)
+    try:
+        outputs = run_local(arguments, args.pipeline_root)
+    except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # kfp colours its messages
+        print(f"error: {message} (the task's own error is in its log above)", file=sys.stderr)
+        return 1
     seconds = time.perf_counter() - started
     test = outputs["test_metrics"].metadata
     print(f"\npipeline finished in {seconds:.1f} s")

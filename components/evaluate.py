@@ -11,7 +11,7 @@ from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from components._cli import exit_on_error
-from components._io import write_json
+from components._io import check_output_file, write_json
 
 
 def evaluate_model(model: "str | Path", dataset: "str | Path", split: str = "test") -> dict:
@@ -85,6 +85,8 @@ def _format_matrix(class_names: list[str], matrix: list[list[int]]) -> str:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
+    if args.metrics:
+        check_output_file(args.metrics)
     result = evaluate_model(args.model, args.dataset, args.split)
     if args.metrics:
         write_json(args.metrics, result)

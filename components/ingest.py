@@ -13,7 +13,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from components._cli import exit_on_error
-from components._io import atomic_dir
+from components._io import atomic_dir, check_output_dir
 
 DEFAULT_RECORDS_PER_SHARD = 10_000
 
@@ -35,6 +35,7 @@ def ingest_dataset(
     from mlp_core.data.artifact import DatasetError, write_metadata
     from mlp_core.data.records import write_shards
 
+    check_output_dir(output)
     if records_per_shard <= 0:
         raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
     builder = tfds_source.open_builder(dataset, tfds_data_dir)
@@ -47,16 +48,9 @@ def ingest_dataset(
                 raise DatasetError(f"split {split!r} of {dataset} is empty")
             class_counts = np.zeros(info.num_classes, np.int64)
 
-            bar = tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0)
-
-            def counted(examples):
-                for image, label in examples:
-                    class_counts[label] += 1
-                    bar.update()
-                    yield image, label
-
-            with bar:
-                shards = write_shards(tmp, name, counted(tfds_source.iter_examples(builder, split)), count, records_per_shard)
+            with tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0) as bar:
+                examples = _counted(tfds_source.iter_examples(builder, split), class_counts, bar)
+                shards = write_shards(tmp, name, examples, count, records_per_shard)
             splits[name] = {
                 "tfds_split": split,
                 "num_examples": count,
@@ -73,6 +67,14 @@ def ingest_dataset(
         }
         write_metadata(tmp, metadata)
     return metadata
+
+
+def _counted(examples, class_counts, bar):
+    """Pass ``examples`` through, counting labels and ticking the progress bar."""
+    for image, label in examples:
+        class_counts[label] += 1
+        bar.update()
+        yield image, label
 
 
 def ingest(

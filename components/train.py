@@ -7,6 +7,7 @@ The input and output widths of the network come from the dataset's metadata
 """
 
 import argparse
+import functools
 import math
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._cli import exit_on_error
-from components._io import atomic_dir, write_json
+from components._io import atomic_dir, check_output_dir, check_output_file, write_json
 from mlp_core.config import TrainConfig, parse_layer_sizes
 
 DEFAULT = TrainConfig()
@@ -40,53 +41,81 @@ def train_model(
     seed: int = DEFAULT.seed,
     shuffle: bool = DEFAULT.shuffle,
     placement: str = "auto",
-    log=print,
+    checkpoint_dir: "str | Path | None" = None,
+    log=functools.partial(print, flush=True),
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
 
     ``placement``: ``device`` keeps the whole split on the device (one compiled
     call per epoch), ``stream`` feeds batches from tf.data; ``auto`` picks by size.
+    A checkpoint is written after every epoch (default: ``.<model>.checkpoints``
+    beside ``model``); a rerun with the same arguments resumes from the newest
+    complete one, and the checkpoints are removed once the model is written.
     """
+    import shutil
+
+    from mlp_core.checkpoint import latest_checkpoint, save_checkpoint
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
-    from mlp_core.train import choose_placement
+    from mlp_core.train import EpochMetrics, batch_layout, choose_placement
 
+    check_output_dir(model)
+    if metrics is not None:
+        check_output_file(metrics)
     metadata = load_metadata(dataset)
     config = build_config(metadata, hidden_sizes, step_size=step_size, batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
     num_examples = metadata["splits"]["train"]["num_examples"]
+    batch_layout(num_examples, config.batch_size)
     placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
+    identity = dataset_identity(metadata)
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model)
+    run = {"config": config.to_dict(), "dataset": identity}
+    resume, why = latest_checkpoint(checkpoints, run, config.layer_sizes)
+    if why:
+        log(why)
     log(
         f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
         f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
         f"batch {config.batch_size}, step {config.step_size}, {config.num_epochs} epoch(s)"
     )
 
-    def report(_params, m, _history):
+    def on_epoch(params, m, history):
+        save_checkpoint(checkpoints, m.epoch, params, run, [h.to_dict() for h in history])
         log(
             f"epoch {m.epoch}/{config.num_epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
             f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
         )
 
+    start = {}
+    if resume is not None:
+        start = {"params": resume.params, "start_epoch": resume.epoch, "history": [EpochMetrics(**h) for h in resume.history]}
     fit_fn = _fit_on_device if placement == "device" else _fit_streaming
-    params, history = fit_fn(config, dataset, metadata, report)
+    params, history = fit_fn(config, dataset, metadata, on_epoch, start)
     history = [m.to_dict() for m in history]
     with atomic_dir(model) as tmp:
-        save_model(tmp, params, config, dataset_identity(metadata), history)
+        save_model(tmp, params, config, identity, history)
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history)})
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return history
 
 
-def _fit_on_device(config, dataset, metadata, report):
+def default_checkpoint_dir(model: "str | Path") -> Path:
+    """Beside the model, hidden: nothing a cache or a reader could take for the model itself."""
+    model = Path(model)
+    return model.parent / f".{model.name}.checkpoints"
+
+
+def _fit_on_device(config, dataset, metadata, on_epoch, start):
     from mlp_core.data.artifact import read_split
     from mlp_core.train import data_mesh, fit
 
     train_images, train_labels = read_split(dataset, "train", metadata)
     test_images, test_labels = read_split(dataset, "test", metadata)
-    return fit(config, train_images, train_labels, test_images, test_labels, mesh=data_mesh(), on_epoch=report)
+    return fit(config, train_images, train_labels, test_images, test_labels, mesh=data_mesh(), on_epoch=on_epoch, **start)
 
 
-def _fit_streaming(config, dataset, metadata, report):
+def _fit_streaming(config, dataset, metadata, on_epoch, start):
     """Batches from tf.data, prefetched while the device computes; for data too big to hold."""
     from mlp_core.data.artifact import verify_shards
     from mlp_core.data.records import record_dataset
@@ -108,7 +137,7 @@ def _fit_streaming(config, dataset, metadata, report):
         return train_accuracy, test_loss, test_accuracy
 
     num_examples = metadata["splits"]["train"]["num_examples"]
-    return fit_streaming(config, train_batches, num_examples, evaluate_fn=evaluate_fn, on_epoch=report)
+    return fit_streaming(config, train_batches, num_examples, evaluate_fn=evaluate_fn, on_epoch=on_epoch, **start)
 
 
 def final_metrics(history: list[dict]) -> dict[str, float]:
@@ -135,8 +164,7 @@ def train(
     placement: str = "auto",
 ):
     """Train the seed's MLP with JAX (components.train)."""
-    import json
-
+    from components._io import write_json
     from components.train import final_metrics, train_model
 
     history = train_model(
@@ -153,8 +181,7 @@ def train(
     )
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
-    with open(metrics.path, "w") as f:
-        json.dump({"history": history}, f, indent=2)
+    write_json(metrics.path, {"history": history})
     model.metadata["framework"] = "jax"
     model.metadata["test_accuracy"] = history[-1]["test_accuracy"]
 
@@ -190,6 +217,11 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="whole dataset on the device, or batches streamed with tf.data; auto picks by size (default: auto)",
     )
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        help="where per-epoch checkpoints go; a rerun resumes from them (default: .<model>.checkpoints beside --model)",
+    )
     return p
 
 
@@ -207,6 +239,7 @@ def main(argv: "list[str] | None" = None) -> int:
         seed=args.seed,
         shuffle=args.shuffle,
         placement=args.placement,
+        checkpoint_dir=args.checkpoint_dir,
     )
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0

@@ -44,6 +44,8 @@ def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{path} is not valid JSON: {e}") from None
     if metadata.get("format_version") != FORMAT_VERSION:
         raise DatasetError(f"{path}: unsupported format_version {metadata.get('format_version')!r}")
+    if metadata.get("image_dtype") != "uint8":
+        raise DatasetError(f"{path}: images must be uint8, metadata says {metadata.get('image_dtype')!r}")
     return metadata
 
 
@@ -79,8 +81,9 @@ def _check_sha256(shard: dict[str, Any], digest: str) -> None:
 def _load_shard(path: Path, shard: dict[str, Any], image_shape: list[int], images: np.ndarray, labels: np.ndarray) -> int:
     """Read one shard once: check its sha256, decode it into ``images``/``labels``; returns its count."""
     raw = path.read_bytes()
+    # Records' CRCs first: a flipped byte is then reported as the record it broke.
+    decoded = decode_uniform_records(raw, int(np.prod(image_shape)), path.name)
     _check_sha256(shard, hashlib.sha256(raw).hexdigest())
-    decoded = decode_uniform_records(raw, int(np.prod(image_shape)), path)
     if decoded is None:
         decoded = read_shards([path], image_shape)
     shard_images, shard_labels = decoded

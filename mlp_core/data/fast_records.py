@@ -97,7 +97,9 @@ def _parse(record: bytes) -> tuple[bytes, int] | None:
 def _layout(record: bytes, image_size: int) -> tuple[int, int] | None:
     """Offsets of the image bytes and the one-byte label varint in an Example."""
     parsed = _parse(record)
-    if parsed is None or len(parsed[0]) != image_size or not 0 <= parsed[1] < 0x80:
+    if parsed is not None and len(parsed[0]) != image_size:
+        raise DatasetError(f"an image holds {len(parsed[0])} bytes, the metadata's uint8 image_shape needs {image_size}")
+    if parsed is None or not 0 <= parsed[1] < 0x80:
         return None
     image, label = (parsed[0],), (parsed[1],)
     image_at = record.find(image[0])

@@ -48,7 +48,13 @@ def parse_example(serialized, image_shape: Sequence[int]):
 def parse_batch(serialized, image_shape: Sequence[int]):
     """A batch of serialized examples -> ``(uint8 [B, *image_shape], int64 [B])``."""
     parsed = tf.io.parse_example(serialized, _FEATURES)
-    images = tf.io.decode_raw(parsed[IMAGE_KEY], tf.uint8, fixed_length=int(np.prod(image_shape)))
+    size = int(np.prod(image_shape))
+    # Never decode_raw(fixed_length=...): it pads or truncates images of the wrong size silently.
+    lengths = tf.strings.length(parsed[IMAGE_KEY])
+    with tf.control_dependencies(
+        [tf.debugging.assert_equal(lengths, size, message=f"an image does not hold {size} bytes (uint8 {list(image_shape)})")]
+    ):
+        images = tf.io.decode_raw(parsed[IMAGE_KEY], tf.uint8)
     return tf.reshape(images, [-1, *image_shape]), parsed[LABEL_KEY]
 
 

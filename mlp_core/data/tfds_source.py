@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ def open_builder(name: str, data_dir: str | None):
             raise DatasetError(f"TFDS data dir does not exist: {data_dir}")
         if not path.is_dir():
             raise DatasetError(f"TFDS data dir is a file, expected a folder: {data_dir}")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise DatasetError(f"TFDS data dir is not readable: {data_dir}")
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
     except tfds.core.registered.DatasetNotFoundError:
@@ -79,5 +82,8 @@ def num_examples(builder, split: str) -> int:
 def iter_examples(builder, split: str) -> Iterator[tuple[np.ndarray, int]]:
     """``(uint8 image, label)`` pairs of ``split`` in the order ``tfds.load`` yields them."""
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    for images, labels in _tfds().as_numpy(ds.batch(1024)):
-        yield from zip(images, labels.tolist())
+    try:
+        for images, labels in _tfds().as_numpy(ds.batch(1024)):
+            yield from zip(images, labels.tolist())
+    except tf.errors.OpError as e:
+        raise DatasetError(f"cannot read {builder.name} {split} from {builder.data_dir}: {e.message.splitlines()[0]}") from None
