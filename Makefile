@@ -2,7 +2,7 @@
 PYTHON ?= python3
 IMAGE ?= jax-mlp-pipeline:0.1.0
 
-.PHONY: setup test test-fast compile run
+.PHONY: setup test test-fast compile run image
 
 setup:  ## install the project and prepare MNIST for tfds (offline copy, verified)
 	$(PYTHON) -m pip install -e '.[test]'
@@ -11,8 +11,11 @@ setup:  ## install the project and prepare MNIST for tfds (offline copy, verifie
 test:  ## every test, the slow real-MNIST runs included
 	$(PYTHON) -m pytest
 
-test-fast:  ## skip the 10-epoch trajectory and the whole-DAG run
-	$(PYTHON) -m pytest -m "not slow"
+test-fast:  ## skip the slow real-MNIST runs and the Docker tests
+	$(PYTHON) -m pytest -m "not slow and not docker"
+
+image:  ## build and tag the project image (BASE_IMAGE=... to build on another base)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
 
 compile:
 	$(PYTHON) pipeline.py compile --output pipeline.yaml --image $(IMAGE)

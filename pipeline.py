@@ -95,17 +95,59 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE) -> Path:
     return output
 
 
-def run_local(arguments: dict, pipeline_root: "str | Path" = "local_outputs", image: str = DEFAULT_IMAGE):
-    """Run the DAG with ``kfp.local.SubprocessRunner`` in this environment; returns its outputs."""
+def run_local(
+    arguments: dict,
+    pipeline_root: "str | Path" = "local_outputs",
+    image: str = DEFAULT_IMAGE,
+    runner: str = "subprocess",
+    gpus: bool = False,
+):
+    """Run the DAG on this machine with kfp.local; returns the pipeline's outputs.
+
+    ``runner="subprocess"``: every step in this Python environment.
+    ``runner="docker"``: every step in ``image`` with ``kfp.local.DockerRunner``,
+    as the cluster runs it; the TFDS data dir is mounted read-only, steps run as
+    this user (so the artifacts they write are yours), and ``gpus`` passes all
+    local GPUs through (NVIDIA container toolkit needed).
+    """
     import warnings
 
     from kfp import local
 
-    # Running the steps in this environment instead of the image is the point of this runner.
-    warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    if runner == "subprocess":
+        # Running the steps in this environment instead of the image is the point of this runner.
+        warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
+        local_runner = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        arguments = dict(arguments)
+        local_runner = _docker_runner(arguments, gpus)
+    else:
+        raise ValueError(f"runner must be subprocess or docker, got {runner!r}")
+    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    local.init(runner=local_runner, pipeline_root=str(pipeline_root))
     task = build_pipeline(image)(**arguments)
     return task.outputs
+
+
+def _docker_runner(arguments: dict, gpus: bool):
+    """A DockerRunner that sees this machine's TFDS data dir (``arguments`` gets its path)."""
+    import os
+
+    from docker.types import DeviceRequest, Mount
+    from kfp import local
+
+    data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
+    if not data_dir.startswith("gs://"):
+        data_dir = str(Path(data_dir).resolve())
+        arguments["tfds_data_dir"] = data_dir
+    mounts = [] if data_dir.startswith("gs://") else [Mount(target=data_dir, source=data_dir, type="bind", read_only=True)]
+    extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if gpus else {}
+    return local.DockerRunner(
+        user=f"{os.getuid()}:{os.getgid()}",
+        environment={"HOME": "/tmp"},  # a host uid has no home in the image
+        mounts=mounts,
+        **extra,
+    )
 
 
 # (flag, pipeline parameter, type, help): mirrors the component CLIs one to one.
@@ -132,11 +174,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--image", default=DEFAULT_IMAGE, help="project image every step runs on (default: %(default)s)")
     r = sub.add_parser(
         "run",
-        help="run the whole DAG locally with kfp.local.SubprocessRunner",
-        description="Run ingest -> train -> evaluate on this machine with kfp.local (no Docker, no cluster). "
-        "Defaults are the seed notebook's.",
+        help="run the whole DAG on this machine with kfp.local",
+        description="Run ingest -> train -> evaluate on this machine with kfp.local: in this Python environment "
+        "(--runner subprocess, no Docker) or in the project image (--runner docker). Defaults are the seed notebook's.",
     )
     r.add_argument("--pipeline-root", default="local_outputs", help="where kfp.local writes artifacts (default: %(default)s)")
+    r.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: this environment; docker: every step in --image (default: %(default)s)")
+    r.add_argument("--image", default=DEFAULT_IMAGE, help="project image for --runner docker (default: %(default)s)")
+    r.add_argument("--gpus", action="store_true", help="with --runner docker: pass all local GPUs to the steps")
     for flag, name, kind, text in _PARAMETERS:
         r.add_argument(flag, dest=name, type=kind, default=None, help=text)
     r.add_argument("--shuffle", dest="shuffle", action=argparse.BooleanOptionalAction, default=None,
@@ -155,7 +201,7 @@ def main(argv: "list[str] | None" = None) -> int:
         arguments["shuffle"] = args.shuffle
     started = time.perf_counter()
     try:
-        outputs = run_local(arguments, args.pipeline_root)
+        outputs = run_local(arguments, args.pipeline_root, args.image, args.runner, args.gpus)
     except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # kfp colours its messages
         print(f"error: {message} (the task's own error is in its log above)", file=sys.stderr)

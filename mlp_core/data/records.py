@@ -35,7 +35,9 @@ def encode_example(image: np.ndarray, label: int) -> bytes:
             }
         )
     )
-    return example.SerializeToString()
+    # Map fields serialize in hash order unless asked not to: without this, the same
+    # data gives shards with other bytes (and sha256s) in another process.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse_example(serialized, image_shape: Sequence[int]):
