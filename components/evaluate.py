@@ -25,10 +25,8 @@ def evaluate_model(model: "str | Path", dataset: "str | Path", split: str = "tes
     identity = dataset_identity(metadata)
     for key in ("name", "image_shape", "num_classes"):
         if identity[key] != trained_on[key]:
-            raise DatasetError(
-                f"dataset {identity['name']} ({key} {identity[key]}) is not the data the model was trained on "
-                f"({trained_on['name']}, {key} {trained_on[key]})"
-            )
+            what = "dataset" if key == "name" else f"dataset's {key}"
+            raise DatasetError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
     images, labels = read_split(dataset, split, metadata)
     split_loss, split_accuracy, predicted = evaluate_params(params, flatten_images(images), labels)
     matrix = confusion_matrix(labels, predicted, config.num_classes)

@@ -183,7 +183,7 @@ def test_evaluate_on_another_dataset(trained, small_dataset, tmp_path):
     meta = _meta(ds)
     meta["dataset"]["name"] = "fashion_mnist"
     _save_meta(ds, meta)
-    _assert_refused(_evaluate(trained, ds, tmp_path / "out"), "is not the data the model was trained on (mnist", tmp_path / "out")
+    _assert_refused(_evaluate(trained, ds, tmp_path / "out"), "the dataset is fashion_mnist, the model was trained on mnist", tmp_path / "out")
 
 
 # 11: hyperparameters
