@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Metrics, Model
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from components import evaluate, ingest, train
+from components import evaluate, ingest, publish, train
 
 PIPELINE_NAME = "jax-mlp-pipeline"
 # The project image; `make image` builds it under this tag.
@@ -29,6 +29,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
     ingest_component = ingest.component(image)
     train_component = train.component(image)
     evaluate_component = evaluate.component(image)
+    publish_component = publish.component(image)
 
     class Outputs(NamedTuple):
         dataset: Dataset
@@ -36,6 +37,8 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         train_metrics: Metrics
         test_metrics: Metrics
         confusion_matrix: ClassificationMetrics
+        report: HTML
+        report_markdown: Markdown
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -54,6 +57,9 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         seed: int = train.DEFAULT.seed,
         shuffle: bool = train.DEFAULT.shuffle,
         placement: str = "auto",
+        blessing_threshold: float = evaluate.DEFAULT_THRESHOLD,
+        blessing_tolerance: float = evaluate.DEFAULT_TOLERANCE,
+        publish_uri: str = "",
     ) -> Outputs:
         ingest_task = ingest_component(
             dataset_name=dataset_name,
@@ -75,13 +81,28 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
         evaluate_task = evaluate_component(
             model=train_task.outputs["model"],
             dataset=ingest_task.outputs["dataset"],
+            threshold=blessing_threshold,
+            tolerance=blessing_tolerance,
+            publish_uri=publish_uri,
         )
+        with dsl.If(publish_uri != "", name="publish-uri-given"):
+            with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
+                publish_component(
+                    model=train_task.outputs["model"],
+                    publish_uri=publish_uri,
+                    test_accuracy=evaluate_task.outputs["test_accuracy"],
+                    test_loss=evaluate_task.outputs["test_loss"],
+                    image=image,
+                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                )
         return Outputs(
             dataset=ingest_task.outputs["dataset"],
             model=train_task.outputs["model"],
             train_metrics=train_task.outputs["metrics"],
             test_metrics=evaluate_task.outputs["metrics"],
             confusion_matrix=evaluate_task.outputs["classification_metrics"],
+            report=evaluate_task.outputs["report"],
+            report_markdown=evaluate_task.outputs["report_markdown"],
         )
 
     return mlp_pipeline
@@ -163,6 +184,9 @@ _PARAMETERS = [
     ("--epochs", "epochs", int, "epochs"),
     ("--seed", "seed", int, "PRNG seed for init and shuffling"),
     ("--placement", "placement", str, "auto, device (whole dataset on the device) or stream (tf.data batches)"),
+    ("--blessing-threshold", "blessing_threshold", float, "minimum test accuracy to bless (and publish) the model"),
+    ("--blessing-tolerance", "blessing_tolerance", float, "how far below the champion's test accuracy is still blessed"),
+    ("--publish-uri", "publish_uri", str, "publish blessed models here (folder or gs://); empty: do not publish"),
 ]
 
 
@@ -209,7 +233,7 @@ def main(argv: "list[str] | None" = None) -> int:
     seconds = time.perf_counter() - started
     test = outputs["test_metrics"].metadata
     print(f"\npipeline finished in {seconds:.1f} s")
-    for name in ("dataset", "model", "train_metrics", "test_metrics", "confusion_matrix"):
+    for name in ("dataset", "model", "train_metrics", "test_metrics", "confusion_matrix", "report", "report_markdown"):
         print(f"  {name:<17} {outputs[name].path}")
     print(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
     return 0

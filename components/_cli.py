@@ -8,8 +8,12 @@ from collections.abc import Callable
 
 from mlp_core.config import ConfigError
 
+class InputError(ValueError):
+    """A command-line input (an image, a file) cannot be used."""
+
+
 # Errors that describe bad input or a bad environment, not a bug in this code.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, OSError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, InputError, OSError)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

@@ -1,43 +1,104 @@
-"""Evaluate: a Model and a Dataset artifact -> test metrics and a confusion matrix.
+"""Evaluate: a Model and a Dataset artifact -> test metrics, a report and a blessing.
 
-    python -m components.evaluate --model DIR --dataset DIR --metrics FILE
+    python -m components.evaluate --model DIR --dataset DIR --metrics FILE \\
+        [--report report.html] [--report-markdown report.md] [--threshold 0.95] [--publish-uri URI]
+
+The model is *blessed* when its test accuracy is >= ``--threshold`` and >= the
+current champion's (the model published at ``--publish-uri``) minus ``--tolerance``.
 """
 
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components._cli import exit_on_error
 from components._io import check_output_file, write_json
 
+DEFAULT_THRESHOLD = 0.95
+DEFAULT_TOLERANCE = 0.002
+MISCLASSIFIED_SHOWN = 16
 
-def evaluate_model(model: "str | Path", dataset: "str | Path", split: str = "test") -> dict:
-    """Test loss, accuracy and confusion matrix of ``model`` on ``dataset``'s ``split``."""
+
+def evaluate_model(
+    model: "str | Path",
+    dataset: "str | Path",
+    threshold: float = DEFAULT_THRESHOLD,
+    tolerance: float = DEFAULT_TOLERANCE,
+    publish_uri: str = "",
+    report: "str | Path | None" = None,
+    report_markdown: "str | Path | None" = None,
+) -> dict:
+    """Test metrics, per-class metrics, confusion matrix and blessing of ``model``.
+
+    With ``report``/``report_markdown``, also writes the report there.
+    """
+    import numpy as np
+
+    from components import report as report_lib
+    from components.publish import read_champion
+    from mlp_core.blessing import bless
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
+    from mlp_core.metrics import macro_f1, per_class_metrics
     from mlp_core.model_io import load_model
-    from mlp_core.train import confusion_matrix, evaluate as evaluate_params, flatten_images
+    from mlp_core.train import confusion_matrix, evaluate_with_confidence, flatten_images
 
-    params, config, trained_on, _ = load_model(model)
+    for path in (report, report_markdown):
+        if path is not None:
+            check_output_file(path)
+    params, config, trained_on, history = load_model(model)
     metadata = load_metadata(dataset)
     identity = dataset_identity(metadata)
     for key in ("name", "image_shape", "num_classes"):
         if identity[key] != trained_on[key]:
             what = "dataset" if key == "name" else f"dataset's {key}"
             raise DatasetError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
-    images, labels = read_split(dataset, split, metadata)
-    split_loss, split_accuracy, predicted = evaluate_params(params, flatten_images(images), labels)
+    champion = read_champion(publish_uri) if publish_uri else None
+    images, labels = read_split(dataset, "test", metadata)
+    test_loss, test_accuracy, predicted, confidence = evaluate_with_confidence(params, flatten_images(images), labels)
     matrix = confusion_matrix(labels, predicted, config.num_classes)
-    return {
-        "split": split,
+    class_names = metadata["class_names"]
+    per_class = per_class_metrics(matrix, class_names)
+    champion_accuracy = champion["metrics"]["test_accuracy"] if champion else None
+    blessed, reason = bless(test_accuracy, threshold, tolerance, champion_accuracy)
+    result = {
         "num_examples": int(len(labels)),
-        f"{split}_accuracy": split_accuracy,
-        f"{split}_loss": split_loss,
-        "class_names": metadata["class_names"],
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "macro_f1": macro_f1(per_class),
+        "per_class": per_class,
+        "class_names": class_names,
         "confusion_matrix": matrix.tolist(),
+        "blessed": blessed,
+        "reason": reason,
+        "champion": {"version": champion["version"], "test_accuracy": champion_accuracy} if champion else None,
     }
+    if report is not None or report_markdown is not None:
+        wrong = np.flatnonzero(predicted != labels)
+        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISCLASSIFIED_SHOWN]
+        plots = {
+            "Training curves": report_lib.training_curves(history),
+            "Confusion matrix": report_lib.confusion_heatmap(result["confusion_matrix"], class_names),
+            "Most confidently misclassified test images": report_lib.misclassified_grid(
+                images[worst], [class_names[i] for i in labels[worst]], [class_names[i] for i in predicted[worst]],
+                confidence[worst].tolist(),
+            ),
+        }
+        page, markdown = report_lib.render(result, plots, f"Evaluation of {trained_on['name']} model")
+        if report is not None:
+            _write_text(report, page)
+        if report_markdown is not None:
+            _write_text(report_markdown, markdown)
+    return result
+
+
+def _write_text(path, text: str) -> None:
+    from components.storage import write_bytes
+
+    write_bytes(str(path), text.encode())
 
 
 def evaluate(
@@ -45,15 +106,28 @@ def evaluate(
     dataset: Input[Dataset],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
-):
-    """Evaluate the trained MLP on the test split (components.evaluate)."""
+    report: Output[HTML],
+    report_markdown: Output[Markdown],
+    threshold: float = 0.95,
+    tolerance: float = 0.002,
+    publish_uri: str = "",
+) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("test_accuracy", float), ("test_loss", float)]):
+    """Evaluate the trained MLP on the test split and decide its blessing (components.evaluate)."""
+    from collections import namedtuple
+
     from components.evaluate import evaluate_model
 
-    result = evaluate_model(model.path, dataset.path)
+    result = evaluate_model(model.path, dataset.path, threshold, tolerance, publish_uri, report.path, report_markdown.path)
     metrics.log_metric("test_accuracy", result["test_accuracy"])
     metrics.log_metric("test_loss", result["test_loss"])
+    metrics.log_metric("macro_f1", result["macro_f1"])
+    for c in result["per_class"]:
+        metrics.log_metric(f"f1_class_{c['class']}", c["f1"])
     classification_metrics.log_confusion_matrix(result["class_names"], result["confusion_matrix"])
     print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}")
+    print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
+    outputs = namedtuple("EvaluateOutputs", ["blessed", "reason", "test_accuracy", "test_loss"])
+    return outputs(result["blessed"], result["reason"], result["test_accuracy"], result["test_loss"])
 
 
 def component(base_image: str):
@@ -64,12 +138,18 @@ def component(base_image: str):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.evaluate",
-        description="Evaluate a Model artifact on a Dataset artifact's test split: accuracy, loss, confusion matrix.",
+        description="Evaluate a Model artifact on a Dataset artifact's test split: accuracy, loss, per-class "
+        "metrics, confusion matrix, an HTML/Markdown report, and the blessing decision.",
     )
     p.add_argument("--model", required=True, help="Model artifact folder (from components.train)")
     p.add_argument("--dataset", required=True, help="Dataset artifact folder (from components.ingest)")
     p.add_argument("--metrics", default=None, help="JSON file to write the metrics and confusion matrix to")
-    p.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    p.add_argument("--report", default=None, help="HTML report to write")
+    p.add_argument("--report-markdown", default=None, help="the same report as Markdown")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="blessing: minimum test accuracy (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="blessing: how far below the champion's accuracy is still blessed (default: %(default)s)")
+    p.add_argument("--publish-uri", default="", help="where the champion is published (folder or gs://); empty: no champion")
     return p
 
 
@@ -85,11 +165,13 @@ def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     if args.metrics:
         check_output_file(args.metrics)
-    result = evaluate_model(args.model, args.dataset, args.split)
+    result = evaluate_model(args.model, args.dataset, args.threshold, args.tolerance, args.publish_uri,
+                            args.report, args.report_markdown)
     if args.metrics:
         write_json(args.metrics, result)
     print(_format_matrix(result["class_names"], result["confusion_matrix"]))
-    print(f"{args.split} accuracy {result[f'{args.split}_accuracy']:.4f}, {args.split} loss {result[f'{args.split}_loss']:.4f}")
+    print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, macro F1 {result['macro_f1']:.4f}")
+    print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
     return 0
 
 

@@ -54,6 +54,7 @@ def train_model(
     """
     import shutil
 
+    from components.export import SAVED_MODEL_DIR, export_saved_model
     from mlp_core.checkpoint import latest_checkpoint, save_checkpoint
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
@@ -94,6 +95,7 @@ def train_model(
     history = [m.to_dict() for m in history]
     with atomic_dir(model) as tmp:
         save_model(tmp, params, config, identity, history)
+        export_saved_model(params, metadata["image_shape"], tmp / SAVED_MODEL_DIR)
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history)})
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -158,18 +158,24 @@ class EpochRunner:
 
 @jax.jit
 def _evaluate(params: Params, images, labels):
-    """Seed's loss and accuracy over a whole split, plus the predicted classes."""
+    """Seed's loss and accuracy over a whole split, the predicted classes and their probabilities."""
     num_classes = params[-1][1].shape[0]
     log_probs = batched_predict(params, images)
     predicted = jnp.argmax(log_probs, axis=1)
     split_loss = -jnp.mean(log_probs * one_hot(labels, num_classes))
-    return split_loss, jnp.mean(predicted == labels), predicted
+    return split_loss, jnp.mean(predicted == labels), predicted, jnp.exp(jnp.max(log_probs, axis=1))
 
 
 def evaluate(params: Params, images, labels) -> tuple[float, float, np.ndarray]:
     """``(loss, accuracy, predicted_classes)`` of ``params`` on flattened ``images``."""
-    split_loss, acc, predicted = _evaluate(params, images, labels)
+    split_loss, acc, predicted, _ = _evaluate(params, images, labels)
     return float(split_loss), float(acc), np.asarray(predicted)
+
+
+def evaluate_with_confidence(params: Params, images, labels) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """``evaluate`` plus the probability the model gave each predicted class."""
+    split_loss, acc, predicted, confidence = _evaluate(params, images, labels)
+    return float(split_loss), float(acc), np.asarray(predicted), np.asarray(confidence)
 
 
 def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:

@@ -34,7 +34,7 @@ def test_compiled_yaml_equals_golden(tmp_path):
 def test_every_step_runs_on_the_image_without_pip(tmp_path):
     spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml", IMAGE).read_text())
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 3
+    assert len(executors) == 4  # ingest, train, evaluate, publish
     for executor in executors.values():
         assert executor["container"]["image"] == IMAGE
         assert "pip install" not in " ".join(executor["container"]["command"])
@@ -67,3 +67,19 @@ def test_whole_dag_through_kfp_local_on_real_mnist(mnist_data_dir, tmp_path):
     assert (tmp_path / "outputs").is_dir()
     model_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("model "))
     assert (Path(model_line.split()[-1]) / "params.npz").is_file()
+
+
+@pytest.mark.slow
+def test_blessed_run_publishes_and_a_strict_one_does_not(mnist_data_dir, tmp_path):
+    from components.publish import read_champion
+
+    publish_uri = str(tmp_path / "published")
+    common = ["--epochs", "1", "--no-shuffle", "--tfds-data-dir", mnist_data_dir, "--publish-uri", publish_uri,
+              "--pipeline-root", str(tmp_path / "outputs")]
+    run_cli("pipeline.py", "run", "--blessing-threshold", "0.9", *common)
+    champion = read_champion(publish_uri)
+    assert champion is not None and champion["metrics"]["test_accuracy"] >= 0.92
+    strict = run_cli("pipeline.py", "run", "--blessing-threshold", "1.0", *common).stdout
+    assert "not blessed: test accuracy" in strict and "below the threshold 1.0000" in strict
+    assert read_champion(publish_uri)["version"] == champion["version"]
+    assert len([p for p in (tmp_path / "published").iterdir() if p.is_dir()]) == 1

@@ -1,0 +1,88 @@
+"""Publishing to a local folder and to Cloud Storage (gcp-storage-emulator on loopback)."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from components import storage
+from components.publish import LATEST, publish_model, read_champion
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def model(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "model"
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1")
+    return out
+
+
+def _check_publish_location(uri: str, model) -> None:
+    assert read_champion(uri) is None
+    first = publish_model(model, uri, 0.9, 0.1, image="reg/img:1", run_id="run-1",
+                          now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert first.startswith("20260101T000000Z-") and len(first) == len("20260101T000000Z-") + 12
+    champion = read_champion(uri)
+    assert champion["version"] == first and champion["metrics"]["test_accuracy"] == 0.9
+    assert champion["image"] == "reg/img:1" and champion["pipeline_run_id"] == "run-1"
+    assert champion["dataset"]["name"] == "mnist" and len(champion["dataset"]["shards_sha256"]["train"]) == 3
+    assert {"params.npz", "config.json", "dataset.json", "history.json"} <= set(champion["files"])
+    assert any(f.startswith("saved_model/") for f in champion["files"])
+    assert storage.read_bytes(storage.join(uri, LATEST)).decode().strip() == first
+
+
+def test_publish_to_a_local_folder(model, tmp_path):
+    _check_publish_location(str(tmp_path / "published"), model)
+
+
+def test_publish_to_cloud_storage(model, gcs_emulator):
+    gcs_emulator.create_bucket("models")
+    _check_publish_location("gs://models/mnist-mlp", model)
+    names = sorted(b.name for b in gcs_emulator.list_blobs("models"))
+    assert "mnist-mlp/LATEST" in names and any(n.endswith("/manifest.json") for n in names)
+
+
+def test_missing_bucket_and_object_are_clear_errors(gcs_emulator, tmp_path):
+    with pytest.raises(storage.StorageError, match="bucket gs://no-such-bucket does not exist"):
+        storage.read_bytes("gs://no-such-bucket/x")
+    gcs_emulator.create_bucket("empty")
+    with pytest.raises(storage.StorageError, match="object not found: gs://empty/nothing"):
+        storage.read_bytes("gs://empty/nothing")
+    storage.write_bytes("gs://empty/a/b.txt", b"hello")
+    storage.download_tree("gs://empty/a", tmp_path / "down")
+    assert (tmp_path / "down" / "b.txt").read_bytes() == b"hello"
+
+
+def test_interrupted_publish_leaves_the_champion_in_force(model, tmp_path, monkeypatch):
+    uri = str(tmp_path / "published")
+    champion = publish_model(model, uri, 0.97, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    real_write = storage.write_bytes
+
+    def dies_at_the_pointer(target, data):
+        if target.endswith(LATEST):
+            raise KeyboardInterrupt("killed before LATEST moved")
+        real_write(target, data)
+
+    monkeypatch.setattr(storage, "write_bytes", dies_at_the_pointer)
+    with pytest.raises(KeyboardInterrupt):
+        publish_model(model, uri, 0.99, now=datetime(2026, 2, 1, tzinfo=timezone.utc))
+    monkeypatch.undo()
+    assert read_champion(uri)["version"] == champion
+    assert read_champion(uri)["metrics"]["test_accuracy"] == 0.97
+
+
+def test_version_is_complete_before_latest_moves(model, tmp_path, monkeypatch):
+    uri = str(tmp_path / "published")
+    order = []
+    real_write = storage.write_bytes
+    monkeypatch.setattr(storage, "write_bytes", lambda t, d: (order.append(t.rsplit("/", 1)[-1]), real_write(t, d)))
+    publish_model(model, uri, 0.97)
+    assert order[-2:] == ["manifest.json", LATEST]
+    assert set(order[:-2]) >= {"params.npz", "config.json"}
+
+
+def test_publish_cli(model, tmp_path):
+    out = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
+                  "--test-accuracy", "0.95").stdout
+    version = out.split()[1]
+    assert json.loads((tmp_path / "p" / version / "manifest.json").read_text())["version"] == version
