@@ -11,7 +11,7 @@ from pathlib import Path
 from components._cli import InputError, exit_on_error
 
 
-def load_inputs(paths: list[str], image_shape: list[int]) -> tuple[list[str], "np.ndarray"]:
+def load_inputs(paths: list[str], image_shape: list[int]):
     """``(names, uint8 [N, *image_shape])`` from PNG files and ``.npy`` batches."""
     import numpy as np
 

@@ -36,9 +36,9 @@ def training_curves(history: list[dict]) -> str:
     plt = _pyplot()
     epochs = [m["epoch"] for m in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax_loss.plot(epochs, [m["loss"] for m in history], marker="o", label="train loss")
+    ax_loss.plot(epochs, [m["loss"] for m in history], marker="o", label="train loss (during the epoch)")
     if all(m.get("test_loss") is not None for m in history):
-        ax_loss.plot(epochs, [m["test_loss"] for m in history], marker="o", label="test loss")
+        ax_loss.plot(epochs, [m["test_loss"] for m in history], marker="o", label="test loss (after it)")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax_acc.plot(epochs, [m["train_accuracy"] for m in history], marker="o", label="train")
     if all(m.get("test_accuracy") is not None for m in history):
