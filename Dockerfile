@@ -12,13 +12,15 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so code edits do not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p mlp_core/data components bench \
-    && touch mlp_core/__init__.py mlp_core/data/__init__.py components/__init__.py bench/__init__.py pipeline.py \
+RUN mkdir -p mlp_core/data components clusters bench \
+    && touch mlp_core/__init__.py mlp_core/data/__init__.py components/__init__.py clusters/__init__.py \
+        bench/__init__.py pipeline.py \
     && extras=$([ "$ACCELERATOR" = cuda ] && echo "[cuda]" || true) \
     && /opt/venv/bin/pip install ".${extras}" \
     && /opt/venv/bin/pip uninstall -y jax-mlp-pipeline
 COPY mlp_core mlp_core
 COPY components components
+COPY clusters clusters
 COPY bench bench
 COPY pipeline.py ./
 RUN /opt/venv/bin/pip install --no-deps . && /opt/venv/bin/python -c "import mlp_core, components.train, kfp"

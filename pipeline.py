@@ -17,6 +17,8 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
+from clusters.options import ClusterError, ClusterOptions, check_image
+from clusters.options import apply as apply_options
 from components import evaluate, ingest, publish, train
 
 PIPELINE_NAME = "jax-mlp-pipeline"
@@ -24,8 +26,13 @@ PIPELINE_NAME = "jax-mlp-pipeline"
 DEFAULT_IMAGE = "jax-mlp-pipeline:0.1.0"
 
 
-def build_pipeline(image: str = DEFAULT_IMAGE):
-    """The pipeline function with every step running on ``image``."""
+def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None):
+    """The pipeline function with every step running on ``image``.
+
+    ``options`` say how it runs on its backend (resources, GPU, retries, caching);
+    the default is for kfp.local: no resources, caching and retries as on a cluster.
+    """
+    options = options or ClusterOptions()
     ingest_component = ingest.component(image)
     train_component = train.component(image)
     evaluate_component = evaluate.component(image)
@@ -68,6 +75,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             test_split=test_split,
             records_per_shard=records_per_shard,
         )
+        apply_options(ingest_task, "ingest", options)
         train_task = train_component(
             dataset=ingest_task.outputs["dataset"],
             hidden_sizes=hidden_sizes,
@@ -78,6 +86,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             shuffle=shuffle,
             placement=placement,
         )
+        apply_options(train_task, "train", options)
         evaluate_task = evaluate_component(
             model=train_task.outputs["model"],
             dataset=ingest_task.outputs["dataset"],
@@ -85,9 +94,10 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
             tolerance=blessing_tolerance,
             publish_uri=publish_uri,
         )
+        apply_options(evaluate_task, "evaluate", options)
         with dsl.If(publish_uri != "", name="publish-uri-given"):
             with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
-                publish_component(
+                publish_task = publish_component(
                     model=train_task.outputs["model"],
                     publish_uri=publish_uri,
                     test_accuracy=evaluate_task.outputs["test_accuracy"],
@@ -95,6 +105,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
                     image=image,
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 )
+                apply_options(publish_task, "publish", options)
         return Outputs(
             dataset=ingest_task.outputs["dataset"],
             model=train_task.outputs["model"],
@@ -108,11 +119,13 @@ def build_pipeline(image: str = DEFAULT_IMAGE):
     return mlp_pipeline
 
 
-def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE) -> Path:
+def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None,
+                     allow_mutable_image: bool = False) -> Path:
     """Write the pipeline's IR YAML to ``output``."""
+    check_image(image, allow_mutable_image)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(image), str(output))
+    compiler.Compiler().compile(build_pipeline(image, options), str(output))
     return output
 
 
@@ -188,14 +201,72 @@ _PARAMETERS = [
     ("--blessing-tolerance", "blessing_tolerance", float, "how far below the champion's test accuracy is still blessed"),
     ("--publish-uri", "publish_uri", str, "publish blessed models here (folder or gs://); empty: do not publish"),
 ]
+_TYPES = {name: kind for _, name, kind, _ in _PARAMETERS} | {"shuffle": bool}
+
+
+def parse_params(items: "list[str]") -> dict:
+    """``["epochs=3", "shuffle=false"]`` -> typed pipeline arguments; unknown names are refused."""
+    arguments = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ClusterError(f"--param must be name=value, got {item!r}")
+        if name not in _TYPES:
+            raise ClusterError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(_TYPES))}")
+        kind = _TYPES[name]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                arguments[name] = text.lower() in ("true", "1", "yes")
+            else:
+                arguments[name] = kind(text)
+        except ValueError:
+            raise ClusterError(f"--param {name} needs a {kind.__name__}, got {text!r}") from None
+    return arguments
+
+
+def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True) -> None:
+    p.add_argument("--image", default=DEFAULT_IMAGE, help="project image every step runs on (default: %(default)s)")
+    if target_choice:
+        p.add_argument("--target", choices=("kfp", "vertex"), default="kfp", help="backend to compile for (default: kfp)")
+    p.add_argument("--accelerator", default=None,
+                   help="GPU for the train step: a Kubernetes resource (nvidia.com/gpu) on kfp, an accelerator type "
+                   "(NVIDIA_L4, NVIDIA_TESLA_T4, NVIDIA_H100_80GB, ...) on Vertex; 'none' for CPU only "
+                   "(default: nvidia.com/gpu on kfp, NVIDIA_L4 on Vertex)")
+    p.add_argument("--accelerator-count", type=int, default=1, help="GPUs for the train step (default: 1)")
+    p.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="kfp only: node selector of the train step (kfp-kubernetes); repeatable")
+    p.add_argument("--toleration", action="append", default=[], metavar="KEY[=VALUE][:EFFECT]",
+                   help="kfp only: toleration of the train step, e.g. nvidia.com/gpu:NoSchedule; repeatable")
+    p.add_argument("--no-cache", action="store_true", help="turn kfp's step caching off (on by default)")
+    p.add_argument("--allow-mutable-image", action="store_true",
+                   help="accept an image tagged :latest or untagged (kfp's cache would reuse stale results)")
+
+
+def _options(args, target: str) -> ClusterOptions:
+    from clusters.options import DEFAULT_ACCELERATOR, parse_node_selector, parse_toleration
+
+    accelerator = DEFAULT_ACCELERATOR[target] if args.accelerator is None else args.accelerator
+    return ClusterOptions(
+        target=target,
+        accelerator=None if accelerator.lower() == "none" else accelerator,
+        accelerator_count=args.accelerator_count,
+        node_selector=parse_node_selector(args.node_selector),
+        tolerations=tuple(parse_toleration(t) for t in args.toleration),
+        enable_caching=not args.no_cache,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python pipeline.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compile", help="write the pipeline's IR YAML", description="Compile the pipeline to IR YAML.")
+
+    c = sub.add_parser("compile", help="write the pipeline's IR YAML for Kubeflow or Vertex AI",
+                       description="Compile the pipeline to IR YAML for a backend.")
     c.add_argument("--output", default="pipeline.yaml", help="YAML file to write (default: %(default)s)")
-    c.add_argument("--image", default=DEFAULT_IMAGE, help="project image every step runs on (default: %(default)s)")
+    _add_compile_options(c)
+
     r = sub.add_parser(
         "run",
         help="run the whole DAG on this machine with kfp.local",
@@ -211,15 +282,98 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument(flag, dest=name, type=kind, default=None, help=text)
     r.add_argument("--shuffle", dest="shuffle", action=argparse.BooleanOptionalAction, default=None,
                    help="shuffle each epoch; --no-shuffle is the seed's order (default: shuffle)")
+
+    for name, text in (("submit", "start a run on Kubeflow Pipelines (--host) or Vertex AI (--vertex)"),
+                       ("schedule", "retrain on a schedule: create, --list, --pause ID or --delete ID")):
+        s = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        backend = s.add_mutually_exclusive_group(required=True)
+        backend.add_argument("--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
+        backend.add_argument("--vertex", action="store_true", help="Vertex AI Pipelines (needs --project, --region)")
+        s.add_argument("--project", help="Vertex AI: Google Cloud project")
+        s.add_argument("--region", help="Vertex AI: region, e.g. us-central1")
+        s.add_argument("--service-account", help="Vertex AI: service account the run (or schedule) acts as")
+        s.add_argument("--experiment", default=None, help="Kubeflow: experiment name (default: Default)")
+        s.add_argument("--pipeline-root", default=None, help="artifact root, gs://... (required on Vertex)")
+        s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument; repeatable")
+        s.add_argument("--name", default=None, help="run or schedule name (prefixed with jax-mlp-pipeline)")
+        _add_compile_options(s, target_choice=False)
+        if name == "schedule":
+            s.add_argument("--cron", help='standard five-field cron, e.g. "0 3 * * 1" (Vertex also takes a TZ= prefix)')
+            s.add_argument("--catchup", action="store_true", help="Kubeflow: run missed intervals after a pause")
+            s.add_argument("--list", action="store_true", help="list this project's schedules")
+            s.add_argument("--pause", metavar="ID", help="pause a schedule")
+            s.add_argument("--delete", metavar="ID", help="delete a schedule")
     return p
 
 
-def main(argv: "list[str] | None" = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "compile":
-        path = compile_pipeline(args.output, args.image)
-        print(f"wrote {path} (image {args.image})")
+def _compiled(args, target: str, directory: str) -> Path:
+    return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, _options(args, target), args.allow_mutable_image)
+
+
+def _submit(args) -> int:
+    import tempfile
+
+    from clusters import kubeflow, vertex
+
+    arguments = parse_params(args.param)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.vertex:
+            package = _compiled(args, "vertex", tmp)
+            job = vertex.build_job(package, args.project, args.region, args.pipeline_root or "", arguments,
+                                   enable_caching=not args.no_cache, display_name=args.name or PIPELINE_NAME)
+            print(f"submitted: {vertex.submit(job, args.service_account)}")
+        else:
+            package = _compiled(args, "kfp", tmp)
+            run_id, url = kubeflow.submit(package, args.host, arguments, args.experiment, args.pipeline_root,
+                                          enable_caching=not args.no_cache, run_name=args.name)
+            print(f"run {run_id}: {url}")
+    return 0
+
+
+def _schedule(args) -> int:
+    import tempfile
+
+    from clusters import cron, kubeflow, vertex
+
+    if args.list:
+        rows = vertex.list_schedules(args.project, args.region) if args.vertex else kubeflow.list_schedules(args.host)
+        for row in rows:
+            print(f"{row['id']}  {row['name']}  {row['status']}  {row['cron']}")
+        if not rows:
+            print("no schedules of this pipeline")
         return 0
+    for action, verb in ((args.pause, "pause"), (args.delete, "delete")):
+        if action:
+            if args.vertex:
+                getattr(vertex, verb)(args.project, args.region, action)
+            else:
+                getattr(kubeflow, verb)(args.host, action)
+            print(f"{verb}d {action}")
+            return 0
+    if not args.cron:
+        raise ClusterError("schedule needs --cron (or --list, --pause ID, --delete ID)")
+    cron.validate(args.cron)
+    arguments = parse_params(args.param)
+    name = args.name or "retrain"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.vertex:
+            package = _compiled(args, "vertex", tmp)
+            job = vertex.build_job(package, args.project, args.region, args.pipeline_root or "", arguments,
+                                   enable_caching=not args.no_cache)
+            created = vertex.schedule(job, args.cron, name, args.service_account)
+            print(f"schedule {created.resource_name} ({args.cron})")
+        else:
+            kfp_cron = cron.to_kfp(args.cron)
+            print(f"Kubeflow cron has six fields, seconds first: {args.cron!r} is sent as {kfp_cron!r}")
+            package = _compiled(args, "kfp", tmp)
+            schedule_id = kubeflow.schedule(package, args.host, args.cron, arguments, name, args.experiment,
+                                            args.pipeline_root, enable_caching=not args.no_cache, catchup=args.catchup)
+            print(f"recurring run {schedule_id} (at most one run at a time, {'with' if args.catchup else 'no'} catch-up)")
+    print("next runs: " + ", ".join(t.isoformat() for t in cron.next_runs(args.cron)))
+    return 0
+
+
+def _run(args) -> int:
     arguments = {name: getattr(args, name) for _, name, _, _ in _PARAMETERS if getattr(args, name) is not None}
     if args.shuffle is not None:
         arguments["shuffle"] = args.shuffle
@@ -237,6 +391,23 @@ def main(argv: "list[str] | None" = None) -> int:
         print(f"  {name:<17} {outputs[name].path}")
     print(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
     return 0
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "compile":
+            path = compile_pipeline(args.output, args.image, _options(args, args.target), args.allow_mutable_image)
+            print(f"wrote {path} (target {args.target}, image {args.image})")
+            return 0
+        if args.command == "submit":
+            return _submit(args)
+        if args.command == "schedule":
+            return _schedule(args)
+        return _run(args)
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def cli() -> None:

@@ -8,7 +8,7 @@ import yaml
 import pipeline
 from conftest import run_cli
 
-GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
+GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3"
 
 
@@ -22,13 +22,15 @@ def normalise(text: str) -> dict:
     return spec
 
 
-def test_compiled_yaml_equals_golden(tmp_path):
+@pytest.mark.parametrize("target", ["kfp", "vertex"])
+def test_compiled_yaml_equals_golden(tmp_path, target):
     out = tmp_path / "pipeline.yaml"
-    run_cli("pipeline.py", "compile", "--output", str(out), "--image", IMAGE)
+    run_cli("pipeline.py", "compile", "--target", target, "--output", str(out), "--image", IMAGE)
+    golden = GOLDEN / f"pipeline_{target}.yaml"
     text = out.read_text()
     if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(text)
-    assert normalise(text) == normalise(GOLDEN.read_text()), "recompile with UPDATE_GOLDEN=1 if the change is intended"
+        golden.write_text(text)
+    assert normalise(text) == normalise(golden.read_text()), "recompile with UPDATE_GOLDEN=1 if the change is intended"
 
 
 def test_every_step_runs_on_the_image_without_pip(tmp_path):

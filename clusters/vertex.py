@@ -1,0 +1,84 @@
+"""Vertex AI Pipelines: submit a ``PipelineJob`` and keep ``PipelineJobSchedule`` s.
+
+google-cloud-aiplatform is an optional extra: ``pip install 'jax-mlp-pipeline[vertex]'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clusters.cron import validate
+from clusters.options import ClusterError
+
+SCHEDULE_PREFIX = "jax-mlp-pipeline"
+
+
+def _aiplatform():
+    try:
+        from google.cloud import aiplatform
+    except ImportError:
+        raise ClusterError(
+            "google-cloud-aiplatform is not installed; install it with: pip install 'jax-mlp-pipeline[vertex]'"
+        ) from None
+    return aiplatform
+
+
+def build_job(package: str | Path, project: str, region: str, pipeline_root: str, arguments: dict,
+              enable_caching: bool | None = None, display_name: str = SCHEDULE_PREFIX, credentials=None):
+    """The ``PipelineJob`` of the compiled ``package`` (no network call)."""
+    if not str(pipeline_root).startswith("gs://"):
+        raise ClusterError(f"Vertex AI needs a gs:// pipeline root, got {pipeline_root!r}")
+    if not project or not region:
+        raise ClusterError("Vertex AI needs --project and --region")
+    aiplatform = _aiplatform()
+    return aiplatform.PipelineJob(
+        display_name=display_name, template_path=str(package), pipeline_root=pipeline_root,
+        parameter_values=arguments, enable_caching=enable_caching, project=project, location=region,
+        credentials=credentials,
+    )
+
+
+def build_schedule(job, name: str, credentials=None):
+    """The ``PipelineJobSchedule`` of ``job`` (no network call until ``.create``)."""
+    display_name = name if name.startswith(SCHEDULE_PREFIX) else f"{SCHEDULE_PREFIX}-{name}"
+    return _aiplatform().PipelineJobSchedule(pipeline_job=job, display_name=display_name, credentials=credentials)
+
+
+def _call(what: str, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # google.api_core / google.auth errors, as one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ClusterError(f"{what} failed: {type(e).__name__}: {first[:300]}") from None
+
+
+def submit(job, service_account: str | None = None) -> str:
+    """Submit ``job``; returns its console URL."""
+    _call("submitting the Vertex AI pipeline job", job.submit, service_account=service_account)
+    return job._dashboard_uri()
+
+
+def schedule(job, cron: str, name: str, service_account: str | None = None):
+    """Create a schedule of ``job`` (five-field cron, optional ``TZ=``), one run at a time."""
+    cron = validate(cron)
+    schedule_obj = build_schedule(job, name, credentials=job.credentials)
+    _call("creating the Vertex AI schedule", schedule_obj.create, cron=cron, max_concurrent_run_count=1,
+          service_account=service_account)
+    return schedule_obj
+
+
+def list_schedules(project: str, region: str) -> list[dict]:
+    aiplatform = _aiplatform()
+    schedules = _call("listing Vertex AI schedules", aiplatform.PipelineJobSchedule.list,
+                      filter=f'display_name:"{SCHEDULE_PREFIX}"', project=project, location=region)
+    return [{"id": s.resource_name, "name": s.display_name, "status": str(s.state), "cron": s.cron} for s in schedules]
+
+
+def pause(project: str, region: str, schedule_id: str) -> None:
+    s = _call("finding the schedule", _aiplatform().PipelineJobSchedule.get, schedule_id, project=project, location=region)
+    _call("pausing the schedule", s.pause)
+
+
+def delete(project: str, region: str, schedule_id: str) -> None:
+    s = _call("finding the schedule", _aiplatform().PipelineJobSchedule.get, schedule_id, project=project, location=region)
+    _call("deleting the schedule", s.delete)

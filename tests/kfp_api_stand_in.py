@@ -1,0 +1,123 @@
+"""RecordingKfpApi: a stand-in for a Kubeflow Pipelines API server, on loopback.
+
+No cluster runs in these tests. This server answers the KFP v2beta1 REST
+endpoints that ``kfp.Client`` uses to submit runs and manage recurring runs,
+records every request, and decodes each body with kfp-server-api's own models
+(so a request the real server would reject as malformed fails here too).
+"""
+
+import itertools
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import kfp_server_api
+
+_MODELS = {
+    ("POST", "/apis/v2beta1/experiments"): "V2beta1Experiment",
+    ("POST", "/apis/v2beta1/runs"): "V2beta1Run",
+    ("POST", "/apis/v2beta1/recurringruns"): "V2beta1RecurringRun",
+}
+
+
+def _filter(query: str) -> dict:
+    """The JSON ``filter`` query parameter of a list call, decoded."""
+    values = parse_qs(query).get("filter")
+    return json.loads(values[0]) if values else {}
+
+
+class _Body:
+    """What ``ApiClient.deserialize`` reads: an object with ``.data``."""
+
+    def __init__(self, data: str):
+        self.data = data
+
+
+class RecordingKfpApi:
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.experiments: dict[str, dict] = {}
+        self.recurring_runs: dict[str, dict] = {}
+        self._ids = itertools.count(1)
+        self._api = kfp_server_api.ApiClient()
+        handler = self._handler()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def decoded(self, method: str, path: str) -> list:
+        """Bodies of the recorded ``method path`` requests, as kfp-server-api models."""
+        return [r["model"] for r in self.requests if r["method"] == method and r["path"] == path]
+
+    def _respond(self, method: str, path: str, query: str, body: dict | None):
+        api = "/apis/v2beta1"
+        if path == f"{api}/healthz":
+            return 200, {"commit_sha": "stand-in", "tag_name": "2.5.0", "multi_user": False}
+        if path == f"{api}/experiments" and method == "GET":
+            matches = list(self.experiments.values())
+            for predicate in _filter(query).get("predicates", []):
+                if predicate.get("key") == "display_name":
+                    matches = [e for e in matches if e["display_name"] == predicate.get("string_value")]
+            return 200, {"experiments": matches, "total_size": len(matches)}
+        if path == f"{api}/experiments" and method == "POST":
+            experiment = {**body, "experiment_id": f"exp-{next(self._ids)}", "storage_state": "AVAILABLE"}
+            self.experiments[experiment["experiment_id"]] = experiment
+            return 200, experiment
+        if m := re.fullmatch(rf"{api}/experiments/([^/]+)", path):
+            return (200, self.experiments[m.group(1)]) if m.group(1) in self.experiments else (404, {"error": "not found"})
+        if path == f"{api}/runs" and method == "POST":
+            return 200, {**body, "run_id": f"run-{next(self._ids)}", "state": "PENDING"}
+        if path == f"{api}/recurringruns" and method == "POST":
+            run = {**body, "recurring_run_id": f"rr-{next(self._ids)}", "status": "ENABLED"}
+            self.recurring_runs[run["recurring_run_id"]] = run
+            return 200, run
+        if path == f"{api}/recurringruns" and method == "GET":
+            runs = list(self.recurring_runs.values())
+            return 200, {"recurringRuns": runs, "total_size": len(runs)}  # the API's own spelling
+        if (m := re.fullmatch(rf"{api}/recurringruns/([^/:]+):disable", path)) and method == "POST":
+            if m.group(1) not in self.recurring_runs:
+                return 404, {"error": "not found"}
+            self.recurring_runs[m.group(1)]["status"] = "DISABLED"
+            return 200, {}
+        if (m := re.fullmatch(rf"{api}/recurringruns/([^/]+)", path)) and method == "DELETE":
+            return (200, {}) if self.recurring_runs.pop(m.group(1), None) else (404, {"error": "not found"})
+        return 404, {"error": f"the stand-in does not answer {method} {path}"}
+
+    def _handler(self):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self):
+                path, _, query = self.path.partition("?")
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode() if length else ""
+                body = json.loads(raw) if raw else None
+                record = {"method": self.command, "path": path, "query": query, "body": body, "model": None}
+                model = _MODELS.get((self.command, path))
+                if model:  # decode as the real server's generated client would: malformed bodies raise
+                    record["model"] = outer._api.deserialize(_Body(raw), model)
+                outer.requests.append(record)
+                status, payload = outer._respond(self.command, path, query, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+            def log_message(self, *args):
+                pass
+
+        return Handler

@@ -1,0 +1,189 @@
+"""Compiling for Kubeflow and Vertex AI, submitting and scheduling.
+
+No cluster runs here. Kubeflow calls go to RecordingKfpApi, a stand-in API
+server on loopback; Vertex AI objects are built with anonymous credentials and
+inspected, with no network call.
+"""
+
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+
+import pipeline
+from clusters import cron, vertex
+from clusters.options import ClusterError, ClusterOptions
+from conftest import run_cli
+from kfp_api_stand_in import RecordingKfpApi
+
+IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3"
+
+
+def _compile(tmp_path, *flags: str) -> dict:
+    out = tmp_path / "p.yaml"
+    run_cli("pipeline.py", "compile", "--output", str(out), "--image", IMAGE, *flags)
+    spec, *platform = yaml.safe_load_all(out.read_text())  # kfp-kubernetes settings: a second document
+    for doc in platform:
+        spec.update(doc)
+    return spec
+
+
+def _executors(spec: dict) -> dict:
+    return {name.removeprefix("exec-"): e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
+
+
+def _tasks(spec: dict) -> dict:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():  # tasks inside dsl.If sub-DAGs
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+@pytest.mark.parametrize(("target", "accelerator"), [("kfp", "nvidia.com/gpu"), ("vertex", "NVIDIA_L4")])
+def test_gpu_on_train_only_resources_everywhere(tmp_path, target, accelerator):
+    executors = _executors(_compile(tmp_path, "--target", target))
+    assert executors["train"]["resources"]["accelerator"]["resourceType"] == accelerator
+    assert executors["train"]["resources"]["accelerator"]["resourceCount"] == "1"
+    for step in ("ingest", "evaluate", "publish"):
+        assert "accelerator" not in executors[step]["resources"]
+    for step, container in executors.items():
+        assert container["image"] == IMAGE
+        assert container["resources"]["resourceCpuRequest"] and container["resources"]["resourceMemoryRequest"], step
+    assert executors["train"]["resources"]["resourceMemoryRequest"] == "4Gi"
+
+
+def test_retries_and_caching_in_the_yaml(tmp_path):
+    tasks = _tasks(_compile(tmp_path))
+    assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3 and tasks["train"]["retryPolicy"]["backoffFactor"] == 2.0
+    assert tasks["ingest"]["retryPolicy"]["backoffDuration"] == "30s"
+    assert "retryPolicy" not in tasks["evaluate"]
+    assert all(t["cachingOptions"]["enableCache"] for t in tasks.values() if "componentRef" in t and "cachingOptions" in t)
+    no_cache = _tasks(_compile(tmp_path, "--no-cache"))
+    assert not any(t.get("cachingOptions", {}).get("enableCache") for t in no_cache.values())
+
+
+def test_node_selector_and_toleration_through_kfp_kubernetes(tmp_path):
+    spec = _compile(tmp_path, "--node-selector", "cloud.google.com/gke-accelerator=nvidia-l4",
+                    "--toleration", "nvidia.com/gpu:NoSchedule")
+    train = spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
+    assert train["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_cpu_only_compile(tmp_path):
+    executors = _executors(_compile(tmp_path, "--accelerator", "none"))
+    assert "accelerator" not in executors["train"]["resources"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["compile", "--target", "vertex", "--accelerator", "NVIDIA_FOO"], "unknown accelerator 'NVIDIA_FOO' for vertex; known: NVIDIA_TESLA_T4"),
+        (["compile", "--accelerator", "nvidia.com/gpuu"], "unknown accelerator 'nvidia.com/gpuu' for kfp; known: nvidia.com/gpu"),
+        (["compile", "--image", "reg/img:latest"], "has the tag :latest"),
+        (["compile", "--image", "reg/img"], "has no tag"),
+        (["schedule", "--host", "http://127.0.0.1:9", "--cron", "0 3 * *"], "cron must have five fields"),
+        (["schedule", "--host", "http://127.0.0.1:9", "--cron", "0 25 * * *"], "invalid cron expression '0 25 * * *'"),
+        (["submit", "--host", "http://127.0.0.1:9", "--param", "learning_rate=0.1"], "the pipeline has no parameter 'learning_rate'"),
+        (["submit", "--host", "http://127.0.0.1:9", "--param", "epochs=three"], "--param epochs needs a int, got 'three'"),
+        (["submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "/tmp/root"],
+         "Vertex AI needs a gs:// pipeline root, got '/tmp/root'"),
+        (["submit", "--host", "http://127.0.0.1:9"], "failed at http://127.0.0.1:9: MaxRetryError"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(tmp_path, flags, message):
+    if flags[0] == "compile":
+        flags = [*flags, "--output", str(tmp_path / "p.yaml")]
+    result = run_cli("pipeline.py", *flags, check=False)
+    assert result.returncode == 2, result.stderr[-1500:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_mutable_image_allowed_when_asked(tmp_path):
+    run_cli("pipeline.py", "compile", "--image", "reg/img:latest", "--allow-mutable-image", "--output", str(tmp_path / "p.yaml"))
+    assert (tmp_path / "p.yaml").is_file()
+
+
+def test_submit_to_kubeflow_sends_spec_parameters_experiment_and_root():
+    with RecordingKfpApi() as api:
+        out = run_cli("pipeline.py", "submit", "--host", api.url, "--experiment", "nightly", "--image", IMAGE,
+                      "--param", "epochs=3", "--param", "shuffle=false", "--pipeline-root", "gs://bucket/root").stdout
+        [experiment] = api.decoded("POST", "/apis/v2beta1/experiments")
+        [run] = api.decoded("POST", "/apis/v2beta1/runs")
+    assert experiment.display_name == "nightly"
+    assert run.experiment_id == "exp-1"
+    assert run.pipeline_spec["pipelineInfo"]["name"] == "jax-mlp-pipeline"
+    assert {e["container"]["image"] for e in run.pipeline_spec["deploymentSpec"]["executors"].values()} == {IMAGE}
+    assert run.runtime_config.parameters == {"epochs": 3, "shuffle": False}
+    assert run.runtime_config.pipeline_root == "gs://bucket/root"
+    assert out.strip().splitlines()[-1] == f"run run-2: {api.url}/#/runs/details/run-2"
+
+
+def test_schedule_on_kubeflow_then_list_pause_delete():
+    with RecordingKfpApi() as api:
+        out = run_cli("pipeline.py", "schedule", "--host", api.url, "--cron", "0 3 * * 1", "--image", IMAGE,
+                      "--param", "epochs=10", "--experiment", "weekly").stdout
+        [recurring] = api.decoded("POST", "/apis/v2beta1/recurringruns")
+        listed = run_cli("pipeline.py", "schedule", "--host", api.url, "--list").stdout
+        run_cli("pipeline.py", "schedule", "--host", api.url, "--pause", recurring_id := "rr-2")
+        paused = api.recurring_runs[recurring_id]["status"]
+        run_cli("pipeline.py", "schedule", "--host", api.url, "--delete", recurring_id)
+        remaining = dict(api.recurring_runs)
+    assert "'0 3 * * 1' is sent as '0 0 3 * * 1'" in out
+    assert "next runs: " in out and out.count("T03:00:00") == 3
+    assert recurring.trigger.cron_schedule.cron == "0 0 3 * * 1"
+    assert int(recurring.max_concurrency) == 1 and recurring.no_catchup is True
+    assert recurring.display_name == "jax-mlp-pipeline-retrain" and recurring.experiment_id == "exp-1"
+    assert recurring.runtime_config.parameters == {"epochs": 10}
+    assert recurring.pipeline_spec["pipelineInfo"]["name"] == "jax-mlp-pipeline"
+    assert "rr-2  jax-mlp-pipeline-retrain  ENABLED  0 0 3 * * 1" in listed
+    assert paused == "DISABLED" and remaining == {}
+
+
+def test_vertex_job_and_schedule_objects(tmp_path):
+    from google.auth.credentials import AnonymousCredentials
+
+    package = pipeline.compile_pipeline(tmp_path / "p.yaml", IMAGE, ClusterOptions(target="vertex", accelerator="NVIDIA_H100_80GB"))
+    job = vertex.build_job(package, "my-project", "us-central1", "gs://bucket/root", {"epochs": 3, "publish_uri": "gs://bucket/models"},
+                           enable_caching=False, credentials=AnonymousCredentials())
+    config = job.runtime_config
+    assert config.gcs_output_directory == "gs://bucket/root"
+    assert config.parameter_values["epochs"] == 3 and config.parameter_values["publish_uri"] == "gs://bucket/models"
+    resources = dict(job.pipeline_spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"])
+    assert dict(resources["accelerator"])["resourceType"] == "NVIDIA_H100_80GB"
+    assert job.project == "my-project" and job.location == "us-central1"
+    schedule = vertex.build_schedule(job, "retrain", credentials=AnonymousCredentials())
+    request = schedule._gca_resource.create_pipeline_job_request
+    assert schedule._gca_resource.display_name == "jax-mlp-pipeline-retrain"
+    assert request.pipeline_job.runtime_config.gcs_output_directory == "gs://bucket/root"
+    assert request.parent == "projects/my-project/locations/us-central1"
+
+
+def test_vertex_without_aiplatform_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_aiplatform(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "google.cloud" and fromlist and "aiplatform" in fromlist:
+            raise ImportError("No module named 'google.cloud.aiplatform'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", no_aiplatform)
+    with pytest.raises(ClusterError, match=r"pip install 'jax-mlp-pipeline\[vertex\]'"):
+        vertex._aiplatform()
+
+
+def test_cron_validation_and_next_runs():
+    start = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+    assert [t.isoformat() for t in cron.next_runs("0 3 * * 1", start=start)] == [
+        "2026-11-30T03:00:00+00:00", "2026-12-07T03:00:00+00:00", "2026-12-14T03:00:00+00:00"]
+    berlin = cron.next_runs("TZ=Europe/Berlin 0 3 * * *", count=1, start=start)[0]
+    assert berlin.isoformat() == "2026-11-27T03:00:00+01:00"
+    assert cron.to_kfp("*/15 * * * *") == "0 */15 * * * *"
+    with pytest.raises(ClusterError, match="unknown time zone"):
+        cron.validate("TZ=Mars/Olympus 0 3 * * *")
+    with pytest.raises(ClusterError, match="Kubeflow recurring runs take no TZ="):
+        cron.to_kfp("TZ=Europe/Berlin 0 3 * * *")
