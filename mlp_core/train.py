@@ -9,7 +9,7 @@ repeated). Parameters are donated, so the epoch updates them in place.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -358,9 +358,3 @@ def choose_placement(data_bytes: int, placement: str = "auto", budget: int | Non
         return placement
     budget = device_memory_budget() if budget is None else budget
     return "device" if 2 * data_bytes <= budget else "stream"
-
-
-def iterate_batches(images: np.ndarray, labels: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The seed's batches of in-order data: full batches then the remainder."""
-    for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size], labels[start : start + batch_size]
