@@ -22,8 +22,9 @@ def test_npz_mode_runs_without_tensorflow(small_dataset, tmp_path):
     run_cli("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
     with np.load(npz, allow_pickle=False) as data:
         assert data["train_x"].shape == (512, 784) and data["train_x"].dtype == np.uint8
-    out = run_cli("-c", _NO_TF, "--npz", str(npz), "--epochs", "2", "--quiet").stdout
+    out = run_cli("-c", _NO_TF, "--npz", str(npz), "--epochs", "2", "--unroll", "1", "4", "--quiet").stdout
     assert "notebook loop fed numpy batches" in out
     assert "epoch time ratio notebook/ours" in out
     assert "largest difference notebook vs ours: 0.00" in out
-    assert "traced the epoch function 1 time(s)" in out
+    assert out.count("traced the epoch function 1 time(s)") == 2 and "unroll 4" in out
+    assert "FLOP per epoch" in out and "8x the notebook loop needs" in out

@@ -57,6 +57,25 @@ def test_no_retrace_after_the_first_epoch(small):
     assert runner.trace_count == 1
 
 
+def test_unrolled_loop_computes_the_same_epoch(small):
+    """``unroll`` changes only the compiled loop: 5 full batches at 4 per iteration, then the partial one."""
+    images, labels = small
+    config = TrainConfig(batch_size=100, shuffle=True)
+    results = []
+    for unroll in (1, 4):
+        runner = EpochRunner(config, len(images), unroll=unroll)
+        params = init_network_params(config.layer_sizes, random.key(0))
+        params, x, y = runner.place(params, images, labels)
+        out = runner.run_epoch(params, x, y, 0)
+        results.append((jax.tree_util.tree_leaves(out.params), float(out.loss), out.class_counts.tolist()))
+    (a, loss_a, counts_a), (b, loss_b, counts_b) = results
+    for leaf_a, leaf_b in zip(a, b):
+        np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-6, atol=1e-7)
+    assert loss_a == pytest.approx(loss_b, rel=1e-6) and counts_a == counts_b
+    with pytest.raises(ValueError, match="unroll"):
+        EpochRunner(config, len(images), unroll=0)
+
+
 def test_shuffle_differs_by_epoch_and_is_reproducible(small):
     images, labels = small
     config = TrainConfig(num_epochs=2, shuffle=True)
