@@ -30,7 +30,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
     """The pipeline function with every step running on ``image``.
 
     ``options`` say how it runs on its backend (resources, GPU, retries, caching);
-    the default is for kfp.local: no resources, caching and retries as on a cluster.
+    the default is for kfp.local: no resources and no retries, caching as on a cluster.
     """
     options = options or ClusterOptions()
     ingest_component = ingest.component(image)

@@ -113,10 +113,12 @@ def parse_toleration(text: str) -> Toleration:
 def apply(task, step: str, options: ClusterOptions):
     """Set ``step``'s resources, accelerator, retries and caching on its kfp ``task``."""
     task.set_caching_options(options.enable_caching)
+    if options.target is None:
+        # kfp.local honours retry policies too, but a step that fails on this machine
+        # fails on bad input, the same way every time: retrying it only delays the error.
+        return task
     if step in RETRIES:
         task.set_retry(**RETRIES[step])
-    if options.target is None:
-        return task
     r = RESOURCES[step]
     task.set_cpu_request(r["cpu_request"]).set_cpu_limit(r["cpu_limit"])
     task.set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"])

@@ -62,6 +62,15 @@ def test_retries_and_caching_in_the_yaml(tmp_path):
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in no_cache.values())
 
 
+def test_local_runs_do_not_retry(tmp_path):
+    """kfp.local honours retry policies: a local run must fail at once, not after minutes of backoff."""
+    from kfp import compiler
+
+    out = tmp_path / "local.yaml"
+    compiler.Compiler().compile(pipeline.build_pipeline(IMAGE), str(out))
+    assert not any("retryPolicy" in t for t in _tasks(yaml.safe_load(out.read_text())).values())
+
+
 def test_node_selector_and_toleration_through_kfp_kubernetes(tmp_path):
     spec = _compile(tmp_path, "--node-selector", "cloud.google.com/gke-accelerator=nvidia-l4",
                     "--toleration", "nvidia.com/gpu:NoSchedule")
