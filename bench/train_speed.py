@@ -117,26 +117,17 @@ def run_ours(data: dict, epochs: int, log, unroll: int = 1) -> dict:
 
 def run_seed(batches_of_epoch, data: dict, epochs: int, log, label: str) -> dict:
     """The notebook's loop: one jitted ``update`` per batch, its own ``accuracy`` after each epoch."""
-    import jax.numpy as jnp
-    from jax import grad, jit, random
+    import functools
 
-    from mlp_core.model import batched_predict, init_network_params, one_hot
+    import jax.numpy as jnp
+    from jax import jit, random
+
+    from mlp_core.model import accuracy, init_network_params, one_hot
+    from mlp_core.model import update as seed_update
 
     step_size, num_labels, num_pixels = 0.01, 10, 784
-
-    def accuracy(params, images, targets):
-        target_class = jnp.argmax(targets, axis=1)
-        predicted_class = jnp.argmax(batched_predict(params, images), axis=1)
-        return jnp.mean(predicted_class == target_class)
-
-    def loss(params, images, targets):
-        preds = batched_predict(params, images)
-        return -jnp.mean(preds * targets)
-
-    @jit
-    def update(params, x, y):
-        grads = grad(loss)(params, x, y)
-        return [(w - step_size * dw, b - step_size * db) for (w, b), (dw, db) in zip(params, grads)]
+    # The notebook's jitted ``update`` (mlp_core.model transcribes it; step_size is its global).
+    update = jit(functools.partial(seed_update, step_size=step_size))
 
     with PeakRss() as rss:
         params = init_network_params([784, 512, 512, 10], random.key(0))
