@@ -17,7 +17,7 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
-from clusters.options import ClusterError, ClusterOptions, check_image
+from clusters.options import CUDA_SUFFIX, ClusterError, ClusterOptions, check_image, check_image_accelerator
 from clusters.options import apply as apply_options
 from components import evaluate, ingest, publish, train
 
@@ -67,6 +67,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
         blessing_threshold: float = evaluate.DEFAULT_THRESHOLD,
         blessing_tolerance: float = evaluate.DEFAULT_TOLERANCE,
         publish_uri: str = "",
+        checkpoint_root: str = "",
     ) -> Outputs:
         ingest_task = ingest_component(
             dataset_name=dataset_name,
@@ -85,6 +86,12 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
             seed=seed,
             shuffle=shuffle,
             placement=placement,
+            checkpoint_root=checkpoint_root,
+            # Whole values, joined inside the step: the Kubeflow backend substitutes a
+            # placeholder only when it is a parameter's whole value (driver/resolve.go).
+            pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            require_gpu=bool(options.accelerator),
         )
         apply_options(train_task, "train", options)
         evaluate_task = evaluate_component(
@@ -102,6 +109,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
                     publish_uri=publish_uri,
                     test_accuracy=evaluate_task.outputs["test_accuracy"],
                     test_loss=evaluate_task.outputs["test_loss"],
+                    tolerance=blessing_tolerance,
                     image=image,
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 )
@@ -123,6 +131,7 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: 
                      allow_mutable_image: bool = False) -> Path:
     """Write the pipeline's IR YAML to ``output``."""
     check_image(image, allow_mutable_image)
+    check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(image, options), str(output))
@@ -200,6 +209,8 @@ _PARAMETERS = [
     ("--blessing-threshold", "blessing_threshold", float, "minimum test accuracy to bless (and publish) the model"),
     ("--blessing-tolerance", "blessing_tolerance", float, "how far below the champion's test accuracy is still blessed"),
     ("--publish-uri", "publish_uri", str, "publish blessed models here (folder or gs://); empty: do not publish"),
+    ("--checkpoint-root", "checkpoint_root", str,
+     "durable checkpoints of the train step, gs:// or a folder (default: under the pipeline root)"),
 ]
 _TYPES = {name: kind for _, name, kind, _ in _PARAMETERS} | {"shuffle": bool}
 
@@ -227,7 +238,9 @@ def parse_params(items: "list[str]") -> dict:
 
 
 def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True) -> None:
-    p.add_argument("--image", default=DEFAULT_IMAGE, help="project image every step runs on (default: %(default)s)")
+    p.add_argument("--image", default=None,
+                   help=f"project image every step runs on (default: {DEFAULT_IMAGE}{CUDA_SUFFIX} when the train step "
+                   f"requests a GPU, {DEFAULT_IMAGE} with --accelerator none)")
     if target_choice:
         p.add_argument("--target", choices=("kfp", "vertex"), default="kfp", help="backend to compile for (default: kfp)")
     p.add_argument("--accelerator", default=None,
@@ -248,6 +261,8 @@ def _options(args, target: str) -> ClusterOptions:
     from clusters.options import DEFAULT_ACCELERATOR, parse_node_selector, parse_toleration
 
     accelerator = DEFAULT_ACCELERATOR[target] if args.accelerator is None else args.accelerator
+    if args.image is None:  # the project's image variant that matches the request
+        args.image = DEFAULT_IMAGE if accelerator.lower() == "none" else DEFAULT_IMAGE + CUDA_SUFFIX
     return ClusterOptions(
         target=target,
         accelerator=None if accelerator.lower() == "none" else accelerator,
@@ -307,7 +322,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _compiled(args, target: str, directory: str) -> Path:
-    return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, _options(args, target), args.allow_mutable_image)
+    options = _options(args, target)  # first: it picks the image variant when --image is not given
+    return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
 
 
 def _submit(args) -> int:
@@ -397,7 +413,8 @@ def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "compile":
-            path = compile_pipeline(args.output, args.image, _options(args, args.target), args.allow_mutable_image)
+            options = _options(args, args.target)
+            path = compile_pipeline(args.output, args.image, options, args.allow_mutable_image)
             print(f"wrote {path} (target {args.target}, image {args.image})")
             return 0
         if args.command == "submit":

@@ -78,12 +78,42 @@ class ClusterOptions:
             raise ClusterError("node selectors and tolerations are Kubeflow (kfp-kubernetes) options; use --target kfp")
 
 
+# The project's image: `jax-mlp-pipeline:<version>` is the CPU variant, `<version>-cuda` the CUDA one (Dockerfile).
+PROJECT_IMAGE = "jax-mlp-pipeline"
+CUDA_SUFFIX = "-cuda"
+
+
+def _tag(image: str) -> str | None:
+    name = image.split("@", 1)[0].rsplit("/", 1)[-1]
+    return name.split(":", 1)[1] if ":" in name else None
+
+
+def check_image_accelerator(image: str, accelerator: str | None, warn=print) -> None:
+    """Refuse a GPU request with the project's CPU image; warn when the tag cannot tell.
+
+    A CPU image on a GPU node trains on the CPU (JAX falls back silently) while the
+    GPU is paid for; the train step also refuses to start then (``require_gpu``),
+    but refusing at compile time saves a scheduled run that was bound to fail.
+    """
+    if not accelerator:
+        return
+    repository = image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
+    tag = _tag(image)
+    if repository == PROJECT_IMAGE and tag is not None and not tag.endswith(CUDA_SUFFIX):
+        raise ClusterError(
+            f"the train step requests a GPU ({accelerator}) but {image} is the project's CPU image: use "
+            f"{image}{CUDA_SUFFIX} (docker build --build-arg ACCELERATOR=cuda), or --accelerator none to train on CPUs"
+        )
+    if repository != PROJECT_IMAGE or tag is None:
+        warn(f"warning: cannot tell from {image!r} whether it has JAX with CUDA; the train step requests a GPU "
+             f"({accelerator}) and fails at start if JAX sees none")
+
+
 def check_image(image: str, allow_mutable: bool = False) -> None:
     """Refuse an image kfp's cache cannot tell apart from its rebuilds (``:latest`` or no tag)."""
     if allow_mutable or "@sha256:" in image:
         return
-    name = image.rsplit("/", 1)[-1]
-    tag = name.split(":", 1)[1] if ":" in name else None
+    tag = _tag(image)
     if tag is None or tag == "latest":
         raise ClusterError(
             f"image {image!r} has {'no tag' if tag is None else 'the tag :latest'}: kfp's cache keys on the tag, so a "
@@ -110,9 +140,16 @@ def parse_toleration(text: str) -> Toleration:
     return Toleration(key=key, operator="Equal" if value is not None else "Exists", value=value, effect=effect)
 
 
+# Steps whose result depends on state that is not one of their inputs, so a cache hit would
+# serve stale truth: ingest reads a TFDS data dir that changes between scheduled runs,
+# evaluate reads the champion at publish_uri, publish moves LATEST. kfp's cache key is the
+# component spec plus the inputs (../shared/BACKENDS.md), so these are never cached.
+NEVER_CACHED = ("ingest", "evaluate", "publish")
+
+
 def apply(task, step: str, options: ClusterOptions):
     """Set ``step``'s resources, accelerator, retries and caching on its kfp ``task``."""
-    task.set_caching_options(options.enable_caching)
+    task.set_caching_options(options.enable_caching and step not in NEVER_CACHED)
     if options.target is None:
         # kfp.local honours retry policies too, but a step that fails on this machine
         # fails on bad input, the same way every time: retrying it only delays the error.

@@ -17,9 +17,9 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metri
 
 from components._cli import exit_on_error
 from components._io import check_output_file, write_json
+from mlp_core.blessing import DEFAULT_TOLERANCE
 
 DEFAULT_THRESHOLD = 0.95
-DEFAULT_TOLERANCE = 0.002
 MISCLASSIFIED_SHOWN = 16
 
 
@@ -96,7 +96,7 @@ def evaluate_model(
 
 
 def _write_text(path, text: str) -> None:
-    from components.storage import write_bytes
+    from mlp_core.storage import write_bytes
 
     write_bytes(str(path), text.encode())
 

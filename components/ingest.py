@@ -13,7 +13,6 @@ from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from components._cli import exit_on_error
-from components._io import atomic_dir, check_output_dir
 
 DEFAULT_RECORDS_PER_SHARD = 10_000
 
@@ -34,14 +33,15 @@ def ingest_dataset(
     from mlp_core.data import tfds_source
     from mlp_core.data.artifact import DatasetError, write_metadata
     from mlp_core.data.records import write_shards
+    from mlp_core.outputs import artifact_writer, check_artifact_output
 
-    check_output_dir(output)
+    check_artifact_output(output, "dataset")
     if records_per_shard <= 0:
         raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
     builder = tfds_source.open_builder(dataset, tfds_data_dir)
     info = tfds_source.source_info(builder)
     splits: dict[str, Any] = {}
-    with atomic_dir(output) as tmp:
+    with artifact_writer(output, "dataset") as tmp:
         for name, split in (("train", train_split), ("test", test_split)):
             count = tfds_source.num_examples(builder, split)
             if count == 0:
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a TensorFlow Datasets image-classification dataset as a Dataset artifact "
         "(sharded TFRecords + metadata.json). Subcommand 'seed-tfds-cache' prepares MNIST offline.",
     )
-    p.add_argument("--output", required=True, help="Dataset artifact folder to write (replaced atomically)")
+    p.add_argument("--output", required=True, help="Dataset artifact folder to write: new, empty, or a Dataset this program wrote (replaced only when the run succeeds)")
     p.add_argument("--dataset", default="mnist", help="tfds dataset name (default: %(default)s)")
     p.add_argument("--tfds-data-dir", default=None, help="TFDS data dir, local or gs:// (default: tfds's own)")
     p.add_argument("--train-split", default="train", help="tfds split for training, slicing allowed: 'train[:512]'")

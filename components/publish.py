@@ -10,7 +10,8 @@ Layout at the publish location::
 
 The version folder is complete (manifest last) before ``LATEST`` changes, and
 ``LATEST`` is replaced in one write, so a reader never sees half a model: an
-interrupted publish leaves the previous champion in force.
+interrupted publish leaves the previous champion in force. ``LATEST`` moves by
+compare-and-swap against the champion read at that moment (see ``publish_model``).
 """
 
 import argparse
@@ -20,35 +21,57 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import Input, Model
 
 from components._cli import exit_on_error
+from mlp_core.blessing import DEFAULT_TOLERANCE
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
 
 
 def content_hash(model_dir: "str | Path") -> str:
-    """sha256 over the model's files (relative names and bytes), in a fixed order."""
+    """sha256 over the model's files (relative names and bytes), in a fixed order; the commit marker aside."""
+    from mlp_core.outputs import COMPLETE
+
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != COMPLETE):
+        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 
+def _manifest(publish_uri: str, version: str) -> dict:
+    from mlp_core import storage
+
+    return json.loads(storage.read_bytes(storage.join(publish_uri, version, MANIFEST)))
+
+
 def read_champion(publish_uri: str) -> "dict | None":
     """The manifest of the model ``LATEST`` points to, or None when nothing is published."""
-    from components import storage
+    from mlp_core import storage
 
     latest = storage.join(publish_uri, LATEST)
     if not storage.exists(latest):
         return None
-    version = storage.read_bytes(latest).decode().strip()
-    manifest = json.loads(storage.read_bytes(storage.join(publish_uri, version, MANIFEST)))
-    return manifest
+    return _manifest(publish_uri, storage.read_bytes(latest).decode().strip())
+
+
+def _beats(test_accuracy: float, champion: "dict | None", tolerance: float) -> "tuple[bool, str]":
+    """May a model of ``test_accuracy`` replace ``champion``? The blessing rule, without its threshold."""
+    from mlp_core.blessing import bless
+
+    return bless(test_accuracy, float("-inf"), tolerance, champion["metrics"]["test_accuracy"] if champion else None)
+
+
+class Published(NamedTuple):
+    version: str
+    promoted: bool  # LATEST moved to it
+    reason: str
 
 
 def publish_model(
@@ -59,12 +82,23 @@ def publish_model(
     image: str = "",
     run_id: str = "",
     now: "datetime | None" = None,
-) -> str:
-    """Publish ``model``; returns its version (UTC timestamp + short content hash)."""
-    from components import storage
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> Published:
+    """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
+
+    The champion is read again at publish time, not taken from evaluate (which may
+    have run long before, or been served from a cache): ``LATEST`` moves only if the
+    model still beats the champion it replaces, and the move is a compare-and-swap
+    (``if_generation_match`` on Cloud Storage, a file lock in a folder), so two runs
+    publishing at once cannot roll a better champion back.
+    """
+    from mlp_core import storage
     from mlp_core.model_io import load_model
 
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
+    beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
+    if not beats:
+        return Published("", False, f"not published: {reason}")
     digest = content_hash(model)
     version = f"{(now or datetime.now(timezone.utc)):%Y%m%dT%H%M%SZ}-{digest[:12]}"
     target = storage.join(publish_uri, version)
@@ -82,8 +116,45 @@ def publish_model(
     }
     storage.write_bytes(storage.join(target, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
     # The commit point: only now does a reader (or the next run's blessing) see this version.
-    storage.write_bytes(storage.join(publish_uri, LATEST), (version + "\n").encode())
-    return version
+    promote = _promote_gcs if storage.is_gcs(publish_uri) else _promote_local
+    promoted, reason = promote(publish_uri, version, test_accuracy, tolerance)
+    return Published(version, promoted, reason)
+
+
+def _promote_local(publish_uri: str, version: str, test_accuracy: float, tolerance: float) -> "tuple[bool, str]":
+    """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
+    from filelock import FileLock
+
+    from mlp_core import storage
+
+    with FileLock(str(Path(publish_uri) / f".{LATEST}.lock"), timeout=600):
+        beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
+        if beats:
+            storage.write_bytes(storage.join(publish_uri, LATEST), (version + "\n").encode())
+        return beats, reason
+
+
+def _promote_gcs(publish_uri: str, version: str, test_accuracy: float, tolerance: float,
+                 attempts: int = 50) -> "tuple[bool, str]":
+    """Move ``LATEST`` by compare-and-swap on its object generation; re-decide after every lost race."""
+    import random
+    import time
+
+    from mlp_core import storage
+
+    latest = storage.join(publish_uri, LATEST)
+    for attempt in range(attempts):
+        current, generation = storage.read_versioned(latest)
+        champion = _manifest(publish_uri, current.decode().strip()) if current is not None else None
+        beats, reason = _beats(test_accuracy, champion, tolerance)
+        if not beats:
+            return False, reason
+        try:
+            storage.write_if_unchanged(latest, (version + "\n").encode(), generation)
+            return True, reason
+        except storage.PreconditionFailed:
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # another publisher moved it: read again
+    raise storage.StorageError(f"{latest} kept changing: {attempts} compare-and-swap attempts lost")
 
 
 def publish(
@@ -91,15 +162,25 @@ def publish(
     publish_uri: str,
     test_accuracy: float,
     test_loss: float,
+    tolerance: float = 0.002,
     image: str = "",
     run_id: str = "",
 ) -> str:
-    """Publish the blessed model and move LATEST to it (components.publish)."""
-    from components.publish import publish_model
+    """Publish the blessed model and move LATEST to it if it still beats the champion (components.publish)."""
+    from components.publish import publish_model, report
 
-    version = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id)
-    print(f"published {version} to {publish_uri}")
-    return version
+    published = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id, tolerance=tolerance)
+    print(report(published, publish_uri))
+    return published.version
+
+
+def report(published: "Published", publish_uri: str) -> str:
+    """One line: what was published, and whether LATEST moved."""
+    if not published.version:
+        return published.reason
+    if published.promoted:
+        return f"published {published.version} to {publish_uri}; LATEST moved to it ({published.reason})"
+    return f"published {published.version} to {publish_uri}; LATEST not moved: {published.reason}"
 
 
 def component(base_image: str):
@@ -116,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--publish-uri", required=True, help="publish location: a folder or gs://bucket/prefix")
     p.add_argument("--test-accuracy", type=float, required=True, help="the model's test accuracy (from components.evaluate)")
     p.add_argument("--test-loss", type=float, default=None, help="the model's test loss")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="LATEST moves if the test accuracy is >= the champion's minus this (default: %(default)s)")
     p.add_argument("--image", default="", help="image tag the model was trained with, for the manifest")
     p.add_argument("--run-id", default="", help="pipeline run id, for the manifest")
     return p
@@ -124,8 +207,9 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    version = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id)
-    print(f"published {version} to {args.publish_uri}")
+    published = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id,
+                              tolerance=args.tolerance)
+    print(report(published, args.publish_uri))
     return 0
 
 

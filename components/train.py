@@ -16,7 +16,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._cli import exit_on_error
-from components._io import atomic_dir, check_output_dir, check_output_file, write_json
+from components._io import check_output_file, write_json
 from mlp_core.config import TrainConfig, parse_layer_sizes
 
 DEFAULT = TrainConfig()
@@ -41,26 +41,32 @@ def train_model(
     seed: int = DEFAULT.seed,
     shuffle: bool = DEFAULT.shuffle,
     placement: str = "auto",
-    checkpoint_dir: "str | Path | None" = None,
+    checkpoint_dir: "str | None" = None,
+    require_gpu: bool = False,
     log=functools.partial(print, flush=True),
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
 
     ``placement``: ``device`` keeps the whole split on the device (one compiled
     call per epoch), ``stream`` feeds batches from tf.data; ``auto`` picks by size.
-    A checkpoint is written after every epoch (default: ``.<model>.checkpoints``
-    beside ``model``); a rerun with the same arguments resumes from the newest
-    complete one, and the checkpoints are removed once the model is written.
+    A checkpoint is written after every epoch to ``checkpoint_dir`` (a folder or
+    ``gs://``; default: ``.<model>.checkpoints`` beside ``model``); a rerun of the
+    same run (config, data, placement, devices) resumes from the newest complete
+    one, and this run's checkpoint files are deleted once the model is written.
+    ``require_gpu``: fail unless JAX sees a GPU (a step that requested one).
     """
-    import shutil
+    import jax
 
     from components.export import SAVED_MODEL_DIR, export_saved_model
-    from mlp_core.checkpoint import latest_checkpoint, save_checkpoint
+    from mlp_core.checkpoint import Checkpoints
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
-    from mlp_core.train import EpochMetrics, batch_layout, choose_placement
+    from mlp_core.outputs import artifact_writer, check_artifact_output
+    from mlp_core.train import EpochMetrics, batch_layout, choose_placement, data_mesh, describe_mesh
 
-    check_output_dir(model)
+    if require_gpu:
+        check_gpu()
+    check_artifact_output(model, "model")
     if metrics is not None:
         check_output_file(metrics)
     metadata = load_metadata(dataset)
@@ -69,19 +75,27 @@ def train_model(
     batch_layout(num_examples, config.batch_size)
     placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
     identity = dataset_identity(metadata)
-    checkpoints = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model)
-    run = {"config": config.to_dict(), "dataset": identity}
-    resume, why = latest_checkpoint(checkpoints, run, config.layer_sizes)
-    if why:
-        log(why)
+    mesh = data_mesh() if placement == "device" else None
+    # Everything that changes the numbers: the shuffled order depends on the placement,
+    # float sums on how many devices share a batch.
+    run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
+           "devices": {"platform": jax.default_backend(), "count": len(jax.local_devices()) if mesh is not None else 1}}
+    location = checkpoint_dir or str(default_checkpoint_dir(model))
+    checkpoints = Checkpoints(location, run)
+    resume = checkpoints.latest(config.layer_sizes, log)
+    if resume is not None:
+        log(f"resuming from {resume.uri} ({resume.epoch} epoch(s) done)")
     log(
         f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
         f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
         f"batch {config.batch_size}, step {config.step_size}, {config.num_epochs} epoch(s)"
     )
+    if mesh is not None:
+        log(describe_mesh(mesh, num_examples, config.batch_size))
+    log(f"checkpoints: {checkpoints.uri}")
 
     def on_epoch(params, m, history):
-        save_checkpoint(checkpoints, m.epoch, params, run, [h.to_dict() for h in history])
+        checkpoints.save(m.epoch, params, [h.to_dict() for h in history])
         log(
             f"epoch {m.epoch}/{config.num_epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
             f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
@@ -90,16 +104,33 @@ def train_model(
     start = {}
     if resume is not None:
         start = {"params": resume.params, "start_epoch": resume.epoch, "history": [EpochMetrics(**h) for h in resume.history]}
-    fit_fn = _fit_on_device if placement == "device" else _fit_streaming
-    params, history = fit_fn(config, dataset, metadata, on_epoch, start)
+    if placement == "device":
+        params, history = _fit_on_device(config, dataset, metadata, on_epoch, start, mesh)
+    else:
+        params, history = _fit_streaming(config, dataset, metadata, on_epoch, start)
     history = [m.to_dict() for m in history]
-    with atomic_dir(model) as tmp:
-        save_model(tmp, params, config, identity, history)
-        export_saved_model(params, metadata["image_shape"], tmp / SAVED_MODEL_DIR)
+    with artifact_writer(model, "model") as folder:
+        save_model(folder, params, config, identity, history)
+        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR)
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history)})
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.remove(location_is_ours=not checkpoint_dir)
     return history
+
+
+def check_gpu() -> None:
+    """Fail with one line unless JAX runs on a GPU (the step asked for one: do not train on the CPU unnoticed)."""
+    import jax
+
+    from mlp_core.config import ConfigError
+
+    backend = jax.default_backend()
+    if backend != "gpu":
+        devices = ", ".join(sorted({d.platform for d in jax.devices()}))
+        raise ConfigError(
+            f"this step requested a GPU but JAX sees only {devices}: the image is the CPU variant "
+            "(build it with --build-arg ACCELERATOR=cuda) or the node has no GPU driver"
+        )
 
 
 def default_checkpoint_dir(model: "str | Path") -> Path:
@@ -108,13 +139,37 @@ def default_checkpoint_dir(model: "str | Path") -> Path:
     return model.parent / f".{model.name}.checkpoints"
 
 
-def _fit_on_device(config, dataset, metadata, on_epoch, start):
+def pipeline_checkpoint_dir(checkpoint_root: str, pipeline_root: str, run_id: str, log=print) -> "str | None":
+    """Where a pipeline's train step keeps checkpoints: durable, one folder per run.
+
+    ``checkpoint_root`` (a pipeline parameter) wins; else the pipeline root, when
+    it is a location this step can write without FUSE (``gs://`` or a local
+    path). The Kubeflow backend substitutes a placeholder only when it is a
+    parameter's whole value (``backend/src/v2/driver/resolve.go``), so the
+    pipeline root and the run id arrive as separate parameters and are joined here.
+    """
+    from mlp_core import storage
+
+    root = checkpoint_root or pipeline_root
+    if "{{" in root or "{{" in run_id:
+        log(f"warning: a placeholder was not substituted ({root!r}, {run_id!r}); checkpoints stay in this pod")
+        return None
+    if not root or not run_id:
+        return None
+    if "://" in root and not storage.is_gcs(root):
+        log(f"warning: checkpoints cannot be written to {root} (only gs:// or a mounted folder); they stay in this pod, "
+            "so a retry starts from epoch 0: set the pipeline parameter checkpoint_root to a gs:// location")
+        return None
+    return storage.join(root, "checkpoints", run_id, "train")
+
+
+def _fit_on_device(config, dataset, metadata, on_epoch, start, mesh):
     from mlp_core.data.artifact import read_split
-    from mlp_core.train import data_mesh, fit
+    from mlp_core.train import fit
 
     train_images, train_labels = read_split(dataset, "train", metadata)
     test_images, test_labels = read_split(dataset, "test", metadata)
-    return fit(config, train_images, train_labels, test_images, test_labels, mesh=data_mesh(), on_epoch=on_epoch, **start)
+    return fit(config, train_images, train_labels, test_images, test_labels, mesh=mesh, on_epoch=on_epoch, **start)
 
 
 def _fit_streaming(config, dataset, metadata, on_epoch, start):
@@ -164,11 +219,20 @@ def train(
     seed: int = 0,
     shuffle: bool = True,
     placement: str = "auto",
+    checkpoint_root: str = "",
+    pipeline_root: str = "",
+    run_id: str = "",
+    require_gpu: bool = False,
 ):
     """Train the seed's MLP with JAX (components.train)."""
     from components._io import write_json
-    from components.train import final_metrics, train_model
+    from components.train import final_metrics, pipeline_checkpoint_dir, train_model
 
+    checkpoint_dir = pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id)
+    if checkpoint_dir is None:  # kept in this pod only: never beside the artifact path (not uploaded)
+        import tempfile
+
+        checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
     history = train_model(
         dataset.path,
         model.path,
@@ -180,6 +244,8 @@ def train(
         seed=seed,
         shuffle=shuffle,
         placement=placement,
+        checkpoint_dir=checkpoint_dir,
+        require_gpu=require_gpu,
     )
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
@@ -200,7 +266,8 @@ def _parser() -> argparse.ArgumentParser:
         "Defaults are the seed notebook's; --no-shuffle is the seed-faithful data order.",
     )
     p.add_argument("--dataset", required=True, help="Dataset artifact folder (from components.ingest)")
-    p.add_argument("--model", required=True, help="Model artifact folder to write (replaced atomically)")
+    p.add_argument("--model", required=True,
+                   help="Model artifact folder to write: new, empty, or a Model this program wrote (replaced only when the run succeeds)")
     p.add_argument("--metrics", default=None, help="JSON file for per-epoch metrics")
     p.add_argument("--hidden-sizes", default=DEFAULT_HIDDEN, help="hidden layer widths (default: %(default)s)")
     p.add_argument("--step-size", type=float, default=DEFAULT.step_size, help="SGD step size (default: %(default)s)")
@@ -222,8 +289,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--checkpoint-dir",
         default=None,
-        help="where per-epoch checkpoints go; a rerun resumes from them (default: .<model>.checkpoints beside --model)",
+        help="where per-epoch checkpoints go, a folder or gs://; a rerun of the same run resumes from them "
+        "(default: .<model>.checkpoints beside --model)",
     )
+    p.add_argument("--require-gpu", action="store_true",
+                   help="fail at once unless JAX sees a GPU (what the pipeline's train step does when it requests one)")
     return p
 
 
@@ -242,6 +312,7 @@ def main(argv: "list[str] | None" = None) -> int:
         shuffle=args.shuffle,
         placement=args.placement,
         checkpoint_dir=args.checkpoint_dir,
+        require_gpu=args.require_gpu,
     )
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0

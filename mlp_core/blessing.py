@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# A retrained model may be this much below the champion and still replace it (run-to-run noise).
+DEFAULT_TOLERANCE = 0.002
+
 
 def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy: float | None) -> tuple[bool, str]:
     """Blessed when ``accuracy >= threshold`` and ``>= champion_accuracy - tolerance``.

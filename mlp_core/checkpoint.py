@@ -1,93 +1,129 @@
-"""Per-epoch training checkpoints, written atomically, resumed bit for bit.
+"""Per-epoch training checkpoints in durable storage (a folder or ``gs://``), resumed bit for bit.
 
-Layout::
+Layout under a checkpoint location::
 
-    <dir>/ckpt-000002/params.npz    params after epoch 2
-    <dir>/ckpt-000002/state.json    epoch, what the run was (config, data), metrics so far
+    <location>/run-<key>/ckpt-000002/params.npz   params after epoch 2
+    <location>/run-<key>/ckpt-000002/state.json   written last: the commit point
 
-A checkpoint is complete once its folder has its final name: it is written under
-a temporary name and renamed, so a kill at any point leaves either the previous
-complete checkpoint or the new one, never half of one. The shuffle key of each
-epoch is a pure function of (seed, epoch), so no RNG state beyond the epoch
-number is needed to continue exactly where the run stopped.
+``<key>`` is a hash of the run identity (config, dataset, placement, device
+count): every run that would compute the same numbers shares it, and no other
+run ever reads, prunes or deletes its files. ``state.json`` holds the epoch, the
+full identity, the history so far and the sha256 of ``params.npz``, so a
+checkpoint is complete exactly when its ``state.json`` exists and matches. Only
+whole-file writes are used (no folder rename: ../shared/BACKENDS.md), through
+google-cloud-storage for ``gs://``. The shuffle key of each epoch is a pure
+function of (seed, epoch), so no RNG state beyond the epoch number is needed to
+continue exactly where the run stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from mlp_core import storage
 from mlp_core.model import Params
-from mlp_core.model_io import ModelError, load_params, save_params
+from mlp_core.model_io import ModelError, params_from_bytes, params_to_bytes
 
-_NAME = re.compile(r"^ckpt-(\d{6})$")
+_CKPT = re.compile(r"^ckpt-(\d{6})/(params\.npz|state\.json)$")
+PARAMS = "params.npz"
+STATE = "state.json"
 KEEP = 2
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    path: Path
+    uri: str
     epoch: int  # epochs completed
     params: Params
     history: list[dict]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def run_key(run: dict[str, Any]) -> str:
+    """``run-<16 hex>``: the folder of this run identity's checkpoints."""
+    canonical = json.dumps(run, sort_keys=True, separators=(",", ":"))
+    return "run-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def save_checkpoint(directory: str | Path, epoch: int, params: Params, run: dict[str, Any], history: list[dict]) -> Path:
-    """Write the checkpoint of ``epoch`` completed epochs; keep the newest ``KEEP``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"ckpt-{epoch:06d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=directory))
-    try:
-        save_params(tmp / "params.npz", params)
-        state = {"epoch": epoch, "run": run, "history": history}
-        (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
-        for name in ("params.npz", "state.json"):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)  # the commit point
-        _fsync_dir(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in sorted(_complete(directory))[:-KEEP]:
-        shutil.rmtree(directory / f"ckpt-{old:06d}", ignore_errors=True)
-    return final
+class Checkpoints:
+    """The checkpoints of one run identity under ``location``."""
+
+    def __init__(self, location: str, run: dict[str, Any], keep: int = KEEP):
+        self.location = str(location)
+        self.run = run
+        self.keep = keep
+        self.uri = storage.join(self.location, run_key(run))
+
+    def _name(self, epoch: int, file: str) -> str:
+        return storage.join(self.uri, f"ckpt-{epoch:06d}", file)
+
+    def _ours(self) -> dict[int, set[str]]:
+        """``{epoch: files}`` of this run's checkpoint files (complete or not)."""
+        found: dict[int, set[str]] = {}
+        for name in storage.list_names(self.uri):
+            if m := _CKPT.match(name):
+                found.setdefault(int(m.group(1)), set()).add(m.group(2))
+        return found
+
+    def save(self, epoch: int, params: Params, history: list[dict]) -> str:
+        """Write the checkpoint of ``epoch`` completed epochs (params, then state); keep the newest ``keep``."""
+        data = params_to_bytes(params)
+        storage.write_bytes(self._name(epoch, PARAMS), data)
+        state = {"epoch": epoch, "run": self.run, "history": history,
+                 "params": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+        storage.write_bytes(self._name(epoch, STATE), (json.dumps(state, indent=2) + "\n").encode())  # the commit point
+        complete = sorted(e for e, files in self._ours().items() if STATE in files)
+        for old in complete[: -self.keep]:
+            self._delete(old)
+        return self._name(epoch, STATE)
+
+    def _delete(self, epoch: int) -> None:
+        storage.delete(self._name(epoch, STATE))  # uncommit first: a reader never sees a state without its params
+        storage.delete(self._name(epoch, PARAMS))
+        _rmdir_if_empty(storage.join(self.uri, f"ckpt-{epoch:06d}"))
+
+    def latest(self, layer_sizes, log: Callable[[str], None] = print) -> Checkpoint | None:
+        """The newest readable complete checkpoint; an unreadable one is reported and the previous one tried."""
+        for epoch in sorted((e for e, files in self._ours().items() if STATE in files), reverse=True):
+            uri = self._name(epoch, STATE)
+            try:
+                state = json.loads(storage.read_bytes(uri))
+                if state.get("run") != self.run or state.get("epoch") != epoch:
+                    raise ValueError("its state.json names another run or epoch")
+                data = storage.read_bytes(self._name(epoch, PARAMS))
+                if hashlib.sha256(data).hexdigest() != state["params"]["sha256"]:
+                    raise ValueError(f"{PARAMS} does not match the sha256 in its state.json")
+                params = params_from_bytes(data, self._name(epoch, PARAMS), tuple(layer_sizes))
+                history = state["history"]
+            except (OSError, ValueError, KeyError, TypeError, ModelError) as e:
+                log(f"checkpoint {uri} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); trying an older one")
+                continue
+            return Checkpoint(storage.join(self.uri, f"ckpt-{epoch:06d}"), epoch, params, history)
+        return None
+
+    def remove(self, location_is_ours: bool = False) -> None:
+        """Delete this run's checkpoint files, by name; anything else under the location stays.
+
+        The location itself goes too (if then empty) only when ``location_is_ours``
+        (the default one train made); a folder the user named is never removed.
+        """
+        for epoch in self._ours():
+            self._delete(epoch)
+        _rmdir_if_empty(self.uri)
+        if location_is_ours:
+            _rmdir_if_empty(self.location)
 
 
-def _complete(directory: Path) -> list[int]:
-    if not directory.is_dir():
-        return []
-    return [int(m.group(1)) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()]
+def _rmdir_if_empty(uri: str) -> None:
+    """Remove a local folder if nothing is left in it (object stores have no folders to remove)."""
+    if storage.is_gcs(uri):
+        return
+    import contextlib
+    from pathlib import Path
 
-
-def latest_checkpoint(directory: str | Path, run: dict[str, Any], layer_sizes) -> tuple[Checkpoint | None, str]:
-    """The newest complete checkpoint of this same ``run``, and why one was or was not taken."""
-    directory = Path(directory)
-    for epoch in sorted(_complete(directory), reverse=True):
-        path = directory / f"ckpt-{epoch:06d}"
-        try:
-            state = json.loads((path / "state.json").read_text())
-            params = load_params(path / "params.npz", tuple(layer_sizes))
-        except (OSError, json.JSONDecodeError, ModelError) as e:
-            return None, f"checkpoint {path} is unreadable ({e}); starting from scratch"
-        if state.get("run") != run:
-            return None, f"checkpoint {path} is of a different run (config or data differ); starting from scratch"
-        return Checkpoint(path, epoch, params, state["history"]), f"resuming from {path} ({epoch} epoch(s) done)"
-    return None, ""
+    with contextlib.suppress(OSError):
+        Path(uri).rmdir()

@@ -6,10 +6,13 @@ Layout::
     <model>/config.json     the TrainConfig
     <model>/dataset.json    identity of the data it was trained on
     <model>/history.json    per-epoch metrics
+    <model>/saved_model/    the serving export (components.export)
+    <model>/_COMPLETE.json  written last: the artifact is complete (mlp_core.outputs)
 """
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 
 from mlp_core.config import ConfigError, TrainConfig
 from mlp_core.model import Params
+from mlp_core.outputs import IncompleteArtifactError, read_marker
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "config.json"
@@ -43,15 +47,27 @@ def save_params(path: str | Path, params: Params) -> None:
         np.savez(f, **params_to_arrays(params))
 
 
+def params_to_bytes(params: Params) -> bytes:
+    """``params`` as the bytes of a ``.npz`` file (what ``save_params`` writes)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **params_to_arrays(params))
+    return buffer.getvalue()
+
+
 def load_params(path: str | Path, layer_sizes: tuple[int, ...] | None = None) -> Params:
     """Params from ``path``; with ``layer_sizes``, checks every shape against it."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model params not found: {path}")
+    return params_from_bytes(path.read_bytes(), str(path), layer_sizes)
+
+
+def params_from_bytes(data: bytes, path: str, layer_sizes: tuple[int, ...] | None = None) -> Params:
+    """Params from the bytes of a ``.npz`` file read from ``path`` (named in errors); see ``load_params``."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise ModelError(f"cannot read {path}: {e}") from None
     num_layers = len(arrays) // 2
     names = [f"layer_{i}_{p}" for i in range(num_layers) for p in "wb"]
@@ -91,6 +107,10 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
         raise ModelError(f"model folder does not exist: {directory}")
     if not directory.is_dir():
         raise ModelError(f"model path is a file, expected a folder: {directory}")
+    try:
+        read_marker(directory, "model")
+    except IncompleteArtifactError as e:
+        raise ModelError(str(e)) from None
     try:
         config = TrainConfig.from_dict(_read_json(directory / CONFIG_FILE))
     except (ConfigError, TypeError) as e:

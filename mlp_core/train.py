@@ -55,6 +55,38 @@ def data_mesh(devices: list | None = None) -> Mesh:
     return Mesh(np.asarray(devices), ("batch",))
 
 
+class MeshSplit(NamedTuple):
+    """Whether the mesh splits the full batches and the last, partial one."""
+
+    devices: int
+    full: bool
+    last: bool
+
+
+def mesh_split(mesh: Mesh | None, num_examples: int, batch_size: int) -> MeshSplit:
+    """How ``mesh`` shares the seed's batches of ``num_examples`` (see ``EpochRunner``)."""
+    n = 1 if mesh is None else mesh.devices.size
+    remainder = num_examples % batch_size
+    full = n > 1 and batch_size % n == 0
+    return MeshSplit(n, full, full and remainder > 0 and remainder % n == 0)
+
+
+def describe_mesh(mesh: Mesh | None, num_examples: int, batch_size: int) -> str:
+    """One log line: how the batches are shared among the devices, and what could not be split."""
+    n, full, last = mesh_split(mesh, num_examples, batch_size)
+    if n == 1:
+        return "devices: 1 (no data parallelism)"
+    platform = mesh.devices.flat[0].platform
+    if not full:
+        return (f"devices: {n} {platform}, but the batch size {batch_size} does not divide over {n} devices: "
+                f"training on one device (choose a batch size that is a multiple of {n})")
+    text = f"devices: {n} {platform}, data parallel: each batch of {batch_size} is split {batch_size // n} per device"
+    remainder = num_examples % batch_size
+    if remainder and not last:
+        text += f"; the last batch of {remainder} does not divide over {n} devices, so each device computes it whole"
+    return text
+
+
 def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
     """``(full_batches, remainder)`` of the seed's loop over ``num_examples``."""
     if num_examples <= 0:
@@ -101,17 +133,17 @@ class EpochRunner:
         self.unroll = unroll
         self.num_examples = num_examples
         self.full_batches, self.remainder = batch_layout(num_examples, config.batch_size)
-        self.mesh = mesh if mesh is not None and self._divides(mesh) else None
+        # The mesh splits each full batch when the devices divide it; the last, partial
+        # batch is split too when they divide it, else every device computes it whole.
+        split = mesh_split(mesh, num_examples, config.batch_size)
+        self.mesh = mesh if split.full else None
+        self.split_last = split.last
         self.trace_count = 0
         self._epoch = jax.jit(self._epoch_fn, donate_argnums=(0,))
 
-    def _divides(self, mesh: Mesh) -> bool:
-        n = mesh.devices.size
-        return n > 1 and self.config.batch_size % n == 0 and self.remainder % n == 0
-
-    def _batch_sharded(self, x, axis: int):
+    def _batch_sharded(self, x, axis: int, split: bool = True):
         """Split ``x`` across the mesh along its batch ``axis``."""
-        if self.mesh is None:
+        if self.mesh is None or not split:
             return x
         spec = [None] * x.ndim
         spec[axis] = "batch"
@@ -136,8 +168,8 @@ class EpochRunner:
         loss_sum = jnp.sum(losses) * cfg.batch_size
         class_counts = jnp.sum(counts, axis=0)
         if self.remainder:
-            last_images = self._batch_sharded(images[n_full:], axis=0)
-            last_labels = self._batch_sharded(labels[n_full:], axis=0)
+            last_images = self._batch_sharded(images[n_full:], axis=0, split=self.split_last)
+            last_labels = self._batch_sharded(labels[n_full:], axis=0, split=self.split_last)
             params, (last_loss, last_counts) = _step(params, last_images, last_labels, cfg.num_classes, cfg.step_size)
             loss_sum = loss_sum + last_loss * self.remainder
             class_counts = class_counts + last_counts
@@ -338,18 +370,18 @@ def evaluate_batches(params: Params, batches: Iterable[tuple[np.ndarray, np.ndar
 def device_memory_budget(device=None) -> int:
     """Bytes of memory the training data may take on ``device``: half of what it has free.
 
-    Accelerators report their own limit; on the CPU it is the host's available memory.
+    Accelerators report their own limit; on the CPU it is what this process may
+    still use: the host's available memory, or its container's cgroup limit
+    when that is smaller (``mlp_core.memory``).
     """
+    from mlp_core.memory import available_memory
+
     device = device or jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration):
-        available = 4 << 30
-    return available // 2
+    available = available_memory()
+    return (4 << 30 if available is None else available) // 2
 
 
 def choose_placement(data_bytes: int, placement: str = "auto", budget: int | None = None) -> str:

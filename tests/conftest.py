@@ -71,16 +71,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def gcs_emulator():
-    """gcp-storage-emulator on a loopback port; yields a ``google.cloud.storage`` client for it."""
-    import shutil
+    """gcp-storage-emulator on a loopback port (with generation preconditions: gcs_emulator_stand_in.py).
+
+    Yields a ``google.cloud.storage`` client for it.
+    """
     import socket
     import time
 
-    from components import storage
+    from mlp_core import storage
 
     port = _free_port()
-    exe = shutil.which("gcp-storage-emulator") or str(Path(sys.executable).parent / "gcp-storage-emulator")
-    proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"],
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "gcs_emulator_stand_in.py"), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while True:

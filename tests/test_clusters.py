@@ -16,7 +16,7 @@ from clusters.options import ClusterError, ClusterOptions
 from conftest import run_cli
 from kfp_api_stand_in import RecordingKfpApi
 
-IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3"
+IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3-cuda"
 
 
 def _compile(tmp_path, *flags: str) -> dict:
@@ -57,9 +57,47 @@ def test_retries_and_caching_in_the_yaml(tmp_path):
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 3 and tasks["train"]["retryPolicy"]["backoffFactor"] == 2.0
     assert tasks["ingest"]["retryPolicy"]["backoffDuration"] == "30s"
     assert "retryPolicy" not in tasks["evaluate"]
-    assert all(t["cachingOptions"]["enableCache"] for t in tasks.values() if "componentRef" in t and "cachingOptions" in t)
+    cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
+    # Only train is keyed on its inputs alone; ingest (a TFDS dir), evaluate (the champion) and publish
+    # (LATEST) read or write state that is not an input, so a cache hit would serve stale truth.
+    assert cached == {"train"}
     no_cache = _tasks(_compile(tmp_path, "--no-cache"))
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in no_cache.values())
+
+
+@pytest.mark.parametrize("target", ["kfp", "vertex"])
+def test_placeholders_are_whole_parameter_values(tmp_path, target):
+    """The Kubeflow backend substitutes a placeholder only as a parameter's whole value (driver/resolve.go)."""
+    spec = _compile(tmp_path, "--target", target)
+    constants = {(name, key): p["runtimeValue"]["constant"] for name, t in _tasks(spec).items()
+                 for key, p in t.get("inputs", {}).get("parameters", {}).items() if "runtimeValue" in p}
+    with_placeholders = {k: v for k, v in constants.items() if isinstance(v, str) and "{{$" in v}
+    assert with_placeholders == {
+        ("train", "pipeline_root"): "{{$.pipeline_root}}",
+        ("train", "run_id"): "{{$.pipeline_job_uuid}}",
+        ("publish", "run_id"): "{{$.pipeline_job_uuid}}",
+    }
+    assert constants[("train", "require_gpu")] is True
+
+
+def test_gpu_request_with_the_cpu_image_is_refused_and_an_unknown_image_warned(tmp_path):
+    out = str(tmp_path / "p.yaml")
+    refused = run_cli("pipeline.py", "compile", "--output", out, "--image", "reg/jax-mlp-pipeline:1.2.3", check=False)
+    assert refused.returncode == 2 and not (tmp_path / "p.yaml").exists()
+    assert refused.stderr.strip() == (
+        "error: the train step requests a GPU (nvidia.com/gpu) but reg/jax-mlp-pipeline:1.2.3 is the project's CPU "
+        "image: use reg/jax-mlp-pipeline:1.2.3-cuda (docker build --build-arg ACCELERATOR=cuda), or --accelerator none "
+        "to train on CPUs")
+    cpu = run_cli("pipeline.py", "compile", "--output", out, "--image", "reg/jax-mlp-pipeline:1.2.3", "--accelerator", "none")
+    assert cpu.stderr == ""
+    assert _tasks(yaml.safe_load((tmp_path / "p.yaml").read_text()))["train"]["inputs"]["parameters"]["require_gpu"][
+        "runtimeValue"]["constant"] is False
+    other = run_cli("pipeline.py", "compile", "--output", out, "--image", "reg/team-trainer:7")
+    assert "cannot tell from 'reg/team-trainer:7' whether it has JAX with CUDA" in other.stderr
+    default = run_cli("pipeline.py", "compile", "--output", out).stdout
+    assert "image jax-mlp-pipeline:0.1.0-cuda" in default
+    default_cpu = run_cli("pipeline.py", "compile", "--output", out, "--accelerator", "none").stdout
+    assert "image jax-mlp-pipeline:0.1.0)" in default_cpu
 
 
 def test_local_runs_do_not_retry(tmp_path):

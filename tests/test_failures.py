@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli
 from mlp_core.data.records import sha256_file, write_shards
+from mlp_core.outputs import commit
 
 
 def _copy(dataset: Path, tmp_path: Path) -> Path:
@@ -23,7 +24,9 @@ def _meta(dataset: Path) -> dict:
 
 
 def _save_meta(dataset: Path, meta: dict) -> None:
+    """Rewrite metadata.json and sign the artifact again, so the damage reaches the checks behind the marker."""
     (dataset / "metadata.json").write_text(json.dumps(meta))
+    commit(dataset, "dataset")
 
 
 def _refresh_shard(dataset: Path, name: str) -> None:
@@ -102,7 +105,7 @@ def test_sha256_mismatch(small_dataset, tmp_path):
 def test_missing_and_extra_shards(small_dataset, tmp_path):
     ds = _copy(small_dataset, tmp_path)
     (ds / "train-00001-of-00003.tfrecord").rename(tmp_path / "aside.tfrecord")
-    _assert_refused(_train(ds, tmp_path / "out"), "shard train-00001-of-00003.tfrecord listed in metadata.json is missing")
+    _assert_refused(_train(ds, tmp_path / "out"), "not a complete dataset artifact: train-00001-of-00003.tfrecord is missing")
     (tmp_path / "aside.tfrecord").rename(ds / "train-00001-of-00003.tfrecord")
     shutil.copy(ds / "train-00000-of-00003.tfrecord", ds / "train-00003-of-00003.tfrecord")
     _assert_refused(_train(ds, tmp_path / "out"), "shard train-00003-of-00003.tfrecord", tmp_path / "out")
@@ -168,6 +171,7 @@ def test_model_with_another_architecture(trained, small_dataset, tmp_path):
     config = json.loads((model / "config.json").read_text())
     config["layer_sizes"] = [784, 256, 10]
     (model / "config.json").write_text(json.dumps(config))
+    commit(model, "model")  # signed again: the architecture check behind the marker must catch it
     _assert_refused(_evaluate(model, small_dataset, tmp_path / "out"), "holds a 784-512-512-10 network, the config says 784-256-10", tmp_path / "out")
 
 
@@ -175,7 +179,7 @@ def test_model_missing_a_file(trained, small_dataset, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(trained, model)
     (model / "params.npz").unlink()
-    _assert_refused(_evaluate(model, small_dataset, tmp_path / "out"), "model params not found", tmp_path / "out")
+    _assert_refused(_evaluate(model, small_dataset, tmp_path / "out"), "not a complete model artifact: params.npz is missing", tmp_path / "out")
 
 
 def test_evaluate_on_another_dataset(trained, small_dataset, tmp_path):

@@ -9,7 +9,7 @@ import pipeline
 from conftest import run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
-IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3"
+IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3-cuda"
 
 
 def normalise(text: str) -> dict:

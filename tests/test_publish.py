@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from components import storage
+from mlp_core import storage
 from components.publish import LATEST, publish_model, read_champion
 from conftest import run_cli
 
@@ -19,8 +19,10 @@ def model(small_dataset, tmp_path_factory):
 
 def _check_publish_location(uri: str, model) -> None:
     assert read_champion(uri) is None
-    first = publish_model(model, uri, 0.9, 0.1, image="reg/img:1", run_id="run-1",
-                          now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    published = publish_model(model, uri, 0.9, 0.1, image="reg/img:1", run_id="run-1",
+                              now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    first = published.version
+    assert published.promoted and "no champion yet" in published.reason
     assert first.startswith("20260101T000000Z-") and len(first) == len("20260101T000000Z-") + 12
     champion = read_champion(uri)
     assert champion["version"] == first and champion["metrics"]["test_accuracy"] == 0.9
@@ -49,13 +51,12 @@ def test_missing_bucket_and_object_are_clear_errors(gcs_emulator, tmp_path):
     with pytest.raises(storage.StorageError, match="object not found: gs://empty/nothing"):
         storage.read_bytes("gs://empty/nothing")
     storage.write_bytes("gs://empty/a/b.txt", b"hello")
-    storage.download_tree("gs://empty/a", tmp_path / "down")
-    assert (tmp_path / "down" / "b.txt").read_bytes() == b"hello"
+    assert storage.list_names("gs://empty/a") == ["b.txt"] and storage.read_bytes("gs://empty/a/b.txt") == b"hello"
 
 
 def test_interrupted_publish_leaves_the_champion_in_force(model, tmp_path, monkeypatch):
     uri = str(tmp_path / "published")
-    champion = publish_model(model, uri, 0.97, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    champion = publish_model(model, uri, 0.97, now=datetime(2026, 1, 1, tzinfo=timezone.utc)).version
     real_write = storage.write_bytes
 
     def dies_at_the_pointer(target, data):
@@ -86,3 +87,78 @@ def test_publish_cli(model, tmp_path):
                   "--test-accuracy", "0.95").stdout
     version = out.split()[1]
     assert json.loads((tmp_path / "p" / version / "manifest.json").read_text())["version"] == version
+
+
+@pytest.fixture(scope="module")
+def other_model(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "model"
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1", "--seed", "1")
+    return out
+
+
+def _publisher(model, accuracy, uris, barrier, results, emulator_host):
+    """One publishing process: for each location, wait for the other, then publish at the same moment."""
+    import os
+
+    if emulator_host:
+        os.environ["STORAGE_EMULATOR_HOST"] = emulator_host
+    from components.publish import publish_model
+
+    for uri in uris:
+        barrier.wait(timeout=120)
+        published = publish_model(model, uri, accuracy, tolerance=0.0)
+        results.put((uri, accuracy, published.version, published.promoted))
+
+
+def _race(model, other_model, uris, emulator_host=""):
+    """Two processes publish models of test accuracy 0.99 and 0.98 to each of ``uris`` at once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # JAX must not be forked
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    workers = [ctx.Process(target=_publisher, args=(str(m), acc, uris, barrier, results, emulator_host))
+               for m, acc in ((model, 0.99), (other_model, 0.98))]
+    for w in workers:
+        w.start()
+    outcomes = [results.get(timeout=120) for _ in range(2 * len(uris))]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    return outcomes
+
+
+def _check_race(uris, outcomes):
+    for uri in uris:
+        champion = read_champion(uri)
+        assert champion["metrics"]["test_accuracy"] == 0.99, f"{uri}: the worse model won the race"
+        winner = next(v for u, acc, v, _ in outcomes if u == uri and acc == 0.99)
+        assert champion["version"] == winner
+
+
+def test_two_concurrent_publishers_never_roll_the_better_champion_back_locally(model, other_model, tmp_path):
+    uris = [str(tmp_path / f"published-{i}") for i in range(25)]
+    outcomes = _race(model, other_model, uris)
+    _check_race(uris, outcomes)
+    # Both decided against what they found: the worse one either saw the better champion and published
+    # nothing, or was promoted first and then replaced.
+    assert {(acc, promoted) for _, acc, _, promoted in outcomes} <= {(0.99, True), (0.98, True), (0.98, False)}
+
+
+def test_two_concurrent_publishers_never_roll_the_better_champion_back_on_cloud_storage(model, other_model, gcs_emulator):
+    import os
+
+    gcs_emulator.create_bucket("race")
+    uris = [f"gs://race/mnist-{i}" for i in range(15)]
+    outcomes = _race(model, other_model, uris, os.environ["STORAGE_EMULATOR_HOST"])
+    _check_race(uris, outcomes)
+
+
+def test_publish_rereads_the_champion_and_keeps_a_better_one(model, other_model, tmp_path):
+    """evaluate blessed against an older champion (or a cached result): publish decides again."""
+    uri = str(tmp_path / "published")
+    best = publish_model(model, uri, 0.99).version
+    late = publish_model(other_model, uri, 0.95, tolerance=0.002)
+    assert late.version == "" and not late.promoted
+    assert "below the champion's 0.9900" in late.reason
+    assert read_champion(uri)["version"] == best
+    assert {p.name for p in (tmp_path / "published").iterdir() if not p.name.startswith(".")} == {LATEST, best}

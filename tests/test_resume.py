@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from mlp_core.checkpoint import latest_checkpoint, save_checkpoint
+from mlp_core import storage
+from mlp_core.checkpoint import Checkpoints
 from mlp_core.model import init_network_params
 from mlp_core.model_io import load_model
 
@@ -48,7 +49,8 @@ def test_kill_9_during_epoch_2_then_rerun_is_bit_identical(full_dataset, unbroke
     assert proc.returncode == -signal.SIGKILL
     assert not model.exists()
     checkpoints = tmp_path / ".model.checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir() if not p.name.startswith(".")) == ["ckpt-000001"]
+    assert [p.relative_to(checkpoints).as_posix() for p in sorted(checkpoints.glob("*/*/*"))] == [
+        f"{run}/ckpt-000001/{f}" for run in [p.name for p in checkpoints.iterdir()] for f in ("params.npz", "state.json")]
 
     rerun = run_cli(*_train_args(full_dataset, model))
     assert "resuming from" in rerun.stdout and "(1 epoch(s) done)" in rerun.stdout
@@ -58,34 +60,102 @@ def test_kill_9_during_epoch_2_then_rerun_is_bit_identical(full_dataset, unbroke
     assert not checkpoints.exists()  # removed once the model is written
 
 
-def test_kill_between_checkpoint_write_and_rename_keeps_the_previous(tmp_path, monkeypatch):
-    params = init_network_params([4, 3, 2], jax.random.key(0))
-    run = {"config": {"a": 1}, "dataset": {"name": "x"}}
-    save_checkpoint(tmp_path, 1, params, run, [{"epoch": 1}])
+_RUN = {"config": {"step_size": 0.01}, "dataset": {"name": "x"}, "placement": "device", "devices": {"count": 1}}
+_SIZES = (4, 3, 2)
 
-    def killed(*_):
-        raise KeyboardInterrupt("killed before the rename")
 
-    monkeypatch.setattr("mlp_core.checkpoint.os.replace", killed)
+def _params(seed: int = 0):
+    return init_network_params(list(_SIZES), jax.random.key(seed))
+
+
+def test_kill_between_params_and_state_keeps_the_previous(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(str(tmp_path), _RUN)
+    checkpoints.save(1, _params(), [{"epoch": 1}])
+    real_write = storage.write_bytes
+
+    def killed_at_the_commit(uri, data):
+        if uri.endswith("state.json"):
+            raise KeyboardInterrupt("killed before state.json")
+        real_write(uri, data)
+
+    monkeypatch.setattr(storage, "write_bytes", killed_at_the_commit)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path, 2, params, run, [{"epoch": 1}, {"epoch": 2}])
+        checkpoints.save(2, _params(1), [{"epoch": 1}, {"epoch": 2}])
     monkeypatch.undo()
-    # As after a real kill: a partial folder may be left; it is never taken.
-    (tmp_path / ".ckpt-000002.partial-x").mkdir()
-    checkpoint, why = latest_checkpoint(tmp_path, run, (4, 3, 2))
-    assert checkpoint.epoch == 1 and checkpoint.history == [{"epoch": 1}]
-    assert "(1 epoch(s) done)" in why
+    assert (Path(checkpoints.uri) / "ckpt-000002" / "params.npz").is_file()  # written, never committed
+    latest = checkpoints.latest(_SIZES)
+    assert latest.epoch == 1 and latest.history == [{"epoch": 1}]
 
 
-def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
-    params = init_network_params([4, 3, 2], jax.random.key(0))
-    save_checkpoint(tmp_path, 3, params, {"config": {"step_size": 0.1}}, [])
-    checkpoint, why = latest_checkpoint(tmp_path, {"config": {"step_size": 0.2}}, (4, 3, 2))
-    assert checkpoint is None and "different run" in why
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path):
+    checkpoints = Checkpoints(str(tmp_path), _RUN)
+    checkpoints.save(1, _params(), [{"epoch": 1}])
+    checkpoints.save(2, _params(1), [{"epoch": 1}, {"epoch": 2}])
+    newest = Path(checkpoints.uri) / "ckpt-000002" / "params.npz"
+    newest.write_bytes(newest.read_bytes()[:-10])  # a torn upload
+    said = []
+    latest = checkpoints.latest(_SIZES, log=said.append)
+    assert latest.epoch == 1
+    np.testing.assert_array_equal(latest.params[0][0], _params()[0][0])
+    assert len(said) == 1 and "ckpt-000002" in said[0] and "trying an older one" in said[0]
+
+
+def test_checkpoints_of_another_run_are_neither_resumed_nor_pruned(tmp_path):
+    other = Checkpoints(str(tmp_path), {**_RUN, "config": {"step_size": 0.1}})
+    other.save(5, _params(5), [])
+    other.save(6, _params(6), [])
+    ours = Checkpoints(str(tmp_path), _RUN)
+    assert ours.uri != other.uri
+    assert ours.latest(_SIZES) is None  # never someone else's
+    ours.save(1, _params(), [{"epoch": 1}])
+    assert ours.latest(_SIZES).epoch == 1  # not pruned as "older than 5 and 6"
+    assert other.latest(_SIZES).epoch == 6
+    ours.remove()
+    assert other.latest(_SIZES).epoch == 6 and not Path(ours.uri).exists()
+
+
+def test_the_placement_and_the_device_count_are_part_of_the_run(tmp_path):
+    a = Checkpoints(str(tmp_path), _RUN)
+    a.save(1, _params(), [])
+    for changed in ({**_RUN, "placement": "stream"}, {**_RUN, "devices": {"count": 2}}):
+        assert Checkpoints(str(tmp_path), changed).latest(_SIZES) is None
 
 
 def test_only_the_newest_two_are_kept(tmp_path):
-    params = init_network_params([4, 3, 2], jax.random.key(0))
+    checkpoints = Checkpoints(str(tmp_path), _RUN)
     for epoch in range(1, 5):
-        save_checkpoint(tmp_path, epoch, params, {}, [])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000003", "ckpt-000004"]
+        checkpoints.save(epoch, _params(), [])
+    assert sorted(p.name for p in Path(checkpoints.uri).iterdir()) == ["ckpt-000003", "ckpt-000004"]
+
+
+def test_checkpoints_in_cloud_storage(gcs_emulator):
+    gcs_emulator.create_bucket("ckpt")
+    location = "gs://ckpt/root/checkpoints/job-1/train"
+    gcs_emulator.bucket("ckpt").blob("root/checkpoints/job-1/train/README").upload_from_string(b"not ours")
+    checkpoints = Checkpoints(location, _RUN)
+    for epoch in (1, 2, 3):
+        checkpoints.save(epoch, _params(epoch), [{"epoch": e} for e in range(1, epoch + 1)])
+    names = sorted(b.name for b in gcs_emulator.list_blobs("ckpt"))
+    key = checkpoints.uri.rsplit("/", 1)[-1]
+    assert names == ["root/checkpoints/job-1/train/README"] + [
+        f"root/checkpoints/job-1/train/{key}/ckpt-00000{e}/{f}" for e in (2, 3) for f in ("params.npz", "state.json")]
+    latest = Checkpoints(location, _RUN).latest(_SIZES)  # as a fresh pod would
+    assert latest.epoch == 3
+    np.testing.assert_array_equal(latest.params[1][0], _params(3)[1][0])
+    checkpoints.remove()
+    assert [b.name for b in gcs_emulator.list_blobs("ckpt")] == ["root/checkpoints/job-1/train/README"]
+
+
+def test_a_checkpoint_folder_holding_other_files_keeps_them(small_dataset, tmp_path):
+    """train --checkpoint-dir pointed at a folder of the user's: only this run's checkpoint files go."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "ckpt-000001").mkdir()  # looks like ours, is not: not under this run's folder
+    (folder / "ckpt-000001" / "state.json").write_text("{}")
+    out = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "model"),
+                  "--epochs", "2", "--checkpoint-dir", str(folder)).stdout
+    assert "checkpoints: " + str(folder) in out
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
+        "ckpt-000001", "ckpt-000001/state.json", "notes.txt"]
+    assert (folder / "notes.txt").read_text() == "my notes"

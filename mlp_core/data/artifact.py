@@ -5,6 +5,7 @@ Layout::
     <dataset>/metadata.json
     <dataset>/train-00000-of-00006.tfrecord ...
     <dataset>/test-00000-of-00001.tfrecord ...
+    <dataset>/_COMPLETE.json      written last: the artifact is complete (mlp_core.outputs)
 
 ``metadata.json`` is the one home of the dataset's facts (name, version, image
 shape, classes, counts, shard checksums); train and evaluate read them from here.
@@ -24,6 +25,7 @@ import numpy as np
 from mlp_core.data.errors import DatasetError
 from mlp_core.data.fast_records import decode_uniform_records
 from mlp_core.data.records import read_shards, sha256_file
+from mlp_core.outputs import IncompleteArtifactError, read_marker
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
@@ -38,6 +40,10 @@ def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
     path = dataset_dir / METADATA_FILE
     if not path.is_file():
         raise DatasetError(f"{dataset_dir} is not a Dataset artifact: {METADATA_FILE} is missing")
+    try:
+        read_marker(dataset_dir, "dataset")
+    except IncompleteArtifactError as e:
+        raise DatasetError(str(e)) from None
     try:
         metadata = json.loads(path.read_text())
     except json.JSONDecodeError as e:

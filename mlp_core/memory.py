@@ -1,0 +1,128 @@
+"""How much memory this process may still use: the host's, or its container's cgroup limit.
+
+In a Kubernetes pod ``/proc/meminfo`` describes the node, not the pod: a pod with
+a 4 GiB limit on a 256 GiB node sees 250 GiB "available" and is OOM-killed when
+it trusts it. The limit is in the process's memory cgroup: ``memory.max`` with
+cgroup v2, ``memory.limit_in_bytes`` with v1 (the Linux kernel's
+Documentation/admin-guide/cgroup-v2.rst and cgroup-v1/memory.rst). The cgroup is
+found the way the kernel documents it: ``/proc/self/cgroup`` names the path,
+``/proc/self/mountinfo`` where that hierarchy is mounted; every level up to the
+mount's root is checked, since a parent's limit binds too. Usage counts the
+kernel's working set (usage minus inactive file cache), as the kubelet does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_UNLIMITED_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return None if value >= _UNLIMITED_V1 else value
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _mounts(mountinfo: Path) -> list[tuple[str, str, str, set[str]]]:
+    """``(root, mount point, fs type, super options)`` of each cgroup mount."""
+    found = []
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        fstype = fields[sep + 1]
+        if fstype in ("cgroup", "cgroup2"):
+            found.append((fields[3], fields[4], fstype, set(fields[sep + 3].split(","))))
+    return found
+
+
+def _cgroup_dir(mount_root: str, mount_point: str, path: str) -> Path:
+    """The folder of cgroup ``path`` under a mount of ``mount_root`` (the leaf, if visible)."""
+    relative = os.path.relpath(path, mount_root) if path.startswith(mount_root) else "."
+    leaf = Path(mount_point, relative)
+    return leaf if leaf.is_dir() else Path(mount_point)
+
+
+def cgroup_memory(proc: str = "/proc/self") -> tuple[int, int] | None:
+    """``(limit, working set)`` in bytes of this process's memory cgroup; None when unlimited or unknown."""
+    proc = Path(proc)
+    try:
+        lines = (proc / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    v2_path = v1_path = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            v2_path = path
+        elif "memory" in controllers.split(","):
+            v1_path = path
+    for root, point, fstype, options in _mounts(proc / "mountinfo"):
+        if fstype == "cgroup" and "memory" in options and v1_path is not None:
+            leaf = _cgroup_dir(root, point, v1_path)
+            limit_file, usage_file, inactive = "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"
+        elif fstype == "cgroup2" and v2_path is not None and v1_path is None:
+            leaf = _cgroup_dir(root, point, v2_path)
+            limit_file, usage_file, inactive = "memory.max", "memory.current", "inactive_file"
+        else:
+            continue
+        limits = []
+        folder = leaf
+        while True:
+            if (limit := _read_int(folder / limit_file)) is not None:
+                limits.append(limit)
+            if folder == Path(point) or folder.parent == folder:
+                break
+            folder = folder.parent
+        if not limits:
+            return None
+        usage = _read_int(leaf / usage_file) or 0
+        working_set = max(0, usage - _stat(leaf / "memory.stat", inactive))
+        return min(limits), working_set
+    return None
+
+
+def host_available(meminfo: str = "/proc/meminfo") -> int | None:
+    """``MemAvailable`` of the host in bytes."""
+    try:
+        with open(meminfo) as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def available_memory(proc: str = "/proc/self", meminfo: str = "/proc/meminfo") -> int | None:
+    """Bytes this process may still allocate: the smaller of the host's and its cgroup's headroom."""
+    candidates = []
+    if (host := host_available(meminfo)) is not None:
+        candidates.append(host)
+    if (cgroup := cgroup_memory(proc)) is not None:
+        limit, working_set = cgroup
+        candidates.append(max(0, limit - working_set))
+    return min(candidates) if candidates else None

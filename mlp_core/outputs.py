@@ -1,0 +1,230 @@
+"""Multi-file outputs committed the way object stores commit: a marker file written last.
+
+An artifact folder (a Dataset, a Model) is complete when it holds ``_COMPLETE.json``,
+which lists every file of the artifact with its size and sha256 and is written
+after all of them. Readers refuse a folder without it. Nothing here renames a
+folder: Cloud Storage FUSE (Vertex AI's ``/gcs``) cannot rename a non-empty one,
+and Kubeflow's launcher uploads only the artifact path, so files are written in
+place, inside that path (../shared/BACKENDS.md).
+
+Writing (``artifact_writer``):
+
+- into a new or empty folder (every kfp step's case): in place. ``_WRITING.json``
+  comes first and marks the folder as ours while it is incomplete; a failure
+  removes what was written; a kill leaves a folder readers refuse, which the next
+  run (a retry) recognises as its own and clears;
+- over a complete artifact of the same kind (a CLI rerun): the new files are
+  written to a hidden sibling folder first, so a failed run leaves the old
+  artifact untouched; only then is the old marker removed, the old artifact's
+  listed files deleted, and the new files moved in one file rename each;
+- over anything else (files we did not write): refused before any work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+COMPLETE = "_COMPLETE.json"
+WRITING = "_WRITING.json"
+FORMAT = "jax-mlp-pipeline artifact"
+
+
+class IncompleteArtifactError(ValueError):
+    """A folder is not a complete artifact (no marker, or a listed file missing or resized)."""
+
+
+class OutputConflictError(OSError):
+    """An output path holds something this program did not write; it is left alone."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _write_file(path: Path, text: str) -> None:
+    """Write ``path`` whole: a temp file in the same folder, then a file rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_marker(folder: str | Path, kind: str) -> dict[str, Any]:
+    """The ``_COMPLETE.json`` of ``folder`` after checking it is a complete ``kind`` artifact."""
+    folder = Path(folder)
+    path = folder / COMPLETE
+    if not path.is_file():
+        why = "it was not finished (the step that wrote it failed or was killed)" if (folder / WRITING).exists() else f"{COMPLETE} is missing"
+        raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {why}")
+    try:
+        marker = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise IncompleteArtifactError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("files"), dict):
+        raise IncompleteArtifactError(f"{path} is not a {FORMAT} marker")
+    if marker.get("kind") != kind:
+        raise IncompleteArtifactError(f"{folder} is a {marker.get('kind')} artifact, expected a {kind}")
+    for name, info in marker["files"].items():
+        file = folder / name
+        if not file.is_file():
+            raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {name} is missing")
+        if isinstance(info, dict) and file.stat().st_size != info.get("bytes"):
+            raise IncompleteArtifactError(
+                f"{folder}: {name} has {file.stat().st_size} bytes, {COMPLETE} says {info.get('bytes')} (truncated or altered)"
+            )
+    return marker
+
+
+def _marker_or_none(folder: Path) -> dict[str, Any] | None:
+    """``folder``'s marker as written, without checks; None when absent or unreadable."""
+    try:
+        return json.loads((folder / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _writing_kind(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / WRITING).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_artifact_output(path: str | Path, kind: str) -> str:
+    """How ``path`` would be written (``"new"``, ``"resume"``, ``"replace"``); refuses anything else, now.
+
+    ``new``: missing or empty. ``resume``: an unfinished ``kind`` artifact of ours
+    (``_WRITING.json``, no marker): every file in it is ours. ``replace``: a complete
+    ``kind`` artifact whose files are all listed in its marker.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"output path is a file, expected a folder: {path}")
+    if not path.exists() or not any(path.iterdir()):
+        _check_writable(path)
+        return "new"
+    marker = _marker_or_none(path)
+    if isinstance(marker, dict) and marker.get("format") == FORMAT and marker.get("kind") == kind:
+        listed = set(marker.get("files", {})) | {COMPLETE}
+        if stray := [name for name in _files(path) if name not in listed]:
+            raise OutputConflictError(
+                f"output folder {path} holds {stray[0]}, which is not part of the {kind} artifact there; "
+                "refusing to replace it (move that file away, or choose another output)"
+            )
+        _check_writable(path.parent)
+        return "replace"
+    if _writing_kind(path) == kind and not (path / COMPLETE).exists():
+        return "resume"
+    raise OutputConflictError(
+        f"output folder {path} is not empty and is not a {kind} artifact written by this program; "
+        "refusing to overwrite it (choose a new or empty folder)"
+    )
+
+
+def _check_writable(path: Path) -> None:
+    """Make ``path``'s parent and prove it writable (a file created and removed in it)."""
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"output location is a file, expected a folder: {parent}")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise PermissionError(f"output location is not writable: {parent} ({e.strerror or e})") from None
+
+
+def _remove_listed(folder: Path, names: list[str]) -> None:
+    """Delete ``names`` (files under ``folder``), then their folders that became empty; nothing else."""
+    parents: set[Path] = set()
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
+        parents.update(p for p in (folder / name).parents if folder in p.parents)
+    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty: something not ours is in it
+            parent.rmdir()
+
+
+def commit(folder: str | Path, kind: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``folder``'s marker, listing every file in it: after this, readers accept it."""
+    folder = Path(folder)
+    names = [n for n in _files(folder) if n not in (COMPLETE, WRITING)]
+    marker = {
+        "format": FORMAT,
+        "kind": kind,
+        "completed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(extra or {}),
+        "files": {n: {"bytes": (folder / n).stat().st_size, "sha256": _sha256(folder / n)} for n in names},
+    }
+    _write_file(folder / COMPLETE, json.dumps(marker, indent=2) + "\n")
+    (folder / WRITING).unlink(missing_ok=True)
+    return marker
+
+
+@contextlib.contextmanager
+def artifact_writer(path: str | Path, kind: str) -> Iterator[Path]:
+    """Yield the folder to write ``kind``'s files into; on success, the artifact at ``path`` is committed."""
+    path = Path(path)
+    mode = check_artifact_output(path, kind)
+    if mode == "replace":
+        yield from _replace(path, kind)
+        return
+    created = not path.exists()
+    if mode == "resume":  # an unfinished write of ours: every file in it is ours
+        _remove_listed(path, _files(path))
+    path.mkdir(parents=True, exist_ok=True)
+    _write_file(path / WRITING, json.dumps({"kind": kind, "started_at": datetime.now(timezone.utc).isoformat()}) + "\n")
+    try:
+        yield path
+        commit(path, kind)
+    except BaseException:
+        _remove_listed(path, _files(path))
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+
+
+def _replace(path: Path, kind: str) -> Iterator[Path]:
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # our own temp folder; the old artifact is untouched
+        raise
+    old = json.loads((path / COMPLETE).read_text())
+    # From here the old artifact is given up: first it stops being complete, then its files go.
+    _write_file(path / WRITING, json.dumps({"kind": kind, "started_at": datetime.now(timezone.utc).isoformat()}) + "\n")
+    (path / COMPLETE).unlink()
+    _remove_listed(path, list(old["files"]))
+    for name in _files(staging):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, path / name)  # a file rename: works on Cloud Storage FUSE
+    commit(path, kind)
+    for folder in sorted((p for p in staging.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        folder.rmdir()
+    staging.rmdir()
