@@ -14,11 +14,13 @@ test:  ## every test, the slow real-MNIST runs included
 test-fast:  ## skip the slow real-MNIST runs and the Docker tests
 	$(PYTHON) -m pytest -m "not slow and not docker"
 
-image:  ## build and tag the project image (BASE_IMAGE=... to build on another base)
-	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) -t $(IMAGE) .
+image:  ## build and tag the project image (ACCELERATOR=cuda for the CUDA variant, tagged -cuda; BASE_IMAGE=... for another base)
+	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	    $(if $(filter cuda,$(ACCELERATOR)),--build-arg ACCELERATOR=cuda) \
+	    -t $(if $(filter cuda,$(ACCELERATOR)),$(patsubst %-cuda,%,$(IMAGE))-cuda,$(IMAGE)) .
 
-compile:
-	$(PYTHON) pipeline.py compile --output pipeline.yaml --image $(IMAGE)
+compile:  ## pipeline.yaml for Kubeflow: the train step requests a GPU and runs on the -cuda image
+	$(PYTHON) pipeline.py compile --output pipeline.yaml
 
 run:
 	$(PYTHON) pipeline.py run

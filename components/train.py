@@ -228,8 +228,11 @@ def train(
     from components._io import write_json
     from components.train import final_metrics, pipeline_checkpoint_dir, train_model
 
+    from mlp_core.checkpoint import remove_empty_folders
+
     checkpoint_dir = pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id)
-    if checkpoint_dir is None:  # kept in this pod only: never beside the artifact path (not uploaded)
+    derived = checkpoint_dir is not None
+    if not derived:  # kept in this pod only: never beside the artifact path (not uploaded)
         import tempfile
 
         checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
@@ -247,6 +250,8 @@ def train(
         checkpoint_dir=checkpoint_dir,
         require_gpu=require_gpu,
     )
+    # <root>/checkpoints/<run id>/train (and the run's folder), if this run left them empty; a local root only.
+    remove_empty_folders(checkpoint_dir, 2 if derived else 1)
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
     write_json(metrics.path, {"history": history})

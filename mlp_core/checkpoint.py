@@ -118,6 +118,15 @@ class Checkpoints:
             _rmdir_if_empty(self.location)
 
 
+def remove_empty_folders(uri: str, levels: int) -> None:
+    """Remove the local folder ``uri`` and up to ``levels - 1`` of its parents, each only if empty."""
+    from pathlib import Path
+
+    for _ in range(levels):
+        _rmdir_if_empty(uri)
+        uri = str(Path(uri).parent)
+
+
 def _rmdir_if_empty(uri: str) -> None:
     """Remove a local folder if nothing is left in it (object stores have no folders to remove)."""
     if storage.is_gcs(uri):

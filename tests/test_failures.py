@@ -251,3 +251,9 @@ def test_the_dag_stops_at_a_corrupt_tfds_shard(mnist_data_dir, tmp_path):
     assert "DatasetError: cannot read mnist train" in log
     assert r.stderr.strip().splitlines()[-1].startswith("error: Pipeline 'jax-mlp-pipeline' finished with status FAILURE")
     assert "Executing task 'train'" not in log and "Executing task 'evaluate'" not in log
+
+
+def test_a_step_that_requested_a_gpu_refuses_to_train_on_the_cpu(small_dataset, tmp_path):
+    """A CPU image on a GPU node (JAX falls back to the CPU silently): the step fails before any work."""
+    r = _train(small_dataset, tmp_path / "out", "--require-gpu")
+    _assert_refused(r, "this step requested a GPU but JAX sees only cpu: the image is the CPU variant", tmp_path / "out")

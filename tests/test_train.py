@@ -167,3 +167,61 @@ def test_streaming_and_on_device_paths_give_the_same_model(small_dataset, tmp_pa
         assert a["class_counts"] == b["class_counts"]
         assert a["test_accuracy"] == pytest.approx(b["test_accuracy"], abs=1e-6)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+
+
+_MESH_PROBE = """
+import json, sys
+import jax, numpy as np
+from mlp_core import TrainConfig
+from mlp_core.train import EpochRunner, data_mesh, describe_mesh, fit
+from mlp_core.model import init_network_params
+data = np.load(sys.argv[1])
+x, y = data["x"][: int(sys.argv[2])], data["y"][: int(sys.argv[2])]
+config = TrainConfig(num_epochs=1, batch_size=128)
+mesh = data_mesh()
+runner = EpochRunner(config, len(x), mesh=mesh)
+params = init_network_params(config.layer_sizes, jax.random.key(0))
+placed = runner.place(params, x.reshape(len(x), -1), y.astype(np.int32))
+hlo = runner._epoch.lower(*placed, runner.epoch_key(0)).compile().as_text()
+trained, _ = fit(config, x, y, mesh=mesh)
+print(json.dumps({"log": describe_mesh(mesh, len(x), 128), "split_last": runner.split_last,
+                  "mesh": runner.mesh is not None, "hlo_all_reduce": "all-reduce" in hlo,
+                  "per_device_rows": sorted(set(int(n) for n in __import__("re").findall(r"f32\\[(\\d+),784\\]", hlo))),
+                  "params_sharding": str(jax.tree_util.tree_leaves(trained)[0].sharding.spec),
+                  "params_devices": len(jax.tree_util.tree_leaves(trained)[0].sharding.device_set)}))
+"""
+
+
+@pytest.mark.parametrize(("examples", "split_last"), [(500, True), (501, False)])
+def test_two_devices_really_split_each_batch_and_say_so_when_the_last_does_not_divide(small, tmp_path, examples, split_last):
+    """The compiled epoch on 2 forced host devices: each device multiplies 64 rows and gradients are all-reduced."""
+    np.savez(tmp_path / "data.npz", x=small[0], y=small[1])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _MESH_PROBE, str(tmp_path / "data.npz"), str(examples)],
+                          capture_output=True, text=True, env=env, check=True)
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["mesh"] and info["split_last"] is split_last
+    assert info["hlo_all_reduce"]  # the gradients of the two halves are summed across devices
+    assert 64 in info["per_device_rows"] and 128 not in info["per_device_rows"]  # a batch of 128 is 64 rows per device
+    assert info["params_devices"] == 2 and info["params_sharding"] in ("P()", "PartitionSpec()")  # replicated on both
+    remainder = examples % 128
+    if split_last:
+        assert info["log"] == "devices: 2 cpu, data parallel: each batch of 128 is split 64 per device"
+    else:
+        assert info["log"].endswith(f"the last batch of {remainder} does not divide over 2 devices, "
+                                    "so each device computes it whole")
+        assert remainder in info["per_device_rows"]
+
+
+def test_a_batch_size_the_devices_cannot_divide_is_reported():
+    import jax
+
+    from mlp_core.train import describe_mesh, mesh_split
+
+    class FakeMesh:  # only the device count and platform matter to the message
+        devices = np.array(jax.devices() * 3)
+
+    assert not mesh_split(FakeMesh, 1000, 100).full
+    assert describe_mesh(FakeMesh, 1000, 100) == (
+        "devices: 3 cpu, but the batch size 100 does not divide over 3 devices: training on one device "
+        "(choose a batch size that is a multiple of 3)")

@@ -1,0 +1,216 @@
+"""Every step under the file semantics of the backends it runs on, through stand-ins that reproduce them.
+
+- Vertex AI: outputs on Cloud Storage FUSE (``gcsfuse_stand_in.py``, a real FUSE mount);
+- Kubeflow Pipelines: the v2 launcher's scratch folder and upload (``kfp_launcher_stand_in.py``),
+  with gcp-storage-emulator as the object store.
+"""
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, SMALL_TEST, SMALL_TRAIN, run_cli
+
+STAND_IN = Path(__file__).parent / "gcsfuse_stand_in.py"
+
+
+def _fuse_unavailable() -> str | None:
+    import shutil
+
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse on this machine"
+    if not shutil.which("fusermount3"):
+        return "fusermount3 is not installed (apt-get install fuse3)"
+    try:
+        import mfusepy  # noqa: F401
+    except (ImportError, OSError) as e:
+        return f"the mfusepy binding cannot load libfuse: {e}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def gcs_fuse(tmp_path_factory):
+    """A folder with Cloud Storage FUSE's semantics (a real FUSE mount of the stand-in)."""
+    why = _fuse_unavailable()
+    if why:
+        if os.environ.get("JAX_MLP_REQUIRE_FUSE"):
+            pytest.fail(f"FUSE is required here (JAX_MLP_REQUIRE_FUSE) but {why}")
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("gcsfuse")
+    backing, mountpoint = base / "bucket", base / "gcs"
+    backing.mkdir()
+    mountpoint.mkdir()
+    proc = subprocess.Popen([sys.executable, str(STAND_IN), str(backing), str(mountpoint)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while not os.path.ismount(mountpoint):
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            message = f"cannot mount the FUSE stand-in: {(proc.stderr.read() or '').strip()[-300:]}"
+            if os.environ.get("JAX_MLP_REQUIRE_FUSE"):
+                pytest.fail(message)
+            pytest.skip(message)
+        time.sleep(0.1)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=False)
+        proc.wait(timeout=20)
+
+
+def test_the_stand_in_refuses_what_gcsfuse_refuses(gcs_fuse):
+    """Without this, the tests below would prove nothing: a plain folder allows all of it."""
+    root = gcs_fuse / "semantics"
+    (root / "full").mkdir(parents=True)
+    (root / "full" / "a.txt").write_text("a")
+    with pytest.raises(OSError) as e:
+        os.rename(root / "full", root / "renamed")
+    assert e.value.errno == errno.EMFILE  # gcsfuse: "too many open files"
+    (root / "empty").mkdir()
+    os.rename(root / "empty", root / "empty2")  # an empty folder renames
+    os.rename(root / "full" / "a.txt", root / "full" / "b.txt")  # a file renames
+    os.chmod(root / "full" / "b.txt", 0o600)
+    assert (root / "full" / "b.txt").stat().st_mode & 0o777 == 0o644  # chmod is ignored
+    with pytest.raises(OSError) as e:
+        os.link(root / "full" / "b.txt", root / "full" / "c.txt")
+    assert e.value.errno == errno.EPERM
+    with pytest.raises(OSError) as e:
+        os.open(root, os.O_TMPFILE | os.O_RDWR, 0o600)
+    assert e.value.errno == errno.EOPNOTSUPP
+
+
+def _small_ingest(output: Path, data_dir: str, *extra: str):
+    return run_cli("-m", "components.ingest", "--output", str(output), "--tfds-data-dir", data_dir,
+                   "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--records-per-shard", "200",
+                   "--no-progress", *extra)
+
+
+def test_every_step_on_cloud_storage_fuse(gcs_fuse, mnist_data_dir, tmp_path):
+    """ingest, train, evaluate, publish and predict with every output on the FUSE mount, then a rerun over each."""
+    root = gcs_fuse / "steps"
+    dataset, model, published = root / "dataset", root / "model", root / "published"
+    _small_ingest(dataset, mnist_data_dir)
+    assert json.loads((dataset / "_COMPLETE.json").read_text())["kind"] == "dataset"
+    train = run_cli("-m", "components.train", "--dataset", str(dataset), "--model", str(model),
+                    "--metrics", str(root / "train_metrics.json"), "--epochs", "2")
+    assert "wrote" in train.stdout
+    evaluate = run_cli("-m", "components.evaluate", "--model", str(model), "--dataset", str(dataset),
+                       "--metrics", str(root / "test_metrics.json"), "--report", str(root / "report.html"),
+                       "--threshold", "0.5", "--publish-uri", str(published))
+    assert "blessed" in evaluate.stdout
+    accuracy = json.loads((root / "test_metrics.json").read_text())["test_accuracy"]
+    publish = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(published),
+                      "--test-accuracy", str(accuracy))
+    assert "LATEST moved" in publish.stdout
+    np.save(tmp_path / "batch.npy", np.zeros((2, 28, 28, 1), np.uint8))
+    predict = run_cli("-m", "components.predict", "--model", str(model), str(tmp_path / "batch.npy"))
+    assert "batch.npy[1]" in predict.stdout
+    # Reruns over complete artifacts replace them by file renames (a folder rename would fail here).
+    first = json.loads((model / "_COMPLETE.json").read_text())
+    _small_ingest(dataset, mnist_data_dir)
+    run_cli("-m", "components.train", "--dataset", str(dataset), "--model", str(model), "--epochs", "1")
+    second = json.loads((model / "_COMPLETE.json").read_text())
+    assert len(json.loads((model / "history.json").read_text())) == 1
+    assert set(second["files"]) == set(first["files"])
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no staging or checkpoint folder left
+
+
+def test_a_killed_train_on_cloud_storage_fuse_leaves_nothing_complete_and_the_rerun_resumes(gcs_fuse, small_dataset):
+    root = gcs_fuse / "killed"
+    model = root / "model"
+    args = [sys.executable, "-m", "components.train", "--dataset", str(small_dataset), "--model", str(model), "--epochs", "3"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if line.startswith("epoch 2/3"):
+            proc.kill()
+            break
+    proc.wait()
+    assert not (model / "_COMPLETE.json").exists()
+    rerun = run_cli(*args[1:])
+    assert "resuming from" in rerun.stdout and "(2 epoch(s) done)" in rerun.stdout
+    assert (model / "_COMPLETE.json").exists()
+
+
+@pytest.mark.slow
+def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_data_dir):
+    """``pipeline.py run`` with kfp.local's pipeline root on the mount: every artifact is written there."""
+    result = run_cli("pipeline.py", "run", "--pipeline-root", str(gcs_fuse / "root"), "--tfds-data-dir", mnist_data_dir,
+                     "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--epochs", "2",
+                     "--blessing-threshold", "0.5", "--publish-uri", str(gcs_fuse / "published"))
+    assert "test accuracy" in result.stdout.splitlines()[-1]
+    for name in ("dataset", "model"):
+        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name} "))
+        assert Path(line.split()[-1], "_COMPLETE.json").is_file()
+    assert (gcs_fuse / "published" / "LATEST").is_file()
+    assert list((gcs_fuse / "root").glob("checkpoints/*")) == []  # this run's checkpoints removed once the model was written
+
+
+# ---- Kubeflow's launcher, with the object store on gcp-storage-emulator
+
+@pytest.fixture(scope="module")
+def compiled_for_kubeflow(tmp_path_factory):
+    import pipeline
+    from clusters.options import ClusterOptions
+
+    path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
+    return pipeline.compile_pipeline(path, "jax-mlp-pipeline:0.1.0", ClusterOptions(target="kfp", accelerator=None))
+
+
+def _objects(client, bucket: str, prefix: str) -> list[str]:
+    return sorted(b.name[len(prefix):] for b in client.list_blobs(bucket, prefix=prefix))
+
+
+def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(compiled_for_kubeflow, gcs_emulator,
+                                                                              mnist_data_dir):
+    """A preempted train pod loses its scratch; the retry, on a new one, resumes from Cloud Storage, bit for bit."""
+    from kfp_launcher_stand_in import LauncherStandIn, StepFailed
+
+    gcs_emulator.create_bucket("kfp")
+    arguments = {"tfds_data_dir": mnist_data_dir, "train_split": SMALL_TRAIN, "test_split": SMALL_TEST,
+                 "records_per_shard": 200, "epochs": 3, "blessing_threshold": 0.5}
+    unbroken = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-unbroken", arguments)
+    ingest = unbroken.run_task("ingest")
+    assert _objects(gcs_emulator, "kfp", "root/job-unbroken/ingest/dataset/")[0] == "_COMPLETE.json"
+    reference = unbroken.run_task("train", {"ingest": ingest})
+    # Only the artifact paths reached the store: nothing the step needs was kept beside them.
+    assert sorted({name.split("/")[0] for name in reference.uploaded}) == ["metrics", "model"]
+
+    broken = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-preempted", arguments)
+    with pytest.raises(StepFailed) as killed:
+        broken.run_task("train", {"ingest": ingest}, kill_when=lambda line: line.startswith("epoch 2/3"))
+    assert killed.value.returncode == -9
+    assert not broken.scratch_dirs[-1].exists()  # the pod and its emptyDir are gone
+    assert _objects(gcs_emulator, "kfp", "root/job-preempted/") == []  # a killed attempt uploads nothing
+    checkpoints = _objects(gcs_emulator, "kfp", "root/checkpoints/job-preempted/train/")
+    assert [n.split("/", 1)[1] for n in checkpoints] == [
+        f"ckpt-00000{e}/{f}" for e in (1, 2) for f in ("params.npz", "state.json")]
+
+    retry = broken.run_task("train", {"ingest": ingest})  # same job: a retry of the task
+    assert "resuming from gs://kfp/root/checkpoints/job-preempted/train/run-" in retry.log
+    assert "(2 epoch(s) done)" in retry.log and "epoch 1/3" not in retry.log
+    blob = "root/{}/train/model/params.npz"
+    assert (gcs_emulator.bucket("kfp").blob(blob.format("job-preempted")).download_as_bytes()
+            == gcs_emulator.bucket("kfp").blob(blob.format("job-unbroken")).download_as_bytes())
+    assert _objects(gcs_emulator, "kfp", "root/checkpoints/job-preempted/") == []  # this run's checkpoints deleted
+
+    evaluate = broken.run_task("evaluate", {"ingest": ingest, "train": retry})
+    assert evaluate.parameters["blessed"] is True and evaluate.parameters["test_accuracy"] > 0.5
+
+
+def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_for_kubeflow, gcs_emulator, mnist_data_dir):
+    """What the compiled spec's train step receives as its checkpoint location, as the backend resolves it."""
+    from kfp_launcher_stand_in import LauncherStandIn
+
+    launcher = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-1")
+    task = launcher.spec["root"]["dag"]["tasks"]["train"]
+    component = launcher.spec["components"][task["componentRef"]["name"]]
+    values = launcher._parameters("train", task, component, {})
+    assert values["pipeline_root"] == "gs://kfp/root" and values["run_id"] == "job-1"
+    assert launcher._substitute("{{$.pipeline_root}}/checkpoints", "train") == "{{$.pipeline_root}}/checkpoints"
