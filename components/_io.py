@@ -43,8 +43,7 @@ def write_json(path: str | Path, data: Any) -> None:
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
+            f.write(json.dumps(data, indent=2, allow_nan=False) + "\n")  # strict JSON: a NaN is a bug, not a value
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

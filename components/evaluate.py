@@ -46,6 +46,13 @@ def evaluate_model(
     from mlp_core.model_io import load_model
     from mlp_core.train import confusion_matrix, evaluate_with_confidence, flatten_images
 
+    from mlp_core.blessing import check_fraction
+    from mlp_core.outputs import check_apart
+
+    check_fraction("--threshold", threshold)
+    check_fraction("--tolerance", tolerance)
+    check_apart({"--model": model, "--dataset": dataset},
+                {"--report": report, "--report-markdown": report_markdown})
     for path in (report, report_markdown):
         if path is not None:
             check_output_file(path)
@@ -163,6 +170,10 @@ def _format_matrix(class_names: list[str], matrix: list[list[int]]) -> str:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
+    from mlp_core.outputs import check_apart
+
+    check_apart({"--model": args.model, "--dataset": args.dataset},
+                {"--metrics": args.metrics, "--report": args.report, "--report-markdown": args.report_markdown})
     if args.metrics:
         check_output_file(args.metrics)
     result = evaluate_model(args.model, args.dataset, args.threshold, args.tolerance, args.publish_uri,

@@ -35,6 +35,12 @@ def ingest_dataset(
     from mlp_core.data.records import write_shards
     from mlp_core.outputs import artifact_writer, check_artifact_output
 
+    from mlp_core.outputs import check_apart
+
+    import os
+
+    source = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
+    check_apart({"--tfds-data-dir": source}, {"--output": output})
     check_artifact_output(output, "dataset")
     if records_per_shard <= 0:
         raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")

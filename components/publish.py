@@ -16,7 +16,6 @@ compare-and-swap against the champion read at that moment (see ``publish_model``
 
 import argparse
 import hashlib
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from kfp import dsl
 from kfp.dsl import Input, Model
 
 from components._cli import exit_on_error
-from mlp_core.blessing import DEFAULT_TOLERANCE
+from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
@@ -46,19 +45,38 @@ def content_hash(model_dir: "str | Path") -> str:
 
 
 def _manifest(publish_uri: str, version: str) -> dict:
-    from mlp_core import storage
+    """The validated manifest of ``version``; ``ChampionError`` when it is missing, not JSON or out of range."""
+    import re
 
-    return json.loads(storage.read_bytes(storage.join(publish_uri, version, MANIFEST)))
+    from mlp_core import storage
+    from mlp_core.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, loads, validate
+
+    latest = storage.join(publish_uri, LATEST)
+    if not re.match(VERSION_PATTERN, version):
+        raise ChampionError(f"{latest} names {version[:80]!r}, not a published version; fix or remove {latest}")
+    where = storage.join(publish_uri, version, MANIFEST)
+    try:
+        manifest = validate(loads(storage.read_bytes(where), where), PUBLISH_MANIFEST, where)
+    except (SchemaError, storage.StorageError) as e:
+        raise ChampionError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
+                            f"fix it or remove {latest}") from None
+    if manifest["version"] != version:
+        raise ChampionError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
+    return manifest
 
 
 def read_champion(publish_uri: str) -> "dict | None":
-    """The manifest of the model ``LATEST`` points to, or None when nothing is published."""
+    """The validated manifest of the model ``LATEST`` points to, or None when nothing is published."""
     from mlp_core import storage
 
     latest = storage.join(publish_uri, LATEST)
     if not storage.exists(latest):
         return None
-    return _manifest(publish_uri, storage.read_bytes(latest).decode().strip())
+    try:
+        version = storage.read_bytes(latest).decode().strip()
+    except UnicodeDecodeError:
+        raise ChampionError(f"{latest} is not text; fix or remove it") from None
+    return _manifest(publish_uri, version)
 
 
 def _beats(test_accuracy: float, champion: "dict | None", tolerance: float) -> "tuple[bool, str]":
@@ -93,8 +111,15 @@ def publish_model(
     publishing at once cannot roll a better champion back.
     """
     from mlp_core import storage
+    from mlp_core.blessing import check_fraction, check_loss
     from mlp_core.model_io import load_model
+    from mlp_core.outputs import check_apart
+    from mlp_core.schemas import dumps
 
+    test_accuracy = check_fraction("--test-accuracy", test_accuracy)
+    test_loss = check_loss("--test-loss", test_loss)
+    check_fraction("--tolerance", tolerance)
+    check_apart({"--model": model}, {"--publish-uri": publish_uri})
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
     beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
     if not beats:
@@ -114,7 +139,7 @@ def publish_model(
         "pipeline_run_id": run_id,
         "files": files,
     }
-    storage.write_bytes(storage.join(target, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode())
+    storage.write_bytes(storage.join(target, MANIFEST), dumps(manifest).encode())
     # The commit point: only now does a reader (or the next run's blessing) see this version.
     promote = _promote_gcs if storage.is_gcs(publish_uri) else _promote_local
     promoted, reason = promote(publish_uri, version, test_accuracy, tolerance)

@@ -64,8 +64,12 @@ def train_model(
     from mlp_core.outputs import artifact_writer, check_artifact_output
     from mlp_core.train import EpochMetrics, batch_layout, choose_placement, data_mesh, describe_mesh
 
+    from mlp_core.outputs import check_apart
+
     if require_gpu:
         check_gpu()
+    check_apart({"--dataset": dataset},
+                {"--model": model, "--metrics": metrics, "--checkpoint-dir": checkpoint_dir})
     check_artifact_output(model, "model")
     if metrics is not None:
         check_output_file(metrics)

@@ -116,6 +116,10 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
     except (ConfigError, TypeError) as e:
         raise ModelError(f"{directory / CONFIG_FILE}: {e}") from None
     params = load_params(directory / PARAMS_FILE, config.layer_sizes)
+    for i, (w, b) in enumerate(params):
+        for name, array in ((f"layer_{i}_w", w), (f"layer_{i}_b", b)):
+            if not np.all(np.isfinite(array)):
+                raise ModelError(f"{directory / PARAMS_FILE}: {name} holds non-finite weights; the model is unusable")
     dataset = _read_json(directory / DATASET_FILE)
     history = _read_json(directory / HISTORY_FILE)
     return params, config, dataset, history

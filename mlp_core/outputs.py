@@ -145,6 +145,35 @@ def check_artifact_output(path: str | Path, kind: str) -> str:
     )
 
 
+def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str | Path | None"]) -> None:
+    """Refuse, before any work, an output that is, contains or lies inside an input or another output.
+
+    Paths are compared after resolving symlinks; ``gs://`` locations and unset
+    ones are skipped. The names are the flags the user typed (``--model``).
+    """
+    def resolved(items):
+        return [(name, str(path), Path(path).resolve()) for name, path in items.items()
+                if path not in (None, "") and not str(path).startswith("gs://")]
+
+    ins, outs = resolved(inputs), resolved(outputs)
+    for i, (out_name, out_text, out) in enumerate(outs):
+        others = [(name, text, path, "input") for name, text, path in ins] + \
+                 [(name, text, path, "output") for name, text, path in outs[i + 1:]]
+        for name, text, path, role in others:
+            if out == path:
+                how = "is"
+            elif path in out.parents:
+                how = "lies inside"
+            elif out in path.parents:
+                how = "contains"
+            else:
+                continue
+            raise OutputConflictError(
+                f"{out_name} {out_text} {how} the {role} {name} {text}: writing it would destroy that {role}; "
+                "choose a location apart from it"
+            )
+
+
 def _check_writable(path: Path) -> None:
     """Make ``path``'s parent and prove it writable (a file created and removed in it)."""
     parent = path.parent

@@ -1,0 +1,163 @@
+"""Bad input, second round: outputs never overwrite inputs, poisoned numbers are refused."""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from mlp_core.outputs import commit
+
+
+def _digest(folder: Path) -> str:
+    """One hash over every file under ``folder`` (names and bytes): any change shows."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "model"
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1")
+    return out
+
+
+def _refused(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flag", "where"), [
+    ("--model", "{dataset}"),
+    ("--model", "{dataset}/model"),
+    ("--metrics", "{dataset}/metadata.json"),
+    ("--checkpoint-dir", "{dataset}"),
+])
+def test_train_never_writes_into_its_dataset(small_dataset, tmp_path, flag, where):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(small_dataset, dataset)
+    before = _digest(dataset)
+    args = {"--model": str(tmp_path / "model"), flag: where.format(dataset=dataset)}
+    r = run_cli("-m", "components.train", "--dataset", str(dataset), "--epochs", "1",
+                *[x for kv in args.items() for x in kv], check=False)
+    _refused(r, f"{flag} {where.format(dataset=dataset)}")
+    assert _digest(dataset) == before and not (tmp_path / "model").exists()
+
+
+def test_an_output_reached_through_a_symlink_is_recognised(small_dataset, tmp_path):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(small_dataset, dataset)
+    (tmp_path / "link").symlink_to(dataset)
+    before = _digest(dataset)
+    r = run_cli("-m", "components.train", "--dataset", str(dataset), "--model", str(tmp_path / "link"), "--epochs", "1",
+                check=False)
+    _refused(r, f"--model {tmp_path / 'link'} is the input --dataset {dataset}")
+    assert _digest(dataset) == before
+
+
+def test_evaluate_never_writes_over_the_model_or_the_dataset(trained, small_dataset, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    before = _digest(model)
+    for flag, target in (("--metrics", model / "params.npz"), ("--report", model / "report.html"),
+                         ("--report-markdown", small_dataset / "report.md")):
+        r = run_cli("-m", "components.evaluate", "--model", str(model), "--dataset", str(small_dataset),
+                    flag, str(target), check=False)
+        _refused(r, f"{flag} {target} lies inside the input")
+    assert _digest(model) == before
+
+
+def test_ingest_never_writes_into_the_tfds_data_dir(mnist_data_dir, tmp_path):
+    data_dir = tmp_path / "tfds"
+    data_dir.mkdir()
+    r = run_cli("-m", "components.ingest", "--tfds-data-dir", str(data_dir), "--output", str(data_dir / "out"),
+                check=False)
+    _refused(r, "--output")
+    assert list(data_dir.iterdir()) == []
+
+
+def test_publish_never_publishes_into_the_model(trained, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    before = _digest(model)
+    r = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(model / "published"),
+                "--test-accuracy", "0.9", check=False)
+    _refused(r, "--publish-uri")
+    assert _digest(model) == before
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1", "1.5"])
+def test_publish_refuses_a_poisoned_accuracy(trained, tmp_path, value):
+    r = run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(tmp_path / "p"),
+                "--test-accuracy", value, check=False)
+    _refused(r, f"--test-accuracy must be a number from 0 to 1, got {float(value)!r}")
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--threshold", "nan"), ("--tolerance", "-1")])
+def test_evaluate_refuses_a_poisoned_blessing_flag(trained, small_dataset, tmp_path, flag, value):
+    r = run_cli("-m", "components.evaluate", "--model", str(trained), "--dataset", str(small_dataset),
+                "--metrics", str(tmp_path / "m.json"), flag, value, check=False)
+    _refused(r, f"{flag} must be a number from 0 to 1")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_dataset, tmp_path):
+    """Before: a NaN champion accuracy compared False, so every later model was blessed against it."""
+    from components.publish import publish_model
+
+    published = tmp_path / "published"
+    version = publish_model(trained, str(published), 0.9).version
+    manifest_path = published / version / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"]["test_accuracy"] = math.nan
+    manifest_path.write_text(json.dumps(manifest))  # Python writes the non-JSON token NaN
+    r = run_cli("-m", "components.evaluate", "--model", str(trained), "--dataset", str(small_dataset),
+                "--metrics", str(tmp_path / "m.json"), "--publish-uri", str(published), "--threshold", "0", check=False)
+    _refused(r, "the champion cannot be read, so nothing is blessed against it")
+    assert "is not valid JSON: NaN is not valid JSON" in r.stderr
+    manifest["metrics"]["test_accuracy"] = 7
+    manifest_path.write_text(json.dumps(manifest))
+    r = run_cli("-m", "components.evaluate", "--model", str(trained), "--dataset", str(small_dataset),
+                "--publish-uri", str(published), check=False)
+    _refused(r, "metrics.test_accuracy: 7 is greater than the maximum of 1")
+    (published / "LATEST").write_text("../../etc\n")
+    r = run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(published),
+                "--test-accuracy", "0.9", check=False)
+    _refused(r, "names '../../etc', not a published version")
+
+
+def test_published_manifests_are_strict_json(trained, tmp_path):
+    from components.publish import publish_model
+
+    version = publish_model(trained, str(tmp_path / "p"), 0.9, test_loss=0.3).version
+    text = (tmp_path / "p" / version / "manifest.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a manifest"))
+
+
+def test_a_model_with_non_finite_weights_is_refused_everywhere(trained, small_dataset, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(trained, model)
+    with np.load(model / "params.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["layer_1_b"][3] = np.inf
+    np.savez(model / "params.npz", **arrays)
+    commit(model, "model")  # signed again, as a model trained into overflow would be
+    np.save(tmp_path / "x.npy", np.zeros((1, 28, 28, 1), np.uint8))
+    message = "layer_1_b holds non-finite weights; the model is unusable"
+    _refused(run_cli("-m", "components.evaluate", "--model", str(model), "--dataset", str(small_dataset), check=False), message)
+    _refused(run_cli("-m", "components.predict", "--model", str(model), str(tmp_path / "x.npy"), check=False), message)
+    _refused(run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
+                     "--test-accuracy", "0.9", check=False), message)
+    assert not (tmp_path / "p").exists()
+    assert os.path.exists(model / "params.npz")
