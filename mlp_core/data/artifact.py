@@ -26,6 +26,7 @@ from mlp_core.data.errors import DatasetError
 from mlp_core.data.fast_records import decode_uniform_records
 from mlp_core.data.records import read_shards, sha256_file
 from mlp_core.outputs import IncompleteArtifactError, read_marker
+from mlp_core.schemas import SchemaError, check_dataset_metadata, loads
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
@@ -45,14 +46,15 @@ def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
     except IncompleteArtifactError as e:
         raise DatasetError(str(e)) from None
     try:
-        metadata = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path} is not valid JSON: {e}") from None
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise DatasetError(f"{path}: unsupported format_version {metadata.get('format_version')!r}")
-    if metadata.get("image_dtype") != "uint8":
-        raise DatasetError(f"{path}: images must be uint8, metadata says {metadata.get('image_dtype')!r}")
-    return metadata
+        metadata = loads(path.read_bytes(), str(path))
+        if isinstance(metadata, dict):  # the two facts most worth a friendly sentence of their own
+            if metadata.get("format_version") != FORMAT_VERSION:
+                raise DatasetError(f"{path}: unsupported format_version {metadata.get('format_version')!r}")
+            if metadata.get("image_dtype") != "uint8":
+                raise DatasetError(f"{path}: images must be uint8, metadata says {metadata.get('image_dtype')!r}")
+        return check_dataset_metadata(metadata, str(path))
+    except SchemaError as e:
+        raise DatasetError(str(e)) from None
 
 
 def verify_shards(dataset_dir: str | Path, metadata: dict[str, Any], split: str, check_sha256: bool = True) -> list[Path]:
