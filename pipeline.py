@@ -133,6 +133,11 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: 
     check_image(image, allow_mutable_image)
     check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
     output = Path(output)
+    if output.suffix not in (".yaml", ".yml", ".json"):
+        raise ClusterError(f"--output {output}: the compiled pipeline is written as .yaml (or .json), not {output.suffix or 'no extension'}")
+    if output.is_dir():
+        raise ClusterError(f"--output {output} is a folder, expected a file")
+    _check_writable_folder("--output", output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(image, options), str(output))
     return output
@@ -213,6 +218,54 @@ _PARAMETERS = [
      "durable checkpoints of the train step, gs:// or a folder (default: under the pipeline root)"),
 ]
 _TYPES = {name: kind for _, name, kind, _ in _PARAMETERS} | {"shuffle": bool}
+
+
+def validate_arguments(arguments: dict) -> dict:
+    """Every pipeline argument checked by its step's own validation, before any step runs; returns them all.
+
+    A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
+    ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
+    """
+    import inspect
+
+    from components.train import DEFAULT, build_config
+    from mlp_core.blessing import check_fraction
+    from mlp_core.train import choose_placement
+
+    defaults = {name: p.default for name, p in inspect.signature(build_pipeline().pipeline_func).parameters.items()}
+    values = {**defaults, **arguments}
+    if not isinstance(values["records_per_shard"], int) or values["records_per_shard"] <= 0:
+        raise ClusterError(f"records_per_shard must be a positive integer, got {values['records_per_shard']!r}")
+    if not values["dataset_name"]:
+        raise ClusterError("dataset_name must not be empty")
+    # The input and output widths come from the data at run time; any stand-ins check the rest.
+    build_config({"image_shape": [DEFAULT.layer_sizes[0]], "num_classes": DEFAULT.layer_sizes[-1]}, values["hidden_sizes"],
+                 step_size=values["step_size"], batch_size=values["batch_size"], num_epochs=values["epochs"],
+                 seed=values["seed"], shuffle=values["shuffle"])
+    choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
+    check_fraction("blessing_threshold", values["blessing_threshold"])
+    check_fraction("blessing_tolerance", values["blessing_tolerance"])
+    for name in ("publish_uri", "checkpoint_root"):
+        location = values[name]
+        if location and "://" not in location:
+            _check_writable_folder(name, Path(location))
+    return values
+
+
+def _check_writable_folder(name: str, path: Path) -> None:
+    """``path`` is, or can become, a folder this user can write (probed in its nearest existing parent)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ClusterError(f"{name} {path}: {existing} is a file, not a folder")
+    import tempfile
+
+    try:  # os.access says yes to root everywhere, even on /proc: try it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ClusterError(f"{name} {path} cannot be written (cannot create a file in {existing}: {e.strerror or e})") from None
 
 
 def parse_params(items: "list[str]") -> dict:
@@ -332,6 +385,7 @@ def _submit(args) -> int:
     from clusters import kubeflow, vertex
 
     arguments = parse_params(args.param)
+    validate_arguments(arguments)
     with tempfile.TemporaryDirectory() as tmp:
         if args.vertex:
             package = _compiled(args, "vertex", tmp)
@@ -370,6 +424,7 @@ def _schedule(args) -> int:
         raise ClusterError("schedule needs --cron (or --list, --pause ID, --delete ID)")
     cron.validate(args.cron)
     arguments = parse_params(args.param)
+    validate_arguments(arguments)
     name = args.name or "retrain"
     with tempfile.TemporaryDirectory() as tmp:
         if args.vertex:
@@ -393,6 +448,7 @@ def _run(args) -> int:
     arguments = {name: getattr(args, name) for _, name, _, _ in _PARAMETERS if getattr(args, name) is not None}
     if args.shuffle is not None:
         arguments["shuffle"] = args.shuffle
+    validate_arguments(arguments)
     started = time.perf_counter()
     try:
         outputs = run_local(arguments, args.pipeline_root, args.image, args.runner, args.gpus)
@@ -424,6 +480,13 @@ def main(argv: "list[str] | None" = None) -> int:
         return _run(args)
     except ClusterError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the components' error boundary: bad input is one line, exit 2
+        from components._cli import expected_errors
+
+        if not isinstance(e, expected_errors()):
+            raise
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
 
 

@@ -161,3 +161,37 @@ def test_a_model_with_non_finite_weights_is_refused_everywhere(trained, small_da
                      "--test-accuracy", "0.9", check=False), message)
     assert not (tmp_path / "p").exists()
     assert os.path.exists(model / "params.npz")
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--epochs", "0"], "num_epochs must be a positive integer, got 0"),
+    (["--blessing-threshold", "nan"], "blessing_threshold must be a number from 0 to 1, got nan"),
+    (["--hidden-sizes", "5,x"], "layer_sizes must be integers separated by commas, got '5,x'"),
+    (["--placement", "gpu"], "placement must be auto, device or stream, got 'gpu'"),
+    (["--records-per-shard", "-3"], "records_per_shard must be a positive integer, got -3"),
+    (["--publish-uri", "/proc/published"], "publish_uri /proc/published cannot be written"),
+])
+def test_a_whole_run_is_checked_before_its_first_step(tmp_path, flags, message):
+    """Before: `pipeline.py run --epochs 0` ran ingest for a minute, then failed in train."""
+    r = run_cli("pipeline.py", "run", "--pipeline-root", str(tmp_path / "root"), *flags, check=False)
+    _refused(r, message)
+    assert not (tmp_path / "root").exists() and "Executing task" not in r.stderr
+
+
+def test_submit_sends_nothing_when_an_argument_is_bad():
+    from kfp_api_stand_in import RecordingKfpApi
+
+    with RecordingKfpApi() as api:
+        r = run_cli("pipeline.py", "submit", "--host", api.url, "--param", "epochs=0", check=False)
+        sent = list(api.requests)
+    _refused(r, "num_epochs must be a positive integer, got 0")
+    assert sent == []
+
+
+@pytest.mark.parametrize(("name", "message"), [("p.txt", "written as .yaml (or .json), not .txt"),
+                                               ("folder.yaml", "is a folder, expected a file")])
+def test_compile_refuses_an_output_it_cannot_write(tmp_path, name, message):
+    (tmp_path / "folder.yaml").mkdir()
+    r = run_cli("pipeline.py", "compile", "--output", str(tmp_path / name), check=False)
+    _refused(r, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.yaml"]
