@@ -20,7 +20,10 @@ def load_inputs(paths: list[str], image_shape: list[int]):
         if not path.is_file():
             raise InputError(f"input not found: {path}")
         if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:  # a .npy of objects, a damaged header
+                raise InputError(f"{path} is not a readable .npy of images: {str(e).splitlines()[0]}") from None
             if array.ndim == len(image_shape):  # one image
                 array = array[None]
             names += [f"{path.name}[{i}]" for i in range(len(array))]

@@ -195,3 +195,16 @@ def test_compile_refuses_an_output_it_cannot_write(tmp_path, name, message):
     r = run_cli("pipeline.py", "compile", "--output", str(tmp_path / name), check=False)
     _refused(r, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.yaml"]
+
+
+def test_damaged_npy_inputs_and_a_seed_too_large_for_64_bits_are_one_line(trained, small_dataset, tmp_path):
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "header.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    for name, message in (("objects.npy", "Object arrays cannot be loaded"), ("header.npy", "reading array header")):
+        r = run_cli("-m", "components.predict", "--model", str(trained), str(tmp_path / name), check=False)
+        _refused(r, f"{tmp_path / name} is not a readable .npy of images: ")
+        assert message in r.stderr
+    r = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"),
+                "--seed", str(2**70), check=False)
+    _refused(r, f"seed must be an integer from 0 to 2**63 - 1, got {2**70}")
+    assert not (tmp_path / "m").exists()
