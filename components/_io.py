@@ -13,18 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def _check_parent(path: Path) -> None:
-    """Make ``path``'s parent and prove it writable by creating (and removing) a file in it."""
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise NotADirectoryError(f"output location is a file, expected a folder: {parent}")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise PermissionError(f"output location is not writable: {parent} ({e.strerror or e})") from None
+from mlp_core.outputs import check_writable_parent
 
 
 def check_output_file(path: "str | Path") -> None:
@@ -32,7 +21,7 @@ def check_output_file(path: "str | Path") -> None:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"output path is a folder, expected a file: {path}")
-    _check_parent(path)
+    check_writable_parent(path)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -59,18 +59,10 @@ def _files(folder: Path) -> list[str]:
 
 
 def _write_file(path: Path, text: str) -> None:
-    """Write ``path`` whole: a temp file in the same folder, then a file rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.partial-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``path`` whole (a temp file, then a file rename: ``storage.write_bytes``)."""
+    from mlp_core.storage import write_bytes
+
+    write_bytes(str(path), text.encode())
 
 
 def read_marker(folder: str | Path, kind: str) -> dict[str, Any]:
@@ -125,7 +117,7 @@ def check_artifact_output(path: str | Path, kind: str) -> str:
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"output path is a file, expected a folder: {path}")
     if not path.exists() or not any(path.iterdir()):
-        _check_writable(path)
+        check_writable_parent(path)
         return "new"
     marker = _marker_or_none(path)
     if isinstance(marker, dict) and marker.get("format") == FORMAT and marker.get("kind") == kind:
@@ -135,7 +127,7 @@ def check_artifact_output(path: str | Path, kind: str) -> str:
                 f"output folder {path} holds {stray[0]}, which is not part of the {kind} artifact there; "
                 "refusing to replace it (move that file away, or choose another output)"
             )
-        _check_writable(path.parent)
+        check_writable_parent(path.parent)
         return "replace"
     if _writing_kind(path) == kind and not (path / COMPLETE).exists():
         return "resume"
@@ -174,7 +166,7 @@ def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str 
             )
 
 
-def _check_writable(path: Path) -> None:
+def check_writable_parent(path: Path) -> None:
     """Make ``path``'s parent and prove it writable (a file created and removed in it)."""
     parent = path.parent
     if parent.exists() and not parent.is_dir():
