@@ -82,16 +82,11 @@ def _parser() -> argparse.ArgumentParser:
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
-    import json
+    from mlp_core.model_io import load_model
 
     args = _parser().parse_args(argv)
     model = Path(args.model)
-    dataset_file = model / "dataset.json"
-    if not dataset_file.is_file():
-        from mlp_core.model_io import ModelError
-
-        raise ModelError(f"{model} is not a Model artifact (dataset.json missing)")
-    trained_on = json.loads(dataset_file.read_text())
+    _, _, trained_on, _ = load_model(model)  # the marker, every file's schema, finite weights
     names, images = load_inputs(args.inputs, trained_on["image_shape"])
     probabilities, classes = predict_images(model, images, args.backend)
     for name, probs, cls in zip(names, probabilities, classes):
