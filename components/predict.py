@@ -45,8 +45,8 @@ def load_inputs(paths: list[str], image_shape: list[int]):
     return names, np.concatenate(batches)
 
 
-def predict_images(model: "str | Path", images, backend: str = "native"):
-    """``(probabilities [N, classes], classes [N])`` of uint8 ``images``."""
+def predict_images(model: "str | Path", images, backend: str = "native", params=None):
+    """``(probabilities [N, classes], classes [N])`` of uint8 ``images`` (``params``: already loaded, native only)."""
     import numpy as np
 
     from components.export import SAVED_MODEL_DIR
@@ -66,7 +66,7 @@ def predict_images(model: "str | Path", images, backend: str = "native"):
     from mlp_core.model import batched_predict
     from mlp_core.model_io import load_model
 
-    params = load_model(model)[0]
+    params = load_model(model)[0] if params is None else params
     log_probs = batched_predict(params, jnp.asarray(images).reshape(len(images), -1))
     return np.exp(np.asarray(log_probs)), np.asarray(jnp.argmax(log_probs, axis=1))
 
@@ -86,9 +86,9 @@ def main(argv: "list[str] | None" = None) -> int:
 
     args = _parser().parse_args(argv)
     model = Path(args.model)
-    _, _, trained_on, _ = load_model(model)  # the marker, every file's schema, finite weights
+    params, _, trained_on, _ = load_model(model)  # the marker, every file's schema, finite weights
     names, images = load_inputs(args.inputs, trained_on["image_shape"])
-    probabilities, classes = predict_images(model, images, args.backend)
+    probabilities, classes = predict_images(model, images, args.backend, params)  # loaded once
     for name, probs, cls in zip(names, probabilities, classes):
         print(f"{name}: {trained_on['class_names'][int(cls)]} (p={float(probs[int(cls)]):.4f})")
     return 0

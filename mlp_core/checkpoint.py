@@ -18,11 +18,13 @@ continue exactly where the run stopped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlp_core import storage
@@ -120,8 +122,6 @@ class Checkpoints:
 
 def remove_empty_folders(uri: str, levels: int) -> None:
     """Remove the local folder ``uri`` and up to ``levels - 1`` of its parents, each only if empty."""
-    from pathlib import Path
-
     for _ in range(levels):
         _rmdir_if_empty(uri)
         uri = str(Path(uri).parent)
@@ -131,8 +131,5 @@ def _rmdir_if_empty(uri: str) -> None:
     """Remove a local folder if nothing is left in it (object stores have no folders to remove)."""
     if storage.is_gcs(uri):
         return
-    import contextlib
-    from pathlib import Path
-
     with contextlib.suppress(OSError):
         Path(uri).rmdir()

@@ -127,7 +127,7 @@ def check_artifact_output(path: str | Path, kind: str) -> str:
                 f"output folder {path} holds {stray[0]}, which is not part of the {kind} artifact there; "
                 "refusing to replace it (move that file away, or choose another output)"
             )
-        check_writable_parent(path.parent)
+        check_writable_parent(path)  # the new files are staged beside it, in its parent
         return "replace"
     if _writing_kind(path) == kind and not (path / COMPLETE).exists():
         return "resume"
