@@ -1,10 +1,10 @@
 """Evaluate: a Model and a Dataset artifact -> test metrics, a report and a blessing.
 
     python -m components.evaluate --model DIR --dataset DIR --metrics FILE \\
-        [--report report.html] [--report-markdown report.md] [--threshold 0.95] [--publish-uri URI]
+        [--report report.html] [--report-markdown report.md] [--blessing-threshold 0.95] [--publish-uri URI]
 
-The model is *blessed* when its test accuracy is >= ``--threshold`` and >= the
-current champion's (the model published at ``--publish-uri``) minus ``--tolerance``.
+The model is *blessed* when its test accuracy is >= ``--blessing-threshold`` and >= the
+current champion's (the model published at ``--publish-uri``) minus ``--blessing-tolerance``.
 """
 
 import argparse
@@ -16,30 +16,30 @@ from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components._cli import exit_on_error
-from components._io import check_output_file, write_json
-from mlp_core.blessing import DEFAULT_TOLERANCE
+from mlp_core.outputs import check_output_file, write_json
+from components._step import add_parameter_flags, bind, defaults, descriptions, values
+from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 
-DEFAULT_THRESHOLD = 0.95
 MISCLASSIFIED_SHOWN = 16
 
 
 def evaluate_model(
     model: "str | Path",
     dataset: "str | Path",
-    threshold: float = DEFAULT_THRESHOLD,
-    tolerance: float = DEFAULT_TOLERANCE,
-    publish_uri: str = "",
     report: "str | Path | None" = None,
     report_markdown: "str | Path | None" = None,
+    **params,
 ) -> dict:
     """Test metrics, per-class metrics, confusion matrix and blessing of ``model``.
 
-    With ``report``/``report_markdown``, also writes the report there.
+    ``params`` are the evaluate step's parameters (``evaluate`` below declares
+    them and their defaults). With ``report``/``report_markdown``, also writes
+    the report there.
     """
     import numpy as np
 
-    from components import report as report_lib
-    from components.publish import read_champion
+    from mlp_core import report as report_lib
+    from mlp_core.publishing import read_champion
     from mlp_core.blessing import bless
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
     from mlp_core.metrics import macro_f1, per_class_metrics
@@ -49,8 +49,10 @@ def evaluate_model(
     from mlp_core.blessing import check_fraction
     from mlp_core.outputs import check_apart
 
-    check_fraction("--threshold", threshold)
-    check_fraction("--tolerance", tolerance)
+    p = bind(evaluate, params)
+    threshold = check_fraction("--blessing-threshold", p["blessing_threshold"])
+    tolerance = check_fraction("--blessing-tolerance", p["blessing_tolerance"])
+    publish_uri = p["publish_uri"]
     check_apart({"--model": model, "--dataset": dataset},
                 {"--report": report, "--report-markdown": report_markdown})
     for path in (report, report_markdown):
@@ -108,6 +110,7 @@ def _write_text(path, text: str) -> None:
     write_bytes(str(path), text.encode())
 
 
+@defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="")
 def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
@@ -115,16 +118,31 @@ def evaluate(
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     report_markdown: Output[Markdown],
-    threshold: float = 0.95,
-    tolerance: float = 0.002,
-    publish_uri: str = "",
+    blessing_threshold: float,
+    blessing_tolerance: float,
+    publish_uri: str,
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("test_accuracy", float), ("test_loss", float)]):
-    """Evaluate the trained MLP on the test split and decide its blessing (components.evaluate)."""
+    """Evaluate the trained MLP on the test split and decide its blessing (components.evaluate).
+
+    Args:
+        model: Model artifact folder (from components.train)
+        dataset: Dataset artifact folder (from components.ingest)
+        metrics: test metrics
+        classification_metrics: the confusion matrix
+        report: the evaluation report (HTML)
+        report_markdown: the same report as Markdown
+        blessing_threshold: minimum test accuracy to bless (and publish) the model
+        blessing_tolerance: how far below the champion's test accuracy is still blessed
+        publish_uri: where blessed models are published and the champion is read (folder or gs://); empty, no
+            champion and nothing published
+    """
     from collections import namedtuple
 
     from components.evaluate import evaluate_model
 
-    result = evaluate_model(model.path, dataset.path, threshold, tolerance, publish_uri, report.path, report_markdown.path)
+    result = evaluate_model(model.path, dataset.path, report.path, report_markdown.path,
+                            blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
+                            publish_uri=publish_uri)
     metrics.log_metric("test_accuracy", result["test_accuracy"])
     metrics.log_metric("test_loss", result["test_loss"])
     metrics.log_metric("macro_f1", result["macro_f1"])
@@ -148,15 +166,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Evaluate a Model artifact on a Dataset artifact's test split: accuracy, loss, per-class "
         "metrics, confusion matrix, an HTML/Markdown report, and the blessing decision.",
     )
-    p.add_argument("--model", required=True, help="Model artifact folder (from components.train)")
-    p.add_argument("--dataset", required=True, help="Dataset artifact folder (from components.ingest)")
+    texts = descriptions(evaluate)
+    p.add_argument("--model", required=True, help=texts["model"])
+    p.add_argument("--dataset", required=True, help=texts["dataset"])
     p.add_argument("--metrics", default=None, help="JSON file to write the metrics and confusion matrix to")
     p.add_argument("--report", default=None, help="HTML report to write")
     p.add_argument("--report-markdown", default=None, help="the same report as Markdown")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="blessing: minimum test accuracy (default: %(default)s)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="blessing: how far below the champion's accuracy is still blessed (default: %(default)s)")
-    p.add_argument("--publish-uri", default="", help="where the champion is published (folder or gs://); empty: no champion")
+    add_parameter_flags(p, evaluate)
     return p
 
 
@@ -176,8 +192,7 @@ def main(argv: "list[str] | None" = None) -> int:
                 {"--metrics": args.metrics, "--report": args.report, "--report-markdown": args.report_markdown})
     if args.metrics:
         check_output_file(args.metrics)
-    result = evaluate_model(args.model, args.dataset, args.threshold, args.tolerance, args.publish_uri,
-                            args.report, args.report_markdown)
+    result = evaluate_model(args.model, args.dataset, args.report, args.report_markdown, **values(args, evaluate))
     if args.metrics:
         write_json(args.metrics, result)
     print(_format_matrix(result["class_names"], result["confusion_matrix"]))

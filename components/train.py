@@ -16,8 +16,9 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._cli import exit_on_error
-from components._io import check_output_file, write_json
-from mlp_core.config import TrainConfig, parse_layer_sizes
+from components._step import add_parameter_flags, bind, defaults, descriptions, values
+from mlp_core.outputs import check_output_file, write_json
+from mlp_core.config import PLACEMENTS, TrainConfig, parse_layer_sizes
 
 DEFAULT = TrainConfig()
 DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])
@@ -34,31 +35,26 @@ def train_model(
     dataset: "str | Path",
     model: "str | Path",
     metrics: "str | Path | None" = None,
-    hidden_sizes: str = DEFAULT_HIDDEN,
-    step_size: float = DEFAULT.step_size,
-    batch_size: int = DEFAULT.batch_size,
-    epochs: int = DEFAULT.num_epochs,
-    seed: int = DEFAULT.seed,
-    shuffle: bool = DEFAULT.shuffle,
-    placement: str = "auto",
     checkpoint_dir: "str | None" = None,
-    require_gpu: bool = False,
     log=functools.partial(print, flush=True),
+    **params,
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
 
-    ``placement``: ``device`` keeps the whole split on the device (one compiled
-    call per epoch), ``stream`` feeds batches from tf.data; ``auto`` picks by size.
-    A checkpoint is written after every epoch to ``checkpoint_dir`` (a folder or
-    ``gs://``; default: ``.<model>.checkpoints`` beside ``model``); a rerun of the
-    same run (config, data, placement, devices) resumes from the newest complete
-    one, and this run's checkpoint files are deleted once the model is written.
-    ``require_gpu``: fail unless JAX sees a GPU (a step that requested one).
+    ``params`` are the train step's parameters (``train`` below declares them and
+    their defaults). ``placement``: ``device`` keeps the whole split on the device
+    (one compiled call per epoch), ``stream`` feeds batches from tf.data; ``auto``
+    picks by size. A checkpoint is written after every epoch to ``checkpoint_dir``
+    (a folder or ``gs://``; default: under ``checkpoint_root`` or ``pipeline_root``
+    for run ``run_id``, else ``.<model>.checkpoints`` beside ``model``); a rerun of
+    the same run (config, data, placement, devices) resumes from the newest
+    complete one, and this run's checkpoint files are deleted once the model is
+    written. ``require_gpu``: fail unless JAX sees a GPU (a step that requested one).
     """
     import jax
 
-    from components.export import SAVED_MODEL_DIR, export_saved_model
-    from mlp_core.checkpoint import Checkpoints
+    from mlp_core.export import SAVED_MODEL_DIR, export_saved_model
+    from mlp_core.checkpoint import Checkpoints, remove_empty_folders
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
     from mlp_core.outputs import artifact_writer, check_artifact_output
@@ -66,7 +62,8 @@ def train_model(
 
     from mlp_core.outputs import check_apart
 
-    if require_gpu:
+    p = bind(train, params)
+    if p["require_gpu"]:
         check_gpu()
     check_apart({"--dataset": dataset},
                 {"--model": model, "--metrics": metrics, "--checkpoint-dir": checkpoint_dir})
@@ -74,17 +71,19 @@ def train_model(
     if metrics is not None:
         check_output_file(metrics)
     metadata = load_metadata(dataset)
-    config = build_config(metadata, hidden_sizes, step_size=step_size, batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
+    config = build_config(metadata, p["hidden_sizes"], step_size=p["step_size"], batch_size=p["batch_size"],
+                          num_epochs=p["epochs"], seed=p["seed"], shuffle=p["shuffle"])
     num_examples = metadata["splits"]["train"]["num_examples"]
     batch_layout(num_examples, config.batch_size)
-    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
+    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), p["placement"])
     identity = dataset_identity(metadata)
     mesh = data_mesh() if placement == "device" else None
     # Everything that changes the numbers: the shuffled order depends on the placement,
     # float sums on how many devices share a batch.
     run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
            "devices": {"platform": jax.default_backend(), "count": len(jax.local_devices()) if mesh is not None else 1}}
-    location = checkpoint_dir or str(default_checkpoint_dir(model))
+    derived = None if checkpoint_dir else pipeline_checkpoint_dir(p["checkpoint_root"], p["pipeline_root"], p["run_id"], log)
+    location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
     checkpoints = Checkpoints(location, run)
     resume = checkpoints.latest(config.layer_sizes, log)
     if resume is not None:
@@ -118,7 +117,9 @@ def train_model(
         export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR)
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history)})
-    checkpoints.remove(location_is_ours=not checkpoint_dir)
+    checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
+    if derived:  # <root>/checkpoints/<run id>/train and the run's folder, if this run left them empty (a local root)
+        remove_empty_folders(derived, 2)
     return history
 
 
@@ -212,50 +213,67 @@ def final_metrics(history: list[dict]) -> dict[str, float]:
     }
 
 
+@defaults(
+    hidden_sizes=DEFAULT_HIDDEN,
+    step_size=DEFAULT.step_size,
+    batch_size=DEFAULT.batch_size,
+    epochs=DEFAULT.num_epochs,
+    seed=DEFAULT.seed,
+    shuffle=DEFAULT.shuffle,
+    placement=PLACEMENTS[0],
+    checkpoint_root="",
+    pipeline_root="",
+    run_id="",
+    require_gpu=False,
+)
 def train(
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
-    hidden_sizes: str = "512,512",
-    step_size: float = 0.01,
-    batch_size: int = 128,
-    epochs: int = 10,
-    seed: int = 0,
-    shuffle: bool = True,
-    placement: str = "auto",
-    checkpoint_root: str = "",
-    pipeline_root: str = "",
-    run_id: str = "",
-    require_gpu: bool = False,
+    hidden_sizes: str,
+    step_size: float,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    shuffle: bool,
+    placement: str,
+    checkpoint_root: str,
+    pipeline_root: str,
+    run_id: str,
+    require_gpu: bool,
 ):
-    """Train the seed's MLP with JAX (components.train)."""
-    from components._io import write_json
+    """Train the seed's MLP with JAX (components.train).
+
+    Args:
+        dataset: Dataset artifact folder (from components.ingest)
+        model: Model artifact folder to write: new, empty, or a Model this program wrote (replaced only when the run
+            succeeds)
+        metrics: per-epoch metrics
+        hidden_sizes: hidden layer widths, comma-separated
+        step_size: SGD step size
+        batch_size: examples per SGD step
+        epochs: passes over the train split
+        seed: PRNG seed for init and shuffling
+        shuffle: shuffle each epoch on the device; false keeps the seed's order
+        placement: auto, device (whole split on the device) or stream (tf.data batches); auto picks by size
+        checkpoint_root: durable per-epoch checkpoints, gs:// or a folder, under checkpoints/<run_id>/train (default:
+            the pipeline root)
+        pipeline_root: the pipeline root (the pipeline fills it in)
+        run_id: the pipeline run id (the pipeline fills it in); a rerun of it resumes from its checkpoints
+        require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
+    """
+    from mlp_core.outputs import write_json
     from components.train import final_metrics, pipeline_checkpoint_dir, train_model
 
-    from mlp_core.checkpoint import remove_empty_folders
-
-    checkpoint_dir = pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id)
-    derived = checkpoint_dir is not None
-    if not derived:  # kept in this pod only: never beside the artifact path (not uploaded)
-        import tempfile
+    params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
+                  shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,
+                  run_id=run_id, require_gpu=require_gpu)
+    checkpoint_dir = None
+    if pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id) is None:
+        import tempfile  # kept in this pod only: never beside the artifact path (not uploaded)
 
         checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
-    history = train_model(
-        dataset.path,
-        model.path,
-        metrics=None,
-        hidden_sizes=hidden_sizes,
-        step_size=step_size,
-        batch_size=batch_size,
-        epochs=epochs,
-        seed=seed,
-        shuffle=shuffle,
-        placement=placement,
-        checkpoint_dir=checkpoint_dir,
-        require_gpu=require_gpu,
-    )
-    # <root>/checkpoints/<run id>/train (and the run's folder), if this run left them empty; a local root only.
-    remove_empty_folders(checkpoint_dir, 2 if derived else 1)
+    history = train_model(dataset.path, model.path, checkpoint_dir=checkpoint_dir, **params)
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
     write_json(metrics.path, {"history": history})
@@ -274,55 +292,22 @@ def _parser() -> argparse.ArgumentParser:
         description="Train the JAX docs' MLP on a Dataset artifact; write a Model artifact and metrics. "
         "Defaults are the seed notebook's; --no-shuffle is the seed-faithful data order.",
     )
-    p.add_argument("--dataset", required=True, help="Dataset artifact folder (from components.ingest)")
-    p.add_argument("--model", required=True,
-                   help="Model artifact folder to write: new, empty, or a Model this program wrote (replaced only when the run succeeds)")
+    texts = descriptions(train)
+    p.add_argument("--dataset", required=True, help=texts["dataset"])
+    p.add_argument("--model", required=True, help=texts["model"])
     p.add_argument("--metrics", default=None, help="JSON file for per-epoch metrics")
-    p.add_argument("--hidden-sizes", default=DEFAULT_HIDDEN, help="hidden layer widths (default: %(default)s)")
-    p.add_argument("--step-size", type=float, default=DEFAULT.step_size, help="SGD step size (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT.batch_size, help="default: %(default)s")
-    p.add_argument("--epochs", type=int, default=DEFAULT.num_epochs, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=DEFAULT.seed, help="PRNG seed for init and shuffling (default: %(default)s)")
-    p.add_argument(
-        "--shuffle",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT.shuffle,
-        help="shuffle each epoch on the device; --no-shuffle keeps the seed's order (default: shuffle)",
-    )
-    p.add_argument(
-        "--placement",
-        choices=("auto", "device", "stream"),
-        default="auto",
-        help="whole dataset on the device, or batches streamed with tf.data; auto picks by size (default: auto)",
-    )
-    p.add_argument(
-        "--checkpoint-dir",
-        default=None,
-        help="where per-epoch checkpoints go, a folder or gs://; a rerun of the same run resumes from them "
-        "(default: .<model>.checkpoints beside --model)",
-    )
-    p.add_argument("--require-gpu", action="store_true",
-                   help="fail at once unless JAX sees a GPU (what the pipeline's train step does when it requests one)")
+    add_parameter_flags(p, train, choices={"placement": PLACEMENTS})
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="this exact folder (or gs://) for the checkpoints instead of one under --checkpoint-root "
+                   "(default: .<model>.checkpoints beside --model when no root is given)")
     return p
 
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    history = train_model(
-        args.dataset,
-        args.model,
-        metrics=args.metrics,
-        hidden_sizes=args.hidden_sizes,
-        step_size=args.step_size,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        seed=args.seed,
-        shuffle=args.shuffle,
-        placement=args.placement,
-        checkpoint_dir=args.checkpoint_dir,
-        require_gpu=args.require_gpu,
-    )
+    history = train_model(args.dataset, args.model, metrics=args.metrics, checkpoint_dir=args.checkpoint_dir,
+                          **values(args, train))
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0
 

@@ -9,6 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+# Where training data lives: "auto" (the default) picks by size, "device" holds the whole split on the
+# device (one compiled call per epoch), "stream" feeds batches from tf.data (mlp_core.train.choose_placement).
+PLACEMENTS = ("auto", "device", "stream")
+
+
 class ConfigError(ValueError):
     """A hyperparameter has a value training cannot use."""
 

@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax, random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import PLACEMENTS, ConfigError, TrainConfig
 from mlp_core.model import Params, batched_predict, init_network_params, loss, one_hot, sgd
 
 # Folded into the seed's key to derive the shuffle stream, so that shuffling
@@ -389,8 +389,8 @@ def choose_placement(data_bytes: int, placement: str = "auto", budget: int | Non
 
     The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
     """
-    if placement not in ("auto", "device", "stream"):
-        raise ConfigError(f"placement must be auto, device or stream, got {placement!r}")
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}")
     if placement != "auto":
         return placement
     budget = device_memory_budget() if budget is None else budget

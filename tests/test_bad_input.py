@@ -91,7 +91,7 @@ def test_publish_never_publishes_into_the_model(trained, tmp_path):
     shutil.copytree(trained, model)
     before = _digest(model)
     r = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(model / "published"),
-                "--test-accuracy", "0.9", check=False)
+                "--test-accuracy", "0.9", "--test-loss", "0.2", check=False)
     _refused(r, "--publish-uri")
     assert _digest(model) == before
 
@@ -99,12 +99,12 @@ def test_publish_never_publishes_into_the_model(trained, tmp_path):
 @pytest.mark.parametrize("value", ["nan", "inf", "-0.1", "1.5"])
 def test_publish_refuses_a_poisoned_accuracy(trained, tmp_path, value):
     r = run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(tmp_path / "p"),
-                "--test-accuracy", value, check=False)
+                "--test-accuracy", value, "--test-loss", "0.2", check=False)
     _refused(r, f"--test-accuracy must be a number from 0 to 1, got {float(value)!r}")
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--threshold", "nan"), ("--tolerance", "-1")])
+@pytest.mark.parametrize(("flag", "value"), [("--blessing-threshold", "nan"), ("--blessing-tolerance", "-1")])
 def test_evaluate_refuses_a_poisoned_blessing_flag(trained, small_dataset, tmp_path, flag, value):
     r = run_cli("-m", "components.evaluate", "--model", str(trained), "--dataset", str(small_dataset),
                 "--metrics", str(tmp_path / "m.json"), flag, value, check=False)
@@ -114,7 +114,7 @@ def test_evaluate_refuses_a_poisoned_blessing_flag(trained, small_dataset, tmp_p
 
 def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_dataset, tmp_path):
     """Before: a NaN champion accuracy compared False, so every later model was blessed against it."""
-    from components.publish import publish_model
+    from mlp_core.publishing import publish_model
 
     published = tmp_path / "published"
     version = publish_model(trained, str(published), 0.9).version
@@ -123,7 +123,7 @@ def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_datas
     manifest["metrics"]["test_accuracy"] = math.nan
     manifest_path.write_text(json.dumps(manifest))  # Python writes the non-JSON token NaN
     r = run_cli("-m", "components.evaluate", "--model", str(trained), "--dataset", str(small_dataset),
-                "--metrics", str(tmp_path / "m.json"), "--publish-uri", str(published), "--threshold", "0", check=False)
+                "--metrics", str(tmp_path / "m.json"), "--publish-uri", str(published), "--blessing-threshold", "0", check=False)
     _refused(r, "the champion cannot be read, so nothing is blessed against it")
     assert "is not valid JSON: NaN is not valid JSON" in r.stderr
     manifest["metrics"]["test_accuracy"] = 7
@@ -133,12 +133,12 @@ def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_datas
     _refused(r, "metrics.test_accuracy: 7 is greater than the maximum of 1")
     (published / "LATEST").write_text("../../etc\n")
     r = run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(published),
-                "--test-accuracy", "0.9", check=False)
+                "--test-accuracy", "0.9", "--test-loss", "0.2", check=False)
     _refused(r, "names '../../etc', not a published version")
 
 
 def test_published_manifests_are_strict_json(trained, tmp_path):
-    from components.publish import publish_model
+    from mlp_core.publishing import publish_model
 
     version = publish_model(trained, str(tmp_path / "p"), 0.9, test_loss=0.3).version
     text = (tmp_path / "p" / version / "manifest.json").read_text()
@@ -158,7 +158,7 @@ def test_a_model_with_non_finite_weights_is_refused_everywhere(trained, small_da
     _refused(run_cli("-m", "components.evaluate", "--model", str(model), "--dataset", str(small_dataset), check=False), message)
     _refused(run_cli("-m", "components.predict", "--model", str(model), str(tmp_path / "x.npy"), check=False), message)
     _refused(run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
-                     "--test-accuracy", "0.9", check=False), message)
+                     "--test-accuracy", "0.9", "--test-loss", "0.2", check=False), message)
     assert not (tmp_path / "p").exists()
     assert os.path.exists(model / "params.npz")
 

@@ -18,7 +18,7 @@ def evaluated(small_dataset, tmp_path_factory):
     run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"), "--epochs", "2")
     result = run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
                      "--metrics", str(out / "metrics.json"), "--report", str(out / "report.html"),
-                     "--report-markdown", str(out / "report.md"), "--threshold", "0.3")
+                     "--report-markdown", str(out / "report.md"), "--blessing-threshold", "0.3")
     return out, result
 
 

@@ -58,7 +58,7 @@ def _assert_refused(result, message: str, out: Path | None = None) -> None:
 
 # 1, 2: tfds inputs
 def test_unknown_tfds_dataset_names_close_ones(tmp_path, mnist_data_dir):
-    r = run_cli("-m", "components.ingest", "--dataset", "mnsit", "--tfds-data-dir", mnist_data_dir,
+    r = run_cli("-m", "components.ingest", "--dataset-name", "mnsit", "--tfds-data-dir", mnist_data_dir,
                 "--output", str(tmp_path / "out" / "ds"), check=False)
     _assert_refused(r, "unknown tfds dataset 'mnsit'; did you mean mnist", tmp_path / "out")
 

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from mlp_core import storage
-from components.publish import LATEST, publish_model, read_champion
+from mlp_core.publishing import LATEST, publish_model, read_champion
 from conftest import run_cli
 
 
@@ -84,7 +84,7 @@ def test_version_is_complete_before_latest_moves(model, tmp_path, monkeypatch):
 
 def test_publish_cli(model, tmp_path):
     out = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
-                  "--test-accuracy", "0.95").stdout
+                  "--test-accuracy", "0.95", "--test-loss", "0.2").stdout
     version = out.split()[1]
     assert json.loads((tmp_path / "p" / version / "manifest.json").read_text())["version"] == version
 
@@ -102,7 +102,7 @@ def _publisher(model, accuracy, uris, barrier, results, emulator_host):
 
     if emulator_host:
         os.environ["STORAGE_EMULATOR_HOST"] = emulator_host
-    from components.publish import publish_model
+    from mlp_core.publishing import publish_model
 
     for uri in uris:
         barrier.wait(timeout=120)

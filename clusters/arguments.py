@@ -1,0 +1,82 @@
+"""Pipeline arguments from a command line: typed by the steps' declarations, checked before anything runs."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from clusters.options import ClusterError
+
+
+def parameter_types() -> dict[str, type]:
+    """Each pipeline parameter's type, as its step declares it."""
+    from pipeline import pipeline_parameters
+
+    return {name: p.annotation for name, p in pipeline_parameters().items()}
+
+
+def parse_params(items: "list[str]") -> dict:
+    """``["epochs=3", "shuffle=false"]`` -> typed pipeline arguments; unknown names are refused."""
+    types = parameter_types()
+    arguments = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep:
+            raise ClusterError(f"--param must be name=value, got {item!r}")
+        if name not in types:
+            raise ClusterError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(types))}")
+        kind = types[name]
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                arguments[name] = text.lower() in ("true", "1", "yes")
+            else:
+                arguments[name] = kind(text)
+        except ValueError:
+            raise ClusterError(f"--param {name} needs a {kind.__name__}, got {text!r}") from None
+    return arguments
+
+
+def validate_arguments(arguments: dict) -> dict:
+    """Every pipeline argument checked by its step's own validation, before any step runs; returns them all.
+
+    A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
+    ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
+    """
+    from components.train import DEFAULT, build_config
+    from mlp_core.blessing import check_fraction
+    from mlp_core.train import choose_placement
+    from pipeline import pipeline_parameters
+
+    values = {name: p.default for name, p in pipeline_parameters().items()} | arguments
+    if not isinstance(values["records_per_shard"], int) or values["records_per_shard"] <= 0:
+        raise ClusterError(f"records_per_shard must be a positive integer, got {values['records_per_shard']!r}")
+    if not values["dataset_name"]:
+        raise ClusterError("dataset_name must not be empty")
+    # The input and output widths come from the data at run time; any stand-ins check the rest.
+    build_config({"image_shape": [DEFAULT.layer_sizes[0]], "num_classes": DEFAULT.layer_sizes[-1]}, values["hidden_sizes"],
+                 step_size=values["step_size"], batch_size=values["batch_size"], num_epochs=values["epochs"],
+                 seed=values["seed"], shuffle=values["shuffle"])
+    choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
+    check_fraction("blessing_threshold", values["blessing_threshold"])
+    check_fraction("blessing_tolerance", values["blessing_tolerance"])
+    for name in ("publish_uri", "checkpoint_root"):
+        location = values[name]
+        if location and "://" not in location:
+            check_writable_folder(name, Path(location))
+    return values
+
+
+def check_writable_folder(name: str, path: Path) -> None:
+    """``path`` is, or can become, a folder this user can write (probed in its nearest existing parent)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ClusterError(f"{name} {path}: {existing} is a file, not a folder")
+    try:  # os.access says yes to root everywhere, even on /proc: try it
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ClusterError(f"{name} {path} cannot be written (cannot create a file in {existing}: {e.strerror or e})") from None

@@ -1,0 +1,233 @@
+"""The command line of ``python pipeline.py`` (and ``jax-mlp-pipeline``): compile, run, submit, schedule.
+
+    python pipeline.py compile --output pipeline.yaml [--target vertex] [--accelerator none]
+    python pipeline.py run [--epochs 3 ...]                       # kfp.local, this machine
+    python pipeline.py submit --host URL | --vertex --project P --region R [--param epochs=3 ...]
+    python pipeline.py schedule --cron "0 3 * * 1" --host URL | --vertex ...
+
+The flags of ``run`` and the names ``--param`` takes are the pipeline's
+parameters, derived from the steps' declarations (``pipeline.pipeline_parameters``).
+"""
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from clusters.arguments import parse_params, validate_arguments
+from clusters.options import CUDA_SUFFIX, ClusterError, ClusterOptions
+from components._step import flag
+from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, compile_pipeline, parameter_descriptions, pipeline_parameters
+
+
+def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True) -> None:
+    p.add_argument("--image", default=None,
+                   help=f"project image every step runs on (default: {DEFAULT_IMAGE}{CUDA_SUFFIX} when the train step "
+                   f"requests a GPU, {DEFAULT_IMAGE} with --accelerator none)")
+    if target_choice:
+        p.add_argument("--target", choices=("kfp", "vertex"), default="kfp", help="backend to compile for (default: kfp)")
+    p.add_argument("--accelerator", default=None,
+                   help="GPU for the train step: a Kubernetes resource (nvidia.com/gpu) on kfp, an accelerator type "
+                   "(NVIDIA_L4, NVIDIA_TESLA_T4, NVIDIA_H100_80GB, ...) on Vertex; 'none' for CPU only "
+                   "(default: nvidia.com/gpu on kfp, NVIDIA_L4 on Vertex)")
+    p.add_argument("--accelerator-count", type=int, default=1, help="GPUs for the train step (default: 1)")
+    p.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="kfp only: node selector of the train step (kfp-kubernetes); repeatable")
+    p.add_argument("--toleration", action="append", default=[], metavar="KEY[=VALUE][:EFFECT]",
+                   help="kfp only: toleration of the train step, e.g. nvidia.com/gpu:NoSchedule; repeatable")
+    p.add_argument("--no-cache", action="store_true", help="turn kfp's step caching off (on by default)")
+    p.add_argument("--allow-mutable-image", action="store_true",
+                   help="accept an image tagged :latest or untagged (kfp's cache would reuse stale results)")
+
+
+def _options(args, target: str) -> ClusterOptions:
+    from clusters.options import DEFAULT_ACCELERATOR, parse_node_selector, parse_toleration
+
+    accelerator = DEFAULT_ACCELERATOR[target] if args.accelerator is None else args.accelerator
+    if args.image is None:  # the project's image variant that matches the request
+        args.image = DEFAULT_IMAGE if accelerator.lower() == "none" else DEFAULT_IMAGE + CUDA_SUFFIX
+    return ClusterOptions(
+        target=target,
+        accelerator=None if accelerator.lower() == "none" else accelerator,
+        accelerator_count=args.accelerator_count,
+        node_selector=parse_node_selector(args.node_selector),
+        tolerations=tuple(parse_toleration(t) for t in args.toleration),
+        enable_caching=not args.no_cache,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python pipeline.py",
+                                description="The JAX docs' MLP as a kfp v2 pipeline: compile it, run it here, submit or "
+                                "schedule it on Kubeflow Pipelines or Vertex AI.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="write the pipeline's IR YAML for Kubeflow or Vertex AI",
+                       description="Compile the pipeline to IR YAML for a backend.")
+    c.add_argument("--output", default="pipeline.yaml", help="YAML file to write (default: %(default)s)")
+    _add_compile_options(c)
+
+    r = sub.add_parser(
+        "run",
+        help="run the whole DAG on this machine with kfp.local",
+        description="Run ingest -> train -> evaluate on this machine with kfp.local: in this Python environment "
+        "(--runner subprocess, no Docker) or in the project image (--runner docker). Defaults are the seed notebook's.",
+    )
+    r.add_argument("--pipeline-root", default="local_outputs", help="where kfp.local writes artifacts (default: %(default)s)")
+    r.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
+                   help="subprocess: this environment; docker: every step in --image (default: %(default)s)")
+    r.add_argument("--image", default=DEFAULT_IMAGE, help="project image for --runner docker (default: %(default)s)")
+    r.add_argument("--gpus", action="store_true", help="with --runner docker: pass all local GPUs to the steps")
+    texts = parameter_descriptions()
+    for name, param in pipeline_parameters().items():  # unset flags (None) leave the step's default to the pipeline
+        shown = f" (default: {param.default})" if param.default != "" else ""
+        kind = {"action": argparse.BooleanOptionalAction} if param.annotation is bool else {"type": param.annotation}
+        r.add_argument(flag(name), dest=name, default=None, help=(texts[name] + shown).replace("%", "%%"), **kind)
+
+    for name, text in (("submit", "start a run on Kubeflow Pipelines (--host) or Vertex AI (--vertex)"),
+                       ("schedule", "retrain on a schedule: create, --list, --pause ID or --delete ID")):
+        s = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        backend = s.add_mutually_exclusive_group(required=True)
+        backend.add_argument("--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
+        backend.add_argument("--vertex", action="store_true", help="Vertex AI Pipelines (needs --project, --region)")
+        s.add_argument("--project", help="Vertex AI: Google Cloud project")
+        s.add_argument("--region", help="Vertex AI: region, e.g. us-central1")
+        s.add_argument("--service-account", help="Vertex AI: service account the run (or schedule) acts as")
+        s.add_argument("--experiment", default=None, help="Kubeflow: experiment name (default: Default)")
+        s.add_argument("--pipeline-root", default=None, help="artifact root, gs://... (required on Vertex)")
+        s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument; repeatable")
+        s.add_argument("--name", default=None, help="run or schedule name (prefixed with jax-mlp-pipeline)")
+        _add_compile_options(s, target_choice=False)
+        if name == "schedule":
+            s.add_argument("--cron", help='standard five-field cron, e.g. "0 3 * * 1" (Vertex also takes a TZ= prefix)')
+            s.add_argument("--catchup", action="store_true", help="Kubeflow: run missed intervals after a pause")
+            s.add_argument("--list", action="store_true", help="list this project's schedules")
+            s.add_argument("--pause", metavar="ID", help="pause a schedule")
+            s.add_argument("--delete", metavar="ID", help="delete a schedule")
+    return p
+
+
+def _compiled(args, target: str, directory: str) -> Path:
+    options = _options(args, target)  # first: it picks the image variant when --image is not given
+    return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
+
+
+def _submit(args) -> int:
+    import tempfile
+
+    from clusters import kubeflow, vertex
+
+    arguments = parse_params(args.param)
+    validate_arguments(arguments)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.vertex:
+            package = _compiled(args, "vertex", tmp)
+            job = vertex.build_job(package, args.project, args.region, args.pipeline_root or "", arguments,
+                                   enable_caching=not args.no_cache, display_name=args.name or PIPELINE_NAME)
+            print(f"submitted: {vertex.submit(job, args.service_account)}")
+        else:
+            package = _compiled(args, "kfp", tmp)
+            run_id, url = kubeflow.submit(package, args.host, arguments, args.experiment, args.pipeline_root,
+                                          enable_caching=not args.no_cache, run_name=args.name)
+            print(f"run {run_id}: {url}")
+    return 0
+
+
+def _schedule(args) -> int:
+    import tempfile
+
+    from clusters import cron, kubeflow, vertex
+
+    if args.list:
+        rows = vertex.list_schedules(args.project, args.region) if args.vertex else kubeflow.list_schedules(args.host)
+        for row in rows:
+            print(f"{row['id']}  {row['name']}  {row['status']}  {row['cron']}")
+        if not rows:
+            print("no schedules of this pipeline")
+        return 0
+    for action, verb in ((args.pause, "pause"), (args.delete, "delete")):
+        if action:
+            if args.vertex:
+                getattr(vertex, verb)(args.project, args.region, action)
+            else:
+                getattr(kubeflow, verb)(args.host, action)
+            print(f"{verb}d {action}")
+            return 0
+    if not args.cron:
+        raise ClusterError("schedule needs --cron (or --list, --pause ID, --delete ID)")
+    cron.validate(args.cron)
+    arguments = parse_params(args.param)
+    validate_arguments(arguments)
+    name = args.name or "retrain"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.vertex:
+            package = _compiled(args, "vertex", tmp)
+            job = vertex.build_job(package, args.project, args.region, args.pipeline_root or "", arguments,
+                                   enable_caching=not args.no_cache)
+            created = vertex.schedule(job, args.cron, name, args.service_account)
+            print(f"schedule {created.resource_name} ({args.cron})")
+        else:
+            kfp_cron = cron.to_kfp(args.cron)
+            print(f"Kubeflow cron has six fields, seconds first: {args.cron!r} is sent as {kfp_cron!r}")
+            package = _compiled(args, "kfp", tmp)
+            schedule_id = kubeflow.schedule(package, args.host, args.cron, arguments, name, args.experiment,
+                                            args.pipeline_root, enable_caching=not args.no_cache, catchup=args.catchup)
+            print(f"recurring run {schedule_id} (at most one run at a time, {'with' if args.catchup else 'no'} catch-up)")
+    print("next runs: " + ", ".join(t.isoformat() for t in cron.next_runs(args.cron)))
+    return 0
+
+
+def _run(args) -> int:
+    from clusters.local import run_local
+
+    arguments = {name: getattr(args, name) for name in pipeline_parameters() if getattr(args, name) is not None}
+    validate_arguments(arguments)
+    started = time.perf_counter()
+    try:
+        outputs = run_local(arguments, args.pipeline_root, args.image, args.runner, args.gpus)
+    except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # kfp colours its messages
+        print(f"error: {message} (the task's own error is in its log above)", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    test = outputs["test_metrics"].metadata
+    print(f"\npipeline finished in {seconds:.1f} s")
+    for name in ("dataset", "model", "train_metrics", "test_metrics", "confusion_matrix", "report", "report_markdown"):
+        print(f"  {name:<17} {outputs[name].path}")
+    print(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
+    return 0
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "compile":
+            options = _options(args, args.target)
+            path = compile_pipeline(args.output, args.image, options, args.allow_mutable_image)
+            print(f"wrote {path} (target {args.target}, image {args.image})")
+            return 0
+        if args.command == "submit":
+            return _submit(args)
+        if args.command == "schedule":
+            return _schedule(args)
+        return _run(args)
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the components' error boundary: bad input is one line, exit 2
+        from components._cli import expected_errors
+
+        if not isinstance(e, expected_errors()):
+            raise
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+def cli() -> None:
+    """Console entry point ``jax-mlp-pipeline``."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,62 @@
+"""Running the whole pipeline on this machine with kfp.local: in this environment or in the project image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_local(
+    arguments: dict,
+    pipeline_root: "str | Path" = "local_outputs",
+    image: "str | None" = None,
+    runner: str = "subprocess",
+    gpus: bool = False,
+):
+    """Run the DAG on this machine with kfp.local; returns the pipeline's outputs.
+
+    ``runner="subprocess"``: every step in this Python environment.
+    ``runner="docker"``: every step in ``image`` with ``kfp.local.DockerRunner``,
+    as the cluster runs it; the TFDS data dir is mounted read-only, steps run as
+    this user (so the artifacts they write are yours), and ``gpus`` passes all
+    local GPUs through (NVIDIA container toolkit needed).
+    """
+    import warnings
+
+    from kfp import local
+
+    from pipeline import DEFAULT_IMAGE, build_pipeline
+
+    if runner == "subprocess":
+        # Running the steps in this environment instead of the image is the point of this runner.
+        warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
+        local_runner = local.SubprocessRunner(use_venv=False)
+    elif runner == "docker":
+        arguments = dict(arguments)
+        local_runner = _docker_runner(arguments, gpus)
+    else:
+        raise ValueError(f"runner must be subprocess or docker, got {runner!r}")
+    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
+    local.init(runner=local_runner, pipeline_root=str(pipeline_root))
+    task = build_pipeline(image or DEFAULT_IMAGE)(**arguments)
+    return task.outputs
+
+
+def _docker_runner(arguments: dict, gpus: bool):
+    """A DockerRunner that sees this machine's TFDS data dir (``arguments`` gets its path)."""
+    import os
+
+    from docker.types import DeviceRequest, Mount
+    from kfp import local
+
+    data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
+    if not data_dir.startswith("gs://"):
+        data_dir = str(Path(data_dir).resolve())
+        arguments["tfds_data_dir"] = data_dir
+    mounts = [] if data_dir.startswith("gs://") else [Mount(target=data_dir, source=data_dir, type="bind", read_only=True)]
+    extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if gpus else {}
+    return local.DockerRunner(
+        user=f"{os.getuid()}:{os.getgid()}",
+        environment={"HOME": "/tmp"},  # a host uid has no home in the image
+        mounts=mounts,
+        **extra,
+    )

@@ -1,0 +1,94 @@
+"""One declaration per step: its kfp component function's signature and docstring.
+
+A step's parameters are declared once, in its kfp component function: name and
+type in the signature, meaning in the docstring's ``Args:`` section (kfp copies
+it into the compiled YAML as each input's description), default from its single
+source (``TrainConfig``, ``mlp_core.blessing``...) through ``@defaults``. The
+step's command line (``add_parameter_flags``) and the pipeline's parameters
+(``pipeline.py``) are derived from that; ``tests/test_parameters.py`` proves
+that they agree.
+
+Why a decorator and not defaults in the ``def``: kfp embeds the function's
+source in the compiled pipeline and runs it alone in the container, decorators
+dropped (``kfp/dsl/component_factory.py``, ``_get_function_source_definition``),
+so a default such as ``TrainConfig.step_size`` would be an unknown name there.
+The decorator sets ``__signature__``, which kfp reads at compile time
+(``inspect.signature``) to write each input's default; at run time the backend
+passes every input, so the embedded function needs no defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import docstring_parser
+
+# The parameter types kfp passes as plain values (artifacts are everything else).
+PARAMETER_TYPES = (str, int, float, bool)
+
+
+def defaults(**values: Any) -> Callable[[Callable], Callable]:
+    """Give a kfp component function's parameters their defaults (every name must be a parameter)."""
+
+    def attach(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+        unknown = sorted(set(values) - set(signature.parameters))
+        if unknown:
+            raise TypeError(f"{func.__name__} has no parameter(s) {', '.join(unknown)}")
+        params = [p.replace(default=values[p.name]) if p.name in values else p for p in signature.parameters.values()]
+        func.__signature__ = signature.replace(parameters=params)
+        return func
+
+    return attach
+
+
+def parameters(func: Callable) -> dict[str, inspect.Parameter]:
+    """The step's plain-value parameters (not its artifacts), in declaration order."""
+    return {name: p for name, p in inspect.signature(func).parameters.items() if p.annotation in PARAMETER_TYPES}
+
+
+def descriptions(func: Callable) -> dict[str, str]:
+    """Each argument's text from the docstring's ``Args:`` section (what kfp puts in the YAML)."""
+    return {p.arg_name: " ".join(p.description.split()) for p in docstring_parser.parse(func.__doc__ or "").params}
+
+
+def flag(name: str) -> str:
+    """``step_size`` -> ``--step-size``: a step's flag for each parameter."""
+    return "--" + name.replace("_", "-")
+
+
+def add_parameter_flags(parser: argparse.ArgumentParser, func: Callable, skip: tuple[str, ...] = (),
+                        all_optional: bool = False, choices: "dict[str, tuple] | None" = None) -> None:
+    """One flag per parameter of ``func``: its type, its default, its docstring text as help.
+
+    ``all_optional``: every flag defaults to None (unset), for a command that
+    passes on only what was given (``pipeline.py run``).
+    """
+    texts = descriptions(func)
+    for name, p in parameters(func).items():
+        if name in skip:
+            continue
+        has_default = p.default is not inspect.Parameter.empty
+        text = texts.get(name, "") + (f" (default: {p.default})" if has_default and p.default != "" else "")
+        kind = {"action": argparse.BooleanOptionalAction} if p.annotation is bool else {"type": p.annotation}
+        if choices and name in choices:
+            kind["choices"] = choices[name]
+        parser.add_argument(flag(name), dest=name, default=None if all_optional or not has_default else p.default,
+                            required=not has_default and not all_optional, help=text.replace("%", "%%"), **kind)
+
+
+def values(args: argparse.Namespace, func: Callable, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The parsed values of ``func``'s parameter flags, by parameter name."""
+    return {name: getattr(args, name) for name in parameters(func) if name not in skip}
+
+
+def bind(func: Callable, given: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of ``func``: its declared default, overridden by ``given`` (unknown names refused)."""
+    declared = parameters(func)
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise TypeError(f"{func.__name__} has no parameter(s) {', '.join(unknown)}")
+    return {name: given.get(name, p.default) for name, p in declared.items()}

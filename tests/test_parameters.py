@@ -1,0 +1,114 @@
+"""Each step's parameters are declared once: CLI flags = component inputs = pipeline parameters.
+
+Names, types and defaults are compared for every step, as kfp compiles them
+(the component spec and the pipeline's IR YAML) and as argparse parses them.
+"""
+
+import argparse
+
+import pytest
+import yaml
+
+import pipeline
+from clusters import cli
+from clusters.arguments import parse_params
+from components import evaluate, ingest, publish, train
+from components._step import flag
+from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
+from mlp_core.config import TrainConfig
+
+# kfp's parameter types (IR names) and the Python types the flags parse with.
+KFP_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
+IR_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+
+# Flags a step's command line has beyond its component's parameters: artifact paths, and what only a
+# terminal needs. Anything else on a CLI must be a component input.
+CLI_ONLY = {
+    ingest: {"--output", "--no-progress"},
+    train: {"--dataset", "--model", "--metrics", "--checkpoint-dir"},
+    evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
+    publish: {"--model"},
+}
+
+
+def _component_parameters(module) -> dict:
+    """name -> (type, default, required) of the compiled component's plain-value inputs."""
+    inputs = module.component("registry.example/img:1").component_spec.inputs
+    return {name: (KFP_TYPES[spec.type], spec.default, spec.default is None and not spec.optional)
+            for name, spec in inputs.items() if spec.type in KFP_TYPES}
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict:
+    """--flag -> its argparse action."""
+    return {a.option_strings[0]: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def _flag_type(action) -> type:
+    return bool if isinstance(action, argparse.BooleanOptionalAction) else action.type or str
+
+
+@pytest.mark.parametrize("module", [ingest, train, evaluate, publish], ids=lambda m: m.__name__)
+def test_cli_flags_are_the_component_inputs(module):
+    component = _component_parameters(module)
+    flags = _flags(module._parser())
+    for name, (kind, default, required) in component.items():
+        action = flags.get(flag(name))
+        assert action is not None, f"{module.__name__}: component input {name} has no flag {flag(name)}"
+        assert action.dest == name
+        assert _flag_type(action) is kind, f"{flag(name)}: {_flag_type(action)} vs component {kind}"
+        assert action.required == required, flag(name)
+        if not required:
+            assert action.default == default and type(action.default) is type(default), flag(name)
+    extra = set(flags) - {flag(name) for name in component}
+    assert extra == CLI_ONLY[module], f"{module.__name__}: flags that are no component input: {extra - CLI_ONLY[module]}"
+
+
+def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
+    pipeline.compile_pipeline(tmp_path / "p.yaml", options=None)
+    compiled = yaml.safe_load((tmp_path / "p.yaml").read_text())["root"]["inputDefinitions"]["parameters"]
+    expected = {}
+    for module in (ingest, train, evaluate, publish):
+        for name, (kind, default, required) in _component_parameters(module).items():
+            if name not in pipeline.WIRED:
+                expected.setdefault(name, (kind, default))
+    assert set(compiled) == set(expected)
+    for name, spec in compiled.items():
+        kind, default = expected[name]
+        assert IR_TYPES[spec["parameterType"]] is kind, name
+        assert kind(spec["defaultValue"]) == default, name  # the IR writes integers as floats
+        assert spec["description"], f"pipeline parameter {name} has no description"
+    # Every wired input is an input of some step, and filled by the DAG (not left to a default).
+    all_inputs = {name for m in (ingest, train, evaluate, publish) for name in _component_parameters(m)}
+    assert set(pipeline.WIRED) <= all_inputs
+
+
+def test_pipeline_run_flags_and_params_are_the_pipeline_parameters():
+    parameters = pipeline.pipeline_parameters()
+    run = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    flags = _flags(run)
+    for name, p in parameters.items():
+        action = flags[flag(name)]
+        assert action.dest == name and _flag_type(action) is p.annotation and action.default is None
+    assert set(flags) - {flag(n) for n in parameters} == {"--pipeline-root", "--runner", "--image", "--gpus"}
+    typed = parse_params([f"{name}={p.default}" for name, p in parameters.items() if p.default != ""])
+    assert all(type(v) is parameters[k].annotation for k, v in typed.items())
+
+
+def test_defaults_come_from_their_single_sources():
+    config = TrainConfig()
+    params = pipeline.pipeline_parameters()
+    assert params["step_size"].default == config.step_size
+    assert params["batch_size"].default == config.batch_size
+    assert params["epochs"].default == config.num_epochs
+    assert params["seed"].default == config.seed
+    assert params["shuffle"].default == config.shuffle
+    assert params["hidden_sizes"].default == ",".join(map(str, config.layer_sizes[1:-1]))
+    assert params["blessing_threshold"].default == DEFAULT_THRESHOLD
+    assert params["blessing_tolerance"].default == DEFAULT_TOLERANCE
+
+
+def test_a_default_for_no_parameter_is_refused():
+    from components._step import defaults
+
+    with pytest.raises(TypeError, match="no parameter"):
+        defaults(epochs=1)(lambda step_size: None)
