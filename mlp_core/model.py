@@ -30,11 +30,6 @@ def init_network_params(sizes: Sequence[int], key: jax.Array, scale: float = 1e-
     return [random_layer_params(m, n, k, scale) for m, n, k in zip(sizes[:-1], sizes[1:], keys)]
 
 
-def num_params(params: Params) -> int:
-    """Total number of scalars in ``params``."""
-    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
-
-
 def relu(x):
     return jnp.maximum(0, x)
 

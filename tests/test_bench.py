@@ -25,9 +25,23 @@ def test_npz_mode_runs_without_tensorflow(small_dataset, tmp_path):
     with np.load(npz, allow_pickle=False) as data:
         assert data["train_x"].shape == (512, 784) and data["train_x"].dtype == np.uint8
     out = run_cli("-c", _NO_TF, "--npz", str(npz), "--epochs", "2", "--unroll", "1", "4", "--quiet").stdout
-    assert "notebook loop fed numpy batches" in out
+    assert "notebook: its code cells verbatim" in out
     assert "epoch time ratio notebook/ours" in out
     # The whole figure: a substring "0.00" would also pass for any difference below 0.01.
     assert re.search(r"largest difference notebook vs ours: 0\.0000$", out, re.MULTILINE)
     assert out.count("traced the epoch function 1 time(s)") == 2 and "unroll 4" in out
-    assert "FLOP per epoch" in out and "8x the notebook loop needs" in out
+    assert "FLOP per epoch" in out
+
+
+def test_the_notebook_runs_the_seeds_code_cells_verbatim():
+    """Every cell as the JAX docs wrote it; only the data dir line (or, with --npz, the TensorFlow cell) differs."""
+    from bench.notebook import DATA_DIR_LINE, code_cells, prepared_cells
+
+    cells = code_cells()
+    assert len(cells) == 10 and "def update(params, x, y):" in cells[6] and "for epoch in range(num_epochs):" in cells[9]
+    assert not any("mlp_core" in cell for cell in cells)
+    with_dir = prepared_cells("/data/tfds", None)
+    changed = [i for i, (a, b) in enumerate(zip(cells, with_dir)) if a != b]
+    assert changed == [7] and with_dir[7] == cells[7].replace(DATA_DIR_LINE, "data_dir = '/data/tfds'")
+    with_npz = prepared_cells(None, "x.npz")
+    assert [i for i, (a, b) in enumerate(zip(cells, with_npz)) if a != b] == [7]

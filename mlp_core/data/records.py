@@ -40,13 +40,6 @@ def encode_example(image: np.ndarray, label: int) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def parse_example(serialized, image_shape: Sequence[int]):
-    """One serialized example -> ``(uint8 image of image_shape, int64 label)``."""
-    parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    image = tf.reshape(tf.io.decode_raw(parsed[IMAGE_KEY], tf.uint8), image_shape)
-    return image, parsed[LABEL_KEY]
-
-
 def parse_batch(serialized, image_shape: Sequence[int]):
     """A batch of serialized examples -> ``(uint8 [B, *image_shape], int64 [B])``."""
     parsed = tf.io.parse_example(serialized, _FEATURES)
