@@ -94,7 +94,9 @@ def run_ours(data: dict, epochs: int, log, unroll: int = 1) -> dict:
     from jax import random
 
     from mlp_core import TrainConfig, init_network_params
-    from mlp_core.train import EpochRunner, data_mesh, evaluate
+    from mlp_core.evaluation import evaluate
+    from mlp_core.mesh import data_mesh
+    from mlp_core.train import EpochRunner
 
     config = TrainConfig(num_epochs=epochs, shuffle=False)
     with PeakRss() as rss:
@@ -108,7 +110,7 @@ def run_ours(data: dict, epochs: int, log, unroll: int = 1) -> dict:
             params, loss, _, _ = runner.run_epoch(params, x, y, epoch)
             jax.block_until_ready((params, loss))
             seconds.append(time.perf_counter() - started)
-            accuracies.append(evaluate(params, *test)[1])
+            accuracies.append(evaluate(params, *test).accuracy)
             log(f"  ours  epoch {epoch + 1}: {seconds[-1]:.3f} s, test accuracy {accuracies[-1]:.4f}")
     name = "ours (one compiled call per epoch)" + (f", unroll {unroll}" if unroll > 1 else "")
     result = summarise(name, seconds, accuracies, rss.peak, len(data["train_y"]))

@@ -46,7 +46,7 @@ def validate_arguments(arguments: dict) -> dict:
     """
     from components.train import DEFAULT, build_config
     from mlp_core.blessing import check_fraction
-    from mlp_core.train import choose_placement
+    from mlp_core.memory import choose_placement
     from pipeline import pipeline_parameters
 
     values = {name: p.default for name, p in pipeline_parameters().items()} | arguments

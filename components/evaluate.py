@@ -44,7 +44,8 @@ def evaluate_model(
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
     from mlp_core.metrics import macro_f1, per_class_metrics
     from mlp_core.model_io import load_model
-    from mlp_core.train import confusion_matrix, evaluate_with_confidence, flatten_images
+    from mlp_core.evaluation import confusion_matrix
+    from mlp_core.evaluation import evaluate as evaluate_split
 
     from mlp_core.blessing import check_fraction
     from mlp_core.outputs import check_apart
@@ -67,7 +68,7 @@ def evaluate_model(
             raise DatasetError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
     champion = read_champion(publish_uri) if publish_uri else None
     images, labels = read_split(dataset, "test", metadata)
-    test_loss, test_accuracy, predicted, confidence = evaluate_with_confidence(params, flatten_images(images), labels)
+    test_loss, test_accuracy, predicted, confidence = evaluate_split(params, images, labels, keep_predictions=True)
     matrix = confusion_matrix(labels, predicted, config.num_classes)
     class_names = metadata["class_names"]
     per_class = per_class_metrics(matrix, class_names)

@@ -58,7 +58,9 @@ def train_model(
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
     from mlp_core.outputs import artifact_writer, check_artifact_output
-    from mlp_core.train import EpochMetrics, batch_layout, choose_placement, data_mesh, describe_mesh
+    from mlp_core.memory import choose_placement
+    from mlp_core.mesh import data_mesh, describe_mesh
+    from mlp_core.train import EpochMetrics, batch_layout
 
     from mlp_core.outputs import check_apart
 
@@ -181,7 +183,9 @@ def _fit_streaming(config, dataset, metadata, on_epoch, start):
     """Batches from tf.data, prefetched while the device computes; for data too big to hold."""
     from mlp_core.data.artifact import verify_shards
     from mlp_core.data.records import record_dataset
-    from mlp_core.train import evaluate_batches, fit_streaming
+    from mlp_core.evaluation import CHUNK
+    from mlp_core.evaluation import evaluate_batches
+    from mlp_core.train import fit_streaming
 
     shape = metadata["image_shape"]
     shards = {split: verify_shards(dataset, metadata, split) for split in ("train", "test")}
@@ -194,9 +198,8 @@ def _fit_streaming(config, dataset, metadata, on_epoch, start):
         return batches("train", config.batch_size, epoch if config.shuffle else None)
 
     def evaluate_fn(params):
-        _, train_accuracy = evaluate_batches(params, batches("train", 8192))
-        test_loss, test_accuracy = evaluate_batches(params, batches("test", 8192))
-        return train_accuracy, test_loss, test_accuracy
+        tested = evaluate_batches(params, batches("test", CHUNK))
+        return evaluate_batches(params, batches("train", CHUNK)).accuracy, tested.loss, tested.accuracy
 
     num_examples = metadata["splits"]["train"]["num_examples"]
     return fit_streaming(config, train_batches, num_examples, evaluate_fn=evaluate_fn, on_epoch=on_epoch, **start)

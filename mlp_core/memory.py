@@ -1,4 +1,5 @@
-"""How much memory this process may still use: the host's, or its container's cgroup limit.
+"""How much memory this process may still use (the host's, or its container's cgroup limit), and so where
+the training data can live: on the device, or streamed (``choose_placement``).
 
 In a Kubernetes pod ``/proc/meminfo`` describes the node, not the pod: a pod with
 a 4 GiB limit on a 256 GiB node sees 250 GiB "available" and is OOM-killed when
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from mlp_core.config import PLACEMENTS, ConfigError
 
 _UNLIMITED_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX
 
@@ -126,3 +129,35 @@ def available_memory(proc: str = "/proc/self", meminfo: str = "/proc/meminfo") -
         limit, working_set = cgroup
         candidates.append(max(0, limit - working_set))
     return min(candidates) if candidates else None
+
+
+# Placement: where the training data lives during training.
+
+def device_memory_budget(device=None) -> int:
+    """Bytes of memory the training data may take on ``device``: half of what it has free.
+
+    Accelerators report their own limit; on the CPU it is what this process may
+    still use: the host's available memory, or its container's cgroup limit
+    when that is smaller (``mlp_core.memory``).
+    """
+    import jax
+
+    device = device or jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
+    available = available_memory()
+    return (4 << 30 if available is None else available) // 2
+
+
+def choose_placement(data_bytes: int, placement: str = "auto", budget: int | None = None) -> str:
+    """``"device"`` (whole dataset on the device, one call per epoch) or ``"stream"``.
+
+    The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
+    """
+    if placement not in PLACEMENTS:
+        raise ConfigError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}")
+    if placement != "auto":
+        return placement
+    budget = device_memory_budget() if budget is None else budget
+    return "device" if 2 * data_bytes <= budget else "stream"

@@ -4,6 +4,10 @@ Each epoch is a single jitted function: ``lax.scan`` over the full batches, then
 the last partial batch exactly as the seed's loop takes it (60,000 examples at
 batch 128 are 468 steps of 128 and one of 96; nothing dropped, nothing
 repeated). Parameters are donated, so the epoch updates them in place.
+
+Data too big for the device streams instead (``fit_streaming``: one jitted step
+per batch). Either way one loop (``_train``) times each epoch, checks it stayed
+finite, evaluates, and keeps the history.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ import numpy as np
 from jax import lax, random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mlp_core.config import PLACEMENTS, ConfigError, TrainConfig
-from mlp_core.model import Params, batched_predict, init_network_params, loss, one_hot, sgd
+from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.evaluation import evaluate
+from mlp_core.mesh import mesh_split
+from mlp_core.model import Params, init_network_params, loss, one_hot, sgd
 
 # Folded into the seed's key to derive the shuffle stream, so that shuffling
 # never reuses the keys that initialised the parameters.
@@ -47,44 +53,6 @@ class EpochMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def data_mesh(devices: list | None = None) -> Mesh:
-    """A 1-D mesh named ``batch`` over ``devices`` (default: all local devices)."""
-    devices = jax.local_devices() if devices is None else devices
-    return Mesh(np.asarray(devices), ("batch",))
-
-
-class MeshSplit(NamedTuple):
-    """Whether the mesh splits the full batches and the last, partial one."""
-
-    devices: int
-    full: bool
-    last: bool
-
-
-def mesh_split(mesh: Mesh | None, num_examples: int, batch_size: int) -> MeshSplit:
-    """How ``mesh`` shares the seed's batches of ``num_examples`` (see ``EpochRunner``)."""
-    n = 1 if mesh is None else mesh.devices.size
-    remainder = num_examples % batch_size
-    full = n > 1 and batch_size % n == 0
-    return MeshSplit(n, full, full and remainder > 0 and remainder % n == 0)
-
-
-def describe_mesh(mesh: Mesh | None, num_examples: int, batch_size: int) -> str:
-    """One log line: how the batches are shared among the devices, and what could not be split."""
-    n, full, last = mesh_split(mesh, num_examples, batch_size)
-    if n == 1:
-        return "devices: 1 (no data parallelism)"
-    platform = mesh.devices.flat[0].platform
-    if not full:
-        return (f"devices: {n} {platform}, but the batch size {batch_size} does not divide over {n} devices: "
-                f"training on one device (choose a batch size that is a multiple of {n})")
-    text = f"devices: {n} {platform}, data parallel: each batch of {batch_size} is split {batch_size // n} per device"
-    remainder = num_examples % batch_size
-    if remainder and not last:
-        text += f"; the last batch of {remainder} does not divide over {n} devices, so each device computes it whole"
-    return text
 
 
 def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
@@ -193,46 +161,55 @@ class EpochRunner:
         return self._epoch(params, images, labels, self.epoch_key(epoch))
 
 
-@jax.jit
-def _evaluate(params: Params, images, labels):
-    """Seed's loss and accuracy over a whole split, the predicted classes and their probabilities."""
-    num_classes = params[-1][1].shape[0]
-    log_probs = batched_predict(params, images)
-    predicted = jnp.argmax(log_probs, axis=1)
-    split_loss = -jnp.mean(log_probs * one_hot(labels, num_classes))
-    return split_loss, jnp.mean(predicted == labels), predicted, jnp.exp(jnp.max(log_probs, axis=1))
-
-
-def evaluate(params: Params, images, labels) -> tuple[float, float, np.ndarray]:
-    """``(loss, accuracy, predicted_classes)`` of ``params`` on flattened ``images``."""
-    split_loss, acc, predicted, _ = _evaluate(params, images, labels)
-    return float(split_loss), float(acc), np.asarray(predicted)
-
-
-def evaluate_with_confidence(params: Params, images, labels) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """``evaluate`` plus the probability the model gave each predicted class."""
-    split_loss, acc, predicted, confidence = _evaluate(params, images, labels)
-    return float(split_loss), float(acc), np.asarray(predicted), np.asarray(confidence)
-
-
-def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
-    """``m[true, predicted]`` counts."""
-    m = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(m, (np.asarray(labels), np.asarray(predicted)), 1)
-    return m
-
-
 def flatten_images(images: np.ndarray) -> np.ndarray:
     """``[N, H, W, C]`` -> ``[N, H*W*C]`` without copying or changing dtype."""
     return images.reshape(len(images), -1)
 
 
-def _check_finite(first_bad_step: int, epoch: int, steps: int, step_size: float) -> None:
-    if first_bad_step >= 0:
-        raise DivergenceError(
-            f"training diverged: non-finite loss at epoch {epoch}, step {first_bad_step + 1} of {steps}; "
-            f"try a smaller step size (now {step_size})"
+# Per epoch: (params, mean loss, class counts, 0-based step of the first non-finite batch loss or -1).
+EpochFn = Callable[[Params, int], EpochOutput]
+# After an epoch: (train accuracy, test loss or None, test accuracy or None).
+EvaluateFn = Callable[[Params], "tuple[float, float | None, float | None]"]
+
+
+def _train(
+    config: TrainConfig,
+    num_examples: int,
+    run_epoch: EpochFn,
+    evaluate_fn: EvaluateFn,
+    params: Params,
+    start_epoch: int,
+    history: list[EpochMetrics] | None,
+    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None,
+) -> tuple[Params, list[EpochMetrics]]:
+    """The one training loop: epochs ``start_epoch..num_epochs``, each timed, checked, evaluated, recorded."""
+    full_batches, remainder = batch_layout(num_examples, config.batch_size)
+    history = list(history or [])
+    for epoch in range(start_epoch, config.num_epochs):
+        started = time.perf_counter()
+        params, epoch_loss, class_counts, first_bad = run_epoch(params, epoch)
+        epoch_loss = float(epoch_loss)  # waits for the epoch to finish
+        seconds = time.perf_counter() - started
+        if int(first_bad) >= 0:
+            raise DivergenceError(
+                f"training diverged: non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1} of "
+                f"{full_batches + bool(remainder)}; try a smaller step size (now {config.step_size})"
+            )
+        train_accuracy, test_loss, test_accuracy = evaluate_fn(params)
+        metrics = EpochMetrics(
+            epoch=epoch + 1,
+            loss=epoch_loss,
+            train_accuracy=train_accuracy,
+            test_accuracy=test_accuracy,
+            test_loss=test_loss,
+            seconds=seconds,
+            examples_per_second=num_examples / seconds,
+            class_counts=np.asarray(class_counts).tolist(),
         )
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(params, metrics, history)
+    return params, history
 
 
 def fit(
@@ -263,31 +240,16 @@ def fit(
     test = None
     if test_images is not None:
         test = jax.device_put((flatten_images(test_images), np.asarray(test_labels, np.int32)))
-    history = list(history or [])
-    for epoch in range(start_epoch, config.num_epochs):
-        started = time.perf_counter()
-        params, epoch_loss, class_counts, first_bad = runner.run_epoch(params, images, labels, epoch)
-        epoch_loss = float(epoch_loss)  # waits for the epoch to finish
-        seconds = time.perf_counter() - started
-        _check_finite(int(first_bad), epoch + 1, runner.full_batches + bool(runner.remainder), config.step_size)
-        _, train_acc, _ = evaluate(params, images, labels)
-        test_loss = test_acc = None
-        if test is not None:
-            test_loss, test_acc, _ = evaluate(params, *test)
-        metrics = EpochMetrics(
-            epoch=epoch + 1,
-            loss=epoch_loss,
-            train_accuracy=train_acc,
-            test_accuracy=test_acc,
-            test_loss=test_loss,
-            seconds=seconds,
-            examples_per_second=len(train_images) / seconds,
-            class_counts=np.asarray(class_counts).tolist(),
-        )
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(params, metrics, history)
-    return params, history
+
+    def evaluate_fn(params):
+        train_accuracy = evaluate(params, images, labels).accuracy
+        if test is None:
+            return train_accuracy, None, None
+        tested = evaluate(params, *test)
+        return train_accuracy, tested.loss, tested.accuracy
+
+    return _train(config, len(train_images), lambda p, epoch: runner.run_epoch(p, images, labels, epoch), evaluate_fn,
+                  params, start_epoch, history, on_epoch)
 
 
 def _check_input_size(config: TrainConfig, images: np.ndarray) -> None:
@@ -305,7 +267,7 @@ def fit_streaming(
     params: Params | None = None,
     start_epoch: int = 0,
     history: list[EpochMetrics] | None = None,
-    evaluate_fn: Callable[[Params], tuple[float, float | None, float | None]] | None = None,
+    evaluate_fn: EvaluateFn | None = None,
     on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None = None,
 ) -> tuple[Params, list[EpochMetrics]]:
     """Train from a batch stream, for data that does not fit in device memory.
@@ -318,12 +280,9 @@ def fit_streaming(
     batch_layout(num_examples, config.batch_size)
     if params is None:
         params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
-    step = jax.jit(
-        lambda p, x, y: _step(p, x, y, config.num_classes, config.step_size), donate_argnums=(0,)
-    )
-    history = list(history or [])
-    for epoch in range(start_epoch, config.num_epochs):
-        started = time.perf_counter()
+    step = jax.jit(lambda p, x, y: _step(p, x, y, config.num_classes, config.step_size), donate_argnums=(0,))
+
+    def run_epoch(params, epoch: int) -> EpochOutput:
         loss_sum = jnp.zeros(())
         class_counts = jnp.zeros(config.num_classes, jnp.int32)
         first_bad = jnp.array(-1)
@@ -336,62 +295,9 @@ def fit_streaming(
             first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(batch_loss), steps, first_bad)
             seen += len(images)
             steps += 1
-        epoch_loss = float(loss_sum) / seen
-        seconds = time.perf_counter() - started
-        _check_finite(int(first_bad), epoch + 1, steps, config.step_size)
-        train_acc, test_loss, test_acc = evaluate_fn(params) if evaluate_fn else (float("nan"), None, None)
-        metrics = EpochMetrics(
-            epoch + 1, epoch_loss, train_acc, test_acc, test_loss, seconds, seen / seconds, np.asarray(class_counts).tolist()
-        )
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(params, metrics, history)
-    return params, history
+        if seen != num_examples:
+            raise ValueError(f"epoch {epoch + 1} streamed {seen} examples, the split has {num_examples}")
+        return EpochOutput(params, loss_sum / seen, class_counts, first_bad)
 
-
-@jax.jit
-def _evaluate_batch(params: Params, images, labels):
-    num_classes = params[-1][1].shape[0]
-    log_probs = batched_predict(params, images)
-    correct = jnp.sum(jnp.argmax(log_probs, axis=1) == labels)
-    return -jnp.sum(log_probs * one_hot(labels, num_classes)), correct
-
-
-def evaluate_batches(params: Params, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
-    """``(loss, accuracy)`` over a stream of batches; the loss is the seed's, over the whole split."""
-    loss_sum, correct, seen = jnp.zeros(()), jnp.zeros((), jnp.int32), 0
-    num_classes = params[-1][1].shape[0]
-    for images, labels in batches:
-        batch_loss, batch_correct = _evaluate_batch(params, flatten_images(images), np.asarray(labels, np.int32))
-        loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
-    return float(loss_sum) / (seen * num_classes), int(correct) / seen
-
-
-def device_memory_budget(device=None) -> int:
-    """Bytes of memory the training data may take on ``device``: half of what it has free.
-
-    Accelerators report their own limit; on the CPU it is what this process may
-    still use: the host's available memory, or its container's cgroup limit
-    when that is smaller (``mlp_core.memory``).
-    """
-    from mlp_core.memory import available_memory
-
-    device = device or jax.local_devices()[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) // 2
-    available = available_memory()
-    return (4 << 30 if available is None else available) // 2
-
-
-def choose_placement(data_bytes: int, placement: str = "auto", budget: int | None = None) -> str:
-    """``"device"`` (whole dataset on the device, one call per epoch) or ``"stream"``.
-
-    The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
-    """
-    if placement not in PLACEMENTS:
-        raise ConfigError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}")
-    if placement != "auto":
-        return placement
-    budget = device_memory_budget() if budget is None else budget
-    return "device" if 2 * data_bytes <= budget else "stream"
+    return _train(config, num_examples, run_epoch, evaluate_fn or (lambda _: (float("nan"), None, None)),
+                  params, start_epoch, history, on_epoch)

@@ -19,7 +19,7 @@ LIMIT = 400 << 20  # room for Python with JAX imported, too little for the data
 _PROBE = """
 import json
 from mlp_core.memory import available_memory, cgroup_memory
-from mlp_core.train import choose_placement, device_memory_budget
+from mlp_core.memory import choose_placement, device_memory_budget
 print(json.dumps({"cgroup": cgroup_memory(), "available": available_memory(), "budget": device_memory_budget(),
                   "placement": choose_placement(%d)}))
 """ % DATA_BYTES

@@ -98,7 +98,8 @@ _TWO_DEVICES = """
 import json, sys
 import jax, numpy as np
 from mlp_core import TrainConfig
-from mlp_core.train import data_mesh, fit
+from mlp_core.mesh import data_mesh
+from mlp_core.train import fit
 data = np.load(sys.argv[1])
 mesh = data_mesh() if len(jax.devices()) > 1 else None
 params, hist = fit(TrainConfig(num_epochs=2, batch_size=64), data["x"], data["y"], mesh=mesh)
@@ -143,7 +144,7 @@ def test_every_example_seen_once_per_epoch_in_both_orders(small):
 
 
 def test_placement_by_size():
-    from mlp_core.train import choose_placement
+    from mlp_core.memory import choose_placement
 
     assert choose_placement(60_000 * 788, budget=1 << 30) == "device"
     assert choose_placement(60_000 * 788, budget=50 << 20) == "stream"
@@ -173,7 +174,8 @@ _MESH_PROBE = """
 import json, sys
 import jax, numpy as np
 from mlp_core import TrainConfig
-from mlp_core.train import EpochRunner, data_mesh, describe_mesh, fit
+from mlp_core.mesh import data_mesh, describe_mesh
+from mlp_core.train import EpochRunner, fit
 from mlp_core.model import init_network_params
 data = np.load(sys.argv[1])
 x, y = data["x"][: int(sys.argv[2])], data["y"][: int(sys.argv[2])]
@@ -216,7 +218,7 @@ def test_two_devices_really_split_each_batch_and_say_so_when_the_last_does_not_d
 def test_a_batch_size_the_devices_cannot_divide_is_reported():
     import jax
 
-    from mlp_core.train import describe_mesh, mesh_split
+    from mlp_core.mesh import describe_mesh, mesh_split
 
     class FakeMesh:  # only the device count and platform matter to the message
         devices = np.array(jax.devices() * 3)
