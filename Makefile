@@ -2,10 +2,11 @@
 PYTHON ?= python3
 IMAGE ?= jax-mlp-pipeline:0.1.0
 
-.PHONY: setup test test-fast compile run image bench bench-npz
+.PHONY: setup test test-fast compile run image bench bench-npz lock
 
-setup:  ## install the project and prepare MNIST for tfds (offline copy, verified)
-	$(PYTHON) -m pip install -e '.[test]'
+setup:  ## install the locked dependencies (requirements/dev.txt, hashes checked), the project, and MNIST for tfds
+	$(PYTHON) -m pip install --require-hashes -r requirements/dev.txt
+	$(PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m components.ingest seed-tfds-cache
 
 test:  ## every test, the slow real-MNIST runs included
@@ -14,9 +15,12 @@ test:  ## every test, the slow real-MNIST runs included
 test-fast:  ## skip the slow real-MNIST runs and the Docker tests
 	$(PYTHON) -m pytest -m "not slow and not docker"
 
+ACCELERATOR ?= cpu
+
 image:  ## build and tag the project image (ACCELERATOR=cuda for the CUDA variant, tagged -cuda; BASE_IMAGE=... for another base)
 	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-	    $(if $(filter cuda,$(ACCELERATOR)),--build-arg ACCELERATOR=cuda) \
+	    --build-arg ACCELERATOR=$(ACCELERATOR) \
+	    --build-arg LOCK_SHA256=$$(sha256sum requirements/$(ACCELERATOR).txt | cut -c1-64) \
 	    -t $(if $(filter cuda,$(ACCELERATOR)),$(patsubst %-cuda,%,$(IMAGE))-cuda,$(IMAGE)) .
 
 compile:  ## pipeline.yaml for Kubeflow: the train step requests a GPU and runs on the -cuda image
@@ -34,3 +38,13 @@ bench: out/dataset  ## the notebook's loop vs ours on full MNIST, 10 epochs (pri
 bench-npz: out/dataset  ## data/mnist.npz, for the benchmark on a machine without TensorFlow (a GPU)
 	mkdir -p data
 	$(PYTHON) -m bench.train_speed --dataset out/dataset --write-npz data/mnist.npz
+
+# The image's dependencies, locked with hashes by uv (one file per image variant, and one for
+# development and CI). The Dockerfile installs them with --require-hashes.
+UV ?= $(PYTHON) -m uv
+LOCK = $(UV) pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+lock:  ## regenerate requirements/{cpu,cuda,dev}.txt from pyproject.toml (needs uv: pip install uv)
+	$(LOCK) -o requirements/cpu.txt
+	$(LOCK) --extra cuda -o requirements/cuda.txt
+	$(LOCK) --extra test --extra vertex --extra docker -o requirements/dev.txt

@@ -15,6 +15,7 @@ compare-and-swap against the champion read at that moment (see ``publish_model``
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -129,6 +130,8 @@ def publish_model(
         "config": config.to_dict(),
         "dataset": {"name": dataset["name"], "version": dataset["version"], "shards_sha256": dataset["shards"]},
         "image": image,
+        # Set by the project image (Dockerfile): which locked dependencies trained and published this model.
+        "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
         "pipeline_run_id": run_id,
         "files": files,
     }

@@ -30,6 +30,8 @@ PUBLISH_MANIFEST = {
         "config": {"type": "object"},
         "dataset": {"type": "object"},
         "files": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        # The image's lock file digest (its label io.github.jax-mlp-pipeline.lock-sha256); "" outside the image.
+        "image_lock_sha256": {"type": "string", "pattern": "^([0-9a-f]{64})?$"},
     },
 }
 

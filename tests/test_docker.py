@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SMALL_TEST, SMALL_TRAIN, run_cli
+from test_lock import lock_sha256, locked_versions
 
 pytestmark = pytest.mark.docker
 IMAGE = os.environ.get("JAX_MLP_IMAGE", "jax-mlp-pipeline:test")
@@ -39,6 +40,7 @@ def image() -> str:
         pytest.skip("no Docker engine running")
     base = os.environ.get("JAX_MLP_BASE_IMAGE")
     build_args = ["--build-arg", f"BASE_IMAGE={base}"] if base else []
+    build_args += ["--build-arg", f"LOCK_SHA256={lock_sha256('cpu')}"]
     started = time.perf_counter()
     _docker("build", "--network", "host", *build_args, "-t", IMAGE, str(ROOT))
     size = int(_docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
@@ -60,6 +62,32 @@ def test_image_has_no_entrypoint_and_kfp_installed(image):
     config = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]
     assert not config.get("Entrypoint")
     assert _run(image, "python", "-c", "import kfp, jax, mlp_core; print(kfp.__version__)", user=False).stdout.strip()
+
+
+_INSTALLED = ("import importlib.metadata as m, json; "
+              "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+
+
+def test_the_image_installs_exactly_the_lock_and_carries_its_digest(image):
+    """A rebuild next month is the same image: every wheel pinned by requirements/cpu.txt, no other."""
+    from packaging.utils import canonicalize_name
+
+    installed = {canonicalize_name(k): v for k, v in json.loads(_run(image, "python", "-c", _INSTALLED).stdout).items()}
+    locked = locked_versions("cpu")
+    assert {name: installed.get(name) for name in locked} == locked
+    # Beside the lock: the project itself and the venv's own installer.
+    assert set(installed) - set(locked) <= {"jax-mlp-pipeline", "pip", "setuptools", "wheel"}
+    labels = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]["Labels"]
+    assert labels["io.github.jax-mlp-pipeline.lock-sha256"] == lock_sha256("cpu")
+    assert _run(image, "printenv", "JAX_MLP_LOCK_SHA256").stdout.strip() == lock_sha256("cpu")
+
+
+def test_a_build_with_a_wrong_lock_digest_fails(image):
+    result = _docker("build", "--network", "host", "--build-arg", f"LOCK_SHA256={'0' * 64}",
+                     *(["--build-arg", f"BASE_IMAGE={os.environ['JAX_MLP_BASE_IMAGE']}"]
+                       if os.environ.get("JAX_MLP_BASE_IMAGE") else []),
+                     "-t", "jax-mlp-pipeline:wrong-lock", str(ROOT), check=False)
+    assert result.returncode != 0 and "requirements.lock: FAILED" in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize("module", ["components.ingest", "components.train", "components.evaluate"])

@@ -1,7 +1,9 @@
 """Publishing to a local folder and to Cloud Storage (gcp-storage-emulator on loopback)."""
 
 import json
+import os
 from datetime import datetime, timezone
+from unittest import mock
 
 import pytest
 
@@ -19,14 +21,16 @@ def model(small_dataset, tmp_path_factory):
 
 def _check_publish_location(uri: str, model) -> None:
     assert read_champion(uri) is None
-    published = publish_model(model, uri, 0.9, 0.1, image="reg/img:1", run_id="run-1",
-                              now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with mock.patch.dict(os.environ, {"JAX_MLP_LOCK_SHA256": "ab" * 32}):  # as the project image sets it
+        published = publish_model(model, uri, 0.9, 0.1, image="reg/img:1", run_id="run-1",
+                                  now=datetime(2026, 1, 1, tzinfo=timezone.utc))
     first = published.version
     assert published.promoted and "no champion yet" in published.reason
     assert first.startswith("20260101T000000Z-") and len(first) == len("20260101T000000Z-") + 12
     champion = read_champion(uri)
     assert champion["version"] == first and champion["metrics"]["test_accuracy"] == 0.9
     assert champion["image"] == "reg/img:1" and champion["pipeline_run_id"] == "run-1"
+    assert champion["image_lock_sha256"] == "ab" * 32
     assert champion["dataset"]["name"] == "mnist" and len(champion["dataset"]["shards_sha256"]["train"]) == 3
     assert {"params.npz", "config.json", "dataset.json", "history.json"} <= set(champion["files"])
     assert any(f.startswith("saved_model/") for f in champion["files"])
