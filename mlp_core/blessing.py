@@ -48,8 +48,9 @@ def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy
         check_fraction("the champion's test accuracy", champion_accuracy)
     if accuracy < threshold:
         return False, f"test accuracy {accuracy:.4f} is below the threshold {threshold:.4f}"
+    passed = f"test accuracy {accuracy:.4f}" + (f" >= threshold {threshold:.4f}" if threshold != float("-inf") else "")
     if champion_accuracy is None:
-        return True, f"test accuracy {accuracy:.4f} >= threshold {threshold:.4f}; no champion yet"
+        return True, f"{passed}; no champion yet"
     floor = champion_accuracy - tolerance
     if accuracy < floor:
         return False, (
@@ -57,6 +58,6 @@ def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy
             f"minus tolerance {tolerance:.4f} ({floor:.4f})"
         )
     return True, (
-        f"test accuracy {accuracy:.4f} >= threshold {threshold:.4f} and >= champion {champion_accuracy:.4f} "
+        f"{passed}{' and' if threshold != float('-inf') else ''} >= champion {champion_accuracy:.4f} "
         f"minus tolerance {tolerance:.4f}"
     )

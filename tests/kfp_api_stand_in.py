@@ -36,14 +36,14 @@ class _Body:
 
 
 class RecordingKfpApi:
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.requests: list[dict] = []
         self.experiments: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
         self._ids = itertools.count(1)
         self._api = kfp_server_api.ApiClient()
         handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -66,8 +66,10 @@ class RecordingKfpApi:
         if path == f"{api}/experiments" and method == "GET":
             matches = list(self.experiments.values())
             for predicate in _filter(query).get("predicates", []):
+                # protojson accepts both spellings of a field; kfp.Client sends stringValue
+                wanted = predicate.get("string_value", predicate.get("stringValue"))
                 if predicate.get("key") == "display_name":
-                    matches = [e for e in matches if e["display_name"] == predicate.get("string_value")]
+                    matches = [e for e in matches if e["display_name"] == wanted]
             return 200, {"experiments": matches, "total_size": len(matches)}
         if path == f"{api}/experiments" and method == "POST":
             experiment = {**body, "experiment_id": f"exp-{next(self._ids)}", "storage_state": "AVAILABLE"}
