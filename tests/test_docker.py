@@ -127,11 +127,23 @@ def test_components_in_docker_match_outside(image, mnist_data_dir, tmp_path):
     assert [s["sha256"] for s in meta_in["splits"]["train"]["shards"]] == [s["sha256"] for s in meta_out["splits"]["train"]["shards"]]
 
 
-def test_whole_dag_with_docker_runner_on_real_mnist(image, mnist_data_dir, tmp_path):
+def test_readme_docker_commands_run_as_written(image, mnist_data_dir, small_dataset, tmp_path):
+    """The README's "Run in Docker" block, with this test's image in place of jax-mlp-pipeline:0.1.0.
+
+    It evaluates out/model inside the image, then runs the whole DAG with kfp.local's
+    DockerRunner (one epoch of full MNIST), as a cluster runs it.
+    """
+    from test_readme import _environment, _shell, _workdir, blocks
+
+    cwd = _workdir(tmp_path)
+    shutil.copytree(small_dataset, cwd / "out" / "dataset")
+    run_cli("-m", "components.train", "--dataset", str(cwd / "out" / "dataset"), "--model", str(cwd / "out" / "model"),
+            "--epochs", "1")
+    [(_, code, _)] = blocks(("run: docker",))
     started = time.perf_counter()
-    result = run_cli("pipeline.py", "run", "--runner", "docker", "--image", image, "--epochs", "1", "--no-shuffle",
-                     "--tfds-data-dir", mnist_data_dir, "--pipeline-root", str(tmp_path / "outputs"))
-    print(f"\nDockerRunner DAG, 1 epoch: {time.perf_counter() - started:.0f} s")
+    result = _shell(code.replace("jax-mlp-pipeline:0.1.0", image), cwd, _environment(mnist_data_dir))
+    print(f"\nREADME docker block (evaluate in the image, DockerRunner DAG of 1 epoch): {time.perf_counter() - started:.0f} s")
+    assert json.loads((cwd / "out" / "docker_metrics.json").read_text())["num_examples"] == 256
     last = result.stdout.strip().splitlines()[-1]
     assert float(re.match(r"test accuracy ([\d.]+)", last).group(1)) >= 0.92, last
 
