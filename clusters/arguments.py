@@ -44,7 +44,8 @@ def validate_arguments(arguments: dict) -> dict:
     A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
     ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
     """
-    from components.train import DEFAULT, build_config
+    from mlp_core.config import TrainConfig
+    from mlp_core.training_job import build_config
     from mlp_core.blessing import check_fraction
     from mlp_core.memory import choose_placement
     from pipeline import pipeline_parameters
@@ -55,7 +56,8 @@ def validate_arguments(arguments: dict) -> dict:
     if not values["dataset_name"]:
         raise ClusterError("dataset_name must not be empty")
     # The input and output widths come from the data at run time; any stand-ins check the rest.
-    build_config({"image_shape": [DEFAULT.layer_sizes[0]], "num_classes": DEFAULT.layer_sizes[-1]}, values["hidden_sizes"],
+    sizes = TrainConfig().layer_sizes
+    build_config({"image_shape": [sizes[0]], "num_classes": sizes[-1]}, values["hidden_sizes"],
                  step_size=values["step_size"], batch_size=values["batch_size"], num_epochs=values["epochs"],
                  seed=values["seed"], shuffle=values["shuffle"])
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None

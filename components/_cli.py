@@ -36,6 +36,8 @@ def exit_on_error(main: Callable[..., int | None]) -> Callable[..., int]:
     def wrapper(argv: list[str] | None = None) -> int:
         try:
             return main(argv) or 0
+        except (SystemExit, KeyboardInterrupt):  # --help, argparse's usage errors: nothing to import for them
+            raise
         except expected_errors() as e:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             print(f"error: {message}", file=sys.stderr)

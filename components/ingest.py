@@ -19,66 +19,10 @@ DEFAULT_RECORDS_PER_SHARD = 10_000
 
 
 def ingest_dataset(output: "str | Path", progress: bool = True, **params) -> dict[str, Any]:
-    """Write the dataset's train and test splits under ``output``; returns the metadata.
+    """The ingest step on an output path; ``params`` are its parameters (``ingest`` declares their defaults)."""
+    from mlp_core.data.ingest import ingest_tfds
 
-    ``params`` are the ingest step's parameters (``ingest`` below declares them and their defaults).
-    """
-    import numpy as np
-    from tqdm import tqdm
-
-    from mlp_core.data import tfds_source
-    from mlp_core.data.artifact import DatasetError, write_metadata
-    from mlp_core.data.records import write_shards
-    from mlp_core.outputs import artifact_writer, check_artifact_output
-
-    from mlp_core.outputs import check_apart
-
-    import os
-
-    p = bind(ingest, params)
-    dataset, tfds_data_dir, records_per_shard = p["dataset_name"], p["tfds_data_dir"] or None, p["records_per_shard"]
-    source = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
-    check_apart({"--tfds-data-dir": source}, {"--output": output})
-    check_artifact_output(output, "dataset")
-    if records_per_shard <= 0:
-        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
-    builder = tfds_source.open_builder(dataset, tfds_data_dir)
-    info = tfds_source.source_info(builder)
-    splits: dict[str, Any] = {}
-    with artifact_writer(output, "dataset") as tmp:
-        for name, split in (("train", p["train_split"]), ("test", p["test_split"])):
-            count = tfds_source.num_examples(builder, split)
-            if count == 0:
-                raise DatasetError(f"split {split!r} of {dataset} is empty")
-            class_counts = np.zeros(info.num_classes, np.int64)
-
-            with tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0) as bar:
-                examples = _counted(tfds_source.iter_examples(builder, split), class_counts, bar)
-                shards = write_shards(tmp, name, examples, count, records_per_shard)
-            splits[name] = {
-                "tfds_split": split,
-                "num_examples": count,
-                "class_counts": class_counts.tolist(),
-                "shards": [s.to_dict() for s in shards],
-            }
-        metadata = {
-            "dataset": {"name": info.name, "version": info.version, "tfds_data_dir": str(builder.data_dir_root)},
-            "image_shape": list(info.image_shape),
-            "image_dtype": "uint8",
-            "num_classes": info.num_classes,
-            "class_names": info.class_names,
-            "splits": splits,
-        }
-        write_metadata(tmp, metadata)
-    return metadata
-
-
-def _counted(examples, class_counts, bar):
-    """Pass ``examples`` through, counting labels and ticking the progress bar."""
-    for image, label in examples:
-        class_counts[label] += 1
-        bar.update()
-        yield image, label
+    return ingest_tfds(output, progress=progress, **bind(ingest, params))
 
 
 @defaults(dataset_name="mnist", tfds_data_dir="", train_split="train", test_split="test",

@@ -8,7 +8,6 @@ The input and output widths of the network come from the dataset's metadata
 
 import argparse
 import functools
-import math
 import sys
 from pathlib import Path
 
@@ -17,203 +16,19 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from components._cli import exit_on_error
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
-from mlp_core.outputs import check_output_file, write_json
-from mlp_core.config import PLACEMENTS, TrainConfig, parse_layer_sizes
+from mlp_core.config import PLACEMENTS, TrainConfig
 
 DEFAULT = TrainConfig()
 DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])
 
 
-def build_config(metadata: dict, hidden_sizes: str = DEFAULT_HIDDEN, **hyper) -> TrainConfig:
-    """The TrainConfig for ``metadata``'s data: input = pixels per image, output = classes."""
-    hidden = parse_layer_sizes(hidden_sizes) if hidden_sizes.strip() else ()
-    sizes = (math.prod(metadata["image_shape"]), *hidden, metadata["num_classes"])
-    return TrainConfig(layer_sizes=sizes, **hyper)
+def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path | None" = None,
+                checkpoint_dir: "str | None" = None, log=functools.partial(print, flush=True), **params) -> list[dict]:
+    """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults)."""
+    from mlp_core.training_job import train_on_dataset
 
-
-def train_model(
-    dataset: "str | Path",
-    model: "str | Path",
-    metrics: "str | Path | None" = None,
-    checkpoint_dir: "str | None" = None,
-    log=functools.partial(print, flush=True),
-    **params,
-) -> list[dict]:
-    """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
-
-    ``params`` are the train step's parameters (``train`` below declares them and
-    their defaults). ``placement``: ``device`` keeps the whole split on the device
-    (one compiled call per epoch), ``stream`` feeds batches from tf.data; ``auto``
-    picks by size. A checkpoint is written after every epoch to ``checkpoint_dir``
-    (a folder or ``gs://``; default: under ``checkpoint_root`` or ``pipeline_root``
-    for run ``run_id``, else ``.<model>.checkpoints`` beside ``model``); a rerun of
-    the same run (config, data, placement, devices) resumes from the newest
-    complete one, and this run's checkpoint files are deleted once the model is
-    written. ``require_gpu``: fail unless JAX sees a GPU (a step that requested one).
-    """
-    import jax
-
-    from mlp_core.export import SAVED_MODEL_DIR, export_saved_model
-    from mlp_core.checkpoint import Checkpoints, remove_empty_folders
-    from mlp_core.data.artifact import dataset_identity, load_metadata
-    from mlp_core.model_io import save_model
-    from mlp_core.outputs import artifact_writer, check_artifact_output
-    from mlp_core.memory import choose_placement
-    from mlp_core.mesh import data_mesh, describe_mesh
-    from mlp_core.train import EpochMetrics, batch_layout
-
-    from mlp_core.outputs import check_apart
-
-    p = bind(train, params)
-    if p["require_gpu"]:
-        check_gpu()
-    check_apart({"--dataset": dataset},
-                {"--model": model, "--metrics": metrics, "--checkpoint-dir": checkpoint_dir})
-    check_artifact_output(model, "model")
-    if metrics is not None:
-        check_output_file(metrics)
-    metadata = load_metadata(dataset)
-    config = build_config(metadata, p["hidden_sizes"], step_size=p["step_size"], batch_size=p["batch_size"],
-                          num_epochs=p["epochs"], seed=p["seed"], shuffle=p["shuffle"])
-    num_examples = metadata["splits"]["train"]["num_examples"]
-    batch_layout(num_examples, config.batch_size)
-    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), p["placement"])
-    identity = dataset_identity(metadata)
-    mesh = data_mesh() if placement == "device" else None
-    # Everything that changes the numbers: the shuffled order depends on the placement,
-    # float sums on how many devices share a batch.
-    run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
-           "devices": {"platform": jax.default_backend(), "count": len(jax.local_devices()) if mesh is not None else 1}}
-    derived = None if checkpoint_dir else pipeline_checkpoint_dir(p["checkpoint_root"], p["pipeline_root"], p["run_id"], log)
-    location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
-    checkpoints = Checkpoints(location, run)
-    resume = checkpoints.latest(config.layer_sizes, log)
-    if resume is not None:
-        log(f"resuming from {resume.uri} ({resume.epoch} epoch(s) done)")
-    log(
-        f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
-        f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
-        f"batch {config.batch_size}, step {config.step_size}, {config.num_epochs} epoch(s)"
-    )
-    if mesh is not None:
-        log(describe_mesh(mesh, num_examples, config.batch_size))
-    log(f"checkpoints: {checkpoints.uri}")
-
-    def on_epoch(params, m, history):
-        checkpoints.save(m.epoch, params, [h.to_dict() for h in history])
-        log(
-            f"epoch {m.epoch}/{config.num_epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
-            f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
-        )
-
-    start = {}
-    if resume is not None:
-        start = {"params": resume.params, "start_epoch": resume.epoch, "history": [EpochMetrics(**h) for h in resume.history]}
-    if placement == "device":
-        params, history = _fit_on_device(config, dataset, metadata, on_epoch, start, mesh)
-    else:
-        params, history = _fit_streaming(config, dataset, metadata, on_epoch, start)
-    history = [m.to_dict() for m in history]
-    with artifact_writer(model, "model") as folder:
-        save_model(folder, params, config, identity, history)
-        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR)
-    if metrics is not None:
-        write_json(metrics, {"history": history, "final": final_metrics(history)})
-    checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
-    if derived:  # <root>/checkpoints/<run id>/train and the run's folder, if this run left them empty (a local root)
-        remove_empty_folders(derived, 2)
-    return history
-
-
-def check_gpu() -> None:
-    """Fail with one line unless JAX runs on a GPU (the step asked for one: do not train on the CPU unnoticed)."""
-    import jax
-
-    from mlp_core.config import ConfigError
-
-    backend = jax.default_backend()
-    if backend != "gpu":
-        devices = ", ".join(sorted({d.platform for d in jax.devices()}))
-        raise ConfigError(
-            f"this step requested a GPU but JAX sees only {devices}: the image is the CPU variant "
-            "(build it with --build-arg ACCELERATOR=cuda) or the node has no GPU driver"
-        )
-
-
-def default_checkpoint_dir(model: "str | Path") -> Path:
-    """Beside the model, hidden: nothing a cache or a reader could take for the model itself."""
-    model = Path(model)
-    return model.parent / f".{model.name}.checkpoints"
-
-
-def pipeline_checkpoint_dir(checkpoint_root: str, pipeline_root: str, run_id: str, log=print) -> "str | None":
-    """Where a pipeline's train step keeps checkpoints: durable, one folder per run.
-
-    ``checkpoint_root`` (a pipeline parameter) wins; else the pipeline root, when
-    it is a location this step can write without FUSE (``gs://`` or a local
-    path). The Kubeflow backend substitutes a placeholder only when it is a
-    parameter's whole value (``backend/src/v2/driver/resolve.go``), so the
-    pipeline root and the run id arrive as separate parameters and are joined here.
-    """
-    from mlp_core import storage
-
-    root = checkpoint_root or pipeline_root
-    if "{{" in root or "{{" in run_id:
-        log(f"warning: a placeholder was not substituted ({root!r}, {run_id!r}); checkpoints stay in this pod")
-        return None
-    if not root or not run_id:
-        return None
-    if "://" in root and not storage.is_gcs(root):
-        log(f"warning: checkpoints cannot be written to {root} (only gs:// or a mounted folder); they stay in this pod, "
-            "so a retry starts from epoch 0: set the pipeline parameter checkpoint_root to a gs:// location")
-        return None
-    return storage.join(root, "checkpoints", run_id, "train")
-
-
-def _fit_on_device(config, dataset, metadata, on_epoch, start, mesh):
-    from mlp_core.data.artifact import read_split
-    from mlp_core.train import fit
-
-    train_images, train_labels = read_split(dataset, "train", metadata)
-    test_images, test_labels = read_split(dataset, "test", metadata)
-    return fit(config, train_images, train_labels, test_images, test_labels, mesh=mesh, on_epoch=on_epoch, **start)
-
-
-def _fit_streaming(config, dataset, metadata, on_epoch, start):
-    """Batches from tf.data, prefetched while the device computes; for data too big to hold."""
-    from mlp_core.data.artifact import verify_shards
-    from mlp_core.data.records import record_dataset
-    from mlp_core.evaluation import CHUNK
-    from mlp_core.evaluation import evaluate_batches
-    from mlp_core.train import fit_streaming
-
-    shape = metadata["image_shape"]
-    shards = {split: verify_shards(dataset, metadata, split) for split in ("train", "test")}
-
-    def batches(split: str, batch_size: int, shuffle_epoch: int | None = None):
-        ds = record_dataset(shards[split], shape, batch_size=batch_size, shuffle_seed=shuffle_epoch, seed=config.seed)
-        return ds.as_numpy_iterator()
-
-    def train_batches(epoch: int):
-        return batches("train", config.batch_size, epoch if config.shuffle else None)
-
-    def evaluate_fn(params):
-        tested = evaluate_batches(params, batches("test", CHUNK))
-        return evaluate_batches(params, batches("train", CHUNK)).accuracy, tested.loss, tested.accuracy
-
-    num_examples = metadata["splits"]["train"]["num_examples"]
-    return fit_streaming(config, train_batches, num_examples, evaluate_fn=evaluate_fn, on_epoch=on_epoch, **start)
-
-
-def final_metrics(history: list[dict]) -> dict[str, float]:
-    last = history[-1]
-    return {
-        "final_loss": last["loss"],
-        "final_train_accuracy": last["train_accuracy"],
-        "final_test_accuracy": last["test_accuracy"],
-        "median_epoch_seconds": sorted(m["seconds"] for m in history)[len(history) // 2],
-        "examples_per_second": last["examples_per_second"],
-    }
+    return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, log=log,
+                            **bind(train, params))
 
 
 @defaults(
@@ -265,8 +80,9 @@ def train(
         run_id: the pipeline run id (the pipeline fills it in); a rerun of it resumes from its checkpoints
         require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
     """
+    from components.train import train_model
     from mlp_core.outputs import write_json
-    from components.train import final_metrics, pipeline_checkpoint_dir, train_model
+    from mlp_core.training_job import final_metrics, pipeline_checkpoint_dir
 
     params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
                   shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,

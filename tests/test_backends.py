@@ -92,6 +92,7 @@ def _small_ingest(output: Path, data_dir: str, *extra: str):
                    "--no-progress", *extra)
 
 
+@pytest.mark.slow
 def test_every_step_on_cloud_storage_fuse(gcs_fuse, mnist_data_dir, tmp_path):
     """ingest, train, evaluate, publish and predict with every output on the FUSE mount, then a rerun over each."""
     root = gcs_fuse / "steps"
@@ -122,6 +123,7 @@ def test_every_step_on_cloud_storage_fuse(gcs_fuse, mnist_data_dir, tmp_path):
     assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no staging or checkpoint folder left
 
 
+@pytest.mark.slow
 def test_a_killed_train_on_cloud_storage_fuse_leaves_nothing_complete_and_the_rerun_resumes(gcs_fuse, small_dataset):
     root = gcs_fuse / "killed"
     model = root / "model"
@@ -167,6 +169,7 @@ def _objects(client, bucket: str, prefix: str) -> list[str]:
     return sorted(b.name[len(prefix):] for b in client.list_blobs(bucket, prefix=prefix))
 
 
+@pytest.mark.slow
 def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(compiled_for_kubeflow, gcs_emulator,
                                                                               mnist_data_dir):
     """A preempted train pod loses its scratch; the retry, on a new one, resumes from Cloud Storage, bit for bit."""

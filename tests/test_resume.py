@@ -37,6 +37,7 @@ def unbroken(full_dataset, tmp_path_factory):
     return model
 
 
+@pytest.mark.slow
 def test_kill_9_during_epoch_2_then_rerun_is_bit_identical(full_dataset, unbroken, tmp_path):
     model = tmp_path / "model"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,78 @@
+"""The ingest step's work: a TensorFlow Datasets dataset -> a Dataset artifact of sharded TFRecords."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def ingest_tfds(
+    output: "str | Path",
+    *,
+    dataset_name: str,
+    tfds_data_dir: str,
+    train_split: str,
+    test_split: str,
+    records_per_shard: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write a tfds dataset's train and test splits under ``output``; returns the metadata.
+
+    The arguments are the ingest step's parameters (``components.ingest.ingest``
+    declares them and their defaults; none is defaulted here). ``tfds_data_dir``
+    "" is tfds's own ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from mlp_core.data import tfds_source
+    from mlp_core.data.artifact import DatasetError, write_metadata
+    from mlp_core.data.records import write_shards
+    from mlp_core.outputs import artifact_writer, check_artifact_output
+
+    from mlp_core.outputs import check_apart
+
+    dataset, tfds_data_dir = dataset_name, tfds_data_dir or None
+    source = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
+    check_apart({"--tfds-data-dir": source}, {"--output": output})
+    check_artifact_output(output, "dataset")
+    if records_per_shard <= 0:
+        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
+    builder = tfds_source.open_builder(dataset, tfds_data_dir)
+    info = tfds_source.source_info(builder)
+    splits: dict[str, Any] = {}
+    with artifact_writer(output, "dataset") as tmp:
+        for name, split in (("train", train_split), ("test", test_split)):
+            count = tfds_source.num_examples(builder, split)
+            if count == 0:
+                raise DatasetError(f"split {split!r} of {dataset} is empty")
+            class_counts = np.zeros(info.num_classes, np.int64)
+
+            with tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0) as bar:
+                examples = _counted(tfds_source.iter_examples(builder, split), class_counts, bar)
+                shards = write_shards(tmp, name, examples, count, records_per_shard)
+            splits[name] = {
+                "tfds_split": split,
+                "num_examples": count,
+                "class_counts": class_counts.tolist(),
+                "shards": [s.to_dict() for s in shards],
+            }
+        metadata = {
+            "dataset": {"name": info.name, "version": info.version, "tfds_data_dir": str(builder.data_dir_root)},
+            "image_shape": list(info.image_shape),
+            "image_dtype": "uint8",
+            "num_classes": info.num_classes,
+            "class_names": info.class_names,
+            "splits": splits,
+        }
+        write_metadata(tmp, metadata)
+    return metadata
+
+
+def _counted(examples, class_counts, bar):
+    """Pass ``examples`` through, counting labels and ticking the progress bar."""
+    for image, label in examples:
+        class_counts[label] += 1
+        bar.update()
+        yield image, label
