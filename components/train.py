@@ -23,12 +23,17 @@ DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])
 
 
 def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path | None" = None,
-                checkpoint_dir: "str | None" = None, log=functools.partial(print, flush=True), **params) -> list[dict]:
-    """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults)."""
+                checkpoint_dir: "str | None" = None, processes=None, coordinator_timeout: int = 300,
+                log=functools.partial(print, flush=True), **params) -> list[dict]:
+    """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults).
+
+    ``processes``: a ``mlp_core.distributed.ProcessGroup``; default: what the environment says (Vertex AI's
+    CLUSTER_SPEC, Kubeflow Trainer's variables), else one process.
+    """
     from mlp_core.training_job import train_on_dataset
 
-    return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, log=log,
-                            **bind(train, params))
+    return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, processes=processes,
+                            coordinator_timeout=coordinator_timeout, log=log, **bind(train, params))
 
 
 @defaults(
@@ -93,6 +98,12 @@ def train(
 
         checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
     history = train_model(dataset.path, model.path, checkpoint_dir=checkpoint_dir, **params)
+    import os
+
+    from mlp_core.distributed import detect
+
+    if not detect(os.environ).is_primary:  # every replica of a multi-host job runs this: process 0 reports
+        return
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
     write_json(metrics.path, {"history": history})
@@ -119,14 +130,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=None,
                    help="this exact folder (or gs://) for the checkpoints instead of one under --checkpoint-root "
                    "(default: .<model>.checkpoints beside --model when no root is given)")
+    group = p.add_argument_group(
+        "more than one process", "train as one of several processes (hosts) over all their devices; without these, "
+        "Vertex AI's CLUSTER_SPEC or Kubeflow Trainer's variables say, else one process")
+    group.add_argument("--coordinator", default="", help="host:port of process 0's coordinator")
+    group.add_argument("--num-processes", type=int, default=0, help="how many processes train together")
+    group.add_argument("--process-id", type=int, default=-1, help="this process: 0 .. num-processes - 1")
+    group.add_argument("--coordinator-timeout", type=int, default=300,
+                       help="seconds to wait for the coordinator and the other processes (default: %(default)s)")
     return p
 
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
+    import os
+
+    from mlp_core.distributed import detect
+
     args = _parser().parse_args(argv)
+    processes = detect(os.environ, args.coordinator, args.num_processes, args.process_id)
     history = train_model(args.dataset, args.model, metrics=args.metrics, checkpoint_dir=args.checkpoint_dir,
-                          **values(args, train))
+                          processes=processes, coordinator_timeout=args.coordinator_timeout, **values(args, train))
+    if not processes.is_primary:
+        print(f"process {processes.process_id} done (process 0 writes {args.model})")
+        return 0
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0
 

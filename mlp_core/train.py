@@ -108,6 +108,7 @@ class EpochRunner:
         self.split_last = split.last
         self.trace_count = 0
         self._epoch = jax.jit(self._epoch_fn, donate_argnums=(0,))
+        self._batched = jax.jit(self._batches_fn, donate_argnums=(0,))
 
     def _batch_sharded(self, x, axis: int, split: bool = True):
         """Split ``x`` across the mesh along its batch ``axis``."""
@@ -118,7 +119,7 @@ class EpochRunner:
         return lax.with_sharding_constraint(x, NamedSharding(self.mesh, PartitionSpec(*spec)))
 
     def _epoch_fn(self, params: Params, images, labels, key):
-        self.trace_count += 1
+        """The epoch from the whole split on the device: shuffle there, cut into the seed's batches, train."""
         cfg = self.config
         if cfg.shuffle:
             order = random.permutation(key, self.num_examples)
@@ -126,6 +127,12 @@ class EpochRunner:
         n_full = self.full_batches * cfg.batch_size
         full_images = images[:n_full].reshape(self.full_batches, cfg.batch_size, -1)
         full_labels = labels[:n_full].reshape(self.full_batches, cfg.batch_size)
+        return self._batches_fn(params, full_images, full_labels, images[n_full:], labels[n_full:])
+
+    def _batches_fn(self, params: Params, full_images, full_labels, last_images, last_labels):
+        """The epoch program: ``lax.scan`` over the full batches, then the last, partial one."""
+        self.trace_count += 1
+        cfg = self.config
         full_images = self._batch_sharded(full_images, axis=1)
         full_labels = self._batch_sharded(full_labels, axis=1)
 
@@ -136,8 +143,8 @@ class EpochRunner:
         loss_sum = jnp.sum(losses) * cfg.batch_size
         class_counts = jnp.sum(counts, axis=0)
         if self.remainder:
-            last_images = self._batch_sharded(images[n_full:], axis=0, split=self.split_last)
-            last_labels = self._batch_sharded(labels[n_full:], axis=0, split=self.split_last)
+            last_images = self._batch_sharded(last_images, axis=0, split=self.split_last)
+            last_labels = self._batch_sharded(last_labels, axis=0, split=self.split_last)
             params, (last_loss, last_counts) = _step(params, last_images, last_labels, cfg.num_classes, cfg.step_size)
             loss_sum = loss_sum + last_loss * self.remainder
             class_counts = class_counts + last_counts
@@ -159,6 +166,11 @@ class EpochRunner:
     def run_epoch(self, params: Params, images, labels, epoch: int) -> EpochOutput:
         """Train one epoch (0-based ``epoch`` picks the shuffle key)."""
         return self._epoch(params, images, labels, self.epoch_key(epoch))
+
+    def run_batches(self, params: Params, full_images, full_labels, last_images, last_labels) -> EpochOutput:
+        """Train one epoch already cut into batches (``[batches, batch_size, ...]`` and the last one), as
+        processes that each hold only their slice of every batch feed it (``mlp_core.multiprocess``)."""
+        return self._batched(params, full_images, full_labels, last_images, last_labels)
 
 
 def flatten_images(images: np.ndarray) -> np.ndarray:

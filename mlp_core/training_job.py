@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 
-from mlp_core.config import TrainConfig, parse_layer_sizes
+from mlp_core.config import ConfigError, TrainConfig, parse_layer_sizes
+from mlp_core.distributed import ProcessGroup, detect, initialize
 from mlp_core.outputs import check_apart, check_output_file, write_json
 
 
@@ -42,6 +44,8 @@ def train_on_dataset(
     pipeline_root: str,
     run_id: str,
     require_gpu: bool,
+    processes: "ProcessGroup | None" = None,
+    coordinator_timeout: int = 300,
     log: Callable[[str], None] = functools.partial(print, flush=True),
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
@@ -55,7 +59,10 @@ def train_on_dataset(
     ``.<model>.checkpoints`` beside ``model``); a rerun of the same run (config,
     data, placement, devices) resumes from the newest complete one, and this run's
     checkpoint files are deleted once the model is written. ``require_gpu``: fail
-    unless JAX sees a GPU (a step that requested one).
+    unless JAX sees a GPU (a step that requested one). ``processes``: this
+    process's place among several (default: what the environment says,
+    ``mlp_core.distributed.detect``); with more than one, all train together over
+    every process's devices and process 0 alone writes checkpoints, model and metrics.
     """
     import jax
 
@@ -68,6 +75,8 @@ def train_on_dataset(
     from mlp_core.mesh import data_mesh, describe_mesh
     from mlp_core.train import EpochMetrics, batch_layout
 
+    group = processes or detect(os.environ)
+    initialize(group, coordinator_timeout)  # before anything asks JAX for its devices
     if require_gpu:
         check_gpu()
     check_apart({"--dataset": dataset},
@@ -82,11 +91,14 @@ def train_on_dataset(
     batch_layout(num_examples, config.batch_size)
     placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
     identity = dataset_identity(metadata)
-    mesh = data_mesh() if placement == "device" else None
+    if group.num_processes > 1 and placement != "device":
+        raise ConfigError(f"training as {group.num_processes} processes keeps the data on the devices: "
+                          f"placement {placement} is not possible (use device or auto)")
+    mesh = data_mesh(jax.devices()) if placement == "device" else None
     # Everything that changes the numbers: the shuffled order depends on the placement,
     # float sums on how many devices share a batch.
     run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
-           "devices": {"platform": jax.default_backend(), "count": len(jax.local_devices()) if mesh is not None else 1}}
+           "devices": {"platform": jax.default_backend(), "count": jax.device_count() if mesh is not None else 1}}
     derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id, log)
     location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
     checkpoints = Checkpoints(location, run)
@@ -98,12 +110,15 @@ def train_on_dataset(
         f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
         f"batch {config.batch_size}, step {config.step_size}, {config.num_epochs} epoch(s)"
     )
+    if group.num_processes > 1:
+        log(group.describe())
     if mesh is not None:
         log(describe_mesh(mesh, num_examples, config.batch_size))
-    log(f"checkpoints: {checkpoints.uri}")
+    log(f"checkpoints: {checkpoints.uri}" + ("" if group.is_primary else " (written by process 0)"))
 
     def on_epoch(params, m, history):
-        checkpoints.save(m.epoch, params, [h.to_dict() for h in history])
+        if group.is_primary:
+            checkpoints.save(m.epoch, params, [h.to_dict() for h in history])
         log(
             f"epoch {m.epoch}/{config.num_epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
             f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
@@ -112,11 +127,15 @@ def train_on_dataset(
     start = {}
     if resume is not None:
         start = {"params": resume.params, "start_epoch": resume.epoch, "history": [EpochMetrics(**h) for h in resume.history]}
-    if placement == "device":
+    if group.num_processes > 1:
+        params, history = _fit_multiprocess(config, dataset, metadata, on_epoch, start, mesh)
+    elif placement == "device":
         params, history = _fit_on_device(config, dataset, metadata, on_epoch, start, mesh)
     else:
         params, history = _fit_streaming(config, dataset, metadata, on_epoch, start)
     history = [m.to_dict() for m in history]
+    if not group.is_primary:
+        return history
     with artifact_writer(model, "model") as folder:
         save_model(folder, params, config, identity, history)
         export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR)
@@ -180,6 +199,16 @@ def _fit_on_device(config, dataset, metadata, on_epoch, start, mesh):
     train_images, train_labels = read_split(dataset, "train", metadata)
     test_images, test_labels = read_split(dataset, "test", metadata)
     return fit(config, train_images, train_labels, test_images, test_labels, mesh=mesh, on_epoch=on_epoch, **start)
+
+
+def _fit_multiprocess(config, dataset, metadata, on_epoch, start, mesh):
+    from mlp_core.data.artifact import read_split
+    from mlp_core.multiprocess import fit_multiprocess
+
+    train_images, train_labels = read_split(dataset, "train", metadata)
+    test_images, test_labels = read_split(dataset, "test", metadata)
+    return fit_multiprocess(config, train_images, train_labels, test_images, test_labels, mesh=mesh,
+                            on_epoch=on_epoch, **start)
 
 
 def _fit_streaming(config, dataset, metadata, on_epoch, start):

@@ -1,0 +1,99 @@
+"""The train step as N processes with real multi-process JAX on loopback (gloo collectives).
+
+Each process is `python -m components.train` given CLUSTER_SPEC as Vertex AI writes it in
+every replica of a custom job; the reference is one process with as many (forced) host
+devices. Batch 96 over 3 processes splits 32 per device; 512 examples leave a last batch
+of 32, which 2 devices split and 3 do not (each then computes it whole).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+FLAGS = ["--epochs", "2", "--batch-size", "96"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster_spec(port: int, processes: int, process_id: int) -> str:
+    """CLUSTER_SPEC of replica ``process_id``: pool 0 the primary, pool 1 the others."""
+    task = {"type": "workerpool0", "index": 0} if process_id == 0 else {"type": "workerpool1", "index": process_id - 1}
+    return json.dumps({"cluster": {"workerpool0": [f"127.0.0.1:{port}"],
+                                   "workerpool1": [f"127.0.0.1:{port + 1 + i}" for i in range(processes - 1)]},
+                       "environment": "cloud", "task": {**task, "trial": ""}, "job": "{}"})
+
+
+def _train_as(processes: int, dataset, model, extra=()) -> list[subprocess.CompletedProcess]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, "-m", "components.train", "--dataset", str(dataset), "--model", str(model),
+                               *FLAGS, *extra], cwd=ROOT, env={**env, "CLUSTER_SPEC": cluster_spec(port, processes, i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(processes)]
+    results = []
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+        assert proc.returncode == 0, f"process {i} exited {proc.returncode}:\n{err[-3000:]}"
+    return results
+
+
+def _model(folder):
+    with np.load(folder / "params.npz", allow_pickle=False) as params:
+        history = json.loads((folder / "history.json").read_text())
+        return {k: params[k] for k in params.files}, history
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_n_processes_train_what_one_process_with_n_devices_trains(small_dataset, tmp_path, processes):
+    reference = tmp_path / "one-process"
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(reference), *FLAGS,
+            env={"XLA_FLAGS": f"--xla_force_host_platform_device_count={processes}"})
+    shared = tmp_path / "shared-model"  # every replica is given the same output, as on Vertex AI
+    results = _train_as(processes, small_dataset, shared)
+    assert f"processes: {processes}, this is process 1" in results[1].stdout
+    assert "from Vertex AI CLUSTER_SPEC" in results[1].stdout
+    assert "(written by process 0)" in results[1].stdout and "process 1 done" in results[1].stdout
+    assert f"wrote {shared}" in results[0].stdout and all(f"wrote {shared}" not in r.stdout for r in results[1:])
+    expected = "is split 48 per device" if processes == 2 else "is split 32 per device"
+    assert expected in results[0].stdout
+
+    ours, ours_history = _model(shared)
+    theirs, their_history = _model(reference)
+    worst = max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs)
+    print(f"\n{processes} processes vs 1 process with {processes} devices: largest parameter difference {worst:.2e}")
+    assert worst < 1e-6
+    for a, b in zip(ours_history, their_history):  # after each epoch
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+        assert a["test_accuracy"] == b["test_accuracy"] and a["train_accuracy"] == b["train_accuracy"]
+    # Only process 0 wrote: one model, no checkpoints left, nothing else beside it.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one-process", "shared-model"]
+
+
+def test_a_cluster_spec_that_is_not_json_is_one_line(small_dataset, tmp_path):
+    r = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"), *FLAGS,
+                env={"CLUSTER_SPEC": "{workerpool0"}, check=False)
+    assert r.returncode == 2 and r.stderr.startswith("error: Vertex AI CLUSTER_SPEC is not JSON") and r.stderr.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_unreachable_coordinator_is_one_line_after_the_timeout(small_dataset, tmp_path):
+    port = _free_port()  # nothing listens there
+    r = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"), *FLAGS,
+                "--coordinator-timeout", "3", env={"CLUSTER_SPEC": cluster_spec(port, 2, 1)}, check=False)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"error: process 1 of 2: the coordinator 127.0.0.1:{port} (Vertex AI CLUSTER_SPEC) "
+                               "did not answer within 3 s") and r.stderr.count("\n") == 1
+    assert not (tmp_path / "m").exists()
