@@ -90,3 +90,4 @@ def test_readme_commands_run_as_written(mnist_data_dir, tmp_path):
     assert sum(r["path"] == "/apis/v2beta1/runs" and r["method"] == "POST" for r in api.requests) == 1
     assert (cwd / "published" / "LATEST").exists() and (cwd / "first8.npy").exists()
     assert "test accuracy" in (cwd / "out" / "report.md").read_text()
+    assert "process 1 done" in (cwd / "process-1.log").read_text()  # the second process of "More than one machine"
