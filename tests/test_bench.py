@@ -45,3 +45,13 @@ def test_the_notebook_runs_the_seeds_code_cells_verbatim():
     assert changed == [7] and with_dir[7] == cells[7].replace(DATA_DIR_LINE, "data_dir = '/data/tfds'")
     with_npz = prepared_cells(None, "x.npz")
     assert [i for i, (a, b) in enumerate(zip(cells, with_npz)) if a != b] == [7]
+
+
+def test_the_multiprocess_benchmark_compares_one_process_and_two(small_dataset, tmp_path):
+    npz = tmp_path / "mnist.npz"
+    run_cli("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
+    out = run_cli("-m", "bench.multiprocess_speed", "--npz", str(npz), "--epochs", "2").stdout
+    rows = {line[:32].strip(): line[32:].split() for line in out.splitlines() if "process" in line[:32]}
+    assert set(rows) == {"1 process, 1 device", "1 process, 2 devices", "2 processes, 1 device each"}
+    assert len({r[-1] for r in rows.values()}) == 1  # the same test accuracy: the same training
+    assert re.search(r"communication share of the 2-process epoch: \d+%", out)
