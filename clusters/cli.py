@@ -36,6 +36,11 @@ def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True)
                    help="kfp only: node selector of the train step (kfp-kubernetes); repeatable")
     p.add_argument("--toleration", action="append", default=[], metavar="KEY[=VALUE][:EFFECT]",
                    help="kfp only: toleration of the train step, e.g. nvidia.com/gpu:NoSchedule; repeatable")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="Vertex AI: run the train step on this many machines (a custom job; default: %(default)s)")
+    p.add_argument("--machine-type", default="",
+                   help="Vertex AI with --replicas: each replica's machine (default: one that fits the accelerator, "
+                   "e.g. g2-standard-8 for NVIDIA_L4)")
     p.add_argument("--no-cache", action="store_true", help="turn kfp's step caching off (on by default)")
     p.add_argument("--allow-mutable-image", action="store_true",
                    help="accept an image tagged :latest or untagged (kfp's cache would reuse stale results)")
@@ -54,6 +59,8 @@ def _options(args, target: str) -> ClusterOptions:
         node_selector=parse_node_selector(args.node_selector),
         tolerations=tuple(parse_toleration(t) for t in args.toleration),
         enable_caching=not args.no_cache,
+        replicas=args.replicas,
+        machine_type=args.machine_type,
     )
 
 

@@ -62,6 +62,10 @@ class ClusterOptions:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
     enable_caching: bool = True
+    # Vertex AI only: the train step as a custom job of this many replicas (hosts), each a process of one
+    # training (mlp_core.multiprocess), on this machine type.
+    replicas: int = 1
+    machine_type: str = ""
 
     def __post_init__(self) -> None:
         if self.target not in (None, "kfp", "vertex"):
@@ -76,6 +80,17 @@ class ClusterOptions:
             raise ClusterError(f"accelerator count must be >= 1, got {self.accelerator_count}")
         if (self.node_selector or self.tolerations) and self.target != "kfp":
             raise ClusterError("node selectors and tolerations are Kubeflow (kfp-kubernetes) options; use --target kfp")
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ClusterError(f"replicas must be a positive integer, got {self.replicas!r}")
+        if self.replicas > 1 and self.target != "vertex":
+            raise ClusterError("--replicas runs the train step as a Vertex AI custom job: use --target vertex (or --vertex)")
+        if self.machine_type and self.replicas == 1:
+            raise ClusterError("--machine-type is the machine of each replica of a multi-host train step: give --replicas too")
+
+    @property
+    def multihost(self) -> bool:
+        """The train step runs as a Vertex AI custom job of several replicas."""
+        return self.replicas > 1
 
 
 # The project's image: `jax-mlp-pipeline:<version>` is the CPU variant, `<version>-cuda` the CUDA one (Dockerfile).
@@ -156,6 +171,8 @@ def apply(task, step: str, options: ClusterOptions):
         return task
     if step in RETRIES:
         task.set_retry(**RETRIES[step])
+    if step == "train" and options.multihost:  # the custom job's machine spec holds the machines and GPUs
+        return task
     r = RESOURCES[step]
     task.set_cpu_request(r["cpu_request"]).set_cpu_limit(r["cpu_limit"])
     task.set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"])

@@ -122,6 +122,24 @@ def test_cpu_only_compile(tmp_path):
     assert "accelerator" not in executors["train"]["resources"]
 
 
+def test_vertex_multihost_train_is_a_custom_job_of_pool_0_and_pool_1(tmp_path):
+    """--replicas 3: google-cloud-pipeline-components' custom job, 1 primary + 2 workers, our image in both pools."""
+    import json
+
+    spec = _compile(tmp_path, "--target", "vertex", "--replicas", "3")
+    train = spec["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    pools = train["worker_pool_specs"]["defaultValue"]
+    pools = json.loads(pools) if isinstance(pools, str) else pools
+    assert [p["replica_count"] for p in pools] == [1, 2]
+    for pool in pools:
+        assert pool["container_spec"]["image_uri"] == IMAGE
+        assert pool["machine_spec"] == {"machine_type": "g2-standard-8", "accelerator_type": "NVIDIA_L4",
+                                        "accelerator_count": 1}
+    assert "custom_job.launcher" in " ".join(_executors(spec)["train"]["command"])
+    # The other steps are unchanged: pipeline tasks with their own resources.
+    assert _executors(spec)["evaluate"]["image"] == IMAGE
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -136,6 +154,9 @@ def test_cpu_only_compile(tmp_path):
         (["submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "/tmp/root"],
          "Vertex AI needs a gs:// pipeline root, got '/tmp/root'"),
         (["submit", "--host", "http://127.0.0.1:9"], "failed at http://127.0.0.1:9: MaxRetryError"),
+        (["compile", "--replicas", "2"], "--replicas runs the train step as a Vertex AI custom job: use --target vertex"),
+        (["compile", "--target", "vertex", "--machine-type", "g2-standard-8"], "--machine-type is the machine of each replica"),
+        (["compile", "--target", "vertex", "--replicas", "0"], "replicas must be a positive integer, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(tmp_path, flags, message):

@@ -22,11 +22,15 @@ def normalise(text: str) -> dict:
     return spec
 
 
-@pytest.mark.parametrize("target", ["kfp", "vertex"])
-def test_compiled_yaml_equals_golden(tmp_path, target):
+@pytest.mark.parametrize(("target", "flags", "name"), [
+    ("kfp", [], "pipeline_kfp.yaml"),
+    ("vertex", [], "pipeline_vertex.yaml"),
+    ("vertex", ["--replicas", "3"], "pipeline_vertex_multihost.yaml"),  # the train step as a 3-replica custom job
+])
+def test_compiled_yaml_equals_golden(tmp_path, target, flags, name):
     out = tmp_path / "pipeline.yaml"
-    run_cli("pipeline.py", "compile", "--target", target, "--output", str(out), "--image", IMAGE)
-    golden = GOLDEN / f"pipeline_{target}.yaml"
+    run_cli("pipeline.py", "compile", "--target", target, *flags, "--output", str(out), "--image", IMAGE)
+    golden = GOLDEN / name
     text = out.read_text()
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
