@@ -24,7 +24,7 @@ DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])
 
 def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path | None" = None,
                 checkpoint_dir: "str | None" = None, processes=None, coordinator_timeout: int = 300,
-                log=functools.partial(print, flush=True), **params) -> list[dict]:
+                heartbeat_timeout: int = 100, log=functools.partial(print, flush=True), **params) -> list[dict]:
     """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults).
 
     ``processes``: a ``mlp_core.distributed.ProcessGroup``; default: what the environment says (Vertex AI's
@@ -33,7 +33,8 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
     from mlp_core.training_job import train_on_dataset
 
     return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, processes=processes,
-                            coordinator_timeout=coordinator_timeout, log=log, **bind(train, params))
+                            coordinator_timeout=coordinator_timeout, heartbeat_timeout=heartbeat_timeout, log=log,
+                            **bind(train, params))
 
 
 @defaults(
@@ -138,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--process-id", type=int, default=-1, help="this process: 0 .. num-processes - 1")
     group.add_argument("--coordinator-timeout", type=int, default=300,
                        help="seconds to wait for the coordinator and the other processes (default: %(default)s)")
+    group.add_argument("--heartbeat-timeout", type=int, default=100,
+                       help="seconds after which a silent process (killed, preempted) ends the others (default: %(default)s)")
     return p
 
 
@@ -150,7 +153,8 @@ def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     processes = detect(os.environ, args.coordinator, args.num_processes, args.process_id)
     history = train_model(args.dataset, args.model, metrics=args.metrics, checkpoint_dir=args.checkpoint_dir,
-                          processes=processes, coordinator_timeout=args.coordinator_timeout, **values(args, train))
+                          processes=processes, coordinator_timeout=args.coordinator_timeout,
+                          heartbeat_timeout=args.heartbeat_timeout, **values(args, train))
     if not processes.is_primary:
         print(f"process {processes.process_id} done (process 0 writes {args.model})")
         return 0

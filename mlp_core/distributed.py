@@ -123,10 +123,14 @@ def detect(environ: Mapping[str, str], coordinator: str = "", num_processes: int
     return SINGLE
 
 
-def initialize(group: ProcessGroup, timeout_seconds: int = 300) -> None:
+def initialize(group: ProcessGroup, timeout_seconds: int = 300, heartbeat_seconds: int = 100) -> None:
     """Join the process group (``jax.distributed.initialize``); nothing for a single process.
 
     An unreachable coordinator fails after ``timeout_seconds`` with one line, not JAX's traceback.
+    A process that dies later (killed, preempted) stops sending heartbeats: after
+    ``heartbeat_seconds`` JAX's coordination service ends every other process with
+    "Task N heartbeat timeout ... has failed, got preempted, or crashed" (a fatal
+    error, exit status 134); a rerun resumes from the last checkpoint.
     """
     if group.num_processes == 1:
         return
@@ -140,7 +144,7 @@ def initialize(group: ProcessGroup, timeout_seconds: int = 300) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(group.coordinator, group.num_processes, group.process_id,
-                                   initialization_timeout=timeout_seconds)
+                                   initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=heartbeat_seconds)
     except Exception as e:  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE), RuntimeError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"process {group.process_id} of {group.num_processes} could not join the coordinator "

@@ -46,6 +46,7 @@ def train_on_dataset(
     require_gpu: bool,
     processes: "ProcessGroup | None" = None,
     coordinator_timeout: int = 300,
+    heartbeat_timeout: int = 100,
     log: Callable[[str], None] = functools.partial(print, flush=True),
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
@@ -76,7 +77,7 @@ def train_on_dataset(
     from mlp_core.train import EpochMetrics, batch_layout
 
     group = processes or detect(os.environ)
-    initialize(group, coordinator_timeout)  # before anything asks JAX for its devices
+    initialize(group, coordinator_timeout, heartbeat_timeout)  # before anything asks JAX for its devices
     if require_gpu:
         check_gpu()
     check_apart({"--dataset": dataset},

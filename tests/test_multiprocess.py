@@ -8,6 +8,7 @@ of 32, which 2 devices split and 3 do not (each then computes it whole).
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -97,3 +98,40 @@ def test_an_unreachable_coordinator_is_one_line_after_the_timeout(small_dataset,
     assert r.stderr.startswith(f"error: process 1 of 2: the coordinator 127.0.0.1:{port} (Vertex AI CLUSTER_SPEC) "
                                "did not answer within 3 s") and r.stderr.count("\n") == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_a_killed_process_fails_the_run_and_a_rerun_resumes_from_the_checkpoint(small_dataset, tmp_path):
+    """SIGKILL of process 1 mid-run: process 0 stops (JAX's heartbeat timeout); both rerun, resume, and
+    end with the parameters of a run never interrupted."""
+    import signal
+    import time
+
+    flags = ["--epochs", "6", "--batch-size", "96", "--heartbeat-timeout", "10"]
+    unbroken = tmp_path / "unbroken"
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(unbroken), *flags,
+            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+
+    model, port = tmp_path / "model", _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    logs = [tmp_path / f"process-{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "components.train", "--dataset", str(small_dataset),
+                               "--model", str(model), *flags], cwd=ROOT, stdout=logs[i].open("w"), stderr=subprocess.STDOUT,
+                              env={**env, "CLUSTER_SPEC": cluster_spec(port, 2, i)}) for i in range(2)]
+    deadline = time.monotonic() + 300
+    while "epoch 3/6" not in logs[0].read_text():
+        assert time.monotonic() < deadline and procs[0].poll() is None, logs[0].read_text()[-2000:]
+        time.sleep(0.1)
+    procs[1].send_signal(signal.SIGKILL)
+    started = time.monotonic()
+    assert procs[0].wait(timeout=120) != 0
+    print(f"\nprocess 0 stopped {time.monotonic() - started:.0f} s after process 1 was killed")
+    assert "heartbeat timeout" in logs[0].read_text() and "has failed, got preempted, or crashed" in logs[0].read_text()
+    assert not (model / "_COMPLETE.json").exists()
+
+    results = _train_as(2, small_dataset, model, extra=["--epochs", "6", "--heartbeat-timeout", "10"])
+    resumed = re.search(r"resuming from .* \((\d) epoch\(s\) done\)", results[0].stdout)
+    assert resumed and int(resumed.group(1)) >= 3, results[0].stdout[-2000:]
+    assert "resuming from" in results[1].stdout  # every process resumes from process 0's checkpoint
+    ours, _ = _model(model)
+    theirs, _ = _model(unbroken)
+    assert max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs) < 1e-6

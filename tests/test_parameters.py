@@ -26,7 +26,7 @@ IR_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLE
 CLI_ONLY = {
     ingest: {"--output", "--no-progress"},
     train: {"--dataset", "--model", "--metrics", "--checkpoint-dir", "--coordinator", "--num-processes", "--process-id",
-            "--coordinator-timeout"},
+            "--coordinator-timeout", "--heartbeat-timeout"},
     evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
     publish: {"--model"},
 }
