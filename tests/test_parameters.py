@@ -113,3 +113,25 @@ def test_a_default_for_no_parameter_is_refused():
 
     with pytest.raises(TypeError, match="no parameter"):
         defaults(epochs=1)(lambda step_size: None)
+
+
+def _library_functions():
+    from mlp_core.data.ingest import ingest_tfds
+    from mlp_core.evaluation_job import evaluate_on_dataset
+    from mlp_core.training_job import train_on_dataset
+
+    return [(ingest.ingest, ingest_tfds), (train.train, train_on_dataset), (evaluate.evaluate, evaluate_on_dataset)]
+
+
+def test_each_steps_library_function_takes_its_parameters_and_defaults_none_of_them():
+    """The step's work lives in mlp_core; the step's declaration stays the one home of every default."""
+    import inspect
+
+    from components._step import parameters
+
+    for step, library in _library_functions():
+        accepted = inspect.signature(library).parameters
+        for name, p in parameters(step).items():
+            assert name in accepted, f"{library.__name__} does not take {step.__name__}'s parameter {name}"
+            assert accepted[name].default is inspect.Parameter.empty, f"{library.__name__} defaults {name} again"
+            assert accepted[name].annotation in (p.annotation, p.annotation.__name__), name
