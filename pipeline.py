@@ -118,7 +118,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
             return {name: args[name] for name in parameters(step) if name in args}
 
         ingest_task = ingest_component(**given(ingest.ingest))
-        apply_options(ingest_task, "ingest", options)
+        apply_options(ingest_task, ingest.CLUSTER, options)
         train_task = train_component(
             dataset=ingest_task.outputs["dataset"],
             **given(train.train),
@@ -128,10 +128,10 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             require_gpu=bool(options.accelerator),
         )
-        apply_options(train_task, "train", options)
+        apply_options(train_task, train.CLUSTER, options)
         evaluate_task = evaluate_component(
             model=train_task.outputs["model"], dataset=ingest_task.outputs["dataset"], **given(evaluate.evaluate))
-        apply_options(evaluate_task, "evaluate", options)
+        apply_options(evaluate_task, evaluate.CLUSTER, options)
         with dsl.If(args["publish_uri"] != "", name="publish-uri-given"):
             with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
                 publish_task = publish_component(
@@ -142,7 +142,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
                     image=image,
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 )
-                apply_options(publish_task, "publish", options)
+                apply_options(publish_task, publish.CLUSTER, options)
         return Outputs(
             dataset=ingest_task.outputs["dataset"],
             model=train_task.outputs["model"],

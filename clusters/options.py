@@ -29,19 +29,25 @@ VERTEX_ACCELERATORS = (
 KFP_ACCELERATORS = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915")
 DEFAULT_ACCELERATOR = {"kfp": "nvidia.com/gpu", "vertex": "NVIDIA_L4"}
 
-# Requests and limits per step, sized from measured peak RSS on full MNIST
-# (ingest 0.79 GB, train 1.33 GB, evaluate 0.83 GB; `/usr/bin/time -v`), with headroom.
-RESOURCES = {
-    "ingest": {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"},
-    "train": {"cpu_request": "4", "cpu_limit": "8", "memory_request": "4Gi", "memory_limit": "8Gi"},
-    "evaluate": {"cpu_request": "1", "cpu_limit": "2", "memory_request": "2Gi", "memory_limit": "4Gi"},
-    "publish": {"cpu_request": "500m", "cpu_limit": "1", "memory_request": "1Gi", "memory_limit": "2Gi"},
-}
-# Retries with exponential backoff: train (preemption), ingest (transient download errors).
-RETRIES = {
-    "ingest": {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"},
-    "train": {"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0, "backoff_max_duration": "1800s"},
-}
+@dataclass(frozen=True)
+class StepPolicy:
+    """How one step runs on a cluster; each step module declares its own (``components/<step>.py: CLUSTER``).
+
+    Requests and limits are sized from the step's measured peak RSS on full MNIST
+    (``/usr/bin/time -v``), with headroom. ``retry``: kfp's ``set_retry`` arguments,
+    for steps a preemption or a transient error can fail. ``cacheable``: False for a
+    step whose result depends on state that is not one of its inputs (kfp's cache
+    key is the component spec plus the inputs, ../shared/BACKENDS.md).
+    ``accelerated``: the step the GPU request goes to.
+    """
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    retry: dict | None = None
+    cacheable: bool = True
+    accelerated: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,28 +161,20 @@ def parse_toleration(text: str) -> Toleration:
     return Toleration(key=key, operator="Equal" if value is not None else "Exists", value=value, effect=effect)
 
 
-# Steps whose result depends on state that is not one of their inputs, so a cache hit would
-# serve stale truth: ingest reads a TFDS data dir that changes between scheduled runs,
-# evaluate reads the champion at publish_uri, publish moves LATEST. kfp's cache key is the
-# component spec plus the inputs (../shared/BACKENDS.md), so these are never cached.
-NEVER_CACHED = ("ingest", "evaluate", "publish")
-
-
-def apply(task, step: str, options: ClusterOptions):
-    """Set ``step``'s resources, accelerator, retries and caching on its kfp ``task``."""
-    task.set_caching_options(options.enable_caching and step not in NEVER_CACHED)
+def apply(task, policy: StepPolicy, options: ClusterOptions):
+    """Set a step's resources, accelerator, retries and caching (its ``policy``) on its kfp ``task``."""
+    task.set_caching_options(options.enable_caching and policy.cacheable)
     if options.target is None:
         # kfp.local honours retry policies too, but a step that fails on this machine
         # fails on bad input, the same way every time: retrying it only delays the error.
         return task
-    if step in RETRIES:
-        task.set_retry(**RETRIES[step])
-    if step == "train" and options.multihost:  # the custom job's machine spec holds the machines and GPUs
+    if policy.retry:
+        task.set_retry(**policy.retry)
+    if policy.accelerated and options.multihost:  # the custom job's machine spec holds the machines and GPUs
         return task
-    r = RESOURCES[step]
-    task.set_cpu_request(r["cpu_request"]).set_cpu_limit(r["cpu_limit"])
-    task.set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"])
-    if step == "train" and options.accelerator:
+    task.set_cpu_request(policy.cpu_request).set_cpu_limit(policy.cpu_limit)
+    task.set_memory_request(policy.memory_request).set_memory_limit(policy.memory_limit)
+    if policy.accelerated and options.accelerator:
         task.set_accelerator_type(options.accelerator).set_accelerator_limit(options.accelerator_count)
         if options.target == "kfp":
             from kfp import kubernetes

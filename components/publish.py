@@ -11,10 +11,14 @@ import sys
 from kfp import dsl
 from kfp.dsl import Input, Model
 
+from clusters.options import StepPolicy
 from components._cli import exit_on_error
 from components._step import add_parameter_flags, defaults, descriptions
 from mlp_core.blessing import DEFAULT_TOLERANCE
 from mlp_core.publishing import Published, publish_model
+
+# On a cluster: never cached, since it moves LATEST, state that is not one of its inputs.
+CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
 
 
 @defaults(blessing_tolerance=DEFAULT_TOLERANCE, image="", run_id="")
