@@ -109,8 +109,18 @@ def train(
 
     from mlp_core.distributed import detect
 
-    if not detect(os.environ).is_primary:  # every replica of a multi-host job runs this: process 0 reports
-        return
+    if not detect(os.environ).is_primary:
+        # kfp's executor writes the step's outputs (executor_output.json, the artifacts' metadata) after this
+        # function returns, and every replica of a multi-host job shares those paths: only process 0 may get
+        # there. The others leave the process group cleanly and exit before the executor writes anything.
+        import sys
+
+        import jax
+
+        jax.distributed.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     for name, value in final_metrics(history).items():
         metrics.log_metric(name, value)
     write_json(metrics.path, {"history": history})

@@ -135,3 +135,30 @@ def test_a_killed_process_fails_the_run_and_a_rerun_resumes_from_the_checkpoint(
     ours, _ = _model(model)
     theirs, _ = _model(unbroken)
     assert max(float(np.max(np.abs(ours[k] - theirs[k]))) for k in theirs) < 1e-6
+
+
+_KFP_STEP = """
+import sys
+from kfp.dsl import Dataset, Metrics, Model
+from components.train import train
+model, metrics = Model(name="model", uri=sys.argv[2]), Metrics(name="metrics", uri=sys.argv[3])
+train(dataset=Dataset(name="dataset", uri=sys.argv[1]), model=model, metrics=metrics, hidden_sizes="512,512",
+      step_size=0.01, batch_size=96, epochs=1, seed=0, shuffle=True, placement="auto", checkpoint_root="",
+      pipeline_root="", run_id="", require_gpu=False)
+print("returned to kfp's executor with metrics", sorted(metrics.metadata))
+"""
+
+
+def test_in_a_multi_host_custom_job_only_process_0_returns_to_kfps_executor(small_dataset, tmp_path):
+    """Every replica of a Vertex custom job runs the kfp train function with the same output paths; kfp's
+    executor writes executor_output.json after the function returns, so the others must exit before that."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, "-c", _KFP_STEP, str(small_dataset), str(tmp_path / "model"),
+                               str(tmp_path / "metrics")], cwd=ROOT, env={**env, "CLUSTER_SPEC": cluster_spec(port, 2, i)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[1][-2000:]
+    assert "returned to kfp's executor with metrics ['examples_per_second', 'final_loss'" in outputs[0]
+    assert "returned to kfp's executor" not in outputs[1]
+    assert (tmp_path / "model" / "_COMPLETE.json").exists()
