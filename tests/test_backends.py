@@ -217,3 +217,18 @@ def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_fo
     values = launcher._parameters("train", task, component, {})
     assert values["pipeline_root"] == "gs://kfp/root" and values["run_id"] == "job-1"
     assert launcher._substitute("{{$.pipeline_root}}/checkpoints", "train") == "{{$.pipeline_root}}/checkpoints"
+
+
+@pytest.mark.slow
+def test_a_multi_host_train_step_writes_once_on_cloud_storage_fuse(gcs_fuse, small_dataset):
+    """A Vertex custom job of 2 replicas: both processes are handed the same /gcs model and metrics paths and
+    checkpoint beside the model on the mount; process 0 alone writes, through marker commits, no folder rename."""
+    from test_multiprocess import _train_as
+
+    root = gcs_fuse / "multihost"
+    model, metrics = root / "model", root / "train_metrics.json"
+    results = _train_as(2, small_dataset, model, extra=["--metrics", str(metrics)])
+    assert f"wrote {model}" in results[0].stdout and "process 1 done" in results[1].stdout
+    assert json.loads((model / "_COMPLETE.json").read_text())["kind"] == "model"
+    assert len(json.loads(metrics.read_text())["history"]) == 2
+    assert sorted(p.name for p in root.iterdir()) == ["model", "train_metrics.json"]  # checkpoints removed
