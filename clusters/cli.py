@@ -17,7 +17,7 @@ from pathlib import Path
 
 from clusters.arguments import parse_params, validate_arguments
 from clusters.options import CUDA_SUFFIX, ClusterError, ClusterOptions
-from components._step import flag
+from components._step import add_flags
 from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, compile_pipeline, parameter_descriptions, pipeline_parameters
 
 
@@ -86,11 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="subprocess: this environment; docker: every step in --image (default: %(default)s)")
     r.add_argument("--image", default=DEFAULT_IMAGE, help="project image for --runner docker (default: %(default)s)")
     r.add_argument("--gpus", action="store_true", help="with --runner docker: pass all local GPUs to the steps")
-    texts = parameter_descriptions()
-    for name, param in pipeline_parameters().items():  # unset flags (None) leave the step's default to the pipeline
-        shown = f" (default: {param.default})" if param.default != "" else ""
-        kind = {"action": argparse.BooleanOptionalAction} if param.annotation is bool else {"type": param.annotation}
-        r.add_argument(flag(name), dest=name, default=None, help=(texts[name] + shown).replace("%", "%%"), **kind)
+    add_flags(r, pipeline_parameters(), parameter_descriptions(), all_optional=True)
 
     for name, text in (("submit", "start a run on Kubeflow Pipelines (--host) or Vertex AI (--vertex)"),
                        ("schedule", "retrain on a schedule: create, --list, --pause ID or --delete ID")):

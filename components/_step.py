@@ -60,17 +60,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_parameter_flags(parser: argparse.ArgumentParser, func: Callable, skip: tuple[str, ...] = (),
-                        all_optional: bool = False, choices: "dict[str, tuple] | None" = None) -> None:
-    """One flag per parameter of ``func``: its type, its default, its docstring text as help.
+def add_flags(parser: argparse.ArgumentParser, declared: dict[str, inspect.Parameter], texts: dict[str, str],
+              all_optional: bool = False, choices: "dict[str, tuple] | None" = None) -> None:
+    """One flag per declared parameter: its type, its default, its text as help.
 
     ``all_optional``: every flag defaults to None (unset), for a command that
-    passes on only what was given (``pipeline.py run``).
+    passes on only what was given (``pipeline.py run``: the pipeline fills in the rest).
     """
-    texts = descriptions(func)
-    for name, p in parameters(func).items():
-        if name in skip:
-            continue
+    for name, p in declared.items():
         has_default = p.default is not inspect.Parameter.empty
         text = texts.get(name, "") + (f" (default: {p.default})" if has_default and p.default != "" else "")
         kind = {"action": argparse.BooleanOptionalAction} if p.annotation is bool else {"type": p.annotation}
@@ -80,9 +77,14 @@ def add_parameter_flags(parser: argparse.ArgumentParser, func: Callable, skip: t
                             required=not has_default and not all_optional, help=text.replace("%", "%%"), **kind)
 
 
-def values(args: argparse.Namespace, func: Callable, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+def add_parameter_flags(parser: argparse.ArgumentParser, func: Callable, choices: "dict[str, tuple] | None" = None) -> None:
+    """A step's CLI flags: one per parameter of its component function ``func``."""
+    add_flags(parser, parameters(func), descriptions(func), choices=choices)
+
+
+def values(args: argparse.Namespace, func: Callable) -> dict[str, Any]:
     """The parsed values of ``func``'s parameter flags, by parameter name."""
-    return {name: getattr(args, name) for name in parameters(func) if name not in skip}
+    return {name: getattr(args, name) for name in parameters(func)}
 
 
 def bind(func: Callable, given: dict[str, Any]) -> dict[str, Any]:

@@ -152,8 +152,6 @@ def check_gpu() -> None:
     """Fail with one line unless JAX runs on a GPU (the step asked for one: do not train on the CPU unnoticed)."""
     import jax
 
-    from mlp_core.config import ConfigError
-
     backend = jax.default_backend()
     if backend != "gpu":
         devices = ", ".join(sorted({d.platform for d in jax.devices()}))
