@@ -19,7 +19,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from clusters.arguments import check_writable_folder
-from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator
+from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, vertex_custom_job
 from clusters.options import apply as apply_options
 from components import evaluate, ingest, publish, train
 from components._step import descriptions, parameters
@@ -60,32 +60,6 @@ def parameter_descriptions() -> dict[str, str]:
     return {name: texts.get(name, "") for name in pipeline_parameters()}
 
 
-# Each replica's machine when none is given: Vertex AI's accelerator types need their own machine families.
-DEFAULT_MACHINE = {None: "n1-standard-8", "NVIDIA_L4": "g2-standard-8", "NVIDIA_H100_80GB": "a3-highgpu-1g",
-                   "NVIDIA_A100_80GB": "a2-ultragpu-1g", "NVIDIA_TESLA_A100": "a2-highgpu-1g"}
-
-
-def multihost_train(train_component, options: ClusterOptions):
-    """The train step as a Vertex AI custom job of ``options.replicas`` replicas (google-cloud-pipeline-components).
-
-    ``create_custom_training_job_from_component`` (``v1/custom_job/utils.py``) puts one
-    replica in worker pool 0 and the others in pool 1, all running the same container
-    with the same executor input; Vertex AI tells each its place in ``CLUSTER_SPEC``,
-    which the train step reads (``mlp_core.distributed``), and only process 0 writes.
-    """
-    try:
-        from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
-    except ImportError:
-        raise ClusterError("--replicas needs google-cloud-pipeline-components: pip install -e '.[vertex]'") from None
-    machine = options.machine_type or DEFAULT_MACHINE.get(options.accelerator)
-    if machine is None:
-        raise ClusterError(f"give --machine-type for {options.accelerator} replicas (no default machine is known for it)")
-    return create_custom_training_job_from_component(
-        train_component, display_name="train", replica_count=options.replicas, machine_type=machine,
-        accelerator_type=options.accelerator or "", accelerator_count=options.accelerator_count if options.accelerator else 0,
-        restart_job_on_worker_restart=True)
-
-
 def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None):
     """The pipeline function with every step running on ``image``.
 
@@ -96,7 +70,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
     ingest_component = ingest.component(image)
     train_component = train.component(image)
     if options.multihost:
-        train_component = multihost_train(train_component, options)
+        train_component = vertex_custom_job(train_component, options)
     evaluate_component = evaluate.component(image)
     publish_component = publish.component(image)
     names = list(pipeline_parameters())

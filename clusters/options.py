@@ -184,3 +184,29 @@ def apply(task, policy: StepPolicy, options: ClusterOptions):
             for t in options.tolerations:
                 kubernetes.add_toleration(task, key=t.key, operator=t.operator, value=t.value, effect=t.effect)
     return task
+
+
+# Each replica's machine when none is given: Vertex AI's accelerator types need their own machine families.
+DEFAULT_MACHINE = {None: "n1-standard-8", "NVIDIA_L4": "g2-standard-8", "NVIDIA_H100_80GB": "a3-highgpu-1g",
+                   "NVIDIA_A100_80GB": "a2-ultragpu-1g", "NVIDIA_TESLA_A100": "a2-highgpu-1g"}
+
+
+def vertex_custom_job(train_component, options: ClusterOptions):
+    """The train step as a Vertex AI custom job of ``options.replicas`` replicas (google-cloud-pipeline-components).
+
+    ``create_custom_training_job_from_component`` (``v1/custom_job/utils.py``) puts one
+    replica in worker pool 0 and the others in pool 1, all running the same container
+    with the same executor input; Vertex AI tells each its place in ``CLUSTER_SPEC``,
+    which the train step reads (``mlp_core.distributed``), and only process 0 writes.
+    """
+    try:
+        from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
+    except ImportError:
+        raise ClusterError("--replicas needs google-cloud-pipeline-components: pip install -e '.[vertex]'") from None
+    machine = options.machine_type or DEFAULT_MACHINE.get(options.accelerator)
+    if machine is None:
+        raise ClusterError(f"give --machine-type for {options.accelerator} replicas (no default machine is known for it)")
+    return create_custom_training_job_from_component(
+        train_component, display_name="train", replica_count=options.replicas, machine_type=machine,
+        accelerator_type=options.accelerator or "", accelerator_count=options.accelerator_count if options.accelerator else 0,
+        restart_job_on_worker_restart=True)

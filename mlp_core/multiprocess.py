@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mlp_core.config import ConfigError, TrainConfig
 from mlp_core.evaluation import evaluate
 from mlp_core.model import Params, init_network_params
-from mlp_core.train import EpochMetrics, EpochOutput, EpochRunner, _check_input_size, _train, flatten_images
+from mlp_core.train import EpochMetrics, EpochOutput, EpochRunner, check_input_size, flatten_images, run_epochs
 
 
 def _local(x: jax.Array):
@@ -88,7 +88,7 @@ def fit_multiprocess(
     process's copy of the params (only process 0 should write them).
     """
     train_images = flatten_images(train_images)
-    _check_input_size(config, train_images)
+    check_input_size(config, train_images)
     labels = np.asarray(train_labels, np.int32)
     runner = EpochRunner(config, len(train_images), mesh=mesh)
     devices, processes = mesh.devices.size, jax.process_count()
@@ -124,6 +124,6 @@ def fit_multiprocess(
         if on_epoch is not None:
             on_epoch(local_params(params), metrics, history)
 
-    params, history = _train(config, len(train_images), run_epoch, evaluate_fn, params, start_epoch, history,
+    params, history = run_epochs(config, len(train_images), run_epoch, evaluate_fn, params, start_epoch, history,
                              on_epoch_local)
     return local_params(params), history

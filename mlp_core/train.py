@@ -6,7 +6,7 @@ batch 128 are 468 steps of 128 and one of 96; nothing dropped, nothing
 repeated). Parameters are donated, so the epoch updates them in place.
 
 Data too big for the device streams instead (``fit_streaming``: one jitted step
-per batch). Either way one loop (``_train``) times each epoch, checks it stayed
+per batch). Either way one loop (``run_epochs``) times each epoch, checks it stayed
 finite, evaluates, and keeps the history.
 """
 
@@ -184,7 +184,7 @@ EpochFn = Callable[[Params, int], EpochOutput]
 EvaluateFn = Callable[[Params], "tuple[float, float | None, float | None]"]
 
 
-def _train(
+def run_epochs(
     config: TrainConfig,
     num_examples: int,
     run_epoch: EpochFn,
@@ -244,7 +244,7 @@ def fit(
     hook the train component uses for progress and checkpoints).
     """
     train_images = flatten_images(train_images)
-    _check_input_size(config, train_images)
+    check_input_size(config, train_images)
     runner = EpochRunner(config, len(train_images), mesh=mesh)
     if params is None:
         params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
@@ -260,11 +260,11 @@ def fit(
         tested = evaluate(params, *test)
         return train_accuracy, tested.loss, tested.accuracy
 
-    return _train(config, len(train_images), lambda p, epoch: runner.run_epoch(p, images, labels, epoch), evaluate_fn,
+    return run_epochs(config, len(train_images), lambda p, epoch: runner.run_epoch(p, images, labels, epoch), evaluate_fn,
                   params, start_epoch, history, on_epoch)
 
 
-def _check_input_size(config: TrainConfig, images: np.ndarray) -> None:
+def check_input_size(config: TrainConfig, images: np.ndarray) -> None:
     if images.shape[1] != config.layer_sizes[0]:
         raise ConfigError(
             f"images have {images.shape[1]} values each but layer_sizes[0] is {config.layer_sizes[0]}"
@@ -311,5 +311,5 @@ def fit_streaming(
             raise ValueError(f"epoch {epoch + 1} streamed {seen} examples, the split has {num_examples}")
         return EpochOutput(params, loss_sum / seen, class_counts, first_bad)
 
-    return _train(config, num_examples, run_epoch, evaluate_fn or (lambda _: (float("nan"), None, None)),
+    return run_epochs(config, num_examples, run_epoch, evaluate_fn or (lambda _: (float("nan"), None, None)),
                   params, start_epoch, history, on_epoch)
