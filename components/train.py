@@ -92,7 +92,12 @@ def train(
         run_id: the pipeline run id (the pipeline fills it in); a rerun of it resumes from its checkpoints
         require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
     """
+    import os
+    import sys
+    import tempfile
+
     from components.train import train_model
+    from mlp_core.distributed import detect
     from mlp_core.outputs import write_json
     from mlp_core.training_job import final_metrics, pipeline_checkpoint_dir
 
@@ -101,20 +106,13 @@ def train(
                   run_id=run_id, require_gpu=require_gpu)
     checkpoint_dir = None
     if pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id) is None:
-        import tempfile  # kept in this pod only: never beside the artifact path (not uploaded)
-
+        # No durable root: keep them in this pod only, never beside the artifact path (not uploaded).
         checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
     history = train_model(dataset.path, model.path, checkpoint_dir=checkpoint_dir, **params)
-    import os
-
-    from mlp_core.distributed import detect
-
     if not detect(os.environ).is_primary:
         # kfp's executor writes the step's outputs (executor_output.json, the artifacts' metadata) after this
         # function returns, and every replica of a multi-host job shares those paths: only process 0 may get
         # there. The others leave the process group cleanly and exit before the executor writes anything.
-        import sys
-
         import jax
 
         jax.distributed.shutdown()
