@@ -125,7 +125,10 @@ def run_notebook(log, data_dir: "str | None" = None, npz: "Path | None" = None) 
     import subprocess
 
     command = [sys.executable, "-m", "bench.notebook", *(["--npz", str(npz)] if npz else ["--data-dir", data_dir])]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    # This process's JAX already holds most of a GPU's memory (XLA preallocates 75%); the notebook's
+    # process allocates as it goes instead of failing its preallocation and falling back, noisily.
+    env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     lines = []
     for line in proc.stdout:
         lines.append(line)
