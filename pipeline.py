@@ -19,7 +19,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from clusters.arguments import check_writable_folder
-from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, vertex_custom_job
+from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
 from clusters.options import apply as apply_options
 from components import evaluate, ingest, publish, train
 from components._step import descriptions, parameters
@@ -29,7 +29,7 @@ PIPELINE_NAME = "jax-mlp-pipeline"
 DEFAULT_IMAGE = "jax-mlp-pipeline:0.1.0"
 STEPS = (ingest.ingest, train.train, evaluate.evaluate, publish.publish)
 # Step inputs the DAG fills itself (another step's output, a placeholder, a compile option): not pipeline parameters.
-WIRED = ("pipeline_root", "run_id", "require_gpu", "test_accuracy", "test_loss", "image")
+WIRED = ("pipeline_root", "run_id", "require_gpu", "trainer_job", "test_accuracy", "test_loss", "image")
 
 
 def pipeline_parameters() -> dict[str, inspect.Parameter]:
@@ -101,6 +101,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
             pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             require_gpu=bool(options.accelerator),
+            **({"trainer_job": trainer_job(image, options, train.CLUSTER)} if options.trainer_nodes else {}),
         )
         apply_options(train_task, train.CLUSTER, options)
         evaluate_task = evaluate_component(

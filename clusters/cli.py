@@ -37,7 +37,10 @@ def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True)
     p.add_argument("--toleration", action="append", default=[], metavar="KEY[=VALUE][:EFFECT]",
                    help="kfp only: toleration of the train step, e.g. nvidia.com/gpu:NoSchedule; repeatable")
     p.add_argument("--replicas", type=int, default=1,
-                   help="Vertex AI: run the train step on this many machines (a custom job; default: %(default)s)")
+                   help="run the train step as this many processes on as many machines: a Kubeflow Trainer TrainJob "
+                   "on kfp (needs a gs:// pipeline root), a custom job on Vertex AI (default: %(default)s)")
+    p.add_argument("--trainer-runtime", default="",
+                   help="kfp with --replicas: the Kubeflow Trainer ClusterTrainingRuntime (default: jax-distributed)")
     p.add_argument("--machine-type", default="",
                    help="Vertex AI with --replicas: each replica's machine (default: one that fits the accelerator, "
                    "e.g. g2-standard-8 for NVIDIA_L4)")
@@ -61,6 +64,7 @@ def _options(args, target: str) -> ClusterOptions:
         enable_caching=not args.no_cache,
         replicas=args.replicas,
         machine_type=args.machine_type,
+        trainer_runtime=args.trainer_runtime,
     )
 
 

@@ -68,10 +68,11 @@ class ClusterOptions:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
     enable_caching: bool = True
-    # Vertex AI only: the train step as a custom job of this many replicas (hosts), each a process of one
-    # training (mlp_core.multiprocess), on this machine type.
+    # The train step as this many replicas (hosts), each a process of one training (mlp_core.multiprocess):
+    # on Vertex AI a custom job on this machine type; on Kubeflow a Kubeflow Trainer TrainJob of this runtime.
     replicas: int = 1
     machine_type: str = ""
+    trainer_runtime: str = ""
 
     def __post_init__(self) -> None:
         if self.target not in (None, "kfp", "vertex"):
@@ -88,15 +89,28 @@ class ClusterOptions:
             raise ClusterError("node selectors and tolerations are Kubeflow (kfp-kubernetes) options; use --target kfp")
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
             raise ClusterError(f"replicas must be a positive integer, got {self.replicas!r}")
-        if self.replicas > 1 and self.target != "vertex":
-            raise ClusterError("--replicas runs the train step as a Vertex AI custom job: use --target vertex (or --vertex)")
-        if self.machine_type and self.replicas == 1:
-            raise ClusterError("--machine-type is the machine of each replica of a multi-host train step: give --replicas too")
+        if self.replicas > 1 and self.target not in ("vertex", "kfp"):
+            raise ClusterError("--replicas runs the train step on several machines of a cluster: use --target kfp "
+                               "(Kubeflow Trainer) or --target vertex (a custom job)")
+        if self.machine_type and (self.replicas == 1 or self.target != "vertex"):
+            raise ClusterError("--machine-type is the machine of each replica of a multi-host train step on Vertex AI: "
+                               "give --target vertex and --replicas too")
+        if self.trainer_runtime and (self.replicas == 1 or self.target != "kfp"):
+            raise ClusterError("--trainer-runtime is the Kubeflow Trainer runtime of a multi-host train step: "
+                               "give --target kfp and --replicas too")
+        if self.replicas > 1 and self.target == "kfp" and (self.node_selector or self.tolerations):
+            raise ClusterError("a Kubeflow Trainer job's pods are placed by its runtime (ClusterTrainingRuntime): set "
+                               "node selectors and tolerations there, not with --replicas")
 
     @property
     def multihost(self) -> bool:
         """The train step runs as a Vertex AI custom job of several replicas."""
-        return self.replicas > 1
+        return self.replicas > 1 and self.target == "vertex"
+
+    @property
+    def trainer_nodes(self) -> int:
+        """How many pods the train step's Kubeflow Trainer TrainJob has (0: none, the step trains itself)."""
+        return self.replicas if self.replicas > 1 and self.target == "kfp" else 0
 
 
 # The project's image: `jax-mlp-pipeline:<version>` is the CPU variant, `<version>-cuda` the CUDA one (Dockerfile).
@@ -170,8 +184,8 @@ def apply(task, policy: StepPolicy, options: ClusterOptions):
         return task
     if policy.retry:
         task.set_retry(**policy.retry)
-    if policy.accelerated and options.multihost:  # the custom job's machine spec holds the machines and GPUs
-        return task
+    if policy.accelerated and (options.multihost or options.trainer_nodes):
+        return task  # the custom job's machine spec, or the TrainJob's resourcesPerNode, holds the machines and GPUs
     task.set_cpu_request(policy.cpu_request).set_cpu_limit(policy.cpu_limit)
     task.set_memory_request(policy.memory_request).set_memory_limit(policy.memory_limit)
     if policy.accelerated and options.accelerator:
@@ -210,3 +224,15 @@ def vertex_custom_job(train_component, options: ClusterOptions):
         train_component, display_name="train", replica_count=options.replicas, machine_type=machine,
         accelerator_type=options.accelerator or "", accelerator_count=options.accelerator_count if options.accelerator else 0,
         restart_job_on_worker_restart=True)
+
+
+def trainer_job(image: str, options: ClusterOptions, policy: StepPolicy) -> str:
+    """The train step's ``trainer_job`` for ``--target kfp --replicas N``: N pods, each with the step's resources."""
+    from clusters.trainer import DEFAULT_RUNTIME, job_spec
+
+    requests = {"cpu": policy.cpu_request, "memory": policy.memory_request}
+    limits = {"cpu": policy.cpu_limit, "memory": policy.memory_limit}
+    if options.accelerator:
+        limits[options.accelerator] = str(options.accelerator_count)
+    return job_spec(options.trainer_nodes, image, options.trainer_runtime or DEFAULT_RUNTIME,
+                    {"requests": requests, "limits": limits})

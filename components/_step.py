@@ -94,3 +94,15 @@ def bind(func: Callable, given: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"{func.__name__} has no parameter(s) {', '.join(unknown)}")
     return {name: given.get(name, p.default) for name, p in declared.items()}
+
+
+def argv(func: Callable, given: dict[str, Any]) -> list[str]:
+    """The command-line flags that give ``func``'s parameters the values ``given`` (``add_flags``'s inverse)."""
+    declared = parameters(func)
+    args: list[str] = []
+    for name, value in given.items():
+        if declared[name].annotation is bool:
+            args.append(flag(name) if value else "--no-" + flag(name)[2:])
+        else:
+            args += [flag(name), str(value)]
+    return args

@@ -16,7 +16,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from clusters.options import StepPolicy
 from components._cli import exit_on_error
-from components._step import add_parameter_flags, bind, defaults, descriptions, values
+from components._step import add_parameter_flags, argv, bind, defaults, descriptions, values
 from mlp_core.config import PLACEMENTS, TrainConfig
 
 DEFAULT = TrainConfig()
@@ -34,13 +34,27 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
     """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults).
 
     ``processes``: a ``mlp_core.distributed.ProcessGroup``; default: what the environment says (Vertex AI's
-    CLUSTER_SPEC, Kubeflow Trainer's variables), else one process.
+    CLUSTER_SPEC, Kubeflow Trainer's variables), else one process. With ``trainer_job`` (set at compile time by
+    ``--target kfp --replicas N``), the training runs as a Kubeflow Trainer TrainJob instead
+    (``clusters.trainer``; ``dataset`` is then the Dataset artifact's gs:// URI).
     """
     from mlp_core.training_job import train_on_dataset
 
+    given = bind(train, params)
+    trainer_job = given.pop("trainer_job")
+    if trainer_job:
+        import json
+
+        from clusters.trainer import train_as_trainer_job
+
+        return train_as_trainer_job(json.loads(trainer_job), str(dataset), model, given, argv(train, given), log=log)
     return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, processes=processes,
                             coordinator_timeout=coordinator_timeout, heartbeat_timeout=heartbeat_timeout, log=log,
-                            **bind(train, params))
+                            **given)
+
+
+# Parameters about where the step runs, which the step itself handles (train_model), not its library function.
+WHERE = ("trainer_job",)
 
 
 @defaults(
@@ -55,6 +69,7 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
     pipeline_root="",
     run_id="",
     require_gpu=False,
+    trainer_job="",
 )
 def train(
     dataset: Input[Dataset],
@@ -71,6 +86,7 @@ def train(
     pipeline_root: str,
     run_id: str,
     require_gpu: bool,
+    trainer_job: str,
 ):
     """Train the seed's MLP with JAX (components.train).
 
@@ -91,6 +107,8 @@ def train(
         pipeline_root: the pipeline root (the pipeline fills it in)
         run_id: the pipeline run id (the pipeline fills it in); a rerun of it resumes from its checkpoints
         require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
+        trainer_job: empty: train in this step's pod; else train as a Kubeflow Trainer TrainJob of N pods
+            (JSON, clusters.trainer.job_spec; compile --target kfp --replicas N sets it)
     """
     import os
     import sys
@@ -103,13 +121,15 @@ def train(
 
     params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
                   shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,
-                  run_id=run_id, require_gpu=require_gpu)
+                  run_id=run_id, require_gpu=require_gpu, trainer_job=trainer_job)
     checkpoint_dir = None
     if pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id) is None:
         # No durable root: keep them in this pod only, never beside the artifact path (not uploaded).
         checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
-    history = train_model(dataset.path, model.path, checkpoint_dir=checkpoint_dir, **params)
-    if not detect(os.environ).is_primary:
+    # A TrainJob's pods read the Dataset from the object store by its URI; a step trains on the launcher's copy.
+    history = train_model(dataset.uri if trainer_job else dataset.path, model.path, checkpoint_dir=checkpoint_dir,
+                          **params)
+    if not trainer_job and not detect(os.environ).is_primary:
         # kfp's executor writes the step's outputs (executor_output.json, the artifacts' metadata) after this
         # function returns, and every replica of a multi-host job shares those paths: only process 0 may get
         # there. The others leave the process group cleanly and exit before the executor writes anything.

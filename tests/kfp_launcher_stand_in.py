@@ -18,11 +18,17 @@ files (../shared/BACKENDS.md; kubeflow/pipelines ``backend/src/v2``):
   scratch folder is deleted with the pod. A failed or killed attempt uploads
   nothing.
 
+- **URIs and paths**: the executor input gives each artifact its object-store
+  URI (``gs://...``), and the kfp SDK maps it to a local path under ``/gcs/``
+  (``artifact_types._GCS_LOCAL_MOUNT_PREFIX``), where the launcher downloaded
+  the inputs and from where it uploads the outputs. Here that mount point is a
+  folder inside the attempt's scratch: a ``sitecustomize`` on the step's
+  ``PYTHONPATH`` (``kfp_stand_in_site/``) points the prefix there, as kfp's own
+  executor tests do.
+
 The object store is Cloud Storage (here gcp-storage-emulator, through
 google-cloud-storage). Not modelled: Argo, MLMD, the cache, conditions between
-tasks (a test runs tasks in order and passes their outputs on), and the
-``/minio``-style mount prefixes: the executor gets the scratch path itself as
-the artifact URI, so ``artifact.path`` is that scratch path.
+tasks (a test runs tasks in order and passes their outputs on).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ PLACEHOLDERS = ("{{$.pipeline_root}}", "{{$.pipeline_job_uuid}}", "{{$.pipeline_
 
 class StepFailed(RuntimeError):
     def __init__(self, task: str, returncode: int, log: str):
-        super().__init__(f"task {task} exited {returncode}")
+        super().__init__(f"task {task} exited {returncode}; its log ends:\n{log[-3000:]}")
         self.returncode = returncode
         self.log = log
 
@@ -104,19 +110,20 @@ class LauncherStandIn:
         scratch = Path(tempfile.mkdtemp(prefix=f"emptydir-{task}-"))
         self.scratch_dirs.append(scratch)
         try:
+            mount = scratch / "gcs"  # the pod's /gcs/: kfp maps gs://B/P to <mount>/B/P
             inputs = {}
             for name, source in spec.get("inputs", {}).get("artifacts", {}).items():
                 ref = source["taskOutputArtifact"]
                 uri = upstream[ref["producerTask"]].artifacts[ref["outputArtifactKey"]]
-                local = scratch / "inputs" / name
-                _download(uri, local)
+                _download(uri, _local(mount, uri))
                 schema = component["inputDefinitions"]["artifacts"][name]["artifactType"]
-                inputs[name] = {"artifacts": [{"name": name, "uri": str(local), "metadata": {},
+                inputs[name] = {"artifacts": [{"name": name, "uri": uri, "metadata": {},
                                                "type": {"schemaTitle": schema["schemaTitle"]}}]}
+            prefix = storage.join(self.pipeline_root, self.job_id, task)
             outputs = {}
             for name, definition in component.get("outputDefinitions", {}).get("artifacts", {}).items():
                 schema = definition["artifactType"]
-                outputs[name] = {"artifacts": [{"name": name, "uri": str(scratch / "outputs" / name), "metadata": {},
+                outputs[name] = {"artifacts": [{"name": name, "uri": storage.join(prefix, name), "metadata": {},
                                                 "type": {"schemaTitle": schema["schemaTitle"]}}]}
             output_parameters = {name: {"outputFile": str(scratch / "outputs" / "parameters" / name)}
                                  for name in component.get("outputDefinitions", {}).get("parameters", {})}
@@ -127,27 +134,27 @@ class LauncherStandIn:
                             "outputFile": str(scratch / "outputs" / "executor_output.json")},
             }
             args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container.get("args", [])]
-            log = self._execute([*container["command"], *args], scratch, task, kill_when, timeout)
+            log = self._execute([*container["command"], *args], scratch, task, kill_when, timeout, mount)
             result_parameters = {}
             output_file = scratch / "outputs" / "executor_output.json"
             if output_file.exists():
                 result_parameters = json.loads(output_file.read_text()).get("parameterValues", {})
             artifacts, uploaded = {}, []
-            prefix = storage.join(self.pipeline_root, self.job_id, task)
             for name in outputs:
-                local = scratch / "outputs" / name
                 uri = storage.join(prefix, name)
-                uploaded += [f"{name}/{n}" if n else name for n in _upload(local, uri)]
+                uploaded += [f"{name}/{n}" if n else name for n in _upload(_local(mount, uri), uri)]
                 artifacts[name] = uri
             return TaskResult(artifacts, result_parameters, log, uploaded)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # the pod, and its emptyDir, are gone
 
-    def _execute(self, command: list[str], scratch: Path, task: str, kill_when, timeout: float) -> str:
+    def _execute(self, command: list[str], scratch: Path, task: str, kill_when, timeout: float, mount: Path) -> str:
         workdir = scratch / "work"
         workdir.mkdir()
+        site = str(Path(__file__).parent / "kfp_stand_in_site")
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch)}
+               "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch), "KFP_STAND_IN_GCS_MOUNT": f"{mount}/",
+               "PYTHONPATH": os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)}
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         lines = []
@@ -161,6 +168,12 @@ class LauncherStandIn:
         if proc.returncode != 0:
             raise StepFailed(task, proc.returncode, log)
         return log
+
+
+def _local(mount: Path, uri: str) -> Path:
+    """Where kfp's SDK puts ``uri`` in the pod (``/gcs/<bucket>/<path>``), with the stand-in's mount point."""
+    assert uri.startswith("gs://"), uri
+    return mount / uri[len("gs://"):]
 
 
 def _upload(local: Path, uri: str) -> list[str]:

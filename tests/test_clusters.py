@@ -154,8 +154,10 @@ def test_vertex_multihost_train_is_a_custom_job_of_pool_0_and_pool_1(tmp_path):
         (["submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "/tmp/root"],
          "Vertex AI needs a gs:// pipeline root, got '/tmp/root'"),
         (["submit", "--host", "http://127.0.0.1:9"], "failed at http://127.0.0.1:9: MaxRetryError"),
-        (["compile", "--replicas", "2"], "--replicas runs the train step as a Vertex AI custom job: use --target vertex"),
+        (["compile", "--replicas", "2", "--machine-type", "g2-standard-8"], "--machine-type is the machine of each replica"),
         (["compile", "--target", "vertex", "--machine-type", "g2-standard-8"], "--machine-type is the machine of each replica"),
+        (["compile", "--trainer-runtime", "jax-distributed"], "--trainer-runtime is the Kubeflow Trainer runtime"),
+        (["compile", "--replicas", "2", "--node-selector", "pool=gpu"], "a Kubeflow Trainer job's pods are placed by its runtime"),
         (["compile", "--target", "vertex", "--replicas", "0"], "replicas must be a positive integer, got 0"),
     ],
 )

@@ -1,0 +1,193 @@
+"""Kubeflow Trainer: the train step as a TrainJob of N JAX processes, started and watched from the kfp step.
+
+``python pipeline.py compile --target kfp --replicas N`` makes the train step a
+small launcher: it creates a Kubeflow Trainer v2 ``TrainJob``
+(``trainer.kubeflow.org/v1alpha1``) that runs ``python -m components.train`` in N
+pods of the project image with the ``jax-distributed`` ClusterTrainingRuntime,
+waits for it while printing its conditions, and fails the step when the job
+fails. Trainer's JAX plugin gives each pod ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (``pkg/runtime/framework/plugins/jax``),
+which ``mlp_core.distributed`` reads.
+
+Why TrainJob (Trainer v2) and not JAXJob (v1): the Training Operator v1 is
+replaced by Kubeflow Trainer v2 (KEP-2170, kubeflow/trainer), where JAX is a
+runtime (``jax-distributed``, a ClusterTrainingRuntime the platform team
+installs and tunes: images, node selectors, tolerations, network) rather than a
+CRD of its own; a TrainJob names the runtime and says only what this job
+needs: image, command, node count, resources per node.
+
+The pods have no kfp launcher, so they read the Dataset artifact from the
+object store by its URI and write the model under a staging prefix of the
+pipeline root (``mlp_core.remote_artifacts``: marker last); this step then
+copies that model into its own output path, which the kfp launcher uploads as
+the step's Model artifact. The object store must be Cloud Storage (a ``gs://``
+pipeline root). A retry of the step finds its TrainJob by name (one per run):
+a running one is watched again, a finished one read, a failed one of ours
+replaced, so the new pods resume from the run's checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from clusters.options import ClusterError
+
+GROUP = "trainer.kubeflow.org"
+VERSION = "v1alpha1"
+PLURAL = "trainjobs"
+DEFAULT_RUNTIME = "jax-distributed"
+MANAGED_BY = "jax-mlp-pipeline"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class TrainJobFailed(RuntimeError):
+    """The TrainJob ended Failed (or could not be started); the step fails with this one line."""
+
+
+def job_spec(nodes: int, image: str, runtime: str = DEFAULT_RUNTIME, resources_per_node: "dict | None" = None) -> str:
+    """The train step's ``trainer_job`` value (compile time): what its TrainJob needs beside the step's parameters."""
+    return json.dumps({"nodes": nodes, "image": image, "runtime": runtime, "resources_per_node": resources_per_node or {}},
+                      sort_keys=True)
+
+
+def job_name(run_id: str) -> str:
+    """One TrainJob per pipeline run: a DNS-1035 label (<= 63 chars) derived from the run id."""
+    return f"jax-mlp-train-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+
+
+def manifest(name: str, spec: dict, args: list[str], run_id: str) -> dict:
+    """The TrainJob resource: ``spec`` from ``job_spec``, ``args`` for ``python3 -m components.train``."""
+    trainer = {"image": spec["image"], "command": ["python3", "-m", "components.train"], "args": args,
+               "numNodes": spec["nodes"]}
+    if spec.get("resources_per_node"):
+        trainer["resourcesPerNode"] = spec["resources_per_node"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainJob",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": MANAGED_BY},
+                     "annotations": {f"{MANAGED_BY}/run-id": run_id}},
+        "spec": {"runtimeRef": {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": spec["runtime"]},
+                 "trainer": trainer},
+    }
+
+
+def _api():
+    """``CustomObjectsApi`` and the namespace: in a pod, its service account's; elsewhere, the kubeconfig's."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()
+            _, context = config.list_kube_config_contexts()
+        except (config.ConfigException, OSError) as e:
+            raise TrainJobFailed(f"no Kubernetes API to create the TrainJob in: not in a pod, and no kubeconfig ({e})") from None
+        namespace = (context.get("context") or {}).get("namespace") or "default"
+    return client.CustomObjectsApi(), namespace
+
+
+def _api_error(e) -> str:
+    try:
+        return json.loads(e.body).get("message") or e.reason
+    except (TypeError, ValueError, AttributeError):
+        return str(e.reason)
+
+
+def _condition(job: dict, kind: str) -> "dict | None":
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def run(body: dict, poll_seconds: float = 10, log=functools.partial(print, flush=True)) -> dict:
+    """Create the TrainJob ``body`` (or take over this run's) and wait until it completes; returns it."""
+    from kubernetes.client.exceptions import ApiException
+
+    api, namespace = _api()
+    name = body["metadata"]["name"]
+    where = dict(group=GROUP, version=VERSION, namespace=namespace, plural=PLURAL)
+    try:
+        api.create_namespaced_custom_object(body=body, **where)
+        log(f"created TrainJob {namespace}/{name}: {body['spec']['trainer']['numNodes']} node(s), "
+            f"runtime {body['spec']['runtimeRef']['name']}, image {body['spec']['trainer']['image']}")
+    except ApiException as e:
+        if e.status != 409:
+            raise TrainJobFailed(f"cannot create TrainJob {namespace}/{name}: {e.status} {_api_error(e)}") from None
+        existing = api.get_namespaced_custom_object(name=name, **where)
+        labels = existing.get("metadata", {}).get("labels") or {}
+        if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+            raise TrainJobFailed(f"TrainJob {namespace}/{name} exists and is not this pipeline's; it is left alone") from None
+        if _condition(existing, "Failed"):  # an earlier attempt of this run: replace it, the pods resume
+            log(f"TrainJob {namespace}/{name} failed in an earlier attempt; starting it again (it resumes from checkpoints)")
+            api.delete_namespaced_custom_object(name=name, **where)
+            for _ in range(60):
+                try:
+                    api.get_namespaced_custom_object(name=name, **where)
+                except ApiException as gone:
+                    if gone.status == 404:
+                        break
+                    raise
+                time.sleep(1)
+            api.create_namespaced_custom_object(body=body, **where)
+        else:
+            log(f"TrainJob {namespace}/{name} exists (an earlier attempt of this run): watching it")
+    seen: set[tuple] = set()
+    while True:
+        try:
+            job = api.get_namespaced_custom_object(name=name, **where)
+        except ApiException as e:
+            raise TrainJobFailed(f"cannot read TrainJob {namespace}/{name}: {e.status} {_api_error(e)}") from None
+        for c in (job.get("status") or {}).get("conditions") or []:
+            key = (c.get("type"), c.get("status"), c.get("reason"))
+            if key not in seen:
+                seen.add(key)
+                log(f"TrainJob {name}: {c.get('type')}={c.get('status')}"
+                    + (f" ({c.get('reason')})" if c.get("reason") else "")
+                    + (f": {c.get('message')}" if c.get("message") else ""))
+        failed = _condition(job, "Failed")
+        if failed:
+            raise TrainJobFailed(f"TrainJob {namespace}/{name} failed: {failed.get('reason', '')}: "
+                                 f"{failed.get('message', '')} (kubectl -n {namespace} logs -l "
+                                 f"jobset.sigs.k8s.io/jobset-name={name})")
+        if _condition(job, "Complete"):
+            return job
+        time.sleep(poll_seconds)
+
+
+def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path", given: dict, step_argv: list[str],
+                         poll_seconds: float = 10, log=functools.partial(print, flush=True)) -> list[dict]:
+    """The train step as a TrainJob: pods train from ``dataset_uri``; the model lands in ``model_path``.
+
+    ``given``: the step's parameters (``pipeline_root`` and ``run_id`` locate the
+    staging prefix); ``step_argv``: the same as train CLI flags. Returns the history.
+    """
+    from mlp_core import remote_artifacts, storage
+
+    root, run_id = given["pipeline_root"], given["run_id"]
+    if not storage.is_gcs(root) or not storage.is_gcs(dataset_uri):
+        raise ClusterError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs a gs:// "
+                           f"pipeline root (got {root or 'none'}, dataset at {dataset_uri})")
+    if not run_id:
+        raise ClusterError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
+    staging = storage.join(root, "trainjobs", run_id, "train")
+    model_uri, metrics_uri = storage.join(staging, "model"), storage.join(staging, "metrics.json")
+    args = ["--dataset", dataset_uri, "--model", model_uri, "--metrics", metrics_uri, *step_argv]
+    name = job_name(run_id)
+    done = storage.exists(storage.join(model_uri, "_COMPLETE.json"))
+    if done and storage.exists(metrics_uri):
+        log(f"the TrainJob of this run already wrote {model_uri}: using it")
+    else:
+        if storage.exists(metrics_uri):  # a finished job's metrics whose model never got committed: ours, stale
+            storage.delete(metrics_uri)
+        run(manifest(name, spec, args, run_id), poll_seconds, log)
+    remote_artifacts.download(model_uri, "model", model_path)
+    history = json.loads(storage.read_bytes(metrics_uri))["history"]
+    log(f"TrainJob {name} wrote the model: test accuracy {history[-1]['test_accuracy']:.4f}")
+    return history

@@ -1,0 +1,98 @@
+"""Artifacts at ``gs://`` URIs, for steps that run outside a kfp launcher (Kubeflow Trainer's pods).
+
+Inside a kfp step the launcher (or Vertex AI's Cloud Storage FUSE) moves an
+artifact between the object store and a local path; the pods of a Kubeflow
+Trainer job have no launcher, so the train CLI is handed the artifacts' URIs
+and moves them itself, with the same commit rule as everywhere else
+(``mlp_core.outputs``): an artifact is complete when its ``_COMPLETE.json`` is
+there, and that object is written last.
+
+- ``download``: every object under the URI into a new local folder; refused
+  unless the marker is there and every file it lists arrives with its size and
+  sha256 (a half-uploaded or altered artifact is never read).
+- ``check_upload`` (before any work) and ``upload``: the URI must hold nothing,
+  or a ``kind`` artifact this program wrote (its marker, or its ``_WRITING.json``
+  when a killed upload left it unfinished); anything else is refused and left
+  alone. ``upload`` writes ``_WRITING.json``, then the files, then the marker,
+  and only then deletes the files of the artifact it replaced that the new one
+  does not have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mlp_core import storage
+from mlp_core.outputs import COMPLETE, FORMAT, WRITING, IncompleteArtifactError, OutputConflictError, read_marker
+
+
+def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
+    """Copy the complete ``kind`` artifact at ``uri`` into ``dest`` (default: a new temp folder); returns it."""
+    names = storage.list_names(uri)
+    if COMPLETE not in names:
+        why = "it was not finished (the step that wrote it failed or was killed)" if WRITING in names else (
+            f"{COMPLETE} is missing" if names else "nothing is there")
+        raise IncompleteArtifactError(f"{uri} is not a complete {kind} artifact: {why}")
+    folder = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix=f"{kind}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = json.loads(storage.read_bytes(storage.join(uri, COMPLETE)))
+    (folder / COMPLETE).write_text(json.dumps(marker))
+    for name, info in (marker.get("files") or {}).items():
+        data = storage.read_bytes(storage.join(uri, *name.split("/")))
+        if isinstance(info, dict) and info.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
+            raise IncompleteArtifactError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    read_marker(folder, kind)  # the kind, every listed file and its size
+    return folder
+
+
+def _json_or_none(uri: str) -> "dict | None":
+    try:
+        value = json.loads(storage.read_bytes(uri))
+    except (storage.StorageError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_upload(uri: str, kind: str) -> list[str]:
+    """Refuse now unless ``uri`` is empty or holds a ``kind`` artifact of ours; returns the names that are ours."""
+    names = storage.list_names(uri)
+    if not names:
+        return []
+    marker = _json_or_none(storage.join(uri, COMPLETE)) if COMPLETE in names else None
+    writing = _json_or_none(storage.join(uri, WRITING)) if WRITING in names else None
+    if marker is not None and marker.get("format") == FORMAT and marker.get("kind") == kind:
+        ours = {COMPLETE, WRITING, *marker.get("files", {})}
+    elif marker is None and writing is not None and writing.get("kind") == kind:
+        ours = set(names)  # an unfinished upload of ours: everything in it is ours
+    else:
+        raise OutputConflictError(f"{uri} holds objects this program did not write; choose an empty location")
+    strangers = sorted(set(names) - ours)
+    if strangers:
+        raise OutputConflictError(f"{uri} holds objects this program did not write ({strangers[0]}, ...); "
+                                  "choose an empty location")
+    return names
+
+
+def upload(folder: "str | Path", uri: str, kind: str) -> list[str]:
+    """Upload the complete ``kind`` artifact ``folder`` to ``uri``, its marker last; returns the names written."""
+    folder = Path(folder)
+    marker = read_marker(folder, kind)
+    old = check_upload(uri, kind)
+    storage.write_bytes(storage.join(uri, WRITING), json.dumps(
+        {"kind": kind, "started_at": datetime.now(timezone.utc).isoformat()}).encode())
+    if COMPLETE in old:
+        storage.delete(storage.join(uri, COMPLETE))  # from here the old artifact is no longer complete
+    names = list(marker["files"])
+    for name in names:
+        storage.write_bytes(storage.join(uri, *name.split("/")), (folder / name).read_bytes())
+    storage.write_bytes(storage.join(uri, COMPLETE), (folder / COMPLETE).read_bytes())
+    for name in sorted(set(old) - set(names) - {COMPLETE, WRITING}):
+        storage.delete(storage.join(uri, *name.split("/")))
+    storage.delete(storage.join(uri, WRITING))
+    return [*names, COMPLETE]
