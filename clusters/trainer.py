@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -84,8 +85,10 @@ def _api():
         namespace = Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
     except config.ConfigException:
         try:
-            config.load_kube_config()
-            _, context = config.list_kube_config_contexts()
+            # KUBECONFIG as it is now (the client reads the variable once, when it is imported).
+            kubeconfig = os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=kubeconfig)
+            _, context = config.list_kube_config_contexts(config_file=kubeconfig)
         except (config.ConfigException, OSError) as e:
             raise TrainJobFailed(f"no Kubernetes API to create the TrainJob in: not in a pod, and no kubeconfig ({e})") from None
         namespace = (context.get("context") or {}).get("namespace") or "default"

@@ -26,6 +26,7 @@ def normalise(text: str) -> dict:
     ("kfp", [], "pipeline_kfp.yaml"),
     ("vertex", [], "pipeline_vertex.yaml"),
     ("vertex", ["--replicas", "3"], "pipeline_vertex_multihost.yaml"),  # the train step as a 3-replica custom job
+    ("kfp", ["--replicas", "2"], "pipeline_kfp_trainer.yaml"),  # the train step starts a 2-node Kubeflow Trainer job
 ])
 def test_compiled_yaml_equals_golden(tmp_path, target, flags, name):
     out = tmp_path / "pipeline.yaml"
