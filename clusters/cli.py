@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _compiled(args, target: str, directory: str) -> Path:
     options = _options(args, target)  # first: it picks the image variant when --image is not given
+    root = getattr(args, "pipeline_root", None)
+    if options.trainer_nodes and not (root or "").startswith("gs://"):
+        # The TrainJob's pods read and write the object store themselves (clusters/trainer.py).
+        raise ClusterError("--replicas on Kubeflow runs the train step as a Kubeflow Trainer job, whose pods read and "
+                           f"write Cloud Storage themselves: give --pipeline-root gs://BUCKET/PATH (got {root or 'none'})")
     return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
 
 

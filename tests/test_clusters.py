@@ -158,6 +158,8 @@ def test_vertex_multihost_train_is_a_custom_job_of_pool_0_and_pool_1(tmp_path):
         (["compile", "--target", "vertex", "--machine-type", "g2-standard-8"], "--machine-type is the machine of each replica"),
         (["compile", "--trainer-runtime", "jax-distributed"], "--trainer-runtime is the Kubeflow Trainer runtime"),
         (["compile", "--replicas", "2", "--node-selector", "pool=gpu"], "a Kubeflow Trainer job's pods are placed by its runtime"),
+        (["submit", "--host", "http://127.0.0.1:9", "--replicas", "2", "--pipeline-root", "minio://mlpipeline/v2"],
+         "give --pipeline-root gs://BUCKET/PATH (got minio://mlpipeline/v2)"),
         (["compile", "--target", "vertex", "--replicas", "0"], "replicas must be a positive integer, got 0"),
     ],
 )

@@ -64,6 +64,12 @@ def test_gs_locations_it_must_not_use_are_refused_before_any_work(bucket, small_
     assert result.returncode == 2 and "is not a complete dataset artifact" in result.stderr, result.stderr
     assert storage.list_names(f"{bucket}/refused/model") == []
 
+    shard = next(n for n in storage.list_names(dataset) if n.endswith(".tfrecord") or "shard" in n)
+    original = storage.read_bytes(f"{dataset}/{shard}")
+    storage.write_bytes(f"{dataset}/{shard}", bytes(len(original)))  # same size, other bytes
+    result = _train_cli("--dataset", dataset, "--model", f"{bucket}/refused/model", "--epochs", "1")
+    assert result.returncode == 2 and f"{shard} does not match the sha256" in result.stderr, result.stderr
+
 
 # ---- the Kubernetes API (stand-in) through the real kubernetes client
 
