@@ -105,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--pipeline-root", default=None, help="artifact root, gs://... (required on Vertex)")
         s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument; repeatable")
         s.add_argument("--name", default=None, help="run or schedule name (prefixed with jax-mlp-pipeline)")
+        kf = s.add_argument_group(
+            "Kubeflow: identity, namespace, TLS",
+            "secrets are read from files, never given on the command line; in a pod, KF_PIPELINES_SA_TOKEN_PATH "
+            "(a projected ServiceAccount token) is used when no other identity is given")
+        kf.add_argument("--namespace", help="the Kubeflow profile namespace of the experiments and runs (multi-user)")
+        kf.add_argument("--token-file", metavar="FILE", help="a bearer token for the API (or its auth proxy)")
+        kf.add_argument("--cookie-file", metavar="FILE",
+                        help="the auth proxy's session cookie, NAME=VALUE (e.g. oauth2_proxy_kubeflow=...)")
+        kf.add_argument("--client-id", metavar="ID", help="the OAuth client id of the Identity-Aware Proxy (GKE + IAP)")
+        kf.add_argument("--ca-cert", metavar="FILE", help="the CA that signed the API's TLS certificate (PEM)")
+        kf.add_argument("--no-verify-tls", action="store_true",
+                        help="do not verify the API's TLS certificate (prefer --ca-cert)")
+        kf.add_argument("--proxy", metavar="URL", help="an HTTP(S) proxy to reach the API through")
         _add_compile_options(s, target_choice=False)
         if name == "schedule":
             s.add_argument("--cron", help='standard five-field cron, e.g. "0 3 * * 1" (Vertex also takes a TZ= prefix)')
@@ -125,6 +138,27 @@ def _compiled(args, target: str, directory: str) -> Path:
     return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
 
 
+def _connection(args):
+    from clusters.kubeflow import Connection
+
+    if args.vertex:
+        given = [f for f in ("namespace", "token_file", "cookie_file", "client_id", "ca_cert", "proxy") if getattr(args, f)]
+        if given or args.no_verify_tls:
+            flag = "--" + (given[0] if given else "no_verify_tls").replace("_", "-")
+            raise ClusterError(f"{flag} is a Kubeflow option; Vertex AI uses your Google Cloud credentials")
+        return None
+    if args.token_file and args.client_id:
+        raise ClusterError("give one identity: --token-file or --client-id")
+    if args.no_verify_tls:
+        print(f"warning: not verifying the TLS certificate of {args.host}", file=sys.stderr)
+    return Connection(host=args.host, namespace=args.namespace, token_file=args.token_file, cookie_file=args.cookie_file,
+                      client_id=args.client_id, ca_cert=args.ca_cert, verify_tls=not args.no_verify_tls, proxy=args.proxy)
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def _submit(args) -> int:
     import tempfile
 
@@ -132,6 +166,7 @@ def _submit(args) -> int:
 
     arguments = parse_params(args.param)
     validate_arguments(arguments)
+    conn = _connection(args)
     with tempfile.TemporaryDirectory() as tmp:
         if args.vertex:
             package = _compiled(args, "vertex", tmp)
@@ -140,8 +175,8 @@ def _submit(args) -> int:
             print(f"submitted: {vertex.submit(job, args.service_account)}")
         else:
             package = _compiled(args, "kfp", tmp)
-            run_id, url = kubeflow.submit(package, args.host, arguments, args.experiment, args.pipeline_root,
-                                          enable_caching=not args.no_cache, run_name=args.name)
+            run_id, url = kubeflow.submit(package, conn, arguments, args.experiment, args.pipeline_root,
+                                          enable_caching=not args.no_cache, run_name=args.name, warn=_warn)
             print(f"run {run_id}: {url}")
     return 0
 
@@ -151,8 +186,9 @@ def _schedule(args) -> int:
 
     from clusters import cron, kubeflow, vertex
 
+    conn = _connection(args)
     if args.list:
-        rows = vertex.list_schedules(args.project, args.region) if args.vertex else kubeflow.list_schedules(args.host)
+        rows = vertex.list_schedules(args.project, args.region) if args.vertex else kubeflow.list_schedules(conn)
         for row in rows:
             print(f"{row['id']}  {row['name']}  {row['status']}  {row['cron']}")
         if not rows:
@@ -163,7 +199,7 @@ def _schedule(args) -> int:
             if args.vertex:
                 getattr(vertex, verb)(args.project, args.region, action)
             else:
-                getattr(kubeflow, verb)(args.host, action)
+                getattr(kubeflow, verb)(conn, action)
             print(f"{verb}d {action}")
             return 0
     if not args.cron:
@@ -183,8 +219,9 @@ def _schedule(args) -> int:
             kfp_cron = cron.to_kfp(args.cron)
             print(f"Kubeflow cron has six fields, seconds first: {args.cron!r} is sent as {kfp_cron!r}")
             package = _compiled(args, "kfp", tmp)
-            schedule_id = kubeflow.schedule(package, args.host, args.cron, arguments, name, args.experiment,
-                                            args.pipeline_root, enable_caching=not args.no_cache, catchup=args.catchup)
+            schedule_id = kubeflow.schedule(package, conn, args.cron, arguments, name, args.experiment,
+                                            args.pipeline_root, enable_caching=not args.no_cache, catchup=args.catchup,
+                                            warn=_warn)
             print(f"recurring run {schedule_id} (at most one run at a time, {'with' if args.catchup else 'no'} catch-up)")
     print("next runs: " + ", ".join(t.isoformat() for t in cron.next_runs(args.cron)))
     return 0

@@ -4,6 +4,24 @@ No cluster runs in these tests. This server answers the KFP v2beta1 REST
 endpoints that ``kfp.Client`` uses to submit runs and manage recurring runs,
 records every request, and decodes each body with kfp-server-api's own models
 (so a request the real server would reject as malformed fails here too).
+
+Options make it behave like the deployments teams run:
+
+- ``version``: what ``/apis/v2beta1/healthz`` reports as ``tag_name`` (the real
+  server writes that JSON by hand, with ``commit_sha``, ``tag_name``,
+  ``multi_user`` and ``pipeline_store``: ``backend/src/apiserver/main.go``);
+- ``token`` / ``cookie``: the full Kubeflow Platform's auth proxy: a request
+  without ``Authorization: Bearer <token>`` or the session cookie is answered
+  401, before it reaches the API;
+- ``namespaces``: multi-user mode: the identity may use only these profile
+  namespaces; an experiment in another, or a list without a namespace, is
+  refused as the API server refuses it (403 ``PermissionDenied`` from its
+  SubjectAccessReview; 400 ``Invalid input`` without a namespace);
+- ``tls``: ``(certfile, keyfile)``: HTTPS with that certificate (tests make a
+  self-signed CA and a server certificate with ``cryptography``).
+
+It also answers requests in absolute form (``GET http://host/apis/...``), as
+the HTTP proxy a client is told to use receives them, and records the host.
 """
 
 import itertools
@@ -36,7 +54,12 @@ class _Body:
 
 
 class RecordingKfpApi:
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, version: str = "2.5.0", token: "str | None" = None, cookie: "str | None" = None,
+                 namespaces: "tuple[str, ...] | None" = None, tls: "tuple[str, str] | None" = None):
+        self.version = version
+        self.token = token
+        self.cookie = cookie
+        self.namespaces = namespaces
         self.requests: list[dict] = []
         self.experiments: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
@@ -44,7 +67,15 @@ class RecordingKfpApi:
         self._api = kfp_server_api.ApiClient()
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -59,10 +90,42 @@ class RecordingKfpApi:
         """Bodies of the recorded ``method path`` requests, as kfp-server-api models."""
         return [r["model"] for r in self.requests if r["method"] == method and r["path"] == path]
 
+    def _authorized(self, headers) -> bool:
+        if self.token is None and self.cookie is None:
+            return True
+        return ((self.token is not None and headers.get("Authorization") == f"Bearer {self.token}")
+                or (self.cookie is not None and self.cookie in (headers.get("Cookie") or "").split("; ")))
+
+    def _namespace_refusal(self, method: str, path: str, query: str, body: dict | None):
+        """Multi-user mode: what the API server answers for a namespace this identity cannot use (None: allowed)."""
+        api = "/apis/v2beta1"
+        if self.namespaces is None:
+            return None
+        namespace = None
+        if path == f"{api}/experiments" and method == "POST":
+            namespace = (body or {}).get("namespace")
+        elif path in (f"{api}/experiments", f"{api}/recurringruns", f"{api}/runs") and method == "GET":
+            namespace = (parse_qs(query).get("namespace") or [None])[0]
+        else:
+            return None
+        if not namespace:
+            return 400, {"error": "Invalid input error: In multi-user mode, a namespace is required", "code": 3,
+                         "message": "Invalid input error: In multi-user mode, a namespace is required"}
+        if namespace not in self.namespaces:
+            message = (f"PermissionDenied: User 'user@example.com' is not authorized with reason: (request: "
+                       f"&ResourceAttributes{{Namespace:{namespace},Verb:create,Group:pipelines.kubeflow.org,"
+                       f"Resource:experiments}})")
+            return 403, {"error": message, "code": 7, "message": message}
+        return None
+
     def _respond(self, method: str, path: str, query: str, body: dict | None):
         api = "/apis/v2beta1"
         if path == f"{api}/healthz":
-            return 200, {"commit_sha": "stand-in", "tag_name": "2.5.0", "multi_user": False}
+            return 200, {"commit_sha": "stand-in", "tag_name": self.version, "multi_user": self.namespaces is not None,
+                         "pipeline_store": "database"}
+        refused = self._namespace_refusal(method, path, query, body)
+        if refused:
+            return refused
         if path == f"{api}/experiments" and method == "GET":
             matches = list(self.experiments.values())
             for predicate in _filter(query).get("predicates", []):
@@ -100,16 +163,28 @@ class RecordingKfpApi:
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self):
-                path, _, query = self.path.partition("?")
+                target, via_proxy = self.path, None
+                if target.startswith(("http://", "https://")):  # absolute-form: we are the client's HTTP proxy
+                    from urllib.parse import urlsplit
+
+                    parts = urlsplit(target)
+                    via_proxy, target = parts.netloc, parts.path + (f"?{parts.query}" if parts.query else "")
+                path, _, query = target.partition("?")
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""
                 body = json.loads(raw) if raw else None
-                record = {"method": self.command, "path": path, "query": query, "body": body, "model": None}
+                record = {"method": self.command, "path": path, "query": query, "body": body, "model": None,
+                          "via_proxy": via_proxy}
                 model = _MODELS.get((self.command, path))
                 if model:  # decode as the real server's generated client would: malformed bodies raise
                     record["model"] = outer._api.deserialize(_Body(raw), model)
+                record["authorization"] = self.headers.get("Authorization")
+                record["cookie"] = self.headers.get("Cookie")
                 outer.requests.append(record)
-                status, payload = outer._respond(self.command, path, query, body)
+                if not outer._authorized(self.headers):  # the auth proxy, in front of the API
+                    status, payload = 401, {"error": "Unauthorized", "code": 16, "message": "Unauthorized"}
+                else:
+                    status, payload = outer._respond(self.command, path, query, body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -153,7 +153,7 @@ def test_vertex_multihost_train_is_a_custom_job_of_pool_0_and_pool_1(tmp_path):
         (["submit", "--host", "http://127.0.0.1:9", "--param", "epochs=three"], "--param epochs needs a int, got 'three'"),
         (["submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "/tmp/root"],
          "Vertex AI needs a gs:// pipeline root, got '/tmp/root'"),
-        (["submit", "--host", "http://127.0.0.1:9"], "failed at http://127.0.0.1:9: MaxRetryError"),
+        (["submit", "--host", "http://127.0.0.1:9"], "failed at http://127.0.0.1:9: cannot reach it (connection refused"),
         (["compile", "--replicas", "2", "--machine-type", "g2-standard-8"], "--machine-type is the machine of each replica"),
         (["compile", "--target", "vertex", "--machine-type", "g2-standard-8"], "--machine-type is the machine of each replica"),
         (["compile", "--trainer-runtime", "jax-distributed"], "--trainer-runtime is the Kubeflow Trainer runtime"),
