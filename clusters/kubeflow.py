@@ -154,6 +154,9 @@ def _message(e, conn: Connection, what: str) -> str:
     if status is not None and status >= 400:
         hint = " (give --namespace, your Kubeflow profile)" if "namespace" in detail.lower() and not conn.namespace else ""
         return f"{what} failed at {conn.host}: {status} {detail}{hint}"
+    if type(e).__name__ == "DefaultCredentialsError" and conn.client_id:
+        return (f"{what} failed at {conn.host}: --client-id needs Google credentials to get an IAP token: run "
+                "`gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS to a service account key")
     reason = _reason(e)
     if reason == "certificate verify failed":
         return (f"{what} failed at {conn.host}: TLS certificate verify failed: give the cluster's CA with --ca-cert FILE"

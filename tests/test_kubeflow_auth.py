@@ -179,3 +179,14 @@ def test_kubeflow_options_are_refused_for_vertex(tmp_path):
     result = run_cli("pipeline.py", "submit", "--vertex", "--project", "p", "--region", "us-central1", "--namespace",
                      "team-a", "--pipeline-root", "gs://b/r", check=False)
     _refused(result, "--namespace is a Kubeflow option; Vertex AI uses your Google Cloud credentials")
+
+
+def test_iap_without_google_credentials_says_how_to_get_them(tmp_path):
+    """The IAP token exchange itself needs Google's token endpoint; here: the line a user without credentials sees."""
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": "", "HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+    with RecordingKfpApi() as api:
+        result = run_cli("pipeline.py", "submit", "--host", api.url, "--image", IMAGE,
+                         "--client-id", "1234567890-abc.apps.googleusercontent.com", env=env, check=False)
+    _refused(result, "--client-id needs Google credentials to get an IAP token: run `gcloud auth application-default "
+                     "login` or set GOOGLE_APPLICATION_CREDENTIALS")
+    assert api.requests == []  # nothing was sent without the token
