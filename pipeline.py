@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl
-from kfp.dsl import HTML, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from clusters.arguments import check_writable_folder
 from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
@@ -79,6 +79,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
         dataset: Dataset
         model: Model
         train_metrics: Metrics
+        tensorboard: Artifact
         test_metrics: Metrics
         confusion_matrix: ClassificationMetrics
         report: HTML
@@ -122,6 +123,7 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
             dataset=ingest_task.outputs["dataset"],
             model=train_task.outputs["model"],
             train_metrics=train_task.outputs["metrics"],
+            tensorboard=train_task.outputs["tensorboard"],
             test_metrics=evaluate_task.outputs["metrics"],
             confusion_matrix=evaluate_task.outputs["classification_metrics"],
             report=evaluate_task.outputs["report"],

@@ -242,7 +242,8 @@ def _run(args) -> int:
     seconds = time.perf_counter() - started
     test = outputs["test_metrics"].metadata
     print(f"\npipeline finished in {seconds:.1f} s")
-    for name in ("dataset", "model", "train_metrics", "test_metrics", "confusion_matrix", "report", "report_markdown"):
+    for name in ("dataset", "model", "train_metrics", "tensorboard", "test_metrics", "confusion_matrix", "report",
+                 "report_markdown"):
         print(f"  {name:<17} {outputs[name].path}")
     print(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
     return 0

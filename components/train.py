@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from clusters.options import StepPolicy
 from components._cli import exit_on_error
@@ -75,6 +75,7 @@ def train(
     dataset: Input[Dataset],
     model: Output[Model],
     metrics: Output[Metrics],
+    tensorboard: Output[Artifact],
     hidden_sizes: str,
     step_size: float,
     batch_size: int,
@@ -95,6 +96,7 @@ def train(
         model: Model artifact folder to write: new, empty, or a Model this program wrote (replaced only when the run
             succeeds)
         metrics: per-epoch metrics
+        tensorboard: TensorBoard event files of the per-epoch curves (tensorboard --logdir)
         hidden_sizes: hidden layer widths, comma-separated
         step_size: SGD step size
         batch_size: examples per SGD step
@@ -117,7 +119,8 @@ def train(
     from components.train import train_model
     from mlp_core.distributed import detect
     from mlp_core.outputs import write_json
-    from mlp_core.training_job import final_metrics, pipeline_checkpoint_dir
+    from mlp_core.tensorboard import write_events
+    from mlp_core.training_job import final_metrics, hyperparameters, pipeline_checkpoint_dir
 
     params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
                   shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,
@@ -139,9 +142,14 @@ def train(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    for name, value in final_metrics(history).items():
-        metrics.log_metric(name, value)
-    write_json(metrics.path, {"history": history})
+    hyper = hyperparameters(params)
+    # The hyperparameters beside the results, so that the KFP UI's run comparison shows both.
+    for name, value in {**final_metrics(history), **hyper}.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(name, value)
+    metrics.metadata["hidden_sizes"] = hidden_sizes
+    write_json(metrics.path, {"history": history, "hyperparameters": hyper})
+    write_events(history, tensorboard.path, hyper)
     model.metadata["framework"] = "jax"
     model.metadata["test_accuracy"] = history[-1]["test_accuracy"]
 
@@ -161,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=texts["dataset"])
     p.add_argument("--model", required=True, help=texts["model"])
     p.add_argument("--metrics", default=None, help="JSON file for per-epoch metrics")
+    p.add_argument("--tensorboard", default=None, help=texts["tensorboard"] + ": this folder (new or empty)")
     add_parameter_flags(p, train, choices={"placement": PLACEMENTS})
     p.add_argument("--checkpoint-dir", default=None,
                    help="this exact folder (or gs://) for the checkpoints instead of one under --checkpoint-root "
@@ -186,12 +195,22 @@ def main(argv: "list[str] | None" = None) -> int:
 
     args = _parser().parse_args(argv)
     processes = detect(os.environ, args.coordinator, args.num_processes, args.process_id)
+    if args.tensorboard and processes.is_primary:
+        from mlp_core.outputs import check_artifact_output
+
+        check_artifact_output(args.tensorboard, "tensorboard")  # before any work
     history = train_model(args.dataset, args.model, metrics=args.metrics, checkpoint_dir=args.checkpoint_dir,
                           processes=processes, coordinator_timeout=args.coordinator_timeout,
                           heartbeat_timeout=args.heartbeat_timeout, **values(args, train))
     if not processes.is_primary:
         print(f"process {processes.process_id} done (process 0 writes {args.model})")
         return 0
+    if args.tensorboard:
+        from mlp_core.tensorboard import write_events
+        from mlp_core.training_job import hyperparameters
+
+        write_events(history, args.tensorboard, hyperparameters(values(args, train)))
+        print(f"wrote {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0
 

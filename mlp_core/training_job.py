@@ -323,3 +323,10 @@ def final_metrics(history: list[dict]) -> dict[str, float]:
         "median_epoch_seconds": sorted(m["seconds"] for m in history)[len(history) // 2],
         "examples_per_second": last["examples_per_second"],
     }
+
+
+def hyperparameters(params: dict) -> dict[str, "int | float | str"]:
+    """What sets the numbers of a run, from the step's parameters, named for side-by-side run comparison."""
+    names = ("epochs", "batch_size", "step_size", "seed", "shuffle", "hidden_sizes", "placement")
+    return {f"param_{name}": (int(params[name]) if isinstance(params[name], bool) else params[name])
+            for name in names if name in params}

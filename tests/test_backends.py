@@ -183,7 +183,7 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
     assert _objects(gcs_emulator, "kfp", "root/job-unbroken/ingest/dataset/")[0] == "_COMPLETE.json"
     reference = unbroken.run_task("train", {"ingest": ingest})
     # Only the artifact paths reached the store: nothing the step needs was kept beside them.
-    assert sorted({name.split("/")[0] for name in reference.uploaded}) == ["metrics", "model"]
+    assert sorted({name.split("/")[0] for name in reference.uploaded}) == ["metrics", "model", "tensorboard"]
 
     broken = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-preempted", arguments)
     with pytest.raises(StepFailed) as killed:

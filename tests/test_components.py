@@ -28,7 +28,8 @@ def cli_run(mnist_data_dir, tmp_path_factory):
     run_cli("-m", "components.ingest", "--output", str(out / "dataset"), "--tfds-data-dir", mnist_data_dir,
             "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--records-per-shard", "200", "--no-progress")
     train = run_cli("-m", "components.train", "--dataset", str(out / "dataset"), "--model", str(out / "model"),
-                    "--metrics", str(out / "train_metrics.json"), "--epochs", "2", "--no-shuffle")
+                    "--metrics", str(out / "train_metrics.json"), "--tensorboard", str(out / "tensorboard"),
+                    "--epochs", "2", "--no-shuffle")
     evaluate = run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(out / "dataset"),
                        "--metrics", str(out / "test_metrics.json"))
     return out, train, evaluate
@@ -64,6 +65,19 @@ def test_train_writes_a_model_that_loads_without_pickle(cli_run):
     assert {"loss", "train_accuracy", "seconds", "examples_per_second"} <= set(metrics["history"][0])
     assert metrics["final"]["final_test_accuracy"] == history[-1]["test_accuracy"]
     assert "epoch 2/2" in train.stdout
+
+
+def test_train_writes_the_curves_for_tensorboard(cli_run):
+    """The event files, read back as TensorBoard reads them, hold every epoch's figures."""
+    from mlp_core.tensorboard import SCALARS, read_scalars
+
+    out, train, _ = cli_run
+    history = json.loads((out / "train_metrics.json").read_text())["history"]
+    scalars = read_scalars(out / "tensorboard")
+    assert set(scalars) == set(SCALARS.values())
+    for key, tag in SCALARS.items():
+        assert scalars[tag] == [(m["epoch"], pytest.approx(m[key], rel=1e-6)) for m in history], tag
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in train.stdout
 
 
 def test_evaluate_agrees_with_train_and_counts_every_test_image(cli_run):

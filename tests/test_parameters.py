@@ -26,7 +26,8 @@ IR_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLE
 # terminal needs. Anything else on a CLI must be a component input.
 CLI_ONLY = {
     ingest: {"--output", "--no-progress"},
-    train: {"--dataset", "--model", "--metrics", "--checkpoint-dir", "--coordinator", "--num-processes", "--process-id",
+    train: {"--dataset", "--model", "--metrics", "--tensorboard", "--checkpoint-dir", "--coordinator", "--num-processes",
+            "--process-id",
             "--coordinator-timeout", "--heartbeat-timeout"},
     evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
     publish: {"--model"},

@@ -1,3 +1,4 @@
+import json
 import os
 import re
 from pathlib import Path
@@ -72,8 +73,17 @@ def test_whole_dag_through_kfp_local_on_real_mnist(mnist_data_dir, tmp_path):
     accuracy = float(re.match(r"test accuracy ([\d.]+)", last).group(1))
     assert accuracy >= 0.92, last
     assert (tmp_path / "outputs").is_dir()
-    model_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("model "))
-    assert (Path(model_line.split()[-1]) / "params.npz").is_file()
+    listing = result.stdout.rsplit("pipeline finished in", 1)[1].splitlines()[1:-1]  # "  <output>  <path>" lines
+    paths = {line.split()[0]: Path(line.split()[-1]) for line in listing}
+    assert (paths["model"] / "params.npz").is_file()
+    from mlp_core.tensorboard import read_scalars
+
+    history = json.loads(paths["train_metrics"].read_text())["history"]
+    assert read_scalars(paths["tensorboard"])["test/accuracy"] == [(1, pytest.approx(history[0]["test_accuracy"]))]
+    # kfp.local keeps the Metrics artifact's logged values in the executor output beside it: hyperparameters too.
+    executor_output = json.loads((paths["train_metrics"].parent / "executor_output.json").read_text())
+    logged = executor_output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert logged["param_epochs"] == 1 and logged["param_shuffle"] == 0 and logged["hidden_sizes"] == "512,512"
 
 
 @pytest.mark.slow

@@ -153,7 +153,7 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
         pods = [(tmp_path / f"{created[0]['metadata']['name']}-node-{i}.log").read_text() for i in (0, 1)]
         assert "processes: 2, this is process 0" in pods[0] and "process 1 done" in pods[1], pods
         # The step's Model artifact is the TrainJob's model, uploaded by the launcher from the step's path.
-        assert sorted({n.split("/")[0] for n in train.uploaded}) == ["metrics", "model"]
+        assert sorted({n.split("/")[0] for n in train.uploaded}) == ["metrics", "model", "tensorboard"]
         assert storage.exists(f"{train.artifacts['model']}/_COMPLETE.json")
         assert storage.list_names(f"{bucket}/root/checkpoints/job-trainjob") == []  # the pods removed theirs
 
