@@ -1,7 +1,8 @@
-"""Predict: the digit in each image, from a Model artifact (native params or its SavedModel).
+"""Predict: the digit in each image, from a Model artifact (native params or its SavedModel) or a served model.
 
     python -m components.predict --model DIR digit.png [more.png ...]
     python -m components.predict --model DIR --backend saved_model batch.npy
+    python -m components.predict --server http://HOST:8501 --model-name mnist-mlp digit.png   # TF Serving REST
 """
 
 import argparse
@@ -49,14 +50,14 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
     """``(probabilities [N, classes], classes [N])`` of uint8 ``images`` (``params``: already loaded, native only)."""
     import numpy as np
 
-    from mlp_core.export import SAVED_MODEL_DIR
+    from mlp_core.export import saved_model_dir
 
     if backend == "saved_model":
         from mlp_core.data.tf import tf
         from mlp_core.model_io import ModelError
 
-        path = Path(model) / SAVED_MODEL_DIR
-        if not path.is_dir():
+        path = saved_model_dir(model)
+        if not (path / "saved_model.pb").is_file():
             raise ModelError(f"no SavedModel in {model}")
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         out = serve(images=tf.constant(images))
@@ -71,9 +72,52 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
     return np.exp(np.asarray(log_probs)), np.asarray(jnp.argmax(log_probs, axis=1))
 
 
+def predict_served(server: str, model_name: str, images, timeout: float = 60):
+    """``(probabilities, classes)`` from a model served with TF Serving's REST API (TF Serving, KServe's TF runtime).
+
+    ``POST <server>/v1/models/<name>:predict`` with ``{"signature_name": "serving_default", "instances": [...]}``
+    (the row format: one image per instance); the answer holds one ``{"probabilities": [...], "classes": c}``
+    per instance (https://www.tensorflow.org/tfx/serving/api_rest#predict_api).
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
+    body = json.dumps({"signature_name": "serving_default", "instances": images.tolist()}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.loads(e.read()).get("error", e.reason)
+        except ValueError:
+            reason = e.reason
+        raise InputError(f"{url} answered {e.code}: {' '.join(str(reason).split())[:300]}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise InputError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+    except ValueError:
+        raise InputError(f"{url} did not answer JSON") from None
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != len(images):
+        raise InputError(f"{url} answered no predictions for the {len(images)} image(s)")
+    try:
+        return (np.array([p["probabilities"] for p in predictions], np.float32),
+                np.array([p["classes"] for p in predictions], np.int64))
+    except (KeyError, TypeError):
+        raise InputError(f"{url}: the served model's outputs are not probabilities and classes") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="Model artifact folder (from components.train or a published version)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="Model artifact folder (from components.train or a published version)")
+    source.add_argument("--server", help="a TF Serving REST endpoint serving the model, e.g. http://localhost:8501 "
+                        "(KServe: the InferenceService's URL)")
+    p.add_argument("--model-name", help="with --server: the served model's name")
     p.add_argument("--backend", choices=("native", "saved_model"), default="native",
                    help="native: params.npz with JAX; saved_model: the jax2tf SavedModel with TensorFlow (default: native)")
     p.add_argument("inputs", nargs="+", help="PNG images (28x28 grayscale) or .npy uint8 batches [N, 28, 28, 1]")
@@ -85,12 +129,20 @@ def main(argv: "list[str] | None" = None) -> int:
     from mlp_core.model_io import load_model
 
     args = _parser().parse_args(argv)
-    model = Path(args.model)
-    params, _, trained_on, _ = load_model(model)  # the marker, every file's schema, finite weights
-    names, images = load_inputs(args.inputs, trained_on["image_shape"])
-    probabilities, classes = predict_images(model, images, args.backend, params)  # loaded once
+    if args.server:
+        if not args.model_name:
+            raise InputError("--server needs --model-name (the name the model is served under)")
+        names, images = load_inputs(args.inputs, [28, 28, 1])  # the served signature's input
+        probabilities, classes = predict_served(args.server, args.model_name, images)
+        class_names = [str(c) for c in range(probabilities.shape[1])]
+    else:
+        model = Path(args.model)
+        params, _, trained_on, _ = load_model(model)  # the marker, every file's schema, finite weights
+        names, images = load_inputs(args.inputs, trained_on["image_shape"])
+        probabilities, classes = predict_images(model, images, args.backend, params)  # loaded once
+        class_names = trained_on["class_names"]
     for name, probs, cls in zip(names, probabilities, classes):
-        print(f"{name}: {trained_on['class_names'][int(cls)]} (p={float(probs[int(cls)]):.4f})")
+        print(f"{name}: {class_names[int(cls)]} (p={float(probs[int(cls)]):.4f})")
     return 0
 
 

@@ -4,11 +4,26 @@ TF Serving and Vertex AI's prebuilt TensorFlow prediction containers serve it.
 Signature ``serving_default``: ``images`` uint8 ``[N, 28, 28, 1]`` (any N) ->
 ``probabilities`` float32 ``[N, classes]`` and ``classes`` int32 ``[N]``. It is
 lowered for both CPU and CUDA, so a model trained on a GPU serves on a CPU.
+
+It lies in TF Serving's layout, ``<model>/saved_model/1/saved_model.pb``: TF
+Serving (and KServe's TensorFlow runtime, which runs it with
+``--model_base_path`` = the storage URI) loads the numbered version folders of
+its base path, so ``saved_model/`` is the base path to serve and
+``saved_model/1/`` the folder Vertex AI's prebuilt containers take as
+``artifact_uri``. Models written before this layout hold the SavedModel in
+``saved_model/`` itself; ``saved_model_dir`` finds either.
 """
 
 from pathlib import Path
 
 SAVED_MODEL_DIR = "saved_model"
+SERVING_VERSION = "1"
+
+
+def saved_model_dir(model: "str | Path") -> Path:
+    """The folder holding ``saved_model.pb`` in the Model artifact ``model`` (either layout)."""
+    versioned = Path(model) / SAVED_MODEL_DIR / SERVING_VERSION
+    return versioned if (versioned / "saved_model.pb").is_file() else Path(model) / SAVED_MODEL_DIR
 
 
 def export_saved_model(params, image_shape, directory: "str | Path") -> Path:

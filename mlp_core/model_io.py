@@ -6,7 +6,7 @@ Layout::
     <model>/config.json     the TrainConfig
     <model>/dataset.json    identity of the data it was trained on
     <model>/history.json    per-epoch metrics
-    <model>/saved_model/    the serving export (mlp_core.export)
+    <model>/saved_model/1/  the serving export, in TF Serving's layout (mlp_core.export)
     <model>/_COMPLETE.json  written last: the artifact is complete (mlp_core.outputs)
 """
 

@@ -4,7 +4,7 @@ Layout at the publish location::
 
     LATEST                              one line: the champion's version
     20261126T184620Z-3f9a1c2b7d4e/      params.npz, config.json, dataset.json, history.json,
-                                        saved_model/, manifest.json (written last)
+                                        saved_model/1/, manifest.json (written last)
 
 The version folder is complete (manifest last) before ``LATEST`` changes, and
 ``LATEST`` is replaced in one write, so a reader never sees half a model: an

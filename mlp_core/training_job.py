@@ -143,7 +143,7 @@ def _train_local(
     are written and before this run's checkpoints are deleted (uploads that must succeed first)."""
     import jax
 
-    from mlp_core.export import SAVED_MODEL_DIR, export_saved_model
+    from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION, export_saved_model
     from mlp_core.checkpoint import Checkpoints, remove_empty_folders
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.model_io import save_model
@@ -215,7 +215,7 @@ def _train_local(
         return history
     with artifact_writer(model, "model") as folder:
         save_model(folder, params, config, identity, history)
-        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR)
+        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR / SERVING_VERSION)
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history)})
     if after_write is not None:

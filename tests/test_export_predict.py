@@ -20,7 +20,7 @@ def test_saved_model_equals_jax_on_1000_test_images(trained, full_dataset):
 
     images, _ = read_split(full_dataset, "test")
     images = images[:1000]
-    serve = tf.saved_model.load(str(trained / "saved_model")).signatures["serving_default"]
+    serve = tf.saved_model.load(str(trained / "saved_model" / "1")).signatures["serving_default"]
     assert serve.structured_input_signature[1]["images"].dtype == tf.uint8
     out = serve(images=tf.constant(images))
     jax_probs, jax_classes = predict_images(trained, images, "native")
@@ -51,3 +51,83 @@ def test_predict_refuses_bad_inputs(trained, tmp_path):
     np.save(tmp_path / "wrong.npy", np.zeros((2, 32, 32, 1), np.uint8))
     r = run_cli("-m", "components.predict", "--model", str(trained), str(tmp_path / "wrong.npy"), check=False)
     assert r.returncode == 2 and "images must be [28, 28, 1], got [32, 32, 1]" in r.stderr
+
+
+def test_saved_model_cli_runs_the_signature_on_real_test_images(trained, full_dataset, tmp_path):
+    """TensorFlow's own tool, on the folder Vertex AI's prebuilt containers take (saved_model/1)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from components.predict import predict_images
+
+    images, _ = read_split(full_dataset, "test")
+    np.save(tmp_path / "eight.npy", images[:8])
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    shown = subprocess.run([str(cli) if cli.exists() else "saved_model_cli", "show", "--dir", str(trained / "saved_model" / "1"),
+                            "--tag_set", "serve", "--signature_def", "serving_default"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "inputs['images'] tensor_info:" in shown and "dtype: DT_UINT8" in shown and "shape: (-1, 28, 28, 1)" in shown
+    assert "outputs['probabilities']" in shown and "outputs['classes']" in shown
+    run = subprocess.run([str(cli) if cli.exists() else "saved_model_cli", "run", "--dir", str(trained / "saved_model" / "1"),
+                          "--tag_set", "serve", "--signature_def", "serving_default",
+                          "--inputs", f"images={tmp_path / 'eight.npy'}", "--outdir", str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    classes = np.load(tmp_path / "out" / "classes.npy")
+    np.testing.assert_array_equal(classes, predict_images(trained, images[:8], "native")[1])
+
+
+def test_predict_over_tf_servings_rest_api(trained, full_dataset, tmp_path):
+    """``predict --server`` against TF Serving's REST API (stand-in) serving saved_model/ as its base path."""
+    from tf_serving_stand_in import TfServingStandIn
+
+    images, _ = read_split(full_dataset, "test")
+    np.save(tmp_path / "batch.npy", images[:5])
+    local = run_cli("-m", "components.predict", "--model", str(trained), str(tmp_path / "batch.npy")).stdout
+    with TfServingStandIn({"mnist-mlp": trained / "saved_model"}) as serving:
+        served = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "mnist-mlp",
+                         str(tmp_path / "batch.npy")).stdout
+        unknown = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "mnist",
+                          str(tmp_path / "batch.npy"), check=False)
+        request = serving.requests[0]  # then the 404 one
+    assert served == local  # the same digits and probabilities (to 4 digits) as the JAX model
+    body = __import__("json").loads(request["body"])
+    assert request["path"] == "/v1/models/mnist-mlp:predict" and body["signature_name"] == "serving_default"
+    assert np.array(body["instances"]).shape == (5, 28, 28, 1)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (f"error: {serving.url}/v1/models/mnist:predict answered 404: "
+                                      "Servable not found for request: Latest(mnist)")
+    gone = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "mnist-mlp",
+                   str(tmp_path / "batch.npy"), check=False)
+    assert gone.returncode == 2 and "cannot reach" in gone.stderr and "Connection refused" in gone.stderr
+
+
+def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, tmp_path):
+    """The InferenceService's storageUri is a TF Serving base path: served as KServe's runtime would serve it."""
+    import yaml
+
+    from tf_serving_stand_in import TfServingStandIn
+
+    published = tmp_path / "published"
+    run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(published),
+            "--test-accuracy", "0.93", "--test-loss", "0.02")
+    result = run_cli("-m", "clusters.kserve", "--name", "mnist-mlp", "--publish-uri", str(published),
+                     "--namespace", "team-a")
+    manifest = yaml.safe_load(result.stdout)
+    version = (published / "LATEST").read_text().strip()
+    assert manifest["apiVersion"] == "serving.kserve.io/v1beta1" and manifest["kind"] == "InferenceService"
+    assert manifest["metadata"] == {"name": "mnist-mlp", "namespace": "team-a",
+                                    "labels": {"app.kubernetes.io/managed-by": "jax-mlp-pipeline"}}
+    model = manifest["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "tensorflow"}
+    assert model["storageUri"] == str(published / version / "saved_model")
+    with TfServingStandIn({"mnist-mlp": model["storageUri"]}) as serving:
+        status = __import__("json").loads(__import__("urllib.request").request.urlopen(
+            f"{serving.url}/v1/models/mnist-mlp").read())
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+
+    bad = run_cli("-m", "clusters.kserve", "--name", "MNIST_mlp", "--publish-uri", str(published), check=False)
+    assert bad.returncode == 2 and "--name 'MNIST_mlp': lowercase letters" in bad.stderr
+    none = run_cli("-m", "clusters.kserve", "--name", "mnist", "--publish-uri", str(tmp_path / "empty"), check=False)
+    assert none.returncode == 2 and "no champion at" in none.stderr

@@ -1,0 +1,94 @@
+"""A KServe InferenceService for a published model version (TensorFlow runtime, TF Serving's REST and gRPC APIs).
+
+    python -m clusters.kserve --name mnist-mlp --publish-uri gs://my-bucket/models/mnist-mlp [--version V]
+        [--namespace team-a] [--service-account kserve-gcs] > inference-service.yaml
+    kubectl apply -f inference-service.yaml
+
+The manifest is ``serving.kserve.io/v1beta1`` ``InferenceService`` with
+``predictor.model.modelFormat.name: tensorflow`` and ``storageUri`` =
+``<publish uri>/<version>/saved_model``: KServe downloads it to ``/mnt/models``
+and runs TF Serving with that as its model base path, which must hold numbered
+version folders (``saved_model/1/``, the layout every Model artifact has:
+``mlp_core.export``). Without ``--version`` it is the champion (``LATEST``).
+The version is checked first: published completely (its manifest) and in the
+versioned layout. Requests then go to ``<isvc URL>/v1/models/<name>:predict``
+(``python -m components.predict --server URL --model-name NAME``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from components._cli import InputError, exit_on_error
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def inference_service(name: str, storage_uri: str, namespace: "str | None" = None,
+                      service_account: "str | None" = None) -> dict:
+    """The InferenceService resource serving the TF Serving base path ``storage_uri`` as ``name``."""
+    model = {"modelFormat": {"name": "tensorflow"}, "storageUri": storage_uri,
+             # a small model (784-512-512-10, 2.7 MB of weights): TF Serving's own footprint dominates
+             "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
+    predictor: dict = {"model": model}
+    if service_account:
+        predictor["serviceAccountName"] = service_account  # e.g. a Workload Identity account that reads the bucket
+    metadata: dict = {"name": name, "labels": {"app.kubernetes.io/managed-by": "jax-mlp-pipeline"}}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "metadata": metadata,
+            "spec": {"predictor": predictor}}
+
+
+def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, str]":
+    """``(version, base path)`` of a published version in TF Serving's layout; refuses anything else."""
+    from mlp_core import storage
+    from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
+    from mlp_core.publishing import MANIFEST, read_champion
+
+    if version is None:
+        champion = read_champion(publish_uri)
+        if champion is None:
+            raise InputError(f"no champion at {publish_uri} (nothing published, or LATEST missing): give --version")
+        version = champion["version"]
+    folder = storage.join(publish_uri, version)
+    names = storage.list_names(folder)
+    if MANIFEST not in names:
+        raise InputError(f"{folder} is not a published version (no {MANIFEST}: missing, or its publish never finished)")
+    if f"{SAVED_MODEL_DIR}/{SERVING_VERSION}/saved_model.pb" not in names:
+        raise InputError(f"{folder} holds its SavedModel outside TF Serving's layout ({SAVED_MODEL_DIR}/"
+                         f"{SERVING_VERSION}/): it was published by an older version of this project; publish it again")
+    return version, storage.join(folder, SAVED_MODEL_DIR)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m clusters.kserve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--name", required=True, help="the InferenceService's name (a DNS-1035 label), also the model's "
+                   "name in request URLs")
+    p.add_argument("--publish-uri", required=True, help="where the pipeline publishes (a folder or gs://)")
+    p.add_argument("--version", help="a published version (default: the champion in LATEST)")
+    p.add_argument("--namespace", help="the Kubernetes namespace (default: kubectl's)")
+    p.add_argument("--service-account", help="the predictor's service account (one that can read the bucket)")
+    return p
+
+
+@exit_on_error
+def main(argv: "list[str] | None" = None) -> int:
+    import yaml
+
+    args = _parser().parse_args(argv)
+    if not DNS_1035.match(args.name) or len(args.name) > 45:
+        # KServe derives Knative service and host names from it: a DNS-1035 label with room for its suffixes
+        raise InputError(f"--name {args.name!r}: lowercase letters, digits and '-', starting with a letter, "
+                         "at most 45 characters")
+    version, uri = storage_uri(args.publish_uri, args.version)
+    print(f"# version {version} of {args.publish_uri}", file=sys.stderr)
+    sys.stdout.write(yaml.safe_dump(inference_service(args.name, uri, args.namespace, args.service_account),
+                                    sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

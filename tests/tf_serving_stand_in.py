@@ -1,0 +1,129 @@
+"""TfServingStandIn: TF Serving's REST API on loopback, serving real SavedModels with TensorFlow.
+
+No TF Serving binary runs here (it is not on PyPI). This stand-in answers the
+REST endpoints a client of TF Serving (or of KServe's TensorFlow runtime, which
+runs TF Serving) uses, as https://www.tensorflow.org/tfx/serving/api_rest
+documents them, and computes the answers with the SavedModel itself:
+
+- models are loaded from base paths the way TF Serving loads them: the
+  highest-numbered version folder under the base path (``<base>/1/``); a base
+  path without one serves nothing;
+- ``GET /v1/models/<name>``: the version status;
+- ``POST /v1/models/<name>[/versions/<v>]:predict`` with ``signature_name``
+  (default ``serving_default``) and ``instances`` (row format) or ``inputs``
+  (columnar); a signature with several outputs answers one object per instance
+  in the row format, ``{"outputs": {...}}`` in the columnar one;
+- errors as TF Serving writes them: ``{"error": "..."}`` with 404 for an unknown
+  model (``Servable not found for request: Latest(<name>)``), 400 for a body or
+  tensor it cannot use.
+
+Not modelled: gRPC, the model config file, batching, metadata endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PREDICT = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
+STATUS = re.compile(r"^/v1/models/([^/:]+)$")
+
+
+def _versions(base: Path) -> list[int]:
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
+
+
+class TfServingStandIn:
+    def __init__(self, models: dict[str, "str | Path"]):
+        from mlp_core.data.tf import tf
+
+        self.tf = tf
+        self.loaded = {}
+        for name, base in models.items():
+            versions = _versions(Path(base))
+            if versions:  # TF Serving serves the newest version it finds
+                self.loaded[name] = (versions[-1], tf.saved_model.load(str(Path(base) / str(versions[-1]))))
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, code: int, body: dict):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                m = STATUS.match(self.path)
+                if not m or m.group(1) not in outer.loaded:
+                    return self._reply(404, {"error": f"Servable not found for request: Latest({m.group(1) if m else ''})"})
+                version = outer.loaded[m.group(1)][0]
+                self._reply(200, {"model_version_status": [{"version": str(version), "state": "AVAILABLE",
+                                                            "status": {"error_code": "OK", "error_message": ""}}]})
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append({"path": self.path, "body": raw})
+                m = PREDICT.match(self.path)
+                if not m:
+                    return self._reply(404, {"error": f"Malformed request: POST {self.path}"})
+                name, version = m.group(1), m.group(2)
+                if name not in outer.loaded or (version and int(version) != outer.loaded[name][0]):
+                    what = f"Specific({name}, {version})" if version else f"Latest({name})"
+                    return self._reply(404, {"error": f"Servable not found for request: {what}"})
+                code, body = outer.predict(outer.loaded[name][1], raw)
+                self._reply(code, body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def predict(self, model, raw: bytes) -> tuple[int, dict]:
+        tf = self.tf
+        try:
+            request = json.loads(raw)
+        except ValueError as e:
+            return 400, {"error": f"JSON Parse error: {e}"}
+        if not isinstance(request, dict):
+            return 400, {"error": "JSON Value: not an object"}
+        signature_name = request.get("signature_name", "serving_default")
+        if signature_name not in model.signatures:
+            return 400, {"error": f"Serving signature name: \"{signature_name}\" not found in signature def"}
+        signature = model.signatures[signature_name]
+        specs = signature.structured_input_signature[1]
+        row = "instances" in request
+        if row == ("inputs" in request):
+            return 400, {"error": "Missing 'inputs' or 'instances' key"}
+        given = request["instances"] if row else request["inputs"]
+        if len(specs) == 1 and not isinstance(given, dict) and not (row and given and isinstance(given[0], dict)):
+            given = {next(iter(specs)): given}
+        elif row:
+            given = {key: [instance[key] for instance in given] for key in specs}
+        try:
+            tensors = {key: tf.constant(value, dtype=specs[key].dtype) for key, value in given.items()}
+            outputs = signature(**tensors)
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+            return 400, {"error": " ".join(str(e).split())[:500]}
+        values = {key: value.numpy().tolist() for key, value in outputs.items()}
+        if not row:
+            return 200, {"outputs": values if len(values) > 1 else next(iter(values.values()))}
+        count = len(next(iter(values.values())))
+        if len(values) == 1:
+            return 200, {"predictions": next(iter(values.values()))}
+        return 200, {"predictions": [{key: value[i] for key, value in values.items()} for i in range(count)]}
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
