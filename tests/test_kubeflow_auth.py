@@ -81,9 +81,18 @@ def test_in_a_pod_the_projected_service_account_token_is_read_on_each_request(tm
                          "--namespace", "team-a", env={"KF_PIPELINES_SA_TOKEN_PATH": token})
         listed = run_cli("pipeline.py", "schedule", "--host", api.url, "--list", "--namespace", "team-a",
                          env={"KF_PIPELINES_SA_TOKEN_PATH": token})
-    assert {r["authorization"] for r in api.requests} == {f"Bearer {TOKEN}"}
+        [schedule_id] = api.recurring_runs
+        for action in ("--pause", "--delete"):
+            run_cli("pipeline.py", "schedule", "--host", api.url, action, schedule_id, "--namespace", "team-a",
+                    env={"KF_PIPELINES_SA_TOKEN_PATH": token})
+        left = dict(api.recurring_runs)
+        denied = run_cli("pipeline.py", "schedule", "--host", api.url, "--list", "--namespace", "team-a", check=False)
+    assert left == {} and [r["path"] for r in api.requests if r["method"] in ("POST", "DELETE")][-2:] == [
+        f"/apis/v2beta1/recurringruns/{schedule_id}:disable", f"/apis/v2beta1/recurringruns/{schedule_id}"]
+    _refused(denied, "401 Unauthorized with no identity")
+    assert {r["authorization"] for r in api.requests[:-1]} == {f"Bearer {TOKEN}"}
     assert "jax-mlp-pipeline-retrain  ENABLED" in listed.stdout
-    [listing] = [r for r in api.requests if r["method"] == "GET" and r["path"] == "/apis/v2beta1/recurringruns"]
+    listing = next(r for r in api.requests if r["method"] == "GET" and r["path"] == "/apis/v2beta1/recurringruns")
     assert "namespace=team-a" in listing["query"]
     _no_secret_in(result)
 
