@@ -35,7 +35,8 @@ def publish(
 
     Args:
         model: Model artifact folder (from components.train)
-        publish_uri: publish location, a folder or gs://bucket/prefix
+        publish_uri: publish location, a folder or gs://bucket/prefix, or a Vertex AI Model Registry model
+            (projects/P/locations/L/models/M)
         test_accuracy: the model's test accuracy (from components.evaluate)
         test_loss: the model's test loss (from components.evaluate)
         blessing_tolerance: LATEST moves if the test accuracy is at least the champion's minus this
@@ -44,16 +45,23 @@ def publish(
     """
     from components.publish import publish_model, report
 
+    # model.uri: the same model in the object store (gs:// on Vertex AI), what a Model Registry version points at
     published = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id,
-                              tolerance=blessing_tolerance)
+                              tolerance=blessing_tolerance, model_uri=model.uri)
     print(report(published, publish_uri))
     return published.version
 
 
 def report(published: "Published", publish_uri: str) -> str:
     """One line: what was published, and whether LATEST moved."""
+    from mlp_core.model_registry import CHAMPION, is_registry
+
     if not published.version:
         return published.reason
+    if is_registry(publish_uri):
+        return (f"published version {published.version} to {publish_uri}; alias {CHAMPION} "
+                + (f"moved to it ({published.reason.rsplit('(', 1)[-1].rstrip(')')})" if published.promoted
+                   else f"not moved: {published.reason.split(': ', 1)[-1]}"))
     if published.promoted:
         return f"published {published.version} to {publish_uri}; LATEST moved to it ({published.reason})"
     return f"published {published.version} to {publish_uri}; LATEST not moved: {published.reason}"
@@ -70,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Publish a Model artifact to <publish-uri>/<version>/ (local folder or gs://) and move LATEST to it.",
     )
     p.add_argument("--model", required=True, help=descriptions(publish)["model"])
+    p.add_argument("--model-uri", default=None, help="where the same model lies in Cloud Storage (gs://), for a Model "
+                   "Registry publish target, whose versions point at it")
     add_parameter_flags(p, publish)
     return p
 
@@ -78,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     published = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id,
-                              tolerance=args.blessing_tolerance)
+                              tolerance=args.blessing_tolerance, model_uri=args.model_uri)
     print(report(published, args.publish_uri))
     return 0
 

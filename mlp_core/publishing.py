@@ -60,8 +60,15 @@ def _manifest(publish_uri: str, version: str) -> dict:
 
 
 def read_champion(publish_uri: str) -> "dict | None":
-    """The validated manifest of the model ``LATEST`` points to, or None when nothing is published."""
-    from mlp_core import storage
+    """The validated manifest of the model ``LATEST`` points to, or None when nothing is published.
+
+    For a Vertex AI Model Registry target, the record of the version holding the ``champion`` alias
+    (``mlp_core.model_registry``).
+    """
+    from mlp_core import model_registry, storage
+
+    if model_registry.is_registry(publish_uri):
+        return model_registry.read_champion(publish_uri)
 
     latest = storage.join(publish_uri, LATEST)
     if not storage.exists(latest):
@@ -95,6 +102,7 @@ def publish_model(
     run_id: str = "",
     now: "datetime | None" = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    model_uri: "str | None" = None,
 ) -> Published:
     """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
 
@@ -103,8 +111,12 @@ def publish_model(
     model still beats the champion it replaces, and the move is a compare-and-swap
     (``if_generation_match`` on Cloud Storage, a file lock in a folder), so two runs
     publishing at once cannot roll a better champion back.
+
+    ``publish_uri`` may name a Vertex AI Model Registry model (``projects/P/locations/L/models/M``): the model
+    becomes a new version there (``model_uri``: where ``model`` lies in Cloud Storage), and the ``champion``
+    alias takes the place of ``LATEST`` (``mlp_core.model_registry``).
     """
-    from mlp_core import storage
+    from mlp_core import model_registry, storage
     from mlp_core.blessing import check_fraction, check_loss
     from mlp_core.model_io import load_model
     from mlp_core.outputs import check_apart
@@ -113,6 +125,12 @@ def publish_model(
     test_accuracy = check_fraction("--test-accuracy", test_accuracy)
     test_loss = check_loss("--test-loss", test_loss)
     check_fraction("--blessing-tolerance", tolerance)
+    if model_registry.is_registry(publish_uri):
+        load_model(model)  # refuses a broken model before anything is sent
+        version, promoted, reason = model_registry.publish(
+            model, model_uri or str(model), publish_uri, test_accuracy, test_loss, image, run_id, tolerance,
+            lambda accuracy, champion: _beats(accuracy, champion, tolerance))
+        return Published(version, promoted, reason)
     check_apart({"--model": model}, {"--publish-uri": publish_uri})
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
     beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)

@@ -139,12 +139,13 @@ def test_a_killed_process_fails_the_run_and_a_rerun_resumes_from_the_checkpoint(
 
 _KFP_STEP = """
 import sys
-from kfp.dsl import Dataset, Metrics, Model
+from kfp.dsl import Artifact, Dataset, Metrics, Model
 from components.train import train
 model, metrics = Model(name="model", uri=sys.argv[2]), Metrics(name="metrics", uri=sys.argv[3])
-train(dataset=Dataset(name="dataset", uri=sys.argv[1]), model=model, metrics=metrics, hidden_sizes="512,512",
+train(dataset=Dataset(name="dataset", uri=sys.argv[1]), model=model, metrics=metrics,
+      tensorboard=Artifact(name="tensorboard", uri=sys.argv[2] + "-tensorboard"), hidden_sizes="512,512",
       step_size=0.01, batch_size=96, epochs=1, seed=0, shuffle=True, placement="auto", checkpoint_root="",
-      pipeline_root="", run_id="", require_gpu=False)
+      pipeline_root="", run_id="", require_gpu=False, trainer_job="")
 print("returned to kfp's executor with metrics", sorted(metrics.metadata))
 """
 
@@ -162,3 +163,4 @@ def test_in_a_multi_host_custom_job_only_process_0_returns_to_kfps_executor(smal
     assert "returned to kfp's executor with metrics ['examples_per_second', 'final_loss'" in outputs[0]
     assert "returned to kfp's executor" not in outputs[1]
     assert (tmp_path / "model" / "_COMPLETE.json").exists()
+    assert (tmp_path / "model-tensorboard" / "_COMPLETE.json").exists()  # written once, by process 0

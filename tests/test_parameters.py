@@ -30,7 +30,7 @@ CLI_ONLY = {
             "--process-id",
             "--coordinator-timeout", "--heartbeat-timeout"},
     evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
-    publish: {"--model"},
+    publish: {"--model", "--model-uri"},
 }
 
 

@@ -166,3 +166,69 @@ def test_publish_rereads_the_champion_and_keeps_a_better_one(model, other_model,
     assert "below the champion's 0.9900" in late.reason
     assert read_champion(uri)["version"] == best
     assert {p.name for p in (tmp_path / "published").iterdir() if not p.name.startswith(".")} == {LATEST, best}
+
+
+# ---- Vertex AI Model Registry (stand-in) as the publish target
+
+REGISTRY = "projects/my-project/locations/us-central1/models/mnist-mlp"
+
+
+def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, monkeypatch, tmp_path):
+    """Request by request: the champion read by alias, a version per blessed model, the alias moved only to a winner."""
+    from vertex_api_stand_in import VertexModelRegistryStandIn
+
+    gcs_emulator.create_bucket("registry-models")
+    model_uri = "gs://registry-models/run-1/train/model"
+    storage.upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
+    with VertexModelRegistryStandIn() as vertex:
+        monkeypatch.setenv("JAX_MLP_VERTEX_ENDPOINT", vertex.url)
+        assert read_champion(REGISTRY) is None
+        first = publish_model(model, REGISTRY, 0.90, 0.10, image="reg/img:1", run_id="run-1", model_uri=model_uri)
+        assert (first.version, first.promoted) == ("1", True) and "no champion yet" in first.reason
+        champion = read_champion(REGISTRY)
+        assert champion["version"] == "1" and champion["metrics"]["test_accuracy"] == 0.90
+        assert champion["model_uri"] == model_uri and champion["pipeline_run_id"] == "run-1"
+
+        worse = publish_model(model, REGISTRY, 0.80, 0.20, model_uri=model_uri)
+        assert (worse.version, worse.promoted) == ("", False) and worse.reason.startswith("not published: ")
+        better = run_cli("-m", "components.publish", "--model", str(model), "--model-uri", model_uri, "--publish-uri",
+                         REGISTRY, "--test-accuracy", "0.95", "--test-loss", "0.05",
+                         env={"JAX_MLP_VERTEX_ENDPOINT": vertex.url}).stdout.strip()
+        assert better.startswith(f"published version 2 to {REGISTRY}; alias champion moved to it")
+        assert read_champion(REGISTRY)["version"] == "2"
+        aliases = vertex.aliases(REGISTRY)
+    assert aliases == {"1": ["default"], "2": ["champion"]}  # the alias left version 1 when version 2 took it
+    calls = [(r["method"], r["path"].split("/models", 1)[1]) for r in vertex.requests]
+    assert calls == [
+        ("GET", "/mnist-mlp@champion"),                                         # read_champion: none yet
+        ("GET", "/mnist-mlp@champion"), ("GET", "/mnist-mlp"), (("POST", ":upload")),  # creates the model
+        ("GET", "/mnist-mlp@champion"), ("POST", "/mnist-mlp@1:mergeVersionAliases"),
+        ("GET", "/mnist-mlp@champion"),                                         # read_champion
+        ("GET", "/mnist-mlp@champion"),                                         # the worse model: nothing sent
+        ("GET", "/mnist-mlp@champion"), ("GET", "/mnist-mlp"), ("POST", ":upload"),  # a new version
+        ("GET", "/mnist-mlp@champion"), ("POST", "/mnist-mlp@2:mergeVersionAliases"),
+        ("GET", "/mnist-mlp@champion"),
+    ]
+    uploads = [r["body"] for r in vertex.requests if r["path"].endswith(":upload")]
+    assert uploads[0]["modelId"] == "mnist-mlp" and uploads[1]["parentModel"] == REGISTRY
+    version = uploads[1]["model"]
+    assert version["artifactUri"] == f"{model_uri}/saved_model/1"
+    assert version["containerSpec"]["imageUri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.")
+    assert json.loads(version["versionDescription"])["metrics"] == {"test_accuracy": 0.95, "test_loss": 0.05}
+
+
+def test_model_registry_refusals_are_one_line(model, gcs_emulator, monkeypatch):
+    from vertex_api_stand_in import VertexModelRegistryStandIn
+
+    with VertexModelRegistryStandIn() as vertex:
+        env = {"JAX_MLP_VERTEX_ENDPOINT": vertex.url}
+        local = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", REGISTRY,
+                        "--test-accuracy", "0.9", "--test-loss", "0.1", env=env, check=False)
+        gcs_emulator.create_bucket("registry-empty")
+        missing = run_cli("-m", "components.publish", "--model", str(model), "--model-uri", "gs://registry-empty/model",
+                          "--publish-uri", REGISTRY, "--test-accuracy", "0.9", "--test-loss", "0.1", env=env, check=False)
+    assert local.returncode == 2 and "a Model Registry version points at its model in Cloud Storage" in local.stderr
+    assert missing.returncode == 2 and "the Model Registry refused the upload" in missing.stderr
+    assert "is expected to contain exactly one of: [saved_model.pb" in missing.stderr
+    assert [r["path"] for r in vertex.requests if r["method"] == "POST"] == [
+        f"/v1/{REGISTRY.rsplit('/models/', 1)[0]}/models:upload"]

@@ -1,0 +1,126 @@
+"""Vertex AI Model Registry as a publish target: ``publish_uri = projects/P/locations/L/models/M``.
+
+A blessed model becomes a new version of the registry model ``M`` (created with
+the first one): its ``artifact_uri`` is the model's SavedModel in Cloud Storage
+(``<model>/saved_model/1``, what Vertex AI's prebuilt TensorFlow prediction
+containers load), its serving container the prebuilt TensorFlow one. The
+champion is the version holding the alias ``champion``: evaluate blesses against
+it, and publish moves the alias to the new version only when that version still
+beats the champion read just before (Vertex AI keeps an alias on one version of
+a model at a time, so adding it moves it). Each version carries its metrics and
+provenance as JSON in its description, and the ``managed-by`` label.
+
+Through the ``google-cloud-aiplatform`` GAPIC client (``ModelServiceClient``, REST
+transport): ``UploadModel`` (a long-running operation), ``GetModel`` with
+``@champion``, ``MergeVersionAliases``. ``JAX_MLP_VERTEX_ENDPOINT`` names another
+API endpoint (a Private Service Connect one; the tests' stand-in); by default it
+is ``<location>-aiplatform.googleapis.com``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from mlp_core.blessing import ChampionError
+
+REGISTRY = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/models/(?P<model>[a-z0-9][a-z0-9_-]{0,127})$")
+CHAMPION = "champion"
+# Vertex AI's prebuilt TensorFlow 2 prediction container (CPU); it serves a SavedModel's serving_default.
+SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+ENDPOINT_ENV = "JAX_MLP_VERTEX_ENDPOINT"
+
+
+def is_registry(publish_uri: str) -> bool:
+    return bool(REGISTRY.match(str(publish_uri)))
+
+
+def _client(publish_uri: str):
+    from google.cloud import aiplatform_v1
+
+    location = REGISTRY.match(publish_uri).group("location")
+    endpoint = os.environ.get(ENDPOINT_ENV) or f"{location}-aiplatform.googleapis.com"
+    credentials = None
+    if endpoint.startswith("http://"):  # never Vertex AI itself: a local stand-in, which wants no Google identity
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+    return aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": endpoint}, transport="rest",
+                                            credentials=credentials)
+
+
+def _parent(publish_uri: str) -> str:
+    return publish_uri.rsplit("/models/", 1)[0]
+
+
+def read_champion(publish_uri: str) -> "dict | None":
+    """The champion version's record (``version``, ``metrics``, ...), or None when the model or alias is not there."""
+    from google.api_core import exceptions
+
+    try:
+        model = _client(publish_uri).get_model(name=f"{publish_uri}@{CHAMPION}")
+    except exceptions.NotFound:
+        return None
+    except exceptions.GoogleAPICallError as e:
+        raise ChampionError(f"the champion cannot be read from {publish_uri}: {e.message}") from None
+    try:
+        record = json.loads(model.version_description)
+        record["metrics"]["test_accuracy"] = float(record["metrics"]["test_accuracy"])
+    except (ValueError, TypeError, KeyError):
+        raise ChampionError(f"{publish_uri}@{CHAMPION} (version {model.version_id}) was not published by this "
+                            "pipeline (no metrics in its description): move the alias or remove it") from None
+    return {**record, "version": model.version_id}
+
+
+def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, test_loss, image: str, run_id: str,
+            tolerance: float, beats) -> "tuple[str, bool, str]":
+    """Upload ``model_dir`` (in Cloud Storage at ``model_uri``) as a new version; move ``champion`` if it still wins.
+
+    Returns ``(version id or "", promoted, reason)``; ``beats(test_accuracy, champion)`` is the blessing rule.
+    """
+    from google.api_core import exceptions
+
+    from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
+    from mlp_core.publishing import content_hash
+
+    if not str(model_uri).startswith("gs://"):
+        raise ChampionError(f"a Model Registry version points at its model in Cloud Storage; the model is at "
+                            f"{model_uri} (publish to the registry from a pipeline run on Vertex AI, or give a gs:// "
+                            "Model)")
+    beats_champion, reason = beats(test_accuracy, read_champion(publish_uri))
+    if not beats_champion:
+        return "", False, f"not published: {reason}"
+    client = _client(publish_uri)
+    model_id = REGISTRY.match(publish_uri).group("model")
+    try:
+        client.get_model(name=publish_uri)
+        exists = True
+    except exceptions.NotFound:
+        exists = False
+    record = {"metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss}, "content_sha256": content_hash(model_dir),
+              "image": image, "pipeline_run_id": run_id, "model_uri": str(model_uri)}
+    version = {
+        "display_name": model_id,
+        "artifact_uri": f"{str(model_uri).rstrip('/')}/{SAVED_MODEL_DIR}/{SERVING_VERSION}",
+        "container_spec": {"image_uri": SERVING_IMAGE},
+        "version_description": json.dumps(record, sort_keys=True),
+        "labels": {"managed-by": "jax-mlp-pipeline"},
+    }
+    request = {"parent": _parent(publish_uri), "model": version}
+    if exists:
+        request["parent_model"] = publish_uri
+    else:
+        request["model_id"] = model_id
+    try:
+        uploaded = client.upload_model(request=request).result(timeout=1800)
+        version_id = uploaded.model_version_id
+        # The alias moves only if this version still beats the champion of this moment (another run may have
+        # promoted one meanwhile); the registry has no compare-and-swap, so the window is this read and the merge.
+        still, reason = beats(test_accuracy, read_champion(publish_uri))
+        if not still:
+            return version_id, False, f"version {version_id} uploaded; {CHAMPION} not moved: {reason}"
+        client.merge_version_aliases(name=f"{publish_uri}@{version_id}", version_aliases=[CHAMPION])
+    except exceptions.GoogleAPICallError as e:
+        raise ChampionError(f"the Model Registry refused the upload to {publish_uri}: {e.message}") from None
+    return version_id, True, f"version {version_id} of {publish_uri}; {CHAMPION} moved to it ({reason})"
