@@ -48,6 +48,7 @@ def train_on_dataset(
     coordinator_timeout: int = 300,
     heartbeat_timeout: int = 100,
     log: Callable[[str], None] = functools.partial(print, flush=True),
+    after_write: "Callable[[], None] | None" = None,
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
 
@@ -68,7 +69,8 @@ def train_on_dataset(
     ``dataset``, ``model`` and ``metrics`` may be ``gs://`` URIs (the pods of a
     Kubeflow Trainer job have no kfp launcher to move artifacts for them): the
     dataset is downloaded and verified first, the model trained into a local
-    folder and uploaded with its marker last (``mlp_core.remote_artifacts``).
+    folder and uploaded with its marker last (``mlp_core.remote_artifacts``). ``after_write``: called by
+    process 0 once the model and metrics are written and before this run's checkpoints are deleted.
     """
     from mlp_core import storage
 
@@ -76,71 +78,10 @@ def train_on_dataset(
                  shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,
                  run_id=run_id, require_gpu=require_gpu, coordinator_timeout=coordinator_timeout,
                  heartbeat_timeout=heartbeat_timeout, log=log)
-    if not any(v is not None and storage.is_gcs(str(v)) for v in (dataset, model, metrics)):
-        return _train_local(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, processes=processes, **hyper)
-    return _train_remote(str(dataset), str(model), None if metrics is None else str(metrics), checkpoint_dir,
-                         processes or detect(os.environ), hyper)
+    if any(v is not None and storage.is_gcs(str(v)) for v in (dataset, model, metrics)):
+        return _train_remote(str(dataset), str(model), None if metrics is None else str(metrics), checkpoint_dir,
+                             processes or detect(os.environ), hyper)
 
-
-def _train_remote(dataset: str, model: str, metrics: "str | None", checkpoint_dir: "str | None",
-                  group: ProcessGroup, hyper: dict) -> list[dict]:
-    """``train_on_dataset`` with some of its artifacts at ``gs://`` URIs: local copies in, uploads out."""
-    import shutil
-    import tempfile
-
-    from mlp_core import remote_artifacts, storage
-
-    if storage.is_gcs(model):
-        remote_artifacts.check_upload(model, "model")  # before any work
-    if metrics is not None and storage.is_gcs(metrics) and storage.exists(metrics):
-        raise OutputConflictError(f"{metrics} exists; the metrics go to a new object")
-    if checkpoint_dir is None and not hyper["checkpoint_root"] and not hyper["pipeline_root"]:
-        parent, _, name = model.rstrip("/").rpartition("/")
-        checkpoint_dir = storage.join(parent, f".{name}.checkpoints")  # durable, beside the model, like a local run's
-    scratch = Path(tempfile.mkdtemp(prefix="train-"))
-    try:
-        local_dataset = (remote_artifacts.download(dataset, "dataset", scratch / "dataset")
-                         if storage.is_gcs(dataset) else dataset)
-        local_model = scratch / "model" if storage.is_gcs(model) else model
-        local_metrics = (scratch / "metrics.json" if metrics is not None and storage.is_gcs(metrics) else metrics)
-
-        def upload():  # process 0, after the model is written and before its checkpoints go
-            if local_model != model:
-                remote_artifacts.upload(local_model, model, "model")
-            if local_metrics != metrics:
-                storage.write_bytes(metrics, Path(local_metrics).read_bytes())
-
-        return _train_local(local_dataset, local_model, metrics=local_metrics, checkpoint_dir=checkpoint_dir,
-                            processes=group, after_write=upload, **hyper)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # our own temp folder
-
-
-def _train_local(
-    dataset: "str | Path",
-    model: "str | Path",
-    *,
-    metrics: "str | Path | None",
-    hidden_sizes: str,
-    step_size: float,
-    batch_size: int,
-    epochs: int,
-    seed: int,
-    shuffle: bool,
-    placement: str,
-    checkpoint_dir: "str | None",
-    checkpoint_root: str,
-    pipeline_root: str,
-    run_id: str,
-    require_gpu: bool,
-    processes: "ProcessGroup | None" = None,
-    coordinator_timeout: int = 300,
-    heartbeat_timeout: int = 100,
-    log: Callable[[str], None] = functools.partial(print, flush=True),
-    after_write: "Callable[[], None] | None" = None,
-) -> list[dict]:
-    """``train_on_dataset`` on local paths. ``after_write``: called by process 0 once the model and metrics
-    are written and before this run's checkpoints are deleted (uploads that must succeed first)."""
     import jax
 
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION, export_saved_model
@@ -224,6 +165,41 @@ def _train_local(
     if derived:  # <root>/checkpoints/<run id>/train and the run's folder, if this run left them empty (a local root)
         remove_empty_folders(derived, 2)
     return history
+
+
+def _train_remote(dataset: str, model: str, metrics: "str | None", checkpoint_dir: "str | None",
+                  group: ProcessGroup, hyper: dict) -> list[dict]:
+    """``train_on_dataset`` with some of its artifacts at ``gs://`` URIs: local copies in, uploads out."""
+    import shutil
+    import tempfile
+
+    from mlp_core import remote_artifacts, storage
+
+    if storage.is_gcs(model):
+        remote_artifacts.check_upload(model, "model")  # before any work
+    if metrics is not None and storage.is_gcs(metrics) and storage.exists(metrics):
+        raise OutputConflictError(f"{metrics} exists; the metrics go to a new object")
+    if checkpoint_dir is None and not hyper["checkpoint_root"] and not hyper["pipeline_root"]:
+        parent, _, name = model.rstrip("/").rpartition("/")
+        checkpoint_dir = storage.join(parent, f".{name}.checkpoints")  # durable, beside the model, like a local run's
+    scratch = Path(tempfile.mkdtemp(prefix="train-"))
+    try:
+        local_dataset = (remote_artifacts.download(dataset, "dataset", scratch / "dataset")
+                         if storage.is_gcs(dataset) else dataset)
+        local_model = scratch / "model" if storage.is_gcs(model) else model
+        local_metrics = (scratch / "metrics.json" if metrics is not None and storage.is_gcs(metrics) else metrics)
+
+        def upload():  # process 0, after the model is written and before its checkpoints go
+            if local_model != model:
+                remote_artifacts.upload(local_model, model, "model")
+            if local_metrics != metrics:
+                storage.write_bytes(metrics, Path(local_metrics).read_bytes())
+
+        return train_on_dataset(local_dataset, local_model, metrics=local_metrics, checkpoint_dir=checkpoint_dir,
+                                processes=group, after_write=upload, **hyper)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # our own temp folder
+
 
 
 def check_gpu() -> None:

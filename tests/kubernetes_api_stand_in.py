@@ -36,10 +36,11 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+
+from loopback_json_server import LoopbackJsonServer
 
 PREFIX = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -57,7 +58,7 @@ def _status(code: int, reason: str, message: str) -> dict:
             "reason": reason, "code": code}
 
 
-class KubernetesApiStandIn:
+class KubernetesApiStandIn(LoopbackJsonServer):
     def __init__(self, token: str = "stand-in-token", namespaces: tuple[str, ...] = ("team-a",),
                  runtimes: tuple[str, ...] = ("jax-distributed",), logs: "Path | None" = None, env: "dict | None" = None):
         self.token = token
@@ -67,53 +68,19 @@ class KubernetesApiStandIn:
         self.env = env or {}
         self.jobs: dict[tuple[str, str], dict] = {}
         self.processes: dict[tuple[str, str], list[subprocess.Popen]] = {}
-        self.requests: list[dict] = []  # method, path, body (created objects as sent)
         self.lock = threading.Lock()
-        stand_in = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
+    def answer(self, method: str, path: str, headers, raw: bytes):
+        body = json.loads(raw) if raw else None
+        self.requests[-1]["body"] = body  # created objects as sent
+        return self.handle(method, path, headers.get("Authorization", ""), body)
 
-            def _reply(self, code: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self, method: str):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                stand_in.requests.append({"method": method, "path": self.path, "body": body})
-                code, reply = stand_in.handle(method, self.path, self.headers.get("Authorization", ""), body)
-                self._reply(code, reply)
-
-            def do_GET(self):
-                self._handle("GET")
-
-            def do_POST(self):
-                self._handle("POST")
-
-            def do_DELETE(self):
-                self._handle("DELETE")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
+    def stop(self) -> None:
         for procs in self.processes.values():
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-        self.server.shutdown()
-        self.server.server_close()
 
     def kubeconfig(self, path: Path, namespace: str = "team-a", token: "str | None" = None) -> Path:
         """A kubeconfig naming this stand-in (what ``kubectl config`` would write for it)."""

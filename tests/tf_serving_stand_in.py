@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from loopback_json_server import LoopbackJsonServer
 
 PREDICT = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
 STATUS = re.compile(r"^/v1/models/([^/:]+)$")
@@ -36,7 +36,7 @@ def _versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
 
 
-class TfServingStandIn:
+class TfServingStandIn(LoopbackJsonServer):
     def __init__(self, models: dict[str, "str | Path"]):
         from mlp_core.data.tf import tf
 
@@ -46,45 +46,24 @@ class TfServingStandIn:
             versions = _versions(Path(base))
             if versions:  # TF Serving serves the newest version it finds
                 self.loaded[name] = (versions[-1], tf.saved_model.load(str(Path(base) / str(versions[-1]))))
-        self.requests: list[dict] = []
-        outer = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code: int, body: dict):
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                m = STATUS.match(self.path)
-                if not m or m.group(1) not in outer.loaded:
-                    return self._reply(404, {"error": f"Servable not found for request: Latest({m.group(1) if m else ''})"})
-                version = outer.loaded[m.group(1)][0]
-                self._reply(200, {"model_version_status": [{"version": str(version), "state": "AVAILABLE",
-                                                            "status": {"error_code": "OK", "error_message": ""}}]})
-
-            def do_POST(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests.append({"path": self.path, "body": raw})
-                m = PREDICT.match(self.path)
-                if not m:
-                    return self._reply(404, {"error": f"Malformed request: POST {self.path}"})
-                name, version = m.group(1), m.group(2)
-                if name not in outer.loaded or (version and int(version) != outer.loaded[name][0]):
-                    what = f"Specific({name}, {version})" if version else f"Latest({name})"
-                    return self._reply(404, {"error": f"Servable not found for request: {what}"})
-                code, body = outer.predict(outer.loaded[name][1], raw)
-                self._reply(code, body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    def answer(self, method: str, path: str, headers, raw: bytes):
+        self.requests[-1]["body"] = raw
+        if method == "GET":
+            m = STATUS.match(path)
+            if not m or m.group(1) not in self.loaded:
+                return 404, {"error": f"Servable not found for request: Latest({m.group(1) if m else ''})"}
+            return 200, {"model_version_status": [{"version": str(self.loaded[m.group(1)][0]), "state": "AVAILABLE",
+                                                   "status": {"error_code": "OK", "error_message": ""}}]}
+        m = PREDICT.match(path)
+        if method != "POST" or not m:
+            return 404, {"error": f"Malformed request: {method} {path}"}
+        name, version = m.group(1), m.group(2)
+        if name not in self.loaded or (version and int(version) != self.loaded[name][0]):
+            what = f"Specific({name}, {version})" if version else f"Latest({name})"
+            return 404, {"error": f"Servable not found for request: {what}"}
+        return self.predict(self.loaded[name][1], raw)
 
     def predict(self, model, raw: bytes) -> tuple[int, dict]:
         tf = self.tf
@@ -119,11 +98,3 @@ class TfServingStandIn:
         if len(values) == 1:
             return 200, {"predictions": next(iter(values.values()))}
         return 200, {"predictions": [{key: value[i] for key, value in values.items()} for i in range(count)]}
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

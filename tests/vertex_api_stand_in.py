@@ -29,8 +29,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
+
+from loopback_json_server import LoopbackJsonServer
 
 ALIAS = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
 MODEL = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+)/models/([^/@:]+)(?:@([^/:]+))?(:mergeVersionAliases)?$")
@@ -41,44 +42,18 @@ def _error(code: int, status: str, message: str) -> tuple[int, dict]:
     return code, {"error": {"code": code, "message": message, "status": status}}
 
 
-class VertexModelRegistryStandIn:
+class VertexModelRegistryStandIn(LoopbackJsonServer):
     def __init__(self):
         self.models: dict[str, list[dict]] = {}  # model resource name -> its versions, in order
-        self.requests: list[dict] = []
         self.lock = threading.Lock()
-        outer = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _handle(self):
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.loads(raw) if raw else None
-                path = unquote(self.path.split("?")[0])
-                outer.requests.append({"method": self.command, "path": path, "body": body})
-                with outer.lock:
-                    code, answer = outer.handle(self.command, path, body)
-                data = json.dumps(answer).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, method: str, path: str, headers, raw: bytes):
+        body = json.loads(raw) if raw else None
+        path = unquote(path.split("?")[0])
+        self.requests[-1].update(path=path, body=body)
+        with self.lock:
+            return self.handle(method, path, body)
 
     def aliases(self, name: str) -> dict[str, list[str]]:
         """version id -> its aliases, for a test to look at."""
