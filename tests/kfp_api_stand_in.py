@@ -27,11 +27,11 @@ the HTTP proxy a client is told to use receives them, and records the host.
 import itertools
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 import kfp_server_api
+
+from loopback_json_server import LoopbackJsonServer
 
 _MODELS = {
     ("POST", "/apis/v2beta1/experiments"): "V2beta1Experiment",
@@ -53,38 +53,25 @@ class _Body:
         self.data = data
 
 
-class RecordingKfpApi:
+class RecordingKfpApi(LoopbackJsonServer):
     def __init__(self, port: int = 0, version: str = "2.5.0", token: "str | None" = None, cookie: "str | None" = None,
                  namespaces: "tuple[str, ...] | None" = None, tls: "tuple[str, str] | None" = None):
         self.version = version
         self.token = token
         self.cookie = cookie
         self.namespaces = namespaces
-        self.requests: list[dict] = []
         self.experiments: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
         self._ids = itertools.count(1)
         self._api = kfp_server_api.ApiClient()
-        handler = self._handler()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        scheme = "http"
+        super().__init__(port)
         if tls:
             import ssl
 
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+            self.url = self.url.replace("http://", "https://", 1)
 
     def decoded(self, method: str, path: str) -> list:
         """Bodies of the recorded ``method path`` requests, as kfp-server-api models."""
@@ -158,43 +145,22 @@ class RecordingKfpApi:
             return (200, {}) if self.recurring_runs.pop(m.group(1), None) else (404, {"error": "not found"})
         return 404, {"error": f"the stand-in does not answer {method} {path}"}
 
-    def _handler(self):
-        outer = self
+    def answer(self, method: str, target: str, headers, raw: bytes):
+        via_proxy = None
+        if target.startswith(("http://", "https://")):  # absolute-form: we are the client's HTTP proxy
+            from urllib.parse import urlsplit
 
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self):
-                target, via_proxy = self.path, None
-                if target.startswith(("http://", "https://")):  # absolute-form: we are the client's HTTP proxy
-                    from urllib.parse import urlsplit
-
-                    parts = urlsplit(target)
-                    via_proxy, target = parts.netloc, parts.path + (f"?{parts.query}" if parts.query else "")
-                path, _, query = target.partition("?")
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length).decode() if length else ""
-                body = json.loads(raw) if raw else None
-                record = {"method": self.command, "path": path, "query": query, "body": body, "model": None,
-                          "via_proxy": via_proxy}
-                model = _MODELS.get((self.command, path))
-                if model:  # decode as the real server's generated client would: malformed bodies raise
-                    record["model"] = outer._api.deserialize(_Body(raw), model)
-                record["authorization"] = self.headers.get("Authorization")
-                record["cookie"] = self.headers.get("Cookie")
-                outer.requests.append(record)
-                if not outer._authorized(self.headers):  # the auth proxy, in front of the API
-                    status, payload = 401, {"error": "Unauthorized", "code": 16, "message": "Unauthorized"}
-                else:
-                    status, payload = outer._respond(self.command, path, query, body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = do_PUT = _handle
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
+            parts = urlsplit(target)
+            via_proxy, target = parts.netloc, parts.path + (f"?{parts.query}" if parts.query else "")
+        path, _, query = target.partition("?")
+        text = raw.decode()
+        body = json.loads(text) if text else None
+        record = self.requests[-1]
+        record.update(path=path, query=query, body=body, model=None, via_proxy=via_proxy,
+                      authorization=headers.get("Authorization"), cookie=headers.get("Cookie"))
+        model = _MODELS.get((method, path))
+        if model:  # decode as the real server's generated client would: malformed bodies raise
+            record["model"] = self._api.deserialize(_Body(text), model)
+        if not self._authorized(headers):  # the auth proxy, in front of the API
+            return 401, {"error": "Unauthorized", "code": 16, "message": "Unauthorized"}
+        return self._respond(method, path, query, body)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class LoopbackJsonServer:
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.requests: list[dict] = []
         outer = self
 
@@ -35,7 +35,7 @@ class LoopbackJsonServer:
 
             do_GET = do_POST = do_DELETE = do_PUT = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
