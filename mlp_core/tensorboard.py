@@ -28,7 +28,7 @@ SCALARS = {
 
 def write_events(history: list[dict], folder: "str | Path", hyperparameters: "dict | None" = None) -> list[str]:
     """Write one scalar per ``SCALARS`` key and epoch (step = epoch) into ``folder``; returns the files written."""
-    import tensorflow as tf
+    from mlp_core.data.tf import tf  # never takes a GPU from JAX
 
     from mlp_core.outputs import artifact_writer
 
@@ -60,7 +60,7 @@ def read_scalars(folder: "str | Path") -> dict[str, list[tuple[int, float]]]:
 
     accumulator = EventAccumulator(str(folder), size_guidance={"tensors": 0, "scalars": 0})
     accumulator.Reload()
-    import tensorflow as tf
+    from mlp_core.data.tf import tf  # never takes a GPU from JAX
 
     return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
             for tag in accumulator.Tags()["tensors"] if tag in SCALARS.values()}
