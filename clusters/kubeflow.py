@@ -88,20 +88,19 @@ def _client(conn: Connection):
     class Client(kfp.Client):
         """kfp.Client whose healthz call is tried once (kfp retries 5 times, 5 s apart, even on 401)."""
 
-        backend: dict = {}
+        backend: dict = {}  # the healthz answer, once read (kfp's constructor may read it)
 
         def get_kfp_healthz(self, sleep_duration: int = 5):
             response = self._healthz_api.healthz_service_get_healthz(_preload_content=False)
             try:
-                Client.backend = json.loads(response.data)
+                self.backend = json.loads(response.data)
             except ValueError:
-                Client.backend = {}
-            return kfp_server_api.V2beta1GetHealthzResponse(multi_user=Client.backend.get("multi_user"),
-                                                            pipeline_store=Client.backend.get("pipeline_store"))
+                self.backend = {}
+            return kfp_server_api.V2beta1GetHealthzResponse(multi_user=self.backend.get("multi_user"),
+                                                            pipeline_store=self.backend.get("pipeline_store"))
 
-    for path, flag in ((conn.ca_cert, "--ca-cert"),):
-        if path and not Path(path).is_file():
-            raise ClusterError(f"{flag} {path}: no such file")
+    if conn.ca_cert and not Path(conn.ca_cert).is_file():
+        raise ClusterError(f"--ca-cert {conn.ca_cert}: no such file")
     kwargs: dict = {"host": conn.host, "proxy": conn.proxy, "ssl_ca_cert": conn.ca_cert}
     if not conn.verify_tls:
         kwargs["verify_ssl"] = False

@@ -39,14 +39,15 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
         raise IncompleteArtifactError(f"{uri} is not a complete {kind} artifact: {why}")
     folder = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix=f"{kind}-"))
     folder.mkdir(parents=True, exist_ok=True)
-    marker = json.loads(storage.read_bytes(storage.join(uri, COMPLETE)))
-    (folder / COMPLETE).write_text(json.dumps(marker))
+    raw_marker = storage.read_bytes(storage.join(uri, COMPLETE))
+    marker = json.loads(raw_marker)
     for name, info in (marker.get("files") or {}).items():
         data = storage.read_bytes(storage.join(uri, *name.split("/")))
         if isinstance(info, dict) and info.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
             raise IncompleteArtifactError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
+    (folder / COMPLETE).write_bytes(raw_marker)  # last, as everywhere: a copy cut short is never complete
     read_marker(folder, kind)  # the kind, every listed file and its size
     return folder
 
