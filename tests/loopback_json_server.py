@@ -33,7 +33,7 @@ class LoopbackJsonServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_DELETE = do_PUT = _handle
+            do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
