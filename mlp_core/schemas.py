@@ -150,6 +150,24 @@ MODEL_HISTORY = {
 }
 
 
+# The train step's metrics file (its Metrics artifact, its --metrics JSON), as the track step reads it.
+TRAIN_METRICS = {
+    "type": "object",
+    "required": ["history", "hyperparameters"],
+    "properties": {
+        "history": MODEL_HISTORY,
+        "hyperparameters": {"type": "object", "propertyNames": {"pattern": "^param_[a-z_]+$"},
+                            "additionalProperties": {"type": ["string", "number", "boolean"]}},
+    },
+}
+# The evaluate step's --metrics JSON (the part the track step reads).
+TEST_METRICS = {
+    "type": "object",
+    "required": ["test_accuracy", "test_loss"],
+    "properties": {"test_accuracy": _FRACTION, "test_loss": {"type": "number", "minimum": 0}, "macro_f1": _FRACTION},
+}
+
+
 def check_model_files(config: Any, dataset: Any, history: Any, folder: str) -> None:
     """The Model artifact's three JSON files, each against its schema, then against each other."""
     import math

@@ -1,0 +1,123 @@
+"""A Vertex AI pipeline run in Vertex AI Experiments, and its curves in Vertex AI TensorBoard.
+
+One experiment run per pipeline run, named after the pipeline job: its
+parameters are the train step's hyperparameters, its metrics the final train
+and test metrics; with a TensorBoard instance, the train step's event files are
+uploaded to it as the TensorBoard run of the same name, and the experiment is
+backed by that instance (the console shows the curves beside the run).
+
+Both through ``google-cloud-aiplatform``: ``aiplatform.upload_tb_log`` (its
+uploader creates the TensorBoard experiment and run, the experiment run and
+their link, then writes the points) and ``ExperimentRun`` (``log_params``,
+``log_metrics``, ``update_state``). The step finds its project and region in
+the pipeline job's resource name (``dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER``,
+``projects/P/locations/L/pipelineJobs/J`` on Vertex AI), so a compiled pipeline
+names no project and a schedule's runs are tracked like submitted ones.
+``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (the tests' stand-in).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+JOB = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/pipelineJobs/(?P<job>[^/]+)$")
+TENSORBOARD = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/tensorboards/(?P<id>[0-9]+)$")
+# Vertex AI experiment and run ids (Metadata context ids; a run's context id is "<experiment>-<run>").
+EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+ENDPOINT_ENV = "JAX_MLP_VERTEX_ENDPOINT"
+
+
+class ExperimentError(ValueError):
+    """The experiment, TensorBoard or job name cannot be used, or Vertex AI refused a call."""
+
+
+def check_experiment(name: str) -> str:
+    if not EXPERIMENT.match(name or ""):
+        raise ExperimentError(f"experiment {name!r}: a Vertex AI experiment name is 1-128 lowercase letters, digits "
+                              "and hyphens, starting with a letter or digit")
+    return name
+
+
+def check_tensorboard(resource: str) -> str:
+    if not TENSORBOARD.match(resource or ""):
+        raise ExperimentError(f"tensorboard {resource!r}: give a Vertex AI TensorBoard instance's resource name, "
+                              "projects/PROJECT/locations/REGION/tensorboards/NUMBER")
+    return resource
+
+
+def _init(project: str, location: str) -> None:
+    from google.cloud import aiplatform
+
+    endpoint = os.environ.get(ENDPOINT_ENV) or None
+    credentials = None
+    if endpoint and endpoint.startswith("http://"):  # never Vertex AI itself: a local stand-in, no Google identity
+        from google.auth.credentials import AnonymousCredentials
+
+        credentials = AnonymousCredentials()
+    # REST, the transport the Model Registry client uses too (mlp_core.model_registry)
+    aiplatform.init(project=project, location=location, api_endpoint=endpoint, api_transport="rest",
+                    credentials=credentials)
+
+
+def track_run(job_resource_name: str, experiment: str, params: dict, metrics: dict,
+              tensorboard_dir: "str | Path | None" = None, tensorboard: str = "") -> str:
+    """Log this pipeline run to ``experiment`` (and its event files to ``tensorboard``); returns the run's name."""
+    from google.api_core import exceptions
+
+    m = JOB.match(job_resource_name or "")
+    if not m:
+        raise ExperimentError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
+                              "(projects/P/locations/L/pipelineJobs/J): experiment tracking runs on Vertex AI")
+    check_experiment(experiment)
+    run = m.group("job").lower()
+    if tensorboard:
+        tb = TENSORBOARD.match(check_tensorboard(tensorboard))
+        if tb.group("location") != m.group("location"):
+            raise ExperimentError(f"tensorboard {tensorboard} is in {tb.group('location')}, the pipeline runs in "
+                                  f"{m.group('location')}: Vertex AI Experiments use a TensorBoard of their region")
+    try:
+        _init(m.group("project"), m.group("location"))
+        if tensorboard:
+            _upload_events(tensorboard_dir, tensorboard, experiment, run)
+        _log(experiment, run, params, metrics)
+    except exceptions.GoogleAPICallError as e:
+        raise ExperimentError(f"Vertex AI refused: {e.code} {e.message}".splitlines()[0][:300]) from None
+    return run
+
+
+def _upload_events(folder: "str | Path | None", tensorboard: str, experiment: str, run: str) -> None:
+    """Upload the event files in ``folder`` as TensorBoard run ``run`` of TensorBoard experiment ``experiment``."""
+    from google.cloud import aiplatform
+
+    tb = TENSORBOARD.match(tensorboard)
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and ".tfevents." in p.name) if folder else []
+    if not files:
+        raise ExperimentError(f"no TensorBoard event files in {folder}")
+    # The uploader names a TensorBoard run after the event files' sub-folder: stage them under the run's name.
+    staged = Path(tempfile.mkdtemp(prefix="tensorboard-upload-"))
+    try:
+        for path in files:
+            target = staged / run / path.relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        aiplatform.upload_tb_log(tensorboard_experiment_name=experiment, logdir=str(staged), tensorboard_id=tb.group("id"),
+                                 project=tb.group("project"), location=tb.group("location"), verbosity=0)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # our own temp folder
+
+
+def _log(experiment: str, run: str, params: dict, metrics: dict) -> None:
+    from google.cloud import aiplatform
+
+    found = aiplatform.Experiment.get_or_create(experiment)
+    # The uploader above made the run (linked to its TensorBoard run); a retried step finds it too.
+    experiment_run = aiplatform.ExperimentRun.get(run, experiment=found) or aiplatform.ExperimentRun.create(
+        run, experiment=found)
+    experiment_run.log_params({k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in params.items()})
+    experiment_run.log_metrics({k: float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    experiment_run.update_state(aiplatform.gapic.Execution.State.COMPLETE)
