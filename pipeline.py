@@ -21,7 +21,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Me
 from clusters.arguments import check_writable_folder
 from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
 from clusters.options import apply as apply_options
-from components import evaluate, ingest, publish, train
+from components import evaluate, ingest, publish, track, train
 from components._step import descriptions, parameters
 
 PIPELINE_NAME = "jax-mlp-pipeline"
@@ -119,6 +119,12 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
                     run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 )
                 apply_options(publish_task, publish.CLUSTER, options)
+        if options.tracked_experiment:  # Vertex AI Experiments and TensorBoard (compile --target vertex --experiment)
+            track_task = track.component(image)(
+                train_metrics=train_task.outputs["metrics"], test_metrics=evaluate_task.outputs["metrics"],
+                tensorboard=train_task.outputs["tensorboard"], experiment=options.tracked_experiment,
+                tensorboard_instance=options.tensorboard, job=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER)
+            apply_options(track_task, track.CLUSTER, options)
         return Outputs(
             dataset=ingest_task.outputs["dataset"],
             model=train_task.outputs["model"],

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from clusters.arguments import parse_params, validate_arguments
-from clusters.options import CUDA_SUFFIX, ClusterError, ClusterOptions
+from clusters.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions
 from components._step import add_flags
 from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, compile_pipeline, parameter_descriptions, pipeline_parameters
 
@@ -44,6 +44,13 @@ def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True)
     p.add_argument("--machine-type", default="",
                    help="Vertex AI with --replicas: each replica's machine (default: one that fits the accelerator, "
                    "e.g. g2-standard-8 for NVIDIA_L4)")
+    p.add_argument("--experiment", default=None,
+                   help="Kubeflow (submit, schedule): the runs' experiment (default: Default); Vertex AI: log each "
+                   "run's parameters and final metrics to this Vertex AI experiment (a step after evaluate)")
+    p.add_argument("--tensorboard", default="", metavar="RESOURCE",
+                   help="Vertex AI: upload each run's curves to this Vertex AI TensorBoard instance, "
+                   "projects/P/locations/L/tensorboards/N (the experiment's backing TensorBoard; experiment "
+                   f"{DEFAULT_EXPERIMENT} unless --experiment is given)")
     p.add_argument("--no-cache", action="store_true", help="turn kfp's step caching off (on by default)")
     p.add_argument("--allow-mutable-image", action="store_true",
                    help="accept an image tagged :latest or untagged (kfp's cache would reuse stale results)")
@@ -65,6 +72,9 @@ def _options(args, target: str) -> ClusterOptions:
         replicas=args.replicas,
         machine_type=args.machine_type,
         trainer_runtime=args.trainer_runtime,
+        # On Kubeflow, submit's --experiment names the runs' KFP experiment, not a compiled step.
+        experiment=(args.experiment or "") if target == "vertex" or args.command == "compile" else "",
+        tensorboard=args.tensorboard,
     )
 
 
@@ -101,7 +111,6 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--project", help="Vertex AI: Google Cloud project")
         s.add_argument("--region", help="Vertex AI: region, e.g. us-central1")
         s.add_argument("--service-account", help="Vertex AI: service account the run (or schedule) acts as")
-        s.add_argument("--experiment", default=None, help="Kubeflow: experiment name (default: Default)")
         s.add_argument("--pipeline-root", default=None, help="artifact root, gs://... (required on Vertex)")
         s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument; repeatable")
         s.add_argument("--name", default=None, help="run or schedule name (prefixed with jax-mlp-pipeline)")

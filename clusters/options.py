@@ -58,6 +58,9 @@ class Toleration:
     effect: str | None = "NoSchedule"
 
 
+DEFAULT_EXPERIMENT = "jax-mlp-pipeline"
+
+
 @dataclass(frozen=True)
 class ClusterOptions:
     """How the compiled pipeline runs on its backend. ``target=None`` is kfp.local (no resources)."""
@@ -73,6 +76,11 @@ class ClusterOptions:
     replicas: int = 1
     machine_type: str = ""
     trainer_runtime: str = ""
+    # Vertex AI: a step after evaluate logs each run to this Vertex AI experiment, and the train step's event files
+    # to this Vertex AI TensorBoard instance (components/track.py); a TensorBoard alone uses the experiment
+    # jax-mlp-pipeline.
+    experiment: str = ""
+    tensorboard: str = ""
 
     def __post_init__(self) -> None:
         if self.target not in (None, "kfp", "vertex"):
@@ -101,6 +109,25 @@ class ClusterOptions:
         if self.replicas > 1 and self.target == "kfp" and (self.node_selector or self.tolerations):
             raise ClusterError("a Kubeflow Trainer job's pods are placed by its runtime (ClusterTrainingRuntime): set "
                                "node selectors and tolerations there, not with --replicas")
+
+        if (self.experiment or self.tensorboard) and self.target != "vertex":
+            flag = "--experiment" if self.experiment else "--tensorboard"
+            raise ClusterError(f"{flag} in the compiled pipeline is a Vertex AI option (Vertex AI Experiments and "
+                               "TensorBoard): compile with --target vertex, submit or schedule with --vertex")
+        from mlp_core.experiments import ExperimentError, check_experiment, check_tensorboard
+
+        try:
+            if self.experiment:
+                check_experiment(self.experiment)
+            if self.tensorboard:
+                check_tensorboard(self.tensorboard)
+        except ExperimentError as e:
+            raise ClusterError(str(e)) from None
+
+    @property
+    def tracked_experiment(self) -> str:
+        """The Vertex AI experiment each run is logged to, or "" (no tracking step)."""
+        return self.experiment or (DEFAULT_EXPERIMENT if self.tensorboard else "")
 
     @property
     def multihost(self) -> bool:
