@@ -11,7 +11,7 @@ from mlp_core.data.offline_mnist import TEST_LABEL_COUNTS, TRAIN_LABEL_COUNTS
 from mlp_core.model_io import load_model
 
 
-@pytest.mark.parametrize("module", ["components.ingest", "components.train", "components.evaluate"])
+@pytest.mark.parametrize("module", ["components.ingest", "components.train", "components.evaluate", "components.track"])
 def test_every_cli_has_help(module):
     result = run_cli("-m", module, "--help")
     assert result.stdout.startswith(f"usage: python -m {module}")

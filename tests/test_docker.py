@@ -62,6 +62,9 @@ def test_image_has_no_entrypoint_and_kfp_installed(image):
     config = json.loads(_docker("image", "inspect", image).stdout)[0]["Config"]
     assert not config.get("Entrypoint")
     assert _run(image, "python", "-c", "import kfp, jax, mlp_core; print(kfp.__version__)", user=False).stdout.strip()
+    # The steps that call Vertex AI (publish to the Model Registry, track) have its SDK and TensorBoard uploader.
+    _run(image, "python", "-c", "from google.cloud import aiplatform_v1; from google.cloud.aiplatform.tensorboard import "
+         "uploader", user=False)
 
 
 _INSTALLED = ("import importlib.metadata as m, json; "
@@ -90,7 +93,8 @@ def test_a_build_with_a_wrong_lock_digest_fails(image):
     assert result.returncode != 0 and "requirements.lock: FAILED" in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("module", ["components.ingest", "components.train", "components.evaluate"])
+@pytest.mark.parametrize("module", ["components.ingest", "components.train", "components.evaluate", "components.publish",
+                                    "components.track"])
 def test_every_component_help_runs_in_the_image(image, module):
     assert _run(image, "python", "-m", module, "--help", user=False).stdout.startswith(f"usage: python -m {module}")
 
