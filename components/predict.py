@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(KServe: the InferenceService's URL)")
     p.add_argument("--model-name", help="with --server: the served model's name")
     p.add_argument("--backend", choices=("native", "saved_model"), default="native",
-                   help="native: params.npz with JAX; saved_model: the jax2tf SavedModel with TensorFlow (default: native)")
+                   help="native: params.npz with JAX; saved_model: the SavedModel (saved_model/1) with TensorFlow (default: native)")
     p.add_argument("inputs", nargs="+", help="PNG images (28x28 grayscale) or .npy uint8 batches [N, 28, 28, 1]")
     return p
 

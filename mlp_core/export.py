@@ -1,9 +1,22 @@
-"""Serving export: a TensorFlow SavedModel of the trained MLP, made with jax2tf.
+"""Serving export: a TensorFlow SavedModel of the trained MLP, in plain TensorFlow ops.
 
 TF Serving and Vertex AI's prebuilt TensorFlow prediction containers serve it.
 Signature ``serving_default``: ``images`` uint8 ``[N, 28, 28, 1]`` (any N) ->
-``probabilities`` float32 ``[N, classes]`` and ``classes`` int32 ``[N]``. It is
-lowered for both CPU and CUDA, so a model trained on a GPU serves on a CPU.
+``probabilities`` float32 ``[N, classes]`` and ``classes`` int32 ``[N]``.
+
+The graph is the seed's ``predict`` written with TensorFlow's own ops (``MatMul``,
+``Relu``, a log-softmax as ``logits - logsumexp(logits)``), the weights as
+constants, not ``jax2tf``: jax2tf wraps the JAX program in one ``XlaCallModule``
+op holding serialized StableHLO, which only a TensorFlow about as new as the
+exporting JAX can load (JAX's calling convention 10 needs XlaCallModule from May
+2025, TensorFlow 2.20; its StableHLO targets a 12-week compatibility window).
+Vertex AI's newest prebuilt TensorFlow prediction container runs TensorFlow
+2.15, and KServe's TensorFlow runtime (``kserve-tensorflow-serving``) runs
+``tensorflow/serving:2.6.2``: a jax2tf SavedModel fails there with "Cannot
+deserialize computation" (seen in TensorFlow 2.15; ``tests/test_export_predict.py``
+serves this one there on every CI run). These ops are older than TensorFlow 2
+and run on CPU or GPU. The tests hold the graph to JAX's
+predictions on 1000 real test images (and every class decision).
 
 It lies in TF Serving's layout, ``<model>/saved_model/1/saved_model.pb``: TF
 Serving (and KServe's TensorFlow runtime, which runs it with
@@ -27,28 +40,28 @@ def saved_model_dir(model: "str | Path") -> Path:
 
 
 def export_saved_model(params, image_shape, directory: "str | Path") -> Path:
-    """Write the SavedModel of ``params`` to ``directory``."""
-    import jax.numpy as jnp
-    from jax.experimental import jax2tf
+    """Write the SavedModel of ``params`` (the seed's ``[(w, b), ...]``, ``w`` as ``[out, in]``) to ``directory``."""
+    import math
+
+    import numpy as np
 
     from mlp_core.data.tf import tf
-    from mlp_core.model import batched_predict
 
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in params]
+    # x @ w.T for each layer: the seed's per-example jnp.dot(w, activations), for a batch of rows
+    layers = [(tf.constant(np.asarray(w, np.float32).T), tf.constant(np.asarray(b, np.float32))) for w, b in params]
+    pixels = math.prod(image_shape)
 
     def serve(images):
-        log_probs = batched_predict(params, jnp.reshape(images, (images.shape[0], -1)))
-        return jnp.exp(log_probs), jnp.argmax(log_probs, axis=1).astype(jnp.int32)
+        activations = tf.reshape(tf.cast(images, tf.float32), [-1, pixels])  # raw 0..255 pixels, as trained
+        for w, b in layers[:-1]:
+            activations = tf.nn.relu(tf.matmul(activations, w) + b)
+        final_w, final_b = layers[-1]
+        logits = tf.matmul(activations, final_w) + final_b
+        log_probs = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+        return {"probabilities": tf.exp(log_probs), "classes": tf.argmax(log_probs, axis=1, output_type=tf.int32)}
 
-    dims = ", ".join(str(d) for d in image_shape)
-    converted = jax2tf.convert(
-        serve, polymorphic_shapes=[f"(batch, {dims})"], with_gradient=False, native_serialization_platforms=("cpu", "cuda")
-    )
     module = tf.Module()
-    module.serve = tf.function(
-        lambda images: dict(zip(("probabilities", "classes"), converted(images))),
-        input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8, name="images")],
-        autograph=False,
-    )
+    module.serve = tf.function(serve, input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8, name="images")],
+                               autograph=False)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
     return Path(directory)

@@ -1,4 +1,4 @@
-"""The jax2tf SavedModel serves what the JAX model computes; the predict CLI uses either."""
+"""The SavedModel serves what the JAX model computes, on today's TensorFlow and on the serving container's; the predict CLI uses either."""
 
 import numpy as np
 import pytest
@@ -122,6 +122,7 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
     model = manifest["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": "tensorflow"}
     assert model["storageUri"] == str(published / version / "saved_model")
+    assert "is a folder on this machine, which KServe cannot read" in result.stderr  # a local folder: a warning
     with TfServingStandIn({"mnist-mlp": model["storageUri"]}) as serving:
         status = __import__("json").loads(__import__("urllib.request").request.urlopen(
             f"{serving.url}/v1/models/mnist-mlp").read())
@@ -131,3 +132,70 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
     assert bad.returncode == 2 and "--name 'MNIST_mlp': lowercase letters" in bad.stderr
     none = run_cli("-m", "clusters.kserve", "--name", "mnist", "--publish-uri", str(tmp_path / "empty"), check=False)
     assert none.returncode == 2 and "no champion at" in none.stderr
+
+
+@pytest.fixture(scope="module")
+def serving_tensorflow(tmp_path_factory):
+    """A Python with the TensorFlow of the serving container the Model Registry publish names (tf2-cpu.2-15: 2.15).
+
+    Installed from the package index into a virtual environment kept under ~/.cache between runs.
+    """
+    import os
+    import re
+    import subprocess
+    import sys
+    import venv
+    from pathlib import Path
+
+    from mlp_core.model_registry import SERVING_IMAGE
+
+    major, minor = re.search(r"tf2-cpu\.(\d+)-(\d+):", SERVING_IMAGE).groups()
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "jax-mlp-pipeline" / f"tensorflow-{major}.{minor}"
+    python = home / "bin" / "python"
+    if not python.exists():
+        venv.create(home, with_pip=True)
+        result = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"tensorflow-cpu=={major}.{minor}.*",
+                                 "numpy<2"], capture_output=True, text=True)
+        if result.returncode != 0:
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)  # our own cache folder
+            message = f"cannot install tensorflow-cpu {major}.{minor}: {result.stderr.strip().splitlines()[-1:]}"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+    version = subprocess.run([str(python), "-c", "import tensorflow as tf; print(tf.__version__)"], capture_output=True,
+                             text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).stdout.strip()
+    assert version.startswith(f"{major}.{minor}."), version
+    return python, version
+
+
+_SERVE = """
+import sys, numpy as np, tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = serve(images=tf.constant(np.load(sys.argv[2])))
+np.save(sys.argv[3], out["probabilities"].numpy())
+"""
+
+
+@pytest.mark.slow
+def test_the_serving_containers_tensorflow_serves_the_saved_model(trained, full_dataset, serving_tensorflow, tmp_path):
+    """Vertex AI's prebuilt container (TensorFlow 2.15) loads saved_model/1 and computes what JAX does.
+
+    A jax2tf SavedModel would not load there: its XlaCallModule op needs a TensorFlow about as new as JAX
+    (mlp_core/export.py); this is the check that the export stays servable by the registered container.
+    """
+    import subprocess
+
+    from components.predict import predict_images
+
+    python, version = serving_tensorflow
+    images, _ = read_split(full_dataset, "test")
+    np.save(tmp_path / "images.npy", images[:1000])
+    result = subprocess.run([str(python), "-c", _SERVE, str(trained / "saved_model" / "1"), str(tmp_path / "images.npy"),
+                             str(tmp_path / "probabilities.npy")], capture_output=True, text=True)
+    assert result.returncode == 0, f"TensorFlow {version}: {result.stderr[-2000:]}"
+    jax_probs, jax_classes = predict_images(trained, images[:1000], "native")
+    served = np.load(tmp_path / "probabilities.npy")
+    np.testing.assert_allclose(served, jax_probs, atol=1e-5)
+    np.testing.assert_array_equal(served.argmax(axis=1), jax_classes)
