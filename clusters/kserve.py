@@ -24,6 +24,9 @@ import sys
 from components._cli import InputError, exit_on_error
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# What KServe downloads a model from: its default ClusterStorageContainer's supportedUriFormats (kserve charts),
+# pvc:// (mounted by the controller) and oci:// (modelcars). A local folder is none of them.
+KSERVE_STORAGE = re.compile(r"^(gs|s3|pvc|https?|hdfs|webhdfs|hf|oci)://")
 
 
 def inference_service(name: str, storage_uri: str, namespace: "str | None" = None,
@@ -85,6 +88,9 @@ def main(argv: "list[str] | None" = None) -> int:
                          "at most 45 characters")
     version, uri = storage_uri(args.publish_uri, args.version)
     print(f"# version {version} of {args.publish_uri}", file=sys.stderr)
+    if not KSERVE_STORAGE.match(uri):
+        print(f"warning: storageUri {uri} is a folder on this machine, which KServe cannot read: publish to gs:// or "
+              "s3:// (or copy the version to a PVC, pvc://NAME/PATH)", file=sys.stderr)
     sys.stdout.write(yaml.safe_dump(inference_service(args.name, uri, args.namespace, args.service_account),
                                     sort_keys=False))
     return 0
