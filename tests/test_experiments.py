@@ -174,8 +174,8 @@ def test_compiled_for_vertex_the_step_gets_the_job_and_the_instance(tmp_path):
     assert refused.returncode == 2 and "is a Vertex AI option" in refused.stderr
 
 
-def test_submit_to_vertex_sends_the_pipeline_with_the_track_step(vertex, gcs_emulator):
-    """``pipeline.py submit --vertex --experiment --tensorboard``: the PipelineJob the SDK creates (stand-in recorded)."""
+def test_submit_and_schedule_on_vertex_send_the_pipeline_with_the_track_step(vertex, gcs_emulator):
+    """``pipeline.py submit|schedule --vertex --experiment``: the PipelineJob and schedule the SDK creates (recorded)."""
     import os
     from pathlib import Path
 
@@ -201,6 +201,16 @@ def test_submit_to_vertex_sends_the_pipeline_with_the_track_step(vertex, gcs_emu
     task = body["pipelineSpec"]["root"]["dag"]["tasks"]["track"]
     assert task["inputs"]["parameters"]["tensorboard_instance"]["runtimeValue"]["constant"] == TENSORBOARD
     assert task["dependentTasks"] == ["evaluate", "train"]
+
+    # A schedule's runs are tracked the same way: the step is in the pipeline it creates runs of.
+    run_cli("pipeline.py", "schedule", "--vertex", "--project", PROJECT, "--region", REGION, "--pipeline-root",
+            "gs://stand-in-bucket/root", "--accelerator", "none", "--experiment", "nightly", "--cron", "0 3 * * 1",
+            env={"JAX_MLP_VERTEX_ENDPOINT": vertex.url})
+    schedule = vertex.requests[-1]
+    assert schedule["path"] == f"/v1/projects/{PROJECT}/locations/{REGION}/schedules"
+    spec = schedule["body"]["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"]
+    assert spec["root"]["dag"]["tasks"]["track"]["inputs"]["parameters"]["experiment"]["runtimeValue"] == {
+        "constant": "nightly"}
 
     refused = run_cli("pipeline.py", "submit", "--host", "http://127.0.0.1:9", "--tensorboard", TENSORBOARD,
                       check=False)

@@ -13,7 +13,7 @@ the rules the project depends on:
   ``NOT_FOUND`` for an unknown one), ``:addContextChildren`` links child
   contexts, which must exist (an experiment's runs are its children);
 - PipelineService: ``pipelineJobs?pipelineJobId=`` creates a job (409 for a
-  taken id); as on Vertex AI, the job's ``system.PipelineRun`` context is made
+  taken id), ``schedules`` a schedule (its runs are not made); as on Vertex AI, the job's ``system.PipelineRun`` context is made
   asynchronously: the job's first ``GET`` answers without
   ``jobDetail.pipelineRunContext``, later ones with it (the SDK polls for it
   before it associates the run with an experiment);
@@ -114,6 +114,10 @@ class VertexExperimentsStandIn(LoopbackJsonServer):
         if m := re.fullmatch(rf"({LOCATION})/pipelineJobs", path):
             return self._create(m.group(1), "pipelineJobs", query.get("pipelineJobId", ""), body,
                                 extra={"state": "PIPELINE_STATE_RUNNING"})
+        if method == "POST" and (m := re.fullmatch(rf"({LOCATION})/schedules", path)):
+            # ScheduleService: the id is the server's; a schedule starts active, its runs are not modelled
+            resource_id = str(sum(1 for n in self.resources if n.startswith(m.group(1) + "/schedules/")) + 1)
+            return self._create(m.group(1), "schedules", resource_id, body, extra={"state": "ACTIVE"})
         if m := re.fullmatch(rf"({LOCATION}/tensorboards/[^/]+)/experiments", path):
             return self._under(m.group(1), method, path, query, body, "tensorboardExperimentId")
         if m := re.fullmatch(rf"({LOCATION}/tensorboards/[^/]+/experiments/[^/:]+)/runs", path):
