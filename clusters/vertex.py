@@ -7,12 +7,10 @@ Vertex AI (``mlp_core.model_registry``, ``mlp_core.experiments``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from clusters.cron import validate
 from clusters.options import ClusterError
-from mlp_core.experiments import ENDPOINT_ENV
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 
@@ -24,14 +22,11 @@ def _aiplatform():
         raise ClusterError(
             "google-cloud-aiplatform is not installed; install it with: pip install 'jax-mlp-pipeline[vertex]'"
         ) from None
-    endpoint = os.environ.get(ENDPOINT_ENV)
-    if endpoint:  # another API endpoint (Private Service Connect; the tests' stand-in), as the steps take it
-        credentials = None
-        if endpoint.startswith("http://"):  # never Vertex AI itself: a local stand-in, which wants no Google identity
-            from google.auth.credentials import AnonymousCredentials
+    from mlp_core.vertex_endpoint import endpoint
 
-            credentials = AnonymousCredentials()
-        aiplatform.init(api_endpoint=endpoint, api_transport="rest", credentials=credentials)
+    given, credentials = endpoint()
+    if given:  # another API endpoint (Private Service Connect; the tests' stand-in), as the steps take it
+        aiplatform.init(api_endpoint=given, api_transport="rest", credentials=credentials)
     return aiplatform
 
 

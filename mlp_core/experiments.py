@@ -13,12 +13,11 @@ their link, then writes the points) and ``ExperimentRun`` (``log_params``,
 the pipeline job's resource name (``dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER``,
 ``projects/P/locations/L/pipelineJobs/J`` on Vertex AI), so a compiled pipeline
 names no project and a schedule's runs are tracked like submitted ones.
-``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (the tests' stand-in).
+``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (``mlp_core.vertex_endpoint``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -28,7 +27,6 @@ JOB = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]
 TENSORBOARD = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/tensorboards/(?P<id>[0-9]+)$")
 # Vertex AI experiment and run ids (Metadata context ids; a run's context id is "<experiment>-<run>").
 EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
-ENDPOINT_ENV = "JAX_MLP_VERTEX_ENDPOINT"
 
 
 class ExperimentError(ValueError):
@@ -52,14 +50,11 @@ def check_tensorboard(resource: str) -> str:
 def _init(project: str, location: str) -> None:
     from google.cloud import aiplatform
 
-    endpoint = os.environ.get(ENDPOINT_ENV) or None
-    credentials = None
-    if endpoint and endpoint.startswith("http://"):  # never Vertex AI itself: a local stand-in, no Google identity
-        from google.auth.credentials import AnonymousCredentials
+    from mlp_core.vertex_endpoint import endpoint
 
-        credentials = AnonymousCredentials()
+    given, credentials = endpoint()
     # REST, the transport the Model Registry client uses too (mlp_core.model_registry)
-    aiplatform.init(project=project, location=location, api_endpoint=endpoint, api_transport="rest",
+    aiplatform.init(project=project, location=location, api_endpoint=given, api_transport="rest",
                     credentials=credentials)
 
 

@@ -20,7 +20,6 @@ is ``<location>-aiplatform.googleapis.com``.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from mlp_core.blessing import ChampionError
@@ -29,7 +28,6 @@ REGISTRY = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z
 CHAMPION = "champion"
 # Vertex AI's prebuilt TensorFlow 2 prediction container (CPU); it serves a SavedModel's serving_default.
 SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-ENDPOINT_ENV = "JAX_MLP_VERTEX_ENDPOINT"
 
 
 def is_registry(publish_uri: str) -> bool:
@@ -39,15 +37,12 @@ def is_registry(publish_uri: str) -> bool:
 def _client(publish_uri: str):
     from google.cloud import aiplatform_v1
 
-    location = REGISTRY.match(publish_uri).group("location")
-    endpoint = os.environ.get(ENDPOINT_ENV) or f"{location}-aiplatform.googleapis.com"
-    credentials = None
-    if endpoint.startswith("http://"):  # never Vertex AI itself: a local stand-in, which wants no Google identity
-        from google.auth.credentials import AnonymousCredentials
+    from mlp_core.vertex_endpoint import endpoint
 
-        credentials = AnonymousCredentials()
-    return aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": endpoint}, transport="rest",
-                                            credentials=credentials)
+    given, credentials = endpoint()
+    location = REGISTRY.match(publish_uri).group("location")
+    return aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": given or f"{location}-aiplatform.googleapis.com"},
+                                            transport="rest", credentials=credentials)
 
 
 def _parent(publish_uri: str) -> str:
