@@ -76,12 +76,25 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
                                   f"{m.group('location')}: Vertex AI Experiments use a TensorBoard of their region")
     try:
         _init(m.group("project"), m.group("location"))
+        if _already_logged(experiment, run):
+            # An earlier attempt of this step did everything (a retry after its pod went): upload nothing twice.
+            print(f"run {run} of experiment {experiment} already holds its metrics: nothing to do")
+            return run
         if tensorboard:
             _upload_events(tensorboard_dir, tensorboard, experiment, run)
         _log(experiment, run, params, metrics)
     except exceptions.GoogleAPICallError as e:
         raise ExperimentError(f"Vertex AI refused: {e.code} {e.message}".splitlines()[0][:300]) from None
     return run
+
+
+def _already_logged(experiment: str, run: str) -> bool:
+    """Whether experiment run ``run`` exists and has its metrics (logged last, after the TensorBoard upload)."""
+    from google.cloud import aiplatform
+
+    found = aiplatform.Experiment.get(experiment)
+    existing = aiplatform.ExperimentRun.get(run, experiment=found) if found else None
+    return bool(existing and existing.get_metrics())
 
 
 def _upload_events(folder: "str | Path | None", tensorboard: str, experiment: str, run: str) -> None:

@@ -88,14 +88,31 @@ def test_a_run_reaches_vertex_experiments_with_its_parameters_metrics_and_curves
         (m["epoch"], pytest.approx(m["loss"], rel=1e-6)) for m in train["history"]]
 
 
-def test_a_retried_step_logs_into_the_same_run(trained, vertex):
-    _track(trained, vertex)
-    _track(trained, vertex)
+def test_a_retried_step_sends_nothing_twice(trained, vertex):
+    """A retry after a complete attempt (the pod went before kfp recorded its outputs) finds the run done."""
+    events = ("--tensorboard-dir", str(trained / "tensorboard"), "--tensorboard-instance", TENSORBOARD)
+    _track(trained, vertex, *events)
+    sent = len([r for r in vertex.requests if r["method"] != "GET"])
+    again = _track(trained, vertex, *events)
+    assert f"run {JOB_ID} of experiment mnist-mlp already holds its metrics: nothing to do" in again.stdout
+    assert len([r for r in vertex.requests if r["method"] != "GET"]) == sent  # no second upload, no second run
     runs = vertex.of_kind(rf"{STORE}/contexts/mnist-mlp-.*")
     assert list(runs) == [f"{STORE}/contexts/mnist-mlp-{JOB_ID}"]
     assert vertex.children[f"{STORE}/contexts/mnist-mlp"] == list(runs)
-    creates = [r for r in vertex.requests if r["method"] == "POST" and r["path"].endswith("/contexts")]
-    assert [r["query"]["contextId"] for r in creates] == ["mnist-mlp", f"mnist-mlp-{JOB_ID}"]  # none the second time
+    tb_run = f"{TENSORBOARD}/experiments/mnist-mlp/runs/{JOB_ID}"
+    assert vertex.scalars(tb_run)["train/loss"] == [(s, pytest.approx(v, rel=1e-6))
+                                                    for s, v in read_scalars(trained / "tensorboard")["train/loss"]]
+
+
+def test_a_run_left_without_metrics_is_finished_by_the_retry(trained, vertex):
+    """An attempt that stopped after creating the run (before its metrics): the retry logs into that run."""
+    _track(trained, vertex)
+    run = vertex.resources[f"{STORE}/contexts/mnist-mlp-{JOB_ID}"]
+    run["metadata"] = {"_state": "RUNNING", "_params": {}, "_metrics": {}}  # what such an attempt leaves
+    again = _track(trained, vertex)
+    assert "nothing to do" not in again.stdout
+    assert run["metadata"]["_metrics"]["test_accuracy"] > 0 and run["metadata"]["_state"] == "COMPLETE"
+    assert len(vertex.of_kind(rf"{STORE}/contexts/mnist-mlp-.*")) == 1
 
 
 def test_the_step_reads_its_inputs_as_the_pipeline_passes_them(trained, vertex, monkeypatch):
