@@ -41,8 +41,13 @@ def image() -> str:
     base = os.environ.get("JAX_MLP_BASE_IMAGE")
     build_args = ["--build-arg", f"BASE_IMAGE={base}"] if base else []
     build_args += ["--build-arg", f"LOCK_SHA256={lock_sha256('cpu')}"]
+    before = _docker("image", "inspect", IMAGE, "--format", "{{.Id}}", check=False).stdout.strip()
     started = time.perf_counter()
     _docker("build", "--network", "host", *build_args, "-t", IMAGE, str(ROOT))
+    after = _docker("image", "inspect", IMAGE, "--format", "{{.Id}}").stdout.strip()
+    if before and before != after:
+        # The previous build of this tag, now untagged (3 GB a run): ours to remove, unless something still uses it.
+        _docker("image", "rm", before, check=False)
     size = int(_docker("image", "inspect", IMAGE, "--format", "{{.Size}}").stdout)
     print(f"\nimage {IMAGE}: {size / 2**30:.2f} GiB, build {time.perf_counter() - started:.0f} s")
     return IMAGE
