@@ -9,10 +9,10 @@ setup:  ## install the locked dependencies (requirements/dev.txt, hashes checked
 	$(PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m components.ingest seed-tfds-cache
 
-test:  ## every test: the end-to-end runs and the Docker tests included (~17 min on 2 cores)
+test:  ## every test: the end-to-end runs and the Docker tests included (~20 min on 2 cores)
 	$(PYTHON) -m pytest
 
-test-fast:  ## the quick tier: no end-to-end runs, no Docker, on every core (~4 min on 2 cores)
+test-fast:  ## the quick tier: no end-to-end runs, no Docker, on every core (~7 min on 2 cores)
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 
 ACCELERATOR ?= cpu
