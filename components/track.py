@@ -22,16 +22,17 @@ from components._step import descriptions
 CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False,
                      retry={"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0,
                             "backoff_max_duration": "300s"})
-# What Vertex AI Experiments gets from the evaluate step's Metrics
-TEST_METRICS = ("test_accuracy", "test_loss", "macro_f1")
 
 
 def run_record(train_metrics: dict, test_metrics: dict) -> "tuple[dict, dict]":
     """``(params, metrics)`` of a run: the train step's hyperparameters; its final metrics and the test metrics."""
+    from mlp_core.schemas import TEST_METRICS
     from mlp_core.training_job import final_metrics
 
     params = {k.removeprefix("param_"): v for k, v in train_metrics["hyperparameters"].items()}
-    metrics = {**final_metrics(train_metrics["history"]), **{k: test_metrics[k] for k in TEST_METRICS if k in test_metrics}}
+    # the evaluate step's metrics its schema names (not the per-class F1s)
+    tested = {k: test_metrics[k] for k in TEST_METRICS["properties"] if k in test_metrics}
+    metrics = {**final_metrics(train_metrics["history"]), **tested}
     return params, metrics
 
 

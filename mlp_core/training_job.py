@@ -107,8 +107,6 @@ def train_on_dataset(
                           seed=seed, shuffle=shuffle)
     num_examples = metadata["splits"]["train"]["num_examples"]
     batch_layout(num_examples, config.batch_size)
-    hyper = hyperparameters(dict(epochs=epochs, batch_size=batch_size, step_size=step_size, seed=seed, shuffle=shuffle,
-                                 hidden_sizes=hidden_sizes, placement=placement))
     placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
     identity = dataset_identity(metadata)
     if group.num_processes > 1 and placement != "device":
@@ -160,7 +158,8 @@ def train_on_dataset(
         save_model(folder, params, config, identity, history)
         export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR / SERVING_VERSION)
     if metrics is not None:
-        write_json(metrics, {"history": history, "final": final_metrics(history), "hyperparameters": hyper})
+        write_json(metrics, {"history": history, "final": final_metrics(history),
+                             "hyperparameters": hyperparameters(hyper)})
     if after_write is not None:
         after_write()
     checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
