@@ -21,13 +21,14 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from mlp_core.data.artifact import DatasetError
     from mlp_core.data.offline_mnist import OfflineMnistError
     from mlp_core.experiments import ExperimentError
+    from mlp_core.locations import LocationError
     from mlp_core.model_io import ModelError
     from mlp_core.outputs import IncompleteArtifactError
     from mlp_core.schemas import SchemaError
     from mlp_core.train import DivergenceError
 
     return (*EXPECTED_ERRORS, DatasetError, OfflineMnistError, DivergenceError, ModelError, ChampionError,
-            IncompleteArtifactError, SchemaError, ExperimentError)
+            IncompleteArtifactError, SchemaError, ExperimentError, LocationError)
 
 
 def exit_on_error(main: Callable[..., int | None]) -> Callable[..., int]:
