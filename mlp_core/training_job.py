@@ -239,11 +239,14 @@ def pipeline_checkpoint_dir(checkpoint_root: str, pipeline_root: str, run_id: st
         return None
     if not root or not run_id:
         return None
+    from mlp_core import locations
+
+    locations.check_segment(run_id, "run_id", "run id")  # it becomes a folder under the root: never ../ or absolute
     if "://" in root and not storage.is_gcs(root):
         log(f"warning: checkpoints cannot be written to {root} (only gs:// or a mounted folder); they stay in this pod, "
             "so a retry starts from epoch 0: set the pipeline parameter checkpoint_root to a gs:// location")
         return None
-    return storage.join(root, "checkpoints", run_id, "train")
+    return locations.join(root, "checkpoints", run_id, "train", flag="--checkpoint-root")
 
 
 def _fit_on_device(config, dataset, metadata, on_epoch, start, mesh):
