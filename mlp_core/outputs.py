@@ -23,6 +23,7 @@ Writing (``artifact_writer``):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +33,8 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from mlp_core.locations import LocationError, check_local, is_remote, member
 
 COMPLETE = "_COMPLETE.json"
 WRITING = "_WRITING.json"
@@ -65,9 +68,14 @@ def _write_file(path: Path, text: str) -> None:
     write_bytes(str(path), text.encode())
 
 
-def read_marker(folder: str | Path, kind: str) -> dict[str, Any]:
-    """The ``_COMPLETE.json`` of ``folder`` after checking it is a complete ``kind`` artifact."""
-    folder = Path(folder)
+def read_marker(folder: str | Path, kind: str, verify: bool = True) -> dict[str, Any]:
+    """The ``_COMPLETE.json`` of ``folder`` after checking it is a complete ``kind`` artifact.
+
+    A marker is input: every name it lists must lie inside ``folder`` (``locations.member``:
+    no ``../``, no absolute name, no symlink out), and every file must have the listed size
+    and, unless ``verify`` is False (a caller that hashes the files itself), the listed sha256.
+    """
+    folder = Path(check_local(folder, f"{kind} artifact"))
     path = folder / COMPLETE
     if not path.is_file():
         why = "it was not finished (the step that wrote it failed or was killed)" if (folder / WRITING).exists() else f"{COMPLETE} is missing"
@@ -81,13 +89,20 @@ def read_marker(folder: str | Path, kind: str) -> dict[str, Any]:
     if marker.get("kind") != kind:
         raise IncompleteArtifactError(f"{folder} is a {marker.get('kind')} artifact, expected a {kind}")
     for name, info in marker["files"].items():
-        file = folder / name
+        try:
+            file = member(folder, name, f"{kind} artifact")
+        except LocationError as e:
+            raise IncompleteArtifactError(f"{e} (its {COMPLETE} is not to be trusted)") from None
+        if not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or not isinstance(info.get("sha256"), str):
+            raise IncompleteArtifactError(f"{path}: the entry for {name!r} has no bytes and sha256")
         if not file.is_file():
             raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {name} is missing")
-        if isinstance(info, dict) and file.stat().st_size != info.get("bytes"):
+        if file.stat().st_size != info["bytes"]:
             raise IncompleteArtifactError(
-                f"{folder}: {name} has {file.stat().st_size} bytes, {COMPLETE} says {info.get('bytes')} (truncated or altered)"
+                f"{folder}: {name} has {file.stat().st_size} bytes, {COMPLETE} says {info['bytes']} (truncated or altered)"
             )
+        if verify and _sha256(file) != info["sha256"]:
+            raise IncompleteArtifactError(f"{folder}: {name} does not match the sha256 in {COMPLETE} (altered)")
     return marker
 
 
@@ -106,22 +121,33 @@ def _writing_kind(folder: Path) -> str | None:
         return None
 
 
-def check_artifact_output(path: str | Path, kind: str) -> str:
+def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = False) -> str:
     """How ``path`` would be written (``"new"``, ``"resume"``, ``"replace"``); refuses anything else, now.
 
     ``new``: missing or empty. ``resume``: an unfinished ``kind`` artifact of ours
     (``_WRITING.json``, no marker): every file in it is ours. ``replace``: a complete
     ``kind`` artifact whose files are all listed in its marker.
     """
-    path = Path(path)
+    path = Path(check_local(path, f"{kind} output"))
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"output path is a file, expected a folder: {path}")
     if not path.exists() or not any(path.iterdir()):
         check_writable_parent(path)
         return "new"
+    if not _holding_lock and _being_written(path):
+        raise OutputConflictError(f"another run is writing {path} now (it holds the lock on {path / WRITING}); "
+                                  "wait for it to finish, or choose another output")
     marker = _marker_or_none(path)
     if isinstance(marker, dict) and marker.get("format") == FORMAT and marker.get("kind") == kind:
-        listed = set(marker.get("files", {})) | {COMPLETE}
+        files = marker.get("files")
+        names = list(files) if isinstance(files, dict) else []
+        for name in names:  # a marker is input: its names are deleted on replace, so each must be inside
+            try:
+                member(path, name, f"{kind} artifact")
+            except LocationError as e:
+                raise OutputConflictError(f"{e}; refusing to replace it (its {COMPLETE} was not written by "
+                                          "this program)") from None
+        listed = set(names) | {COMPLETE, WRITING}  # a _WRITING.json beside a marker: a replace of ours was killed
         if stray := [name for name in _files(path) if name not in listed]:
             raise OutputConflictError(
                 f"output folder {path} holds {stray[0]}, which is not part of the {kind} artifact there; "
@@ -140,12 +166,12 @@ def check_artifact_output(path: str | Path, kind: str) -> str:
 def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str | Path | None"]) -> None:
     """Refuse, before any work, an output that is, contains or lies inside an input or another output.
 
-    Paths are compared after resolving symlinks; ``gs://`` locations and unset
-    ones are skipped. The names are the flags the user typed (``--model``).
+    Paths are compared after resolving symlinks; remote locations (``gs://``,
+    ``s3://``: ``mlp_core.locations``) and unset ones are skipped. The names are the flags the user typed (``--model``).
     """
     def resolved(items):
         return [(name, str(path), Path(path).resolve()) for name, path in items.items()
-                if path not in (None, "") and not str(path).startswith("gs://")]
+                if path not in (None, "") and not is_remote(str(path))]
 
     ins, outs = resolved(inputs), resolved(outputs)
     for i, (out_name, out_text, out) in enumerate(outs):
@@ -168,7 +194,7 @@ def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str 
 
 def check_writable_parent(path: Path) -> None:
     """Make ``path``'s parent and prove it writable (a file created and removed in it)."""
-    parent = path.parent
+    parent = Path(check_local(path, "output")).parent
     if parent.exists() and not parent.is_dir():
         raise NotADirectoryError(f"output location is a file, expected a folder: {parent}")
     try:
@@ -183,6 +209,7 @@ def _remove_listed(folder: Path, names: list[str]) -> None:
     """Delete ``names`` (files under ``folder``), then their folders that became empty; nothing else."""
     parents: set[Path] = set()
     for name in names:
+        member(folder, name)  # never a file outside the folder, whatever a marker said (checked before, again here)
         (folder / name).unlink(missing_ok=True)
         parents.update(p for p in (folder / name).parents if folder in p.parents)
     for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
@@ -206,28 +233,88 @@ def commit(folder: str | Path, kind: str, extra: dict[str, Any] | None = None) -
     return marker
 
 
+def _being_written(folder: Path) -> bool:
+    """True while a live writer holds the lock on ``folder``'s ``_WRITING.json`` (``_lock``)."""
+    try:
+        fd = os.open(folder / WRITING, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _lock(path: Path, kind: str) -> int:
+    """Open ``path/_WRITING.json`` (made if missing) and hold an exclusive lock on it: one writer per output.
+
+    ``flock`` locks belong to the open file and end with the process, so a killed
+    writer's ``_WRITING.json`` is free again and the next run (a retry) takes it over.
+    The file is written in place, never replaced, so the lock stays on the file
+    readers see. A second writer is refused at once (``OutputConflictError``).
+    Object stores have no locks: there the launcher gives every task attempt its own
+    artifact URI, so one output has one writer by construction (``docs/design.md``).
+    """
+    for _ in range(5):
+        fd = os.open(path / WRITING, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputConflictError(f"another run is writing {path} now (it holds the lock on {path / WRITING}); "
+                                      "wait for it to finish, or choose another output") from None
+        try:
+            current = os.stat(path / WRITING).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(fd).st_ino:  # not a file the previous writer unlinked after we opened it
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps({"kind": kind, "pid": os.getpid(),
+                                      "started_at": datetime.now(timezone.utc).isoformat()}) + "\n").encode())
+            return fd
+        os.close(fd)
+    raise OutputConflictError(f"{path} kept changing under another writer; choose another output")
+
+
 @contextlib.contextmanager
 def artifact_writer(path: str | Path, kind: str) -> Iterator[Path]:
-    """Yield the folder to write ``kind``'s files into; on success, the artifact at ``path`` is committed."""
+    """Yield the folder to write ``kind``'s files into; on success, the artifact at ``path`` is committed.
+
+    One writer at a time (``_lock``): a second run writing the same output is
+    refused with one line before it writes anything.
+    """
     path = Path(path)
-    mode = check_artifact_output(path, kind)
-    if mode == "replace":
-        yield from _replace(path, kind)
-        return
+    check_artifact_output(path, kind)
     created = not path.exists()
-    if mode == "resume":  # an unfinished write of ours: every file in it is ours
-        _remove_listed(path, _files(path))
     path.mkdir(parents=True, exist_ok=True)
-    _write_file(path / WRITING, json.dumps({"kind": kind, "started_at": datetime.now(timezone.utc).isoformat()}) + "\n")
     try:
-        yield path
-        commit(path, kind)
+        fd = _lock(path, kind)
     except BaseException:
-        _remove_listed(path, _files(path))
         if created:
             with contextlib.suppress(OSError):
                 path.rmdir()
         raise
+    try:
+        mode = check_artifact_output(path, kind, _holding_lock=True)  # again, under the lock: the folder may have changed meanwhile
+        if mode == "replace":
+            yield from _replace(path, kind)
+            return
+        # new or resume (an unfinished write of ours: every file in it is ours, but for the lock file)
+        _remove_listed(path, [n for n in _files(path) if n != WRITING])
+        try:
+            yield path
+            commit(path, kind)
+        except BaseException:
+            _remove_listed(path, _files(path))
+            if created:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
+    finally:
+        os.close(fd)
 
 
 def _replace(path: Path, kind: str) -> Iterator[Path]:
@@ -236,10 +323,10 @@ def _replace(path: Path, kind: str) -> Iterator[Path]:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # our own temp folder; the old artifact is untouched
+        (path / WRITING).unlink(missing_ok=True)  # our lock file: the old artifact is as it was
         raise
     old = json.loads((path / COMPLETE).read_text())
     # From here the old artifact is given up: first it stops being complete, then its files go.
-    _write_file(path / WRITING, json.dumps({"kind": kind, "started_at": datetime.now(timezone.utc).isoformat()}) + "\n")
     (path / COMPLETE).unlink()
     _remove_listed(path, list(old["files"]))
     for name in _files(staging):
@@ -256,7 +343,7 @@ def _replace(path: Path, kind: str) -> Iterator[Path]:
 
 def check_output_file(path: "str | Path") -> None:
     """Fail now, before any work, if ``path`` cannot become an output file."""
-    path = Path(path)
+    path = Path(check_local(path, "output file"))
     if path.is_dir():
         raise IsADirectoryError(f"output path is a folder, expected a file: {path}")
     check_writable_parent(path)
