@@ -26,7 +26,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mlp_core import storage
+from mlp_core import locations, storage
 from mlp_core.outputs import COMPLETE, FORMAT, WRITING, IncompleteArtifactError, OutputConflictError, read_marker
 
 
@@ -40,13 +40,20 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
     folder = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix=f"{kind}-"))
     folder.mkdir(parents=True, exist_ok=True)
     raw_marker = storage.read_bytes(storage.join(uri, COMPLETE))
-    marker = json.loads(raw_marker)
-    for name, info in (marker.get("files") or {}).items():
+    try:
+        marker = json.loads(raw_marker)
+        files = marker["files"]
+        for name in files:  # a marker is input: each name must lie inside the artifact, here and there
+            locations.check_object_path(name, f"{kind} artifact {uri}", "member")
+    except (ValueError, KeyError, TypeError, locations.LocationError) as e:
+        raise IncompleteArtifactError(f"{uri}: its {COMPLETE} is not a marker of this program ({e})") from None
+    for name, info in files.items():
         data = storage.read_bytes(storage.join(uri, *name.split("/")))
         if isinstance(info, dict) and info.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
             raise IncompleteArtifactError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(data)
+        target = locations.member(folder, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
     (folder / COMPLETE).write_bytes(raw_marker)  # last, as everywhere: a copy cut short is never complete
     read_marker(folder, kind)  # the kind, every listed file and its size
     return folder
@@ -68,7 +75,7 @@ def check_upload(uri: str, kind: str) -> list[str]:
     marker = _json_or_none(storage.join(uri, COMPLETE)) if COMPLETE in names else None
     writing = _json_or_none(storage.join(uri, WRITING)) if WRITING in names else None
     if marker is not None and marker.get("format") == FORMAT and marker.get("kind") == kind:
-        ours = {COMPLETE, WRITING, *marker.get("files", {})}
+        ours = {COMPLETE, WRITING, *(marker.get("files") or {})}
     elif marker is None and writing is not None and writing.get("kind") == kind:
         ours = set(names)  # an unfinished upload of ours: everything in it is ours
     else:
