@@ -27,14 +27,16 @@ MANIFEST = "manifest.json"
 
 
 def content_hash(model_dir: "str | Path") -> str:
-    """sha256 over the model's files (relative names and bytes), in a fixed order; the commit marker aside."""
-    from mlp_core.outputs import COMPLETE
+    """sha256 over the model's listed files (relative names and bytes), in a fixed order; the commit marker aside."""
+    from mlp_core import locations
+    from mlp_core.outputs import read_marker
 
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name != COMPLETE):
-        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    # The files the marker lists (each proven inside the model), not whatever else lies in the folder.
+    for name in sorted(Path(n) for n in read_marker(model_dir, "model")["files"]):
+        digest.update(name.as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(locations.member(model_dir, name.as_posix()).read_bytes()).digest())
     return digest.hexdigest()
 
 
@@ -122,6 +124,11 @@ def publish_model(
     from mlp_core.outputs import check_apart
     from mlp_core.schemas import dumps
 
+    from mlp_core import locations
+
+    locations.check_publish_target(publish_uri, "--publish-uri")
+    if model_uri:
+        locations.check_location(model_uri, "--model-uri")
     test_accuracy = check_fraction("--test-accuracy", test_accuracy)
     test_loss = check_loss("--test-loss", test_loss)
     check_fraction("--blessing-tolerance", tolerance)
@@ -139,7 +146,7 @@ def publish_model(
     digest = content_hash(model)
     version = f"{(now or datetime.now(timezone.utc)):%Y%m%dT%H%M%SZ}-{digest[:12]}"
     target = storage.join(publish_uri, version)
-    files = storage.upload_tree(model, target)
+    files = _upload_model(model, target)
     manifest = {
         "version": version,
         "content_sha256": digest,
@@ -158,6 +165,17 @@ def publish_model(
     promote = _promote_gcs if storage.is_gcs(publish_uri) else _promote_local
     promoted, reason = promote(publish_uri, version, test_accuracy, tolerance)
     return Published(version, promoted, reason)
+
+
+def _upload_model(model: "str | Path", target: str) -> list[str]:
+    """Copy the files ``model``'s marker lists (each proven inside it), then the marker; nothing else in the folder."""
+    from mlp_core import locations, storage
+    from mlp_core.outputs import COMPLETE, read_marker
+
+    names = [*read_marker(model, "model")["files"], COMPLETE]
+    for name in names:
+        storage.write_bytes(locations.join(target, name), locations.member(model, name).read_bytes())
+    return names
 
 
 def _promote_local(publish_uri: str, version: str, test_accuracy: float, tolerance: float) -> "tuple[bool, str]":
