@@ -110,7 +110,14 @@ def _format_matrix(class_names: list[str], matrix: list[list[int]]) -> str:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
+    from mlp_core.locations import check_flags, check_publish_target
     from mlp_core.outputs import check_apart
+
+    check_flags({"--model": args.model, "--dataset": args.dataset, "--metrics": args.metrics, "--report": args.report,
+                 "--report-markdown": args.report_markdown},
+                local=("--model", "--dataset", "--metrics", "--report", "--report-markdown"))
+    if args.publish_uri:
+        check_publish_target(args.publish_uri, "--publish-uri")
 
     check_apart({"--model": args.model, "--dataset": args.dataset},
                 {"--metrics": args.metrics, "--report": args.report, "--report-markdown": args.report_markdown})

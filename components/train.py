@@ -20,8 +20,10 @@ from components._step import add_parameter_flags, argv, bind, defaults, descript
 from mlp_core.config import PLACEMENTS, TrainConfig
 
 DEFAULT = TrainConfig()
-# On a cluster: peak RSS 1.33 GB on full MNIST; retried after a preemption (it resumes from its checkpoints);
-# the GPU request goes here.
+# On a cluster: peak RSS 1.33 GB on full MNIST; the GPU request goes here. Retried after a failure (exit code not 0),
+# each attempt resuming from the checkpoints beside its Model artifact's URI (the same URI on every attempt:
+# training_job.pipeline_checkpoint_dir). On Kubeflow a pod lost with its node is not retried (Argo's default
+# retryPolicy OnFailure; the kfp compiler sets no other: README "Retries").
 CLUSTER = StepPolicy("4", "8", "4Gi", "8Gi", accelerated=True,
                      retry={"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0,
                             "backoff_max_duration": "1800s"})
@@ -29,14 +31,15 @@ DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])
 
 
 def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path | None" = None,
-                checkpoint_dir: "str | None" = None, processes=None, coordinator_timeout: int = 300,
+                checkpoint_dir: "str | None" = None, model_uri: "str | None" = None, processes=None, coordinator_timeout: int = 300,
                 heartbeat_timeout: int = 100, log=functools.partial(print, flush=True), **params) -> list[dict]:
     """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults).
 
-    ``processes``: a ``mlp_core.distributed.ProcessGroup``; default: what the environment says (Vertex AI's
-    CLUSTER_SPEC, Kubeflow Trainer's variables), else one process. With ``trainer_job`` (set at compile time by
-    ``--target kfp --replicas N``), the training runs as a Kubeflow Trainer TrainJob instead
-    (``clusters.trainer``; ``dataset`` is then the Dataset artifact's gs:// URI).
+    ``model_uri``: the Model artifact's URI in a pipeline step (its checkpoints go beside it:
+    ``mlp_core.training_job.pipeline_checkpoint_dir``). ``processes``: a ``mlp_core.distributed.ProcessGroup``;
+    default: what the environment says (Vertex AI's CLUSTER_SPEC, Kubeflow Trainer's variables), else one process.
+    With ``trainer_job`` (set at compile time by ``--target kfp --replicas N``), the training runs as a Kubeflow
+    Trainer TrainJob instead (``clusters.trainer``; ``dataset`` is then the Dataset artifact's object-store URI).
     """
     from mlp_core.training_job import train_on_dataset
 
@@ -47,8 +50,10 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
 
         from clusters.trainer import train_as_trainer_job
 
-        return train_as_trainer_job(json.loads(trainer_job), str(dataset), model, given, argv(train, given), log=log)
-    return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, processes=processes,
+        return train_as_trainer_job(json.loads(trainer_job), str(dataset), model, str(model_uri), given,
+                                    argv(train, given), log=log)
+    return train_on_dataset(dataset, model, metrics=metrics, checkpoint_dir=checkpoint_dir, model_uri=model_uri,
+                            processes=processes,
                             coordinator_timeout=coordinator_timeout, heartbeat_timeout=heartbeat_timeout, log=log,
                             **given)
 
@@ -66,7 +71,6 @@ WHERE = ("trainer_job",)
     shuffle=DEFAULT.shuffle,
     placement=PLACEMENTS[0],
     checkpoint_root="",
-    pipeline_root="",
     run_id="",
     require_gpu=False,
     trainer_job="",
@@ -84,7 +88,6 @@ def train(
     shuffle: bool,
     placement: str,
     checkpoint_root: str,
-    pipeline_root: str,
     run_id: str,
     require_gpu: bool,
     trainer_job: str,
@@ -104,9 +107,8 @@ def train(
         seed: PRNG seed for init and shuffling
         shuffle: shuffle each epoch on the device; false keeps the seed's order
         placement: auto, device (whole split on the device) or stream (tf.data batches); auto picks by size
-        checkpoint_root: durable per-epoch checkpoints, gs:// or a folder, under checkpoints/<run_id>/train (default:
-            the pipeline root)
-        pipeline_root: the pipeline root (the pipeline fills it in)
+        checkpoint_root: durable per-epoch checkpoints, gs://, s3:// or a folder, under checkpoints/<run_id>/train
+            (default: beside the Model artifact in the object store, in a pipeline)
         run_id: the pipeline run id (the pipeline fills it in); a rerun of it resumes from its checkpoints
         require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
         trainer_job: empty: train in this step's pod; else train as a Kubeflow Trainer TrainJob of N pods
@@ -120,18 +122,21 @@ def train(
     from mlp_core.distributed import detect
     from mlp_core.outputs import write_json
     from mlp_core.tensorboard import write_events
+    from mlp_core import storage
     from mlp_core.training_job import final_metrics, hyperparameters, pipeline_checkpoint_dir
 
     params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
-                  shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,
-                  run_id=run_id, require_gpu=require_gpu, trainer_job=trainer_job)
-    checkpoint_dir = None
-    if pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id) is None:
-        # No durable root: keep them in this pod only, never beside the artifact path (not uploaded).
-        checkpoint_dir = tempfile.mkdtemp(prefix="train-checkpoints-")
+                  shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, run_id=run_id,
+                  require_gpu=require_gpu, trainer_job=trainer_job)
+    checkpoint_dir = None  # kfp.local: the model URI is a local folder, and they go beside it
+    if storage.is_remote(model.uri) and not trainer_job:
+        # Durable and the same for every attempt of this task; when there is no such place, in this pod only,
+        # never beside the artifact path (not uploaded).
+        checkpoint_dir = (pipeline_checkpoint_dir(checkpoint_root, run_id, model.uri)
+                          or tempfile.mkdtemp(prefix="train-checkpoints-"))
     # A TrainJob's pods read the Dataset from the object store by its URI; a step trains on the launcher's copy.
     history = train_model(dataset.uri if trainer_job else dataset.path, model.path, checkpoint_dir=checkpoint_dir,
-                          **params)
+                          model_uri=model.uri, **params)
     if not trainer_job and not detect(os.environ).is_primary:
         # kfp's executor writes the step's outputs (executor_output.json, the artifacts' metadata) after this
         # function returns, and every replica of a multi-host job shares those paths: only process 0 may get
@@ -172,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", default=None, help=texts["tensorboard"] + ": this folder (new or empty)")
     add_parameter_flags(p, train, choices={"placement": PLACEMENTS})
     p.add_argument("--checkpoint-dir", default=None,
-                   help="this exact folder (or gs://) for the checkpoints instead of one under --checkpoint-root "
+                   help="this exact folder (or gs://, s3://) for the checkpoints instead of one under --checkpoint-root "
                    "(default: .<model>.checkpoints beside --model when no root is given)")
     group = p.add_argument_group(
         "more than one process", "train as one of several processes (hosts) over all their devices; without these, "
@@ -194,6 +199,18 @@ def main(argv: "list[str] | None" = None) -> int:
     from mlp_core.distributed import detect
 
     args = _parser().parse_args(argv)
+    from mlp_core.locations import check_flags, check_segment
+
+    check_flags({"--dataset": args.dataset, "--model": args.model, "--metrics": args.metrics,
+                 "--tensorboard": args.tensorboard, "--checkpoint-dir": args.checkpoint_dir,
+                 "--checkpoint-root": args.checkpoint_root}, local=("--tensorboard",))
+    if args.run_id:
+        check_segment(args.run_id, "--run-id", "run id")
+    from mlp_core.outputs import check_apart
+
+    # Before anything else (the process group included): outputs apart from the input and from each other.
+    check_apart({"--dataset": args.dataset}, {"--model": args.model, "--metrics": args.metrics,
+                                              "--checkpoint-dir": args.checkpoint_dir, "--tensorboard": args.tensorboard})
     processes = detect(os.environ, args.coordinator, args.num_processes, args.process_id)
     if args.tensorboard and processes.is_primary:
         from mlp_core.outputs import check_artifact_output

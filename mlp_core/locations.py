@@ -219,3 +219,14 @@ def check_publish_target(target: str, flag: str = "--publish-uri") -> str:
         check_registry_model(target, flag)
         return str(target)
     return check_location(target, flag)
+
+
+def check_flags(given: "dict[str, str | Path | None]", local: "tuple[str, ...] | list[str]" = ()) -> None:
+    """Check every location a command was given, before any work: ``{flag: value}``; unset values skipped.
+
+    Flags in ``local`` must be local paths (their step cannot read or write an object store).
+    """
+    for flag, value in given.items():
+        if value is None or (value == "" and flag not in local):
+            continue
+        (check_local if flag in local else check_location)(value, flag)
