@@ -1,4 +1,4 @@
-"""Per-epoch training checkpoints in durable storage (a folder or ``gs://``), resumed bit for bit.
+"""Per-epoch training checkpoints in durable storage (a folder, ``gs://`` or ``s3://``), resumed bit for bit.
 
 Layout under a checkpoint location::
 
@@ -11,7 +11,7 @@ run ever reads, prunes or deletes its files. ``state.json`` holds the epoch, the
 full identity, the history so far and the sha256 of ``params.npz``, so a
 checkpoint is complete exactly when its ``state.json`` exists and matches. Only
 whole-file writes are used (no folder rename: ../shared/BACKENDS.md), through
-google-cloud-storage for ``gs://``. The shuffle key of each epoch is a pure
+the store's client library for an object store (``mlp_core.storage``). The shuffle key of each epoch is a pure
 function of (seed, epoch), so no RNG state beyond the epoch number is needed to
 continue exactly where the run stopped.
 """
@@ -129,7 +129,7 @@ def remove_empty_folders(uri: str, levels: int) -> None:
 
 def _rmdir_if_empty(uri: str) -> None:
     """Remove a local folder if nothing is left in it (object stores have no folders to remove)."""
-    if storage.is_gcs(uri):
+    if storage.is_remote(uri):
         return
     with contextlib.suppress(OSError):
         Path(uri).rmdir()

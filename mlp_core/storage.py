@@ -1,12 +1,31 @@
-"""Reading and writing under a local folder or a ``gs://`` URI, through one interface.
+"""Reading and writing under a local folder or an object-store URI (``gs://``, ``s3://``), through one interface.
 
-Every place our own code touches Cloud Storage goes through google-cloud-storage
-(never path surgery turning ``gs://`` into ``/gcs/``), with its retry policy for
-transient errors. ``STORAGE_EMULATOR_HOST`` points the client at an emulator.
+Every place our own code touches an object store goes through the store's own
+maintained client library, never path surgery (``gs://`` into ``/gcs/``):
+
+- ``gs://``: google-cloud-storage, with its retry policy for transient errors;
+  ``STORAGE_EMULATOR_HOST`` points it at an emulator.
+- ``s3://``: boto3 (botocore's ``standard`` retry mode), endpoint and credentials
+  from the standard AWS variables (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``,
+  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``), which boto3
+  reads itself. Any S3-compatible server works (SeaweedFS, MinIO, Ceph).
+- ``minio://``: the scheme of Kubeflow Pipelines' bundled store (its default
+  pipeline root is ``minio://mlpipeline/v2/artifacts``: ``backend/src/v2/config/env.go``;
+  since 2.15 the store behind it is SeaweedFS's S3 gateway). It is S3: the launcher
+  itself opens it with an S3 client (``backend/src/v2/objectstore/object_store.go``
+  ``OpenBucket``: "replace minio:// with s3://"), at ``seaweedfs.kubeflow:9000`` over
+  plain HTTP when the ``kfp-launcher`` config names no provider
+  (``objectstore/config.go`` ``DefaultEndpointInMultiUserMode``, ``config/env.go``
+  ``getDefaultMinioSessionInfo``). Here it is S3 at the endpoint the AWS variables
+  name, else that default. Only artifact URIs handed over by the backend use it.
+
+Every URI is parsed and checked by ``mlp_core.locations.split_uri``: ``gs://``
+without a bucket, a bad bucket or object name, or any other scheme is a one-line
+``LocationError`` before any request.
 
 Writes are whole-object (a reader sees the old bytes or the new, never a part):
-an object upload on Cloud Storage, a temp file + file rename locally (a file
-rename works on Cloud Storage FUSE too; a folder rename does not).
+one object upload in a store, a temp file + file rename locally (a file rename
+works on Cloud Storage FUSE too; a folder rename does not).
 """
 
 from __future__ import annotations
@@ -14,6 +33,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+from mlp_core import locations
+
+BUNDLED_SCHEME = "minio"
+# Where Kubeflow's launcher finds its bundled store when nothing else is configured (objectstore/config.go, 2.17.0).
+BUNDLED_ENDPOINT = "http://seaweedfs.kubeflow:9000"
 
 
 class StorageError(OSError):
@@ -24,22 +49,41 @@ class PreconditionFailed(StorageError):
     """A compare-and-swap write lost: the object changed since it was read."""
 
 
+def is_remote(uri: str) -> bool:
+    """True for anything URI-like (``scheme:/...``): an object store, never a local path."""
+    return locations.is_remote(str(uri))
+
+
 def is_gcs(uri: str) -> bool:
     return str(uri).startswith("gs://")
 
 
+def _parse(uri: str) -> "tuple[str, str, str, bool]":
+    """``(kind, bucket, key, bundled)``: kind ``gs`` or ``s3``; ``bundled`` for Kubeflow's ``minio://`` store."""
+    text = str(uri)
+    bundled = locations.scheme(text) == BUNDLED_SCHEME and text.startswith(f"{BUNDLED_SCHEME}://")
+    if bundled:
+        text = "s3://" + text[len(f"{BUNDLED_SCHEME}://"):]
+    kind, bucket, key = locations.split_uri(text, "location")
+    return kind, bucket, key, bundled
+
+
 def join(uri: str, *parts: str) -> str:
-    if is_gcs(uri):
+    if is_remote(uri):
         return "/".join([str(uri).rstrip("/"), *parts])
     return str(Path(uri, *parts))
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, name = str(uri)[len("gs://") :].partition("/")
-    if not bucket:
-        raise StorageError(f"not a gs:// URI with a bucket: {uri}")
-    return bucket, name
+def parent(uri: str) -> str:
+    """The folder (prefix) holding ``uri``."""
+    if is_remote(uri):
+        head, _, _ = str(uri).rstrip("/").rpartition("/")
+        _parse(head)  # still a URI with a bucket
+        return head
+    return str(Path(uri).parent)
 
+
+# ---- Cloud Storage (google-cloud-storage)
 
 _client = None
 
@@ -62,7 +106,7 @@ def client():
 def _bucket(uri: str):
     from google.api_core import exceptions
 
-    bucket_name, name = _split(uri)
+    _, bucket_name, name, _ = _parse(uri)
     bucket = client().bucket(bucket_name)
     try:
         if not bucket.exists(retry=_retry()):
@@ -83,13 +127,78 @@ def _retry():
     return DEFAULT_RETRY
 
 
+# ---- S3 and S3-compatible stores (boto3)
+
+_s3_clients: dict = {}
+
+
+def s3_client(bundled: bool = False):
+    """A boto3 S3 client; for Kubeflow's bundled store, at its default endpoint unless the AWS variables name one."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if bundled and not endpoint:
+        endpoint = BUNDLED_ENDPOINT
+    key = (endpoint, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    if key not in _s3_clients:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "standard", "max_attempts": 5},
+                        # An S3-compatible server answers path-style requests (bucket in the path, not the host name).
+                        s3={"addressing_style": "path"} if endpoint else {})
+        region = key[2] or "us-east-1"
+        _s3_clients[key] = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
+    return _s3_clients[key]
+
+
+def _s3(uri: str):
+    _, bucket, key, bundled = _parse(uri)
+    return s3_client(bundled), bucket, key
+
+
+def _s3_error(e: Exception, uri: str) -> StorageError:
+    """One line for what went wrong talking to S3."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(e, NoCredentialsError):
+        return StorageError(f"no credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                            "(on Kubeflow the pipeline wires the mlpipeline-minio-artifact secret into the step)")
+    if isinstance(e, ClientError):
+        code = e.response.get("Error", {}).get("Code", "")
+        if code == "NoSuchBucket":
+            return StorageError(f"bucket of {uri} does not exist")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return StorageError(f"object not found: {uri}")
+        message = e.response.get("Error", {}).get("Message", "") or code
+        return StorageError(f"cannot use {uri}: {code}: {message}")
+    return StorageError(f"cannot reach the S3 endpoint for {uri}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _s3_errors():
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+def _s3_code(e: Exception) -> str:
+    return getattr(e, "response", {}).get("Error", {}).get("Code", "")
+
+
+# ---- one interface
+
+
 def read_bytes(uri: str) -> bytes:
     """The bytes at ``uri``; ``StorageError`` when missing."""
-    if not is_gcs(uri):
+    if not is_remote(uri):
         try:
             return Path(uri).read_bytes()
         except FileNotFoundError:
             raise StorageError(f"not found: {uri}") from None
+    if _parse(uri)[0] == "s3":
+        s3, bucket, key = _s3(uri)
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except _s3_errors() as e:
+            raise _s3_error(e, uri) from None
     from google.api_core import exceptions
 
     try:
@@ -99,15 +208,31 @@ def read_bytes(uri: str) -> bytes:
 
 
 def exists(uri: str) -> bool:
-    if not is_gcs(uri):
+    if not is_remote(uri):
         return Path(uri).exists()
+    if _parse(uri)[0] == "s3":
+        s3, bucket, key = _s3(uri)
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except _s3_errors() as e:
+            if _s3_code(e) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise _s3_error(e, uri) from None
     return _blob(uri).exists(retry=_retry())
 
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` to ``uri`` so a reader sees the old content or the new, never a part."""
-    if is_gcs(uri):
+    if is_remote(uri):
         # One object upload is atomic; the write is idempotent, so retrying it is safe.
+        if _parse(uri)[0] == "s3":
+            s3, bucket, key = _s3(uri)
+            try:
+                s3.put_object(Bucket=bucket, Key=key, Body=data)
+            except _s3_errors() as e:
+                raise _s3_error(e, uri) from None
+            return
         _blob(uri).upload_from_string(data, retry=_retry())
         return
     path = Path(uri)
@@ -127,8 +252,15 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def delete(uri: str) -> None:
     """Delete the one file or object ``uri`` (missing is fine); never a folder."""
-    if not is_gcs(uri):
+    if not is_remote(uri):
         Path(uri).unlink(missing_ok=True)
+        return
+    if _parse(uri)[0] == "s3":
+        s3, bucket, key = _s3(uri)
+        try:
+            s3.delete_object(Bucket=bucket, Key=key)  # S3 answers 204 for a missing key too
+        except _s3_errors() as e:
+            raise _s3_error(e, uri) from None
         return
     from google.api_core import exceptions
 
@@ -140,22 +272,41 @@ def delete(uri: str) -> None:
 
 def list_names(uri: str) -> list[str]:
     """Names (relative to ``uri``, ``/``-separated) of every file or object under the folder ``uri``."""
-    if not is_gcs(uri):
+    if not is_remote(uri):
         root = Path(uri)
         if not root.is_dir():
             return []
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    if _parse(uri)[0] == "s3":
+        s3, bucket, key = _s3(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        try:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            return sorted(o["Key"][len(prefix):] for page in pages for o in page.get("Contents", []))
+        except _s3_errors() as e:
+            raise _s3_error(e, uri) from None
     bucket, prefix = _bucket(uri)
-    prefix = prefix.rstrip("/") + "/"
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
     return sorted(b.name[len(prefix) :] for b in client().list_blobs(bucket.name, prefix=prefix, retry=_retry()))
 
 
-def read_versioned(uri: str) -> tuple[bytes | None, int]:
-    """``(bytes, generation)`` of the object ``uri``; ``(None, 0)`` when there is none.
+def read_versioned(uri: str) -> "tuple[bytes | None, int | str]":
+    """``(bytes, version)`` of the object ``uri``; ``(None, 0)`` when there is none.
 
-    The generation is what ``write_if_unchanged`` compares against (Cloud Storage's
-    object generation; 0 means "does not exist", as ``if_generation_match=0``).
+    The version is what ``write_if_unchanged`` compares against: Cloud Storage's
+    object generation (0 means "does not exist", as ``if_generation_match=0``), or
+    S3's ETag, returned by the same GET that returns the bytes.
     """
+    _parse(uri)
+    if _parse(uri)[0] == "s3":
+        s3, bucket, key = _s3(uri)
+        try:
+            answer = s3.get_object(Bucket=bucket, Key=key)
+            return answer["Body"].read(), answer["ETag"]
+        except _s3_errors() as e:
+            if _s3_code(e) in ("NoSuchKey", "404"):
+                return None, 0
+            raise _s3_error(e, uri) from None
     from google.api_core import exceptions
 
     blob = _blob(uri)
@@ -169,18 +320,31 @@ def read_versioned(uri: str) -> tuple[bytes | None, int]:
         return read_versioned(uri)  # replaced between the two calls: read the newer one
 
 
-def write_if_unchanged(uri: str, data: bytes, generation: int) -> None:
-    """Write ``data`` to the object ``uri`` only if its generation is still ``generation``.
+def write_if_unchanged(uri: str, data: bytes, version: "int | str") -> None:
+    """Write ``data`` to the object ``uri`` only if it is still at ``version`` (from ``read_versioned``).
 
-    Cloud Storage checks ``if_generation_match`` on the server, so of two writers
-    that read the same generation exactly one succeeds; the other gets
-    ``PreconditionFailed`` and must read again.
+    The store checks the precondition on the server, so of two writers that read
+    the same version exactly one succeeds; the other gets ``PreconditionFailed``
+    and must read again. Cloud Storage: ``ifGenerationMatch`` (0: no live object).
+    S3: ``If-None-Match: *`` (no object yet) or ``If-Match: <ETag>`` on PutObject
+    (S3 User Guide, "Conditional writes"); a 409 ``ConditionalRequestConflict``
+    (another conditional write in flight) is a lost race too.
     """
+    if _parse(uri)[0] == "s3":
+        s3, bucket, key = _s3(uri)
+        condition = {"IfNoneMatch": "*"} if version in (0, None, "") else {"IfMatch": str(version)}
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except _s3_errors() as e:
+            if _s3_code(e) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise PreconditionFailed(f"{uri} changed while this write was being decided") from None
+            raise _s3_error(e, uri) from None
+        return
     from google.api_core import exceptions
 
     try:
         # A precondition makes the upload idempotent, so the default retry is safe.
-        _blob(uri).upload_from_string(data, if_generation_match=generation, retry=_retry())
+        _blob(uri).upload_from_string(data, if_generation_match=int(version), retry=_retry())
     except exceptions.PreconditionFailed:
         raise PreconditionFailed(f"{uri} changed while this write was being decided") from None
 

@@ -106,3 +106,50 @@ def gcs_emulator():
             os.environ.pop("STORAGE_EMULATOR_HOST", None)
         else:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
+
+
+S3_KEYS = {"accesskey": "stand-in-access-key", "secretkey": "stand-in-secret-key"}  # the mlpipeline-minio-artifact secret
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto, one request at a time: s3_server.py) on a loopback port, with bucket mlpipeline.
+
+    Sets the standard AWS variables for this process (endpoint, keys, region) and yields a boto3 client.
+    """
+    import socket
+    import time
+
+    from mlp_core import storage
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "s3_server.py"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the S3 server (moto) did not start") from None
+            time.sleep(0.2)
+    names = ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
+    previous = {name: os.environ.get(name) for name in names}
+    os.environ.update({"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": S3_KEYS["accesskey"],
+                       "AWS_SECRET_ACCESS_KEY": S3_KEYS["secretkey"], "AWS_REGION": "us-east-1"})
+    storage._s3_clients.clear()
+    client = storage.s3_client()
+    client.create_bucket(Bucket="mlpipeline")
+    try:
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        storage._s3_clients.clear()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
