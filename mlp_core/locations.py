@@ -8,7 +8,7 @@ and nothing is written anywhere else.
 The rules, each from the documentation that defines it:
 
 - **A remote location is never a local path.** Anything that starts like a URI
-  (``scheme:/``) is remote: ``gs://`` and ``s3://`` are read and written here;
+  (``scheme:``, so ``gs:bucket`` too; write ``./name:x`` for a local name with a colon) is remote: ``gs://`` and ``s3://`` are read and written here;
   any other scheme (``gcs://``, ``http://``, ``file://``, ``minio://``...) is
   refused, never turned into a folder named ``gs:`` in the current directory.
   A text starting ``projects/`` is a Vertex AI resource name and must be a whole,
@@ -42,7 +42,7 @@ import re
 from pathlib import Path
 
 SCHEMES = ("gs", "s3")
-_URI_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):/")
+_URI_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
@@ -66,7 +66,7 @@ def scheme(location: str) -> "str | None":
 
 
 def is_remote(location: str) -> bool:
-    """True for anything that looks like a URI (``scheme:/...``): never to be used as a local path."""
+    """True for anything that looks like a URI (``scheme:...``): never to be used as a local path."""
     return scheme(str(location)) is not None
 
 
