@@ -24,7 +24,12 @@ def run_local(
 
     from kfp import local
 
+    from mlp_core.locations import check_local
     from pipeline import DEFAULT_IMAGE, build_pipeline
+
+    # kfp.local writes every artifact under this folder: a gs:// or other remote-looking text is refused, never
+    # turned into a folder named "gs:" here (kfp.local has no object-store backend).
+    pipeline_root = check_local(pipeline_root, "--pipeline-root")
 
     if runner == "subprocess":
         # Running the steps in this environment instead of the image is the point of this runner.
