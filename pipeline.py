@@ -29,7 +29,9 @@ PIPELINE_NAME = "jax-mlp-pipeline"
 DEFAULT_IMAGE = "jax-mlp-pipeline:0.1.0"
 STEPS = (ingest.ingest, train.train, evaluate.evaluate, publish.publish)
 # Step inputs the DAG fills itself (another step's output, a placeholder, a compile option): not pipeline parameters.
-WIRED = ("pipeline_root", "run_id", "require_gpu", "trainer_job", "test_accuracy", "test_loss", "image")
+# No {{$.pipeline_root}}: the Kubeflow backend never substitutes it (backend/src/v2/driver/resolve.go); the train
+# step finds its durable location from its own Model artifact's URI instead (training_job.pipeline_checkpoint_dir).
+WIRED = ("run_id", "require_gpu", "trainer_job", "test_accuracy", "test_loss", "image")
 
 
 def pipeline_parameters() -> dict[str, inspect.Parameter]:
@@ -58,6 +60,23 @@ def parameter_descriptions() -> dict[str, str]:
         for name, text in descriptions(step).items():
             texts.setdefault(name, text)
     return {name: texts.get(name, "") for name in pipeline_parameters()}
+
+
+def use_artifact_store_credentials(task) -> None:
+    """Give ``task`` the artifact store's keys as the standard AWS variables (kfp-kubernetes ``use_secret_as_env``).
+
+    The launcher reads them from the ``mlpipeline-minio-artifact`` secret (``backend/src/v2/config/env.go``),
+    the step's own code does not get them: the train step writes its checkpoints (and a TrainJob's pods their
+    artifacts) into the store itself. Optional, so a pod starts where the secret is absent (Cloud Storage, or S3
+    with the pod's own identity); the backend honours ``optional`` from 2.15 (``driver/k8s.go``), an older one
+    needs the secret in the run's namespace (a standard install has it there).
+    """
+    from kfp import kubernetes
+
+    from clusters.trainer import ARTIFACT_STORE_SECRET, SECRET_KEYS
+
+    kubernetes.use_secret_as_env(task, ARTIFACT_STORE_SECRET, {key: env for env, key in SECRET_KEYS.items()},
+                                 optional=True)
 
 
 def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None):
@@ -97,14 +116,14 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
         train_task = train_component(
             dataset=ingest_task.outputs["dataset"],
             **given(train.train),
-            # Whole values, joined inside the step: the Kubeflow backend substitutes a
-            # placeholder only when it is a parameter's whole value (driver/resolve.go).
-            pipeline_root=dsl.PIPELINE_ROOT_PLACEHOLDER,
+            # A whole value: the Kubeflow backend substitutes a placeholder only then (driver/resolve.go).
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             require_gpu=bool(options.accelerator),
             **({"trainer_job": trainer_job(image, options, train.CLUSTER)} if options.trainer_nodes else {}),
         )
         apply_options(train_task, train.CLUSTER, options)
+        if options.target == "kfp":
+            use_artifact_store_credentials(train_task)
         evaluate_task = evaluate_component(
             model=train_task.outputs["model"], dataset=ingest_task.outputs["dataset"], **given(evaluate.evaluate))
         apply_options(evaluate_task, evaluate.CLUSTER, options)

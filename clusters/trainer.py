@@ -17,13 +17,21 @@ CRD of its own; a TrainJob names the runtime and says only what this job
 needs: image, command, node count, resources per node.
 
 The pods have no kfp launcher, so they read the Dataset artifact from the
-object store by its URI and write the model under a staging prefix of the
-pipeline root (``mlp_core.remote_artifacts``: marker last); this step then
-copies that model into its own output path, which the kfp launcher uploads as
-the step's Model artifact. The object store must be Cloud Storage (a ``gs://``
-pipeline root). A retry of the step finds its TrainJob by name (one per run):
-a running one is watched again, a finished one read, a failed one of ours
-replaced, so the new pods resume from the run's checkpoints.
+object store by its URI and write the model under a staging prefix beside the
+step's own Model artifact URI (``mlp_core.remote_artifacts``: marker last); this
+step then copies that model into its own output path, which the kfp launcher
+uploads as the step's Model artifact. Any store ``mlp_core.storage`` reads works:
+Cloud Storage, S3, and Kubeflow's bundled store (``minio://``, S3 behind it); the
+pods get the store's keys from the ``mlpipeline-minio-artifact`` secret (optional)
+and the step's S3 endpoint variables. No ``{{$.pipeline_root}}`` is needed (the
+Kubeflow backend never substitutes it: ``backend/src/v2/driver/resolve.go``): the
+Model artifact's URI (``<root>/<pipeline>/<run id>/<task>/<uuid>/model``,
+``driver/driver.go`` ``provisionOutputs``) is the same for every retry of the
+step, since Argo retries only the executor pod, whose input the driver wrote once
+(``compiler/argocompiler/container.go``). A retry of the step finds its TrainJob by
+name (one per run): a running one is watched again, a finished one read, a failed
+one of ours replaced, so the new pods resume from the checkpoints beside the
+staged model.
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ PLURAL = "trainjobs"
 DEFAULT_RUNTIME = "jax-distributed"
 MANAGED_BY = "jax-mlp-pipeline"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# The artifact store's keys (backend/src/v2/config/env.go: the secret and its keys the launcher reads).
+ARTIFACT_STORE_SECRET = "mlpipeline-minio-artifact"
+SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
+# Where an S3-compatible store is, when the step was told (mlp_core.storage): the pods are told the same.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 class TrainJobFailed(RuntimeError):
@@ -56,14 +69,34 @@ def job_spec(nodes: int, image: str, runtime: str = DEFAULT_RUNTIME, resources_p
 
 
 def job_name(run_id: str) -> str:
-    """One TrainJob per pipeline run: a DNS-1035 label (<= 63 chars) derived from the run id."""
-    return f"jax-mlp-train-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
+    """One TrainJob per pipeline run: a DNS-1035 label (<= 63 chars) derived from the run id.
+
+    Whatever the run id holds, the name is 30 characters of ``[a-z0-9-]``, a letter first. The JAX plugin's
+    coordinator is ``{name}-node-0-0.{name}`` (../shared/upstream/kubeflow-trainer/jax_plugin_facts.json): a
+    headless Service named ``{name}``, and Service names are DNS-1035 labels (Kubernetes "Object Names and IDs"),
+    and a pod host name ``{name}-node-0-0``, a DNS-1123 label of at most 63 characters
+    (tests/test_trust_clusters.py checks both for generated run ids).
+    """
+    return f"jax-mlp-train-{hashlib.sha256(run_id.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
-def manifest(name: str, spec: dict, args: list[str], run_id: str) -> dict:
+def pod_env(environ: "dict | None" = None, endpoint: "str | None" = None) -> list[dict]:
+    """The pods' variables for the object store: keys from the artifact store's secret, endpoint as the step has it
+    (``endpoint``: the bundled store's, when the step's artifacts are there and the step's variables name none)."""
+    environ = dict(os.environ if environ is None else environ)
+    if endpoint and not (environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL")):
+        environ["AWS_ENDPOINT_URL_S3"] = endpoint
+    env = [{"name": name, "valueFrom": {"secretKeyRef": {"name": ARTIFACT_STORE_SECRET, "key": key, "optional": True}}}
+           for name, key in SECRET_KEYS.items()]
+    return env + [{"name": name, "value": environ[name]} for name in ENDPOINT_VARIABLES if environ.get(name)]
+
+
+def manifest(name: str, spec: dict, args: list[str], run_id: str, env: "list[dict] | None" = None) -> dict:
     """The TrainJob resource: ``spec`` from ``job_spec``, ``args`` for ``python3 -m components.train``."""
     trainer = {"image": spec["image"], "command": ["python3", "-m", "components.train"], "args": args,
                "numNodes": spec["nodes"]}
+    if env:
+        trainer["env"] = env
     if spec.get("resources_per_node"):
         trainer["resourcesPerNode"] = spec["resources_per_node"]
     return {
@@ -164,24 +197,31 @@ def run(body: dict, poll_seconds: float = 10, log=functools.partial(print, flush
         time.sleep(poll_seconds)
 
 
-def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path", given: dict, step_argv: list[str],
-                         poll_seconds: float = 10, log=functools.partial(print, flush=True)) -> list[dict]:
+def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path", step_model_uri: str, given: dict,
+                         step_argv: list[str], poll_seconds: float = 10,
+                         log=functools.partial(print, flush=True)) -> list[dict]:
     """The train step as a TrainJob: pods train from ``dataset_uri``; the model lands in ``model_path``.
 
-    ``given``: the step's parameters (``pipeline_root`` and ``run_id`` locate the
-    staging prefix); ``step_argv``: the same as train CLI flags. Returns the history.
+    ``step_model_uri``: the step's Model artifact URI (the staging prefix goes beside
+    it); ``given``: the step's parameters (``run_id`` names the TrainJob);
+    ``step_argv``: the same as train CLI flags. Returns the history.
     """
-    from mlp_core import remote_artifacts, storage
+    from mlp_core import locations, remote_artifacts, storage
 
-    root, run_id = given["pipeline_root"], given["run_id"]
-    if not storage.is_gcs(root) or not storage.is_gcs(dataset_uri):
-        raise ClusterError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs a gs:// "
-                           f"pipeline root (got {root or 'none'}, dataset at {dataset_uri})")
+    run_id = given["run_id"]
+    if not storage.is_remote(step_model_uri) or not storage.is_remote(dataset_uri):
+        raise ClusterError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs its "
+                           f"artifacts there (got model {step_model_uri}, dataset at {dataset_uri})")
+    for uri in (step_model_uri, dataset_uri):
+        storage.parent(uri)  # a store mlp_core.storage reads, with a bucket: else one line now, before any work
     if not run_id:
         raise ClusterError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
-    staging = storage.join(root, "trainjobs", run_id, "train")
+    locations.check_segment(run_id, "run_id", "run id")
+    staging = storage.join(storage.parent(step_model_uri), "trainjob")
     model_uri, metrics_uri = storage.join(staging, "model"), storage.join(staging, "metrics.json")
-    args = ["--dataset", dataset_uri, "--model", model_uri, "--metrics", metrics_uri, *step_argv]
+    # The train CLI takes gs:// and s3:// (mlp_core.locations); Kubeflow's minio:// is S3 at the bundled endpoint.
+    (pod_dataset, endpoint), (pod_model, _), (pod_metrics, _) = map(storage.as_s3, (dataset_uri, model_uri, metrics_uri))
+    args = ["--dataset", pod_dataset, "--model", pod_model, "--metrics", pod_metrics, *step_argv]
     name = job_name(run_id)
     done = storage.exists(storage.join(model_uri, "_COMPLETE.json"))
     if done and storage.exists(metrics_uri):
@@ -189,7 +229,7 @@ def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path",
     else:
         if storage.exists(metrics_uri):  # a finished job's metrics whose model never got committed: ours, stale
             storage.delete(metrics_uri)
-        run(manifest(name, spec, args, run_id), poll_seconds, log)
+        run(manifest(name, spec, args, run_id, pod_env(endpoint=endpoint)), poll_seconds, log)
     remote_artifacts.download(model_uri, "model", model_path)
     history = json.loads(storage.read_bytes(metrics_uri))["history"]
     log(f"TrainJob {name} wrote the model: test accuracy {history[-1]['test_accuracy']:.4f}")

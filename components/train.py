@@ -132,7 +132,7 @@ def train(
     if storage.is_remote(model.uri) and not trainer_job:
         # Durable and the same for every attempt of this task; when there is no such place, in this pod only,
         # never beside the artifact path (not uploaded).
-        checkpoint_dir = (pipeline_checkpoint_dir(checkpoint_root, run_id, model.uri)
+        checkpoint_dir = (pipeline_checkpoint_dir(checkpoint_root, model.uri, run_id)
                           or tempfile.mkdtemp(prefix="train-checkpoints-"))
     # A TrainJob's pods read the Dataset from the object store by its URI; a step trains on the launcher's copy.
     history = train_model(dataset.uri if trainer_job else dataset.path, model.path, checkpoint_dir=checkpoint_dir,

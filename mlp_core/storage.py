@@ -83,6 +83,21 @@ def parent(uri: str) -> str:
     return str(Path(uri).parent)
 
 
+def s3_endpoint(bundled: bool = False) -> "str | None":
+    """The S3 endpoint the AWS variables name; for Kubeflow's bundled store, its default when they name none."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return endpoint or (BUNDLED_ENDPOINT if bundled else None)
+
+
+def as_s3(uri: str) -> "tuple[str, str | None]":
+    """A ``minio://`` URI as the ``s3://`` URI it is and its endpoint (what the launcher does, object_store.go);
+    any other URI unchanged, with None. For handing a backend's URI to a program that takes ``s3://``."""
+    kind, bucket, key, bundled = _parse(uri)
+    if not bundled:
+        return str(uri), None
+    return f"s3://{bucket}" + (f"/{key}" if key else ""), s3_endpoint(bundled=True)
+
+
 # ---- Cloud Storage (google-cloud-storage)
 
 _client = None
@@ -134,9 +149,7 @@ _s3_clients: dict = {}
 
 def s3_client(bundled: bool = False):
     """A boto3 S3 client; for Kubeflow's bundled store, at its default endpoint unless the AWS variables name one."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if bundled and not endpoint:
-        endpoint = BUNDLED_ENDPOINT
+    endpoint = s3_endpoint(bundled)
     key = (endpoint, os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
     if key not in _s3_clients:
         import boto3

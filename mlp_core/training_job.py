@@ -41,9 +41,9 @@ def train_on_dataset(
     placement: str,
     checkpoint_dir: "str | None",
     checkpoint_root: str,
-    pipeline_root: str,
     run_id: str,
     require_gpu: bool,
+    model_uri: "str | None" = None,
     processes: "ProcessGroup | None" = None,
     coordinator_timeout: int = 300,
     heartbeat_timeout: int = 100,
@@ -56,8 +56,9 @@ def train_on_dataset(
     declares them and their defaults; none is defaulted here). ``placement``:
     ``device`` keeps the whole split on the device (one compiled call per epoch),
     ``stream`` feeds batches from tf.data; ``auto`` picks by size. A checkpoint is
-    written after every epoch to ``checkpoint_dir`` (a folder or ``gs://``; when
-    None: under ``checkpoint_root`` or ``pipeline_root`` for run ``run_id``, else
+    written after every epoch to ``checkpoint_dir`` (a folder, ``gs://`` or ``s3://``;
+    when None: ``pipeline_checkpoint_dir`` of ``checkpoint_root``, ``run_id`` and
+    ``model_uri`` (the Model artifact's URI, in a pipeline step), else
     ``.<model>.checkpoints`` beside ``model``); a rerun of the same run (config,
     data, placement, devices) resumes from the newest complete one, and this run's
     checkpoint files are deleted once the model is written. ``require_gpu``: fail
@@ -66,8 +67,8 @@ def train_on_dataset(
     ``mlp_core.distributed.detect``); with more than one, all train together over
     every process's devices and process 0 alone writes checkpoints, model and metrics.
 
-    ``dataset``, ``model`` and ``metrics`` may be ``gs://`` URIs (the pods of a
-    Kubeflow Trainer job have no kfp launcher to move artifacts for them): the
+    ``dataset``, ``model`` and ``metrics`` may be object-store URIs (``gs://``, ``s3://``, Kubeflow's
+    ``minio://``: the pods of a Kubeflow Trainer job have no kfp launcher to move artifacts for them): the
     dataset is downloaded and verified first, the model trained into a local
     folder and uploaded with its marker last (``mlp_core.remote_artifacts``). ``after_write``: called by
     process 0 once the model and metrics are written and before this run's checkpoints are deleted.
@@ -75,10 +76,9 @@ def train_on_dataset(
     from mlp_core import storage
 
     hyper = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
-                 shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, pipeline_root=pipeline_root,
-                 run_id=run_id, require_gpu=require_gpu, coordinator_timeout=coordinator_timeout,
+                 shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, run_id=run_id, require_gpu=require_gpu, coordinator_timeout=coordinator_timeout,
                  heartbeat_timeout=heartbeat_timeout, log=log)
-    if any(v is not None and storage.is_gcs(str(v)) for v in (dataset, model, metrics)):
+    if any(v is not None and storage.is_remote(str(v)) for v in (dataset, model, metrics)):
         return _train_remote(str(dataset), str(model), None if metrics is None else str(metrics), checkpoint_dir,
                              processes or detect(os.environ), hyper)
 
@@ -117,7 +117,7 @@ def train_on_dataset(
     # float sums on how many devices share a batch.
     run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
            "devices": {"platform": jax.default_backend(), "count": jax.device_count() if mesh is not None else 1}}
-    derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, pipeline_root, run_id, log)
+    derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, model_uri, run_id, log)
     location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
     checkpoints = Checkpoints(location, run)
     resume = checkpoints.latest(config.layer_sizes, log)
@@ -163,32 +163,31 @@ def train_on_dataset(
     if after_write is not None:
         after_write()
     checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
-    if derived:  # <root>/checkpoints/<run id>/train and the run's folder, if this run left them empty (a local root)
-        remove_empty_folders(derived, 2)
+    if derived and checkpoint_root and not storage.is_remote(derived):
+        remove_empty_folders(derived, 2)  # <root>/checkpoints/<run id>/train and the run's folder, if left empty
     return history
 
 
 def _train_remote(dataset: str, model: str, metrics: "str | None", checkpoint_dir: "str | None",
                   group: ProcessGroup, hyper: dict) -> list[dict]:
-    """``train_on_dataset`` with some of its artifacts at ``gs://`` URIs: local copies in, uploads out."""
+    """``train_on_dataset`` with some of its artifacts at object-store URIs: local copies in, uploads out."""
     import shutil
     import tempfile
 
     from mlp_core import remote_artifacts, storage
 
-    if storage.is_gcs(model):
+    if storage.is_remote(model):
         remote_artifacts.check_upload(model, "model")  # before any work
-    if metrics is not None and storage.is_gcs(metrics) and storage.exists(metrics):
+    if metrics is not None and storage.is_remote(metrics) and storage.exists(metrics):
         raise OutputConflictError(f"{metrics} exists; the metrics go to a new object")
-    if checkpoint_dir is None and not hyper["checkpoint_root"] and not hyper["pipeline_root"]:
-        parent, _, name = model.rstrip("/").rpartition("/")
-        checkpoint_dir = storage.join(parent, f".{name}.checkpoints")  # durable, beside the model, like a local run's
+    if checkpoint_dir is None and not hyper["checkpoint_root"] and storage.is_remote(model):
+        checkpoint_dir = beside(model)  # durable, beside the model, like a local run's
     scratch = Path(tempfile.mkdtemp(prefix="train-"))
     try:
         local_dataset = (remote_artifacts.download(dataset, "dataset", scratch / "dataset")
-                         if storage.is_gcs(dataset) else dataset)
-        local_model = scratch / "model" if storage.is_gcs(model) else model
-        local_metrics = (scratch / "metrics.json" if metrics is not None and storage.is_gcs(metrics) else metrics)
+                         if storage.is_remote(dataset) else dataset)
+        local_model = scratch / "model" if storage.is_remote(model) else model
+        local_metrics = (scratch / "metrics.json" if metrics is not None and storage.is_remote(metrics) else metrics)
 
         def upload():  # process 0, after the model is written and before its checkpoints go
             if local_model != model:
@@ -222,31 +221,53 @@ def default_checkpoint_dir(model: "str | Path") -> Path:
     return model.parent / f".{model.name}.checkpoints"
 
 
-def pipeline_checkpoint_dir(checkpoint_root: str, pipeline_root: str, run_id: str, log=print) -> "str | None":
-    """Where a pipeline's train step keeps checkpoints: durable, one folder per run.
-
-    ``checkpoint_root`` (a pipeline parameter) wins; else the pipeline root, when
-    it is a location this step can write without FUSE (``gs://`` or a local
-    path). The Kubeflow backend substitutes a placeholder only when it is a
-    parameter's whole value (``backend/src/v2/driver/resolve.go``), so the
-    pipeline root and the run id arrive as separate parameters and are joined here.
-    """
+def beside(model_uri: str) -> str:
+    """``.<name>.checkpoints`` beside the object-store URI ``model_uri`` (same bucket, same prefix)."""
     from mlp_core import storage
 
-    root = checkpoint_root or pipeline_root
-    if "{{" in root or "{{" in run_id:
-        log(f"warning: a placeholder was not substituted ({root!r}, {run_id!r}); checkpoints stay in this pod")
-        return None
-    if not root or not run_id:
-        return None
-    from mlp_core import locations
+    name = str(model_uri).rstrip("/").rpartition("/")[2]
+    return storage.join(storage.parent(model_uri), f".{name}.checkpoints")
 
-    locations.check_segment(run_id, "run_id", "run id")  # it becomes a folder under the root: never ../ or absolute
-    if "://" in root and not storage.is_gcs(root):
-        log(f"warning: checkpoints cannot be written to {root} (only gs:// or a mounted folder); they stay in this pod, "
-            "so a retry starts from epoch 0: set the pipeline parameter checkpoint_root to a gs:// location")
-        return None
-    return locations.join(root, "checkpoints", run_id, "train", flag="--checkpoint-root")
+
+def pipeline_checkpoint_dir(checkpoint_root: str, model_uri: "str | None", run_id: str, log=print) -> "str | None":
+    """Where a pipeline's train step keeps checkpoints: durable, and the same for every attempt of the task.
+
+    Only what the backend really provides is used (the Kubeflow backend never fills
+    in ``{{$.pipeline_root}}``: ``backend/src/v2/driver/resolve.go`` substitutes only
+    the job and task names, ids and times, each as a whole value):
+
+    - ``checkpoint_root`` (a pipeline parameter the user sets), with the run id
+      (``{{$.pipeline_job_uuid}}``, substituted): ``<root>/checkpoints/<run_id>/train``;
+    - else the Model artifact's own URI, when it is in an object store:
+      ``.model.checkpoints`` beside it. On Kubeflow that URI is
+      ``<pipeline root>/<pipeline>/<run id>/<task>/<uuid>/model`` (``driver/driver.go``
+      ``provisionOutputs``, ``metadata/client.go`` ``GenerateOutputURI``); the driver
+      writes it into the executor input once per task, and Argo's retry re-runs only
+      the executor pod with that same input (``compiler/argocompiler/container.go``:
+      ``retryStrategy`` on ``system-container-impl``), so every retried attempt gets
+      the same URI and finds the checkpoints of the attempts before it;
+    - else None (kfp.local: the model URI is a local folder, and the caller keeps
+      them beside it).
+    """
+    from mlp_core import locations, storage
+
+    if checkpoint_root:
+        if "{{" in run_id or "{{" in checkpoint_root:
+            log(f"warning: a placeholder was not substituted ({checkpoint_root!r}, {run_id!r}); "
+                "checkpoint_root is not used")
+        elif run_id:
+            locations.check_location(checkpoint_root, "--checkpoint-root")
+            locations.check_segment(run_id, "run_id", "run id")  # a folder under the root: never ../ or absolute
+            return locations.join(checkpoint_root, "checkpoints", run_id, "train", flag="--checkpoint-root")
+        else:
+            log("warning: checkpoint_root is set but no run id is given; it is not used")
+    if model_uri and storage.is_remote(model_uri):
+        try:
+            return beside(model_uri)
+        except locations.LocationError as e:
+            log(f"warning: checkpoints cannot be written beside the model at {model_uri} ({e}); they stay in this "
+                "pod, so a retry starts from epoch 1: set the pipeline parameter checkpoint_root")
+    return None
 
 
 def _fit_on_device(config, dataset, metadata, on_epoch, start, mesh):

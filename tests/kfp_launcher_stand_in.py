@@ -2,33 +2,50 @@
 
 No Kubeflow backend runs in these tests. This stand-in takes the compiled IR
 YAML (what ``pipeline.py compile`` writes) and runs one task's container command
-on this machine with the semantics of the v2 backend that matter to a step's
-files (../shared/BACKENDS.md; kubeflow/pipelines ``backend/src/v2``):
+on this machine with the semantics of the v2 backend that matter to a step.
+It mirrors these files of kubeflow/pipelines **2.17.0** (commit
+4a3592cb2dd0a91a4652ab93893ec8beda1f3158), ``backend/src/v2/``:
 
-- **placeholders**: a task input that is a placeholder constant is substituted
-  only when it is the parameter's *whole* value (``driver/resolve.go``, backend
-  >= 2.5); a placeholder inside a longer string reaches the step unsubstituted;
-- **scratch**: every attempt of a step gets a fresh, empty scratch folder (the
-  pod's ``emptyDir``); input artifacts are downloaded into it from the object
-  store, outputs are written into it;
-- **upload**: after the step exits 0, only each output artifact's own path is
-  uploaded to ``<pipeline root>/<job id>/<task>/<artifact>`` (files only: empty
-  folders are lost; ``launcher_v2.go`` ``uploadOutputArtifacts``,
-  ``objectstore/object_store.go``); anything beside the path is not; then the
-  scratch folder is deleted with the pod. A failed or killed attempt uploads
-  nothing.
+- ``driver/resolve.go`` (``resolveInputParameter``, the ``RuntimeValue`` case):
+  a task input that is a constant is passed as it is, except that
+  ``{{$.workspace_path}}`` is replaced wherever it appears and exactly seven
+  placeholders are replaced when they are the *whole* value:
+  ``pipeline_job_name`` (the run's display name), ``pipeline_job_resource_name``,
+  ``pipeline_job_uuid`` (the run id), ``pipeline_task_name``, ``pipeline_task_uuid``
+  (the DAG execution id), ``pipeline_job_create_time_utc``,
+  ``pipeline_job_schedule_time_utc``. Everything else, ``{{$.pipeline_root}}``
+  included, reaches the step literally (``PLACEHOLDERS`` below; 2.5.0 to 2.15
+  substitute the first five only, 2.4 none).
+- ``driver/driver.go`` ``provisionOutputs`` and ``metadata/client.go``
+  ``GenerateOutputURI`` / ``GetPipeline``: an output artifact's URI is
+  ``<pipeline root>/<pipeline name>/<run id>/<task name>/<uuid>/<artifact>``, the
+  uuid drawn once when the driver runs (``driver/container.go``: ``uuid.NewString()``).
+- ``compiler/argocompiler/container.go``: a task's retry policy becomes Argo's
+  ``retryStrategy`` on the executor template only (``system-container-impl``), after
+  the driver: every retry runs with the same pod spec patch, so the same executor
+  input and the same output URIs. ``run_task`` on the same task again is such a retry.
+- ``component/launcher_v2.go`` (``LocalPathForURI``, ``uploadOutputArtifacts``) and
+  ``objectstore/object_store.go`` (``UploadBlob``): the step sees each artifact at
+  ``/gcs/``, ``/minio/`` or ``/s3/`` + the URI's bucket and path; every attempt gets a
+  fresh, empty scratch folder (the pod's ``emptyDir``); after the step exits 0 only
+  each output artifact's own path is uploaded, files only (empty folders are lost),
+  and anything beside the path is lost with the pod. A failed or killed attempt
+  uploads nothing.
+- ``driver/k8s.go`` (``secretAsEnv``): the step's environment holds the container's
+  own ``env`` and the secrets the platform spec maps (kfp-kubernetes
+  ``use_secret_as_env``, ``optional`` honoured), nothing else of the store's
+  credentials: the launcher's own keys (``config/env.go``: the
+  ``mlpipeline-minio-artifact`` secret) are not the step's. The network (emulator and
+  S3 endpoints) is passed through, as a cluster's DNS would be.
 
-- **URIs and paths**: the executor input gives each artifact its object-store
-  URI (``gs://...``), and the kfp SDK maps it to a local path under ``/gcs/``
-  (``artifact_types._GCS_LOCAL_MOUNT_PREFIX``), where the launcher downloaded
-  the inputs and from where it uploads the outputs. Here that mount point is a
-  folder inside the attempt's scratch: a ``sitecustomize`` on the step's
-  ``PYTHONPATH`` (``kfp_stand_in_site/``) points the prefix there, as kfp's own
-  executor tests do.
-
-The object store is Cloud Storage (here gcp-storage-emulator, through
-google-cloud-storage). Not modelled: Argo, MLMD, the cache, conditions between
-tasks (a test runs tasks in order and passes their outputs on).
+The kfp SDK maps the URIs under ``/gcs/``, ``/minio/``, ``/s3/``
+(``kfp/dsl/types/artifact_types.py``); here those mount points are folders inside
+the attempt's scratch: a ``sitecustomize`` on the step's ``PYTHONPATH``
+(``kfp_stand_in_site/``) points the prefixes there, as kfp's own executor tests do.
+The object store is gcp-storage-emulator (``gs://``) or an S3 server
+(``s3://``, ``minio://``), through ``mlp_core.storage``. Not modelled: Argo, MLMD,
+the cache, conditions between tasks (a test runs tasks in order and passes their
+outputs on).
 """
 
 from __future__ import annotations
@@ -40,6 +57,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +66,14 @@ import yaml
 
 from mlp_core import storage
 
-PLACEHOLDERS = ("{{$.pipeline_root}}", "{{$.pipeline_job_uuid}}", "{{$.pipeline_job_name}}", "{{$.pipeline_task_name}}")
+# driver/resolve.go (2.17.0): the placeholders substituted when they are a parameter's whole value, and no other.
+PLACEHOLDERS = ("{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}", "{{$.pipeline_job_uuid}}",
+                "{{$.pipeline_task_name}}", "{{$.pipeline_task_uuid}}", "{{$.pipeline_job_create_time_utc}}",
+                "{{$.pipeline_job_schedule_time_utc}}")
+WORKSPACE_PLACEHOLDER = "{{$.workspace_path}}"
+WORKSPACE_MOUNT_PATH = "/kfp-workspace"  # component/constants.go
+MOUNTS = {"gs": "gcs", "minio": "minio", "s3": "s3"}  # launcher_v2.go LocalPathForURI
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class StepFailed(RuntimeError):
@@ -67,18 +92,68 @@ class TaskResult:
 
 
 class LauncherStandIn:
-    def __init__(self, spec_path: str | Path, pipeline_root: str, job_id: str, arguments: dict | None = None):
-        self.spec = yaml.safe_load(Path(spec_path).read_text())
+    """One pipeline run: ``run_task`` runs an attempt of a task; a second ``run_task`` of the task is its retry.
+
+    ``secrets``: the namespace's Kubernetes secrets, ``{name: {key: value}}``, which the
+    platform spec may map into a step's environment.
+    """
+
+    def __init__(self, spec_path: str | Path, pipeline_root: str, job_id: str, arguments: dict | None = None,
+                 secrets: dict | None = None):
+        documents = [d for d in yaml.safe_load_all(Path(spec_path).read_text()) if d]
+        self.spec = documents[0]
+        self.platform = next((d["platforms"].get("kubernetes", {}) for d in documents[1:] if "platforms" in d), {})
         self.pipeline_root = pipeline_root.rstrip("/")
         self.job_id = job_id
         self.arguments = arguments or {}
+        self.secrets = secrets or {}
         self.scratch_dirs: list[Path] = []  # every attempt's scratch folder, to show they are gone
+        self.executions: dict[str, tuple[int, str]] = {}  # task -> (DAG execution id, output URI salt), once per run
+        self.environments: list[dict] = []  # every attempt's environment, as the step saw it
+
+    def _execution(self, task: str) -> tuple[int, str]:
+        """What the driver decides once per task (the executor's retries reuse it): an id and the URI salt."""
+        if task not in self.executions:
+            self.executions[task] = (1000 + len(self.executions), str(uuid.uuid4()))
+        return self.executions[task]
 
     def _substitute(self, value, task: str):
-        """A constant as the backend passes it: a placeholder replaced only when it is the whole value."""
-        whole = {"{{$.pipeline_root}}": self.pipeline_root, "{{$.pipeline_job_uuid}}": self.job_id,
-                 "{{$.pipeline_job_name}}": f"job-{self.job_id}", "{{$.pipeline_task_name}}": task}
-        return whole.get(value, value) if isinstance(value, str) else value
+        """A constant as resolve.go passes it: ``{{$.workspace_path}}`` anywhere, the seven names as whole values."""
+        if not isinstance(value, str):
+            return value
+        if WORKSPACE_PLACEHOLDER in value:
+            return value.replace(WORKSPACE_PLACEHOLDER, WORKSPACE_MOUNT_PATH)
+        whole = {"{{$.pipeline_job_name}}": f"run-{self.job_id}",
+                 "{{$.pipeline_job_resource_name}}": f"{self.pipeline_name}-{self.job_id[:5]}",
+                 "{{$.pipeline_job_uuid}}": self.job_id, "{{$.pipeline_task_name}}": task,
+                 "{{$.pipeline_task_uuid}}": str(self._execution(task)[0]),
+                 "{{$.pipeline_job_create_time_utc}}": "2026-11-29T10:00:00Z",
+                 "{{$.pipeline_job_schedule_time_utc}}": "2026-11-29T10:00:00Z"}
+        assert set(whole) == set(PLACEHOLDERS)
+        return whole.get(value, value)
+
+    @property
+    def pipeline_name(self) -> str:
+        return self.spec["pipelineInfo"]["name"]
+
+    def task_root(self, task: str) -> str:
+        """``<pipeline root>/<pipeline name>/<run id>/<task>/<uuid>``: where the task's output artifacts go."""
+        return storage.join(self.pipeline_root, self.pipeline_name, self.job_id, task, self._execution(task)[1])
+
+    def _environment(self, component: dict, executor: dict) -> dict:
+        """The step's variables: this machine's, less the store's credentials; the container's env; mapped secrets."""
+        env = {k: v for k, v in os.environ.items() if k not in CREDENTIALS}
+        env.update({e["name"]: e.get("value", "") for e in executor.get("env", [])})
+        config = self.platform.get("deploymentSpec", {}).get("executors", {}).get(component["executorLabel"], {})
+        for mapping in config.get("secretAsEnv", []):
+            secret = self.secrets.get(mapping["secretName"])
+            if secret is None and not mapping.get("optional"):
+                raise StepFailed(component["executorLabel"], -1,
+                                 f"CreateContainerConfigError: secret \"{mapping['secretName']}\" not found")
+            for pair in mapping.get("keyToEnv", []):
+                if secret is not None and pair["secretKey"] in secret:
+                    env[pair["envVar"]] = secret[pair["secretKey"]]
+        return env
 
     def _parameters(self, task: str, spec: dict, component: dict, upstream: dict[str, TaskResult]) -> dict:
         root_defaults = {name: p.get("defaultValue") for name, p in self.spec["root"]["inputDefinitions"]["parameters"].items()}
@@ -110,7 +185,7 @@ class LauncherStandIn:
         scratch = Path(tempfile.mkdtemp(prefix=f"emptydir-{task}-"))
         self.scratch_dirs.append(scratch)
         try:
-            mount = scratch / "gcs"  # the pod's /gcs/: kfp maps gs://B/P to <mount>/B/P
+            mount = scratch / "mnt"  # the pod's /: kfp maps gs://B/P to <mount>/gcs/B/P
             inputs = {}
             for name, source in spec.get("inputs", {}).get("artifacts", {}).items():
                 ref = source["taskOutputArtifact"]
@@ -119,7 +194,7 @@ class LauncherStandIn:
                 schema = component["inputDefinitions"]["artifacts"][name]["artifactType"]
                 inputs[name] = {"artifacts": [{"name": name, "uri": uri, "metadata": {},
                                                "type": {"schemaTitle": schema["schemaTitle"]}}]}
-            prefix = storage.join(self.pipeline_root, self.job_id, task)
+            prefix = self.task_root(task)
             outputs = {}
             for name, definition in component.get("outputDefinitions", {}).get("artifacts", {}).items():
                 schema = definition["artifactType"]
@@ -134,7 +209,8 @@ class LauncherStandIn:
                             "outputFile": str(scratch / "outputs" / "executor_output.json")},
             }
             args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container.get("args", [])]
-            log = self._execute([*container["command"], *args], scratch, task, kill_when, timeout, mount)
+            env = self._environment(component, container)
+            log = self._execute([*container["command"], *args], scratch, task, kill_when, timeout, mount, env)
             result_parameters = {}
             output_file = scratch / "outputs" / "executor_output.json"
             if output_file.exists():
@@ -148,13 +224,15 @@ class LauncherStandIn:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # the pod, and its emptyDir, are gone
 
-    def _execute(self, command: list[str], scratch: Path, task: str, kill_when, timeout: float, mount: Path) -> str:
+    def _execute(self, command: list[str], scratch: Path, task: str, kill_when, timeout: float, mount: Path,
+                 step_env: dict) -> str:
         workdir = scratch / "work"
         workdir.mkdir()
         site = str(Path(__file__).parent / "kfp_stand_in_site")
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch), "KFP_STAND_IN_GCS_MOUNT": f"{mount}/",
+        env = {**step_env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch), "KFP_STAND_IN_MOUNT": f"{mount}/",
                "PYTHONPATH": os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)}
+        self.environments.append(env)
         proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         lines = []
@@ -171,9 +249,9 @@ class LauncherStandIn:
 
 
 def _local(mount: Path, uri: str) -> Path:
-    """Where kfp's SDK puts ``uri`` in the pod (``/gcs/<bucket>/<path>``), with the stand-in's mount point."""
-    assert uri.startswith("gs://"), uri
-    return mount / uri[len("gs://"):]
+    """Where the launcher and kfp's SDK put ``uri`` in the pod (``/gcs/``, ``/minio/``, ``/s3/`` + bucket/path)."""
+    scheme, _, rest = uri.partition("://")
+    return mount / MOUNTS[scheme] / rest
 
 
 def _upload(local: Path, uri: str) -> list[str]:

@@ -19,7 +19,15 @@ with Kubeflow Trainer v2 installed would, for what that code uses:
   = node 0 on a loopback port, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``;
   kubeflow/trainer ``pkg/runtime/framework/plugins/jax``), and sets the
   TrainJob's ``Complete`` or ``Failed`` condition when they end. The image is
-  recorded, not pulled: the processes run this checkout with this Python.
+  recorded, not pulled: the processes run this checkout with this Python. A
+  pod's ``env`` is set as the kubelet sets it, ``valueFrom.secretKeyRef`` read
+  from ``secrets`` (Kubernetes core/v1 ``EnvVarSource``).
+
+Mirrors: kubeflow/trainer v2.2.0 ``pkg/runtime/framework/plugins/jax/jax.go`` (the
+pods' variables) and its TrainJob CRD (``manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml``:
+the fields validated above); the API server's answers (status codes, ``Status``
+bodies) are unverified against kubernetes/kubernetes source, taken from the API
+conventions document.
 
 Not modelled: JobSet and its restart policy (a failed process fails the job at
 once), pod scheduling and resources (recorded only), watches, and the exact
@@ -66,6 +74,7 @@ class KubernetesApiStandIn(LoopbackJsonServer):
         self.runtimes = runtimes
         self.logs = logs  # each pod's output goes to <logs>/<job>-node-<i>.log
         self.env = env or {}
+        self.secrets: dict[str, dict[str, str]] = {}  # the namespace's Secrets, for env valueFrom.secretKeyRef
         self.jobs: dict[tuple[str, str], dict] = {}
         self.processes: dict[tuple[str, str], list[subprocess.Popen]] = {}
         self.lock = threading.Lock()
@@ -165,7 +174,7 @@ class KubernetesApiStandIn(LoopbackJsonServer):
         port = _free_port()
         procs = []
         for i in range(nodes):
-            env = {**os.environ, **self.env, **{e["name"]: e.get("value", "") for e in trainer.get("env") or []},
+            env = {**os.environ, **self.env, **self._env(trainer.get("env") or []),
                    "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(nodes),
                    "JAX_PROCESS_ID": str(i), "PYTHONUNBUFFERED": "1"}
             command = [sys.executable if c in ("python", "python3") else c for c in trainer["command"]]
@@ -174,6 +183,20 @@ class KubernetesApiStandIn(LoopbackJsonServer):
                                           stdout=out, stderr=subprocess.STDOUT))
         self.processes[(namespace, name)] = procs
         threading.Thread(target=self._watch, args=(namespace, name, procs), daemon=True).start()
+
+    def _env(self, entries: list[dict]) -> dict:
+        """A container's ``env`` as the kubelet sets it: ``value``, or ``valueFrom.secretKeyRef`` (an optional one
+        that is missing leaves the variable unset; core/v1 ``EnvVarSource``)."""
+        env = {}
+        for e in entries:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref is None:
+                env[e["name"]] = e.get("value", "")
+            elif ref["key"] in self.secrets.get(ref["name"], {}):
+                env[e["name"]] = self.secrets[ref["name"]][ref["key"]]
+            elif not ref.get("optional"):
+                raise ValueError(f"secret {ref['name']} has no key {ref['key']}: the pod would not start")
+        return env
 
     def _watch(self, namespace: str, name: str, procs: list[subprocess.Popen]) -> None:
         failed = None

@@ -1,8 +1,8 @@
 """Every step under the file semantics of the backends it runs on, through stand-ins that reproduce them.
 
 - Vertex AI: outputs on Cloud Storage FUSE (``gcsfuse_stand_in.py``, a real FUSE mount);
-- Kubeflow Pipelines: the v2 launcher's scratch folder and upload (``kfp_launcher_stand_in.py``),
-  with gcp-storage-emulator as the object store.
+- Kubeflow Pipelines: the v2 driver's placeholders and URIs, the launcher's scratch folder and upload
+  (``kfp_launcher_stand_in.py``), with the object store on gcp-storage-emulator or an S3 server (``s3_server.py``).
 """
 
 import errno
@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SMALL_TEST, SMALL_TRAIN, run_cli
+from mlp_core import storage
 
 STAND_IN = Path(__file__).parent / "gcsfuse_stand_in.py"
 
@@ -151,10 +152,10 @@ def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name} "))
         assert Path(line.split()[-1], "_COMPLETE.json").is_file()
     assert (gcs_fuse / "published" / "LATEST").is_file()
-    assert list((gcs_fuse / "root").glob("checkpoints/*")) == []  # this run's checkpoints removed once the model was written
+    assert list((gcs_fuse / "root").rglob("*.checkpoints")) == []  # this run's checkpoints removed once the model was written
 
 
-# ---- Kubeflow's launcher, with the object store on gcp-storage-emulator
+# ---- Kubeflow's launcher, with the object store on gcp-storage-emulator or an S3 server
 
 @pytest.fixture(scope="module")
 def compiled_for_kubeflow(tmp_path_factory):
@@ -165,58 +166,98 @@ def compiled_for_kubeflow(tmp_path_factory):
     return pipeline.compile_pipeline(path, "jax-mlp-pipeline:0.1.0", ClusterOptions(target="kfp", accelerator=None))
 
 
-def _objects(client, bucket: str, prefix: str) -> list[str]:
-    return sorted(b.name[len(prefix):] for b in client.list_blobs(bucket, prefix=prefix))
+@pytest.fixture(params=["minio", "gs"])
+def kubeflow_store(request):
+    """A pipeline root in each store a Kubeflow install uses: its bundled S3-compatible store (the default root,
+    ``minio://mlpipeline/v2/artifacts``: backend/src/v2/config/env.go) and Cloud Storage; the secrets of its namespace."""
+    from conftest import S3_KEYS
+
+    if request.param == "gs":
+        client = request.getfixturevalue("gcs_emulator")
+        if client.lookup_bucket("kfp") is None:
+            client.create_bucket("kfp")
+        return "gs://kfp/root", {}
+    request.getfixturevalue("s3_server")
+    return "minio://mlpipeline/v2/artifacts", {"mlpipeline-minio-artifact": S3_KEYS}
 
 
 @pytest.mark.slow
-def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(compiled_for_kubeflow, gcs_emulator,
+def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(compiled_for_kubeflow, kubeflow_store,
                                                                               mnist_data_dir):
-    """A preempted train pod loses its scratch; the retry, on a new one, resumes from Cloud Storage, bit for bit."""
+    """A train pod killed at epoch 2 loses its scratch; the retry, on a fresh one, resumes bit for bit from the
+    checkpoints beside its Model artifact's URI (the same URI for every retry), with no checkpoint_root set."""
     from kfp_launcher_stand_in import LauncherStandIn, StepFailed
 
-    gcs_emulator.create_bucket("kfp")
+    root, secrets = kubeflow_store
     arguments = {"tfds_data_dir": mnist_data_dir, "train_split": SMALL_TRAIN, "test_split": SMALL_TEST,
                  "records_per_shard": 200, "epochs": 3, "blessing_threshold": 0.5}
-    unbroken = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-unbroken", arguments)
+    assert "checkpoint_root" not in arguments
+    unbroken = LauncherStandIn(compiled_for_kubeflow, root, "job-unbroken", arguments, secrets)
     ingest = unbroken.run_task("ingest")
-    assert _objects(gcs_emulator, "kfp", "root/job-unbroken/ingest/dataset/")[0] == "_COMPLETE.json"
+    assert ingest.artifacts["dataset"].startswith(f"{root}/jax-mlp-pipeline/job-unbroken/ingest/")
+    assert storage.list_names(ingest.artifacts["dataset"])[0] == "_COMPLETE.json"
     reference = unbroken.run_task("train", {"ingest": ingest})
     # Only the artifact paths reached the store: nothing the step needs was kept beside them.
     assert sorted({name.split("/")[0] for name in reference.uploaded}) == ["metrics", "model", "tensorboard"]
 
-    broken = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-preempted", arguments)
+    broken = LauncherStandIn(compiled_for_kubeflow, root, "job-preempted", arguments, secrets)
     with pytest.raises(StepFailed) as killed:
         broken.run_task("train", {"ingest": ingest}, kill_when=lambda line: line.startswith("epoch 2/3"))
     assert killed.value.returncode == -9
     assert not broken.scratch_dirs[-1].exists()  # the pod and its emptyDir are gone
-    assert _objects(gcs_emulator, "kfp", "root/job-preempted/") == []  # a killed attempt uploads nothing
-    checkpoints = _objects(gcs_emulator, "kfp", "root/checkpoints/job-preempted/train/")
+    task_root = broken.task_root("train")
+    assert storage.list_names(f"{task_root}/model") == []  # a killed attempt uploads nothing
+    checkpoints = storage.list_names(f"{task_root}/.model.checkpoints")
     assert [n.split("/", 1)[1] for n in checkpoints] == [
         f"ckpt-00000{e}/{f}" for e in (1, 2) for f in ("params.npz", "state.json")]
+    if secrets:  # the step wrote them with the keys the pipeline wired from the secret, not the launcher's
+        assert broken.environments[-1]["AWS_ACCESS_KEY_ID"] == secrets["mlpipeline-minio-artifact"]["accesskey"]
 
-    retry = broken.run_task("train", {"ingest": ingest})  # same job: a retry of the task
-    assert "resuming from gs://kfp/root/checkpoints/job-preempted/train/run-" in retry.log
+    retry = broken.run_task("train", {"ingest": ingest})  # same run, same task: Argo's retry of the executor pod
+    assert f"resuming from {task_root}/.model.checkpoints/run-" in retry.log
     assert "(2 epoch(s) done)" in retry.log and "epoch 1/3" not in retry.log
-    blob = "root/{}/train/model/params.npz"
-    assert (gcs_emulator.bucket("kfp").blob(blob.format("job-preempted")).download_as_bytes()
-            == gcs_emulator.bucket("kfp").blob(blob.format("job-unbroken")).download_as_bytes())
-    assert _objects(gcs_emulator, "kfp", "root/checkpoints/job-preempted/") == []  # this run's checkpoints deleted
+    assert retry.artifacts["model"] == f"{task_root}/model"
+    assert (storage.read_bytes(f"{retry.artifacts['model']}/params.npz")
+            == storage.read_bytes(f"{reference.artifacts['model']}/params.npz"))
+    assert storage.list_names(f"{task_root}/.model.checkpoints") == []  # this run's checkpoints deleted
 
     evaluate = broken.run_task("evaluate", {"ingest": ingest, "train": retry})
     assert evaluate.parameters["blessed"] is True and evaluate.parameters["test_accuracy"] > 0.5
 
 
-def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_for_kubeflow, gcs_emulator, mnist_data_dir):
-    """What the compiled spec's train step receives as its checkpoint location, as the backend resolves it."""
+def test_without_the_secret_the_train_step_has_no_keys_for_the_store(compiled_for_kubeflow, tmp_path, s3_server):
+    """The launcher's keys are not the step's: only the secret the compiled spec maps reaches its environment."""
     from kfp_launcher_stand_in import LauncherStandIn
+
+    launcher = LauncherStandIn(compiled_for_kubeflow, "minio://mlpipeline/v2/artifacts", "job-1")
+    task = launcher.spec["root"]["dag"]["tasks"]["train"]
+    component = launcher.spec["components"][task["componentRef"]["name"]]
+    executor = launcher.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
+    assert "AWS_ACCESS_KEY_ID" not in launcher._environment(component, executor)
+    launcher.secrets = {"mlpipeline-minio-artifact": {"accesskey": "a", "secretkey": "s"}}
+    env = launcher._environment(component, executor)
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("a", "s")
+    ingest = launcher.spec["components"][launcher.spec["root"]["dag"]["tasks"]["ingest"]["componentRef"]["name"]]
+    assert "AWS_ACCESS_KEY_ID" not in launcher._environment(ingest, executor)  # only the steps that need them
+
+
+def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_for_kubeflow):
+    """What resolve.go substitutes (seven names, whole values) and nothing else; the spec asks for nothing more."""
+    from kfp_launcher_stand_in import PLACEHOLDERS, LauncherStandIn
 
     launcher = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-1")
     task = launcher.spec["root"]["dag"]["tasks"]["train"]
     component = launcher.spec["components"][task["componentRef"]["name"]]
     values = launcher._parameters("train", task, component, {})
-    assert values["pipeline_root"] == "gs://kfp/root" and values["run_id"] == "job-1"
-    assert launcher._substitute("{{$.pipeline_root}}/checkpoints", "train") == "{{$.pipeline_root}}/checkpoints"
+    assert values["run_id"] == "job-1" and "pipeline_root" not in values
+    assert launcher._substitute("{{$.pipeline_root}}", "train") == "{{$.pipeline_root}}"  # never substituted
+    assert launcher._substitute("{{$.pipeline_job_uuid}}/x", "train") == "{{$.pipeline_job_uuid}}/x"  # not whole
+    assert all(launcher._substitute(p, "train") != p for p in PLACEHOLDERS)
+    # Every placeholder the compiled Kubeflow spec passes is one the backend fills in, as a whole value.
+    constants = [source["runtimeValue"]["constant"] for t in launcher.spec["root"]["dag"]["tasks"].values()
+                 for source in t.get("inputs", {}).get("parameters", {}).values() if "runtimeValue" in source]
+    assert [c for c in constants if isinstance(c, str) and "{{" in c and c not in PLACEHOLDERS] == []
+    assert "pipeline_root" not in Path(compiled_for_kubeflow).read_text()
 
 
 @pytest.mark.slow

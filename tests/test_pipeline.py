@@ -13,14 +13,14 @@ GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3-cuda"
 
 
-def normalise(text: str) -> dict:
-    """The compiled spec with the fields that legitimately vary blanked out."""
-    spec = yaml.safe_load(text)
+def normalise(text: str) -> list[dict]:
+    """The compiled spec (and its platform spec, kfp-kubernetes's) with the fields that legitimately vary blanked out."""
+    spec, *platform = yaml.safe_load_all(text)
     spec.pop("sdkVersion", None)
     for executor in spec["deploymentSpec"]["executors"].values():
         executor["container"]["image"] = "<image>"
         executor["container"]["command"] = [re.sub(r"kfp==[\w.]+", "kfp==<version>", c) for c in executor["container"]["command"]]
-    return spec
+    return [spec, *platform]
 
 
 @pytest.mark.parametrize(("target", "flags", "name"), [

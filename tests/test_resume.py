@@ -129,22 +129,30 @@ def test_only_the_newest_two_are_kept(tmp_path):
     assert sorted(p.name for p in Path(checkpoints.uri).iterdir()) == ["ckpt-000003", "ckpt-000004"]
 
 
-def test_checkpoints_in_cloud_storage(gcs_emulator):
-    gcs_emulator.create_bucket("ckpt")
-    location = "gs://ckpt/root/checkpoints/job-1/train"
-    gcs_emulator.bucket("ckpt").blob("root/checkpoints/job-1/train/README").upload_from_string(b"not ours")
+@pytest.mark.parametrize("store", ["gs", "s3", "minio"])
+def test_checkpoints_in_an_object_store(store, request):
+    """Cloud Storage (emulator), S3 and Kubeflow's bundled store (minio://, an S3 server here)."""
+    if store == "gs":
+        client = request.getfixturevalue("gcs_emulator")
+        if client.lookup_bucket("ckpt") is None:
+            client.create_bucket("ckpt")
+        bucket = "gs://ckpt"
+    else:
+        request.getfixturevalue("s3_server")
+        bucket = f"{store}://mlpipeline/ckpt-{store}"
+    location = f"{bucket}/root/checkpoints/job-1/train"
+    storage.write_bytes(f"{location}/README", b"not ours")
     checkpoints = Checkpoints(location, _RUN)
     for epoch in (1, 2, 3):
         checkpoints.save(epoch, _params(epoch), [{"epoch": e} for e in range(1, epoch + 1)])
-    names = sorted(b.name for b in gcs_emulator.list_blobs("ckpt"))
     key = checkpoints.uri.rsplit("/", 1)[-1]
-    assert names == ["root/checkpoints/job-1/train/README"] + [
-        f"root/checkpoints/job-1/train/{key}/ckpt-00000{e}/{f}" for e in (2, 3) for f in ("params.npz", "state.json")]
+    assert storage.list_names(location) == ["README"] + [
+        f"{key}/ckpt-00000{e}/{f}" for e in (2, 3) for f in ("params.npz", "state.json")]
     latest = Checkpoints(location, _RUN).latest(_SIZES)  # as a fresh pod would
     assert latest.epoch == 3
     np.testing.assert_array_equal(latest.params[1][0], _params(3)[1][0])
     checkpoints.remove()
-    assert [b.name for b in gcs_emulator.list_blobs("ckpt")] == ["root/checkpoints/job-1/train/README"]
+    assert storage.list_names(location) == ["README"]
 
 
 def test_a_checkpoint_folder_holding_other_files_keeps_them(small_dataset, tmp_path):
@@ -160,3 +168,23 @@ def test_a_checkpoint_folder_holding_other_files_keeps_them(small_dataset, tmp_p
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == [
         "ckpt-000001", "ckpt-000001/state.json", "notes.txt"]
     assert (folder / "notes.txt").read_text() == "my notes"
+
+
+def test_a_pipeline_steps_checkpoints_go_where_the_backend_gives_a_durable_place():
+    """What the Kubeflow backend provides: the Model artifact's URI (the same on every retry), or checkpoint_root."""
+    from mlp_core.training_job import pipeline_checkpoint_dir
+
+    model = "minio://mlpipeline/v2/artifacts/jax-mlp-pipeline/run-1/train/5f0c/model"
+    lines = []
+    assert (pipeline_checkpoint_dir("", model, "run-1", lines.append)
+            == "minio://mlpipeline/v2/artifacts/jax-mlp-pipeline/run-1/train/5f0c/.model.checkpoints")
+    assert pipeline_checkpoint_dir("s3://ckpt/root", model, "run-1") == "s3://ckpt/root/checkpoints/run-1/train"
+    # A backend before 2.5 leaves the run id literal: checkpoint_root cannot be used, the model's URI still can.
+    assert pipeline_checkpoint_dir("s3://ckpt/root", model, "{{$.pipeline_job_uuid}}", lines.append).endswith(
+        "/5f0c/.model.checkpoints")
+    assert lines == ["warning: a placeholder was not substituted ('s3://ckpt/root', '{{$.pipeline_job_uuid}}'); "
+                     "checkpoint_root is not used"]
+    assert pipeline_checkpoint_dir("", "/local/runs/train/model", "run-1") is None  # kfp.local: beside the model
+    lines.clear()
+    assert pipeline_checkpoint_dir("", "oci://registry/model", "run-1", lines.append) is None
+    assert "they stay in this pod" in lines[0]

@@ -1,6 +1,7 @@
-"""The train step as a Kubeflow Trainer TrainJob (compile --target kfp --replicas N), and the gs:// artifacts it needs.
+"""The train step as a Kubeflow Trainer TrainJob (compile --target kfp --replicas N), and the object-store artifacts it
+needs (gs://, s3://, Kubeflow's minio://).
 
-Real parts: the train CLI against gcp-storage-emulator (google-cloud-storage),
+Real parts: the train CLI against gcp-storage-emulator (google-cloud-storage) and an S3 server (moto, boto3),
 the real ``kubernetes`` client, real multi-process JAX on loopback (gloo), the
 compiled pipeline run by Kubeflow's launcher stand-in. Stand-in: the Kubernetes
 API and Trainer's controller (``kubernetes_api_stand_in.py``).
@@ -31,7 +32,17 @@ def bucket(gcs_emulator):
     return "gs://trainer"
 
 
-def test_the_train_cli_reads_its_dataset_from_gs_and_commits_its_model_there_marker_last(bucket, small_dataset):
+@pytest.fixture(params=["gs", "s3"])
+def store(request):
+    """A bucket in Cloud Storage or in S3."""
+    if request.param == "gs":
+        return request.getfixturevalue("bucket")
+    request.getfixturevalue("s3_server")
+    return "s3://mlpipeline/trainer"
+
+
+def test_the_train_cli_reads_its_dataset_from_a_store_and_commits_its_model_there_marker_last(store, small_dataset):
+    bucket = store
     dataset = _upload_dataset(small_dataset, f"{bucket}/cli/dataset")
     model, metrics = f"{bucket}/cli/model", f"{bucket}/cli/train_metrics.json"
     result = _train_cli("--dataset", dataset, "--model", model, "--metrics", metrics, "--epochs", "2")
@@ -127,17 +138,31 @@ def compiled_for_trainer(tmp_path_factory):
                                      ClusterOptions(target="kfp", accelerator=None, replicas=2))
 
 
+@pytest.fixture(params=["minio", "gs"])
+def pipeline_store(request):
+    """A pipeline root in Kubeflow's bundled S3-compatible store (its default root) or in Cloud Storage; secrets."""
+    from conftest import S3_KEYS
+
+    if request.param == "gs":
+        return f"{request.getfixturevalue('bucket')}/root", {}
+    request.getfixturevalue("s3_server")
+    return "minio://mlpipeline/v2/artifacts", {"mlpipeline-minio-artifact": S3_KEYS}
+
+
 @pytest.mark.slow
 def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_artifact(
-        compiled_for_trainer, bucket, mnist_data_dir, tmp_path, monkeypatch):
+        compiled_for_trainer, pipeline_store, mnist_data_dir, tmp_path, monkeypatch):
+    """No {{$.pipeline_root}} (never substituted): the pods stage the model beside the step's own Model URI."""
     from kfp_launcher_stand_in import LauncherStandIn, StepFailed
     from kubernetes_api_stand_in import KubernetesApiStandIn
 
+    root, secrets = pipeline_store
     arguments = {"tfds_data_dir": mnist_data_dir, "train_split": SMALL_TRAIN, "test_split": SMALL_TEST,
                  "records_per_shard": 200, "epochs": 2, "blessing_threshold": 0.5}
-    launcher = LauncherStandIn(compiled_for_trainer, f"{bucket}/root", "job-trainjob", arguments)
+    launcher = LauncherStandIn(compiled_for_trainer, root, "job-trainjob", arguments, secrets)
     ingest = launcher.run_task("ingest")
     with KubernetesApiStandIn(logs=tmp_path) as api:
+        api.secrets = secrets
         monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
         train = launcher.run_task("train", {"ingest": ingest})
         created = [r["body"] for r in api.requests if r["method"] == "POST"]
@@ -148,14 +173,21 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
         assert trainer["numNodes"] == 2 and trainer["image"] == "registry.example.com/jax-mlp-pipeline:0.1.0"
         assert trainer["resourcesPerNode"] == {"requests": {"cpu": "4", "memory": "4Gi"},
                                                "limits": {"cpu": "8", "memory": "8Gi"}}
-        assert trainer["args"][:2] == ["--dataset", ingest.artifacts["dataset"]]  # the pods read the object store
+        # The pods read the object store; Kubeflow's minio:// is handed over as the s3:// it is.
+        assert trainer["args"][:2] == ["--dataset", storage.as_s3(ingest.artifacts["dataset"])[0]]
+        staging = f"{launcher.task_root('train')}/trainjob"
+        assert trainer["args"][2:6] == ["--model", storage.as_s3(f"{staging}/model")[0],
+                                        "--metrics", storage.as_s3(f"{staging}/metrics.json")[0]]
+        assert {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {
+            "name": "mlpipeline-minio-artifact", "key": "accesskey", "optional": True}}} in trainer["env"]
         assert "TrainJob jax-mlp-train-" in train.log and "Complete=True" in train.log
         pods = [(tmp_path / f"{created[0]['metadata']['name']}-node-{i}.log").read_text() for i in (0, 1)]
         assert "processes: 2, this is process 0" in pods[0] and "process 1 done" in pods[1], pods
         # The step's Model artifact is the TrainJob's model, uploaded by the launcher from the step's path.
         assert sorted({n.split("/")[0] for n in train.uploaded}) == ["metrics", "model", "tensorboard"]
         assert storage.exists(f"{train.artifacts['model']}/_COMPLETE.json")
-        assert storage.list_names(f"{bucket}/root/checkpoints/job-trainjob") == []  # the pods removed theirs
+        assert storage.list_names(f"{staging}/.model.checkpoints") == []  # the pods removed theirs
+        assert storage.exists(f"{staging}/model/_COMPLETE.json")
 
         retry = launcher.run_task("train", {"ingest": ingest})  # a retry of the step: no second TrainJob
         assert "already wrote" in retry.log and len([r for r in api.requests if r["method"] == "POST"]) == 1
@@ -163,7 +195,7 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
         evaluate = launcher.run_task("evaluate", {"ingest": ingest, "train": train})
         assert evaluate.parameters["test_accuracy"] > 0.5
 
-        failing = LauncherStandIn(compiled_for_trainer, f"{bucket}/root", "job-failing", {**arguments, "epochs": 0})
+        failing = LauncherStandIn(compiled_for_trainer, root, "job-failing", {**arguments, "epochs": 0}, secrets)
         with pytest.raises(StepFailed) as failed:
             failing.run_task("train", {"ingest": ingest})
     assert "failed: JobsFailed: jobset failed: pod jax-mlp-train-" in failed.value.log
