@@ -12,6 +12,10 @@ module adds exactly that to the emulator's upload and download handlers and
 starts it. The emulator serves one request at a time (``http.server.HTTPServer``),
 so check-then-write here is atomic as it is on the real service.
 
+Mirrors: oittaa/gcp-storage-emulator 2026.7.19 ``gcp_storage_emulator/handlers/objects.py`` (the handlers
+it wraps) and Cloud Storage's documented precondition semantics (the service's source is closed: unverified
+beyond that documentation).
+
     python tests/gcs_emulator_stand_in.py --host 127.0.0.1 --port PORT
 """
 

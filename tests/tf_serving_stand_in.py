@@ -18,6 +18,9 @@ documents them, and computes the answers with the SavedModel itself:
   tensor it cannot use.
 
 Not modelled: gRPC, the model config file, batching, metadata endpoints.
+
+Mirrors: tensorflow/serving ``tensorflow_serving/model_servers/http_rest_api_handler.cc`` as its REST API
+document describes it (the answers were not checked against that source: unverified beyond the document).
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ rules that the publish logic depends on:
 Errors are ``{"error": {"code", "message", "status"}}``. Not modelled:
 deployment, endpoints, evaluations, IAM, and operation polling (operations are
 answered done).
+
+Mirrors: googleapis ``google/cloud/aiplatform/v1/model_service.proto`` (the request and resource types);
+the service's behaviour is closed source: unverified beyond its REST reference.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ Errors are ``{"error": {"code", "message", "status"}}``. Not modelled: the
 pipeline job actually running (its state stays ``PIPELINE_STATE_RUNNING``),
 Metadata executions and artifacts, blob (image/graph) uploads, IAM, filters
 beyond ``display_name``.
+
+Mirrors: googleapis ``google/cloud/aiplatform/v1/metadata_service.proto``, ``tensorboard_service.proto`` and
+``pipeline_service.proto`` (request and resource types); the services' behaviour is closed source: unverified
+beyond their REST reference.
 """
 
 from __future__ import annotations
