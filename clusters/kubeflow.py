@@ -31,10 +31,12 @@ from clusters.cron import to_kfp
 from clusters.options import ClusterError
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
-# kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject; the
-# backend substitutes a placeholder (the train step's pipeline root and run id, its checkpoint location)
-# only from 2.5 (../shared/BACKENDS.md; kubeflow/pipelines backend/src/v2/driver/resolve.go).
-MIN_BACKEND = "2.4.0"
+# kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject, and the
+# backend compiles task retry policies into Argo retryStrategy only from 2.4.1 (2.4.0 drops them:
+# backend/src/v2/compiler/argocompiler/container.go); it substitutes a placeholder (the run id: a
+# checkpoint_root's folder, the TrainJob's name, the published run id) only from 2.5
+# (backend/src/v2/driver/resolve.go).
+MIN_BACKEND = "2.4.1"
 FULL_BACKEND = "2.5.0"
 SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 
@@ -199,11 +201,12 @@ def check_backend(healthz: dict, host: str, warn=print) -> str:
         return tag
     if version < Version(MIN_BACKEND):
         raise ClusterError(f"{host} runs Kubeflow Pipelines {tag}; this pipeline needs {FULL_BACKEND} or later "
-                           f"(kfp 2.17 writes resource requests as strings, which backends before {MIN_BACKEND} reject)")
+                           f"(backends before {MIN_BACKEND} drop the train step's retry policy; before 2.4 they reject "
+                           "the resource requests kfp 2.17 writes as strings)")
     if version < Version(FULL_BACKEND):
         warn(f"warning: {host} runs Kubeflow Pipelines {tag}: before {FULL_BACKEND} the backend does not substitute "
-             "the pipeline root and run id placeholders, so a retried train step starts again at epoch 1 "
-             f"instead of resuming; upgrade to {FULL_BACKEND} or later")
+             "the run id placeholder, so checkpoint_root and --replicas (Kubeflow Trainer) cannot be used and the "
+             f"published manifest carries no run id; upgrade to {FULL_BACKEND} or later")
     return tag
 
 

@@ -73,7 +73,6 @@ def test_placeholders_are_whole_parameter_values(tmp_path, target):
                  for key, p in t.get("inputs", {}).get("parameters", {}).items() if "runtimeValue" in p}
     with_placeholders = {k: v for k, v in constants.items() if isinstance(v, str) and "{{$" in v}
     assert with_placeholders == {
-        ("train", "pipeline_root"): "{{$.pipeline_root}}",
         ("train", "run_id"): "{{$.pipeline_job_uuid}}",
         ("publish", "run_id"): "{{$.pipeline_job_uuid}}",
     }
@@ -90,7 +89,7 @@ def test_gpu_request_with_the_cpu_image_is_refused_and_an_unknown_image_warned(t
         "to train on CPUs")
     cpu = run_cli("pipeline.py", "compile", "--output", out, "--image", "reg/jax-mlp-pipeline:1.2.3", "--accelerator", "none")
     assert cpu.stderr == ""
-    assert _tasks(yaml.safe_load((tmp_path / "p.yaml").read_text()))["train"]["inputs"]["parameters"]["require_gpu"][
+    assert _tasks(next(yaml.safe_load_all((tmp_path / "p.yaml").read_text())))["train"]["inputs"]["parameters"]["require_gpu"][
         "runtimeValue"]["constant"] is False
     other = run_cli("pipeline.py", "compile", "--output", out, "--image", "reg/team-trainer:7")
     assert "cannot tell from 'reg/team-trainer:7' whether it has JAX with CUDA" in other.stderr

@@ -160,5 +160,5 @@ def test_readme_docker_commands_run_as_written(image, mnist_data_dir, small_data
 def test_compiled_yaml_names_the_image(image, tmp_path):
     # The CI image is the CPU variant: with a GPU request, compile would refuse it (test_clusters).
     run_cli("pipeline.py", "compile", "--image", image, "--accelerator", "none", "--output", str(tmp_path / "p.yaml"))
-    executors = yaml.safe_load((tmp_path / "p.yaml").read_text())["deploymentSpec"]["executors"]
+    executors = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))["deploymentSpec"]["executors"]
     assert {e["container"]["image"] for e in executors.values()} == {image}

@@ -162,10 +162,12 @@ def test_an_unreachable_host_and_a_proxy():
 
 
 @pytest.mark.parametrize(("version", "outcome"), [
-    ("2.3.0", "runs Kubeflow Pipelines 2.3.0; this pipeline needs 2.5.0 or later (kfp 2.17 writes resource requests "
-              "as strings, which backends before 2.4.0 reject)"),
+    ("2.3.0", "runs Kubeflow Pipelines 2.3.0; this pipeline needs 2.5.0 or later (backends before 2.4.1 drop the "
+              "train step's retry policy; before 2.4 they reject the resource requests kfp 2.17 writes as strings)"),
+    ("2.4.0", "runs Kubeflow Pipelines 2.4.0; this pipeline needs 2.5.0 or later (backends before 2.4.1 drop the "
+              "train step's retry policy"),  # backend/src/v2/compiler/argocompiler/container.go: no retryStrategy
     ("2.4.1", "warning: {url} runs Kubeflow Pipelines 2.4.1: before 2.5.0 the backend does not substitute the "
-              "pipeline root and run id placeholders"),
+              "run id placeholder"),
     ("unknown", "warning: {url} does not say its Kubeflow Pipelines version (healthz tag_name 'unknown')"),
     ("2.17.0", None),
 ])
@@ -173,7 +175,7 @@ def test_the_backends_version_is_read_before_submitting(version, outcome):
     with RecordingKfpApi(version=version) as api:
         result = _submit(api.url, check=False)
         created = api.decoded("POST", "/apis/v2beta1/runs")
-    if version == "2.3.0":
+    if version in ("2.3.0", "2.4.0"):
         _refused(result, outcome)
         assert created == []
         return
