@@ -17,6 +17,10 @@ documents them, and computes the answers with the SavedModel itself:
   model (``Servable not found for request: Latest(<name>)``), 400 for a body or
   tensor it cannot use.
 
+A test may set ``tamper`` to ``f(status, reply) -> (status, reply)``: each predict
+answer passes through it (a broken or hostile server: NaN probabilities, a class
+index out of range, a missing field), so a client's checks of the answer are tested.
+
 Not modelled: gRPC, the model config file, batching, metadata endpoints.
 
 Mirrors: tensorflow/serving ``tensorflow_serving/model_servers/http_rest_api_handler.cc`` as its REST API
@@ -44,6 +48,7 @@ class TfServingStandIn(LoopbackJsonServer):
         from mlp_core.data.tf import tf
 
         self.tf = tf
+        self.tamper = None  # f(status, reply) -> (status, reply), applied to predict answers
         self.loaded = {}
         for name, base in models.items():
             versions = _versions(Path(base))
@@ -66,7 +71,8 @@ class TfServingStandIn(LoopbackJsonServer):
         if name not in self.loaded or (version and int(version) != self.loaded[name][0]):
             what = f"Specific({name}, {version})" if version else f"Latest({name})"
             return 404, {"error": f"Servable not found for request: {what}"}
-        return self.predict(self.loaded[name][1], raw)
+        status, reply = self.predict(self.loaded[name][1], raw)
+        return self.tamper(status, reply) if self.tamper else (status, reply)
 
     def predict(self, model, raw: bytes) -> tuple[int, dict]:
         tf = self.tf

@@ -9,7 +9,9 @@ rules that the publish logic depends on:
 - ``POST /v1/{parent}/models:upload`` is a long-running operation (answered
   done) whose response names the model and its new ``modelVersionId``; with
   ``modelId`` it creates the model (409 ``ALREADY_EXISTS`` if it exists), with
-  ``parentModel`` it adds a version (404 if the parent does not exist); the
+  ``parentModel`` it adds a version (404 if the parent does not exist); a ``modelId``
+  is at most 63 of ``[a-z0-9_-]``, the first neither a digit nor '-' (400
+  ``INVALID_ARGUMENT`` otherwise: aiplatform_v1 ``UploadModelRequest.model_id``); the
   ``artifactUri`` must be a ``gs://`` folder holding ``saved_model.pb`` (read
   from the gcp-storage-emulator), as the prebuilt TensorFlow containers need;
   the first version gets the alias ``default``;
@@ -36,6 +38,9 @@ from urllib.parse import unquote
 
 from loopback_json_server import LoopbackJsonServer
 
+# google/cloud/aiplatform_v1/types/model_service.py, UploadModelRequest.model_id: "up to 63 characters, and valid
+# characters are [a-z0-9_-]. The first character cannot be a number or hyphen."
+MODEL_ID = re.compile(r"^[a-z_][a-z0-9_-]{0,62}$")
 ALIAS = re.compile(r"^[a-z][a-zA-Z0-9-]{0,126}[a-z0-9]$")
 MODEL = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+)/models/([^/@:]+)(?:@([^/:]+))?(:mergeVersionAliases)?$")
 UPLOAD = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+)/models:upload$")
@@ -95,6 +100,9 @@ class VertexModelRegistryStandIn(LoopbackJsonServer):
         if bool(model_id) == bool(parent_model):
             return _error(400, "INVALID_ARGUMENT", "exactly one of model_id (a new model) and parent_model (a new "
                                                    "version) is expected here")
+        if model_id and not MODEL_ID.match(model_id):
+            return _error(400, "INVALID_ARGUMENT", f"model_id {model_id!r}: up to 63 characters of [a-z0-9_-], the "
+                                                   "first not a number or hyphen")
         name = parent_model or f"{parent}/models/{model_id}"
         if model_id and name in self.models:
             return _error(409, "ALREADY_EXISTS", f'Model "{name}" already exists.')

@@ -9,7 +9,9 @@ the rules the project depends on:
 - MetadataService (Vertex AI Experiments are Metadata contexts): the store
   ``metadataStores/default`` must be created before use (a long-running
   operation, answered done); ``contexts?contextId=`` creates a context (409
-  ``ALREADY_EXISTS`` for a taken id), ``GET``/``PATCH`` read and update one (404
+  ``ALREADY_EXISTS`` for a taken id; 400 for a context, artifact or execution id
+  that is not 4-128 of ``[a-z0-9-]``: aiplatform_v1 ``CreateContextRequest.context_id``,
+  ``CreateArtifactRequest.artifact_id``), ``GET``/``PATCH`` read and update one (404
   ``NOT_FOUND`` for an unknown one), ``:addContextChildren`` links child
   contexts, which must exist (an experiment's runs are its children);
 - PipelineService: ``pipelineJobs?pipelineJobId=`` creates a job (409 for a
@@ -44,6 +46,9 @@ from loopback_json_server import LoopbackJsonServer
 
 LOCATION = r"projects/[^/]+/locations/[^/]+"
 ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+# google/cloud/aiplatform_v1/types/metadata_service.py: Metadata context, artifact and execution ids "Must be 4-128
+# characters in length. Valid characters are /[a-z][0-9]-/."
+METADATA_ID = re.compile(r"^[a-z0-9-]{4,128}$")
 
 
 def _error(code: int, status: str, message: str) -> tuple[int, dict]:
@@ -106,7 +111,11 @@ class VertexExperimentsStandIn(LoopbackJsonServer):
         if m := re.fullmatch(rf"({LOCATION}/metadataStores/[^/]+)/(contexts|artifacts|executions)", path):
             if method == "GET":
                 return 200, {m.group(2): self._list(path, query)}
-            return self._create(m.group(1), m.group(2), query.get(m.group(2)[:-1] + "Id", ""), body)
+            resource_id = query.get(m.group(2)[:-1] + "Id", "")
+            if resource_id and not METADATA_ID.match(resource_id):
+                return _error(400, "INVALID_ARGUMENT", f"{m.group(2)[:-1]}_id {resource_id!r} must be 4-128 characters "
+                                                       "of [a-z0-9-]")
+            return self._create(m.group(1), m.group(2), resource_id, body)
         if method == "DELETE" and re.fullmatch(rf"{LOCATION}/metadataStores/[^/]+/(contexts|artifacts|executions)/[^/:]+", path):
             if self.resources.pop(path, None) is None:
                 return _not_found(path)
