@@ -41,7 +41,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-SCHEMES = ("gs", "s3")
+SCHEMES = ("gs", "s3", "minio")  # minio://: Kubeflow's bundled S3-compatible store (mlp_core.storage)
 _URI_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -118,11 +118,11 @@ def split_uri(uri: str, flag: str = "location") -> tuple[str, str, str]:
     kind = scheme(uri)
     if kind not in SCHEMES or not str(uri).startswith(f"{kind}://"):
         raise LocationError(f"{flag}: {_shown(uri)} is not a location this program reads or writes: "
-                            "give a local path, gs://BUCKET/PATH or s3://BUCKET/PATH")
+                            "give a local path, gs://BUCKET/PATH, s3://BUCKET/PATH or minio://BUCKET/PATH")
     bucket, _, path = str(uri)[len(kind) + 3:].partition("/")
     if not bucket:
         raise LocationError(f"{flag}: {_shown(uri)} names no bucket ({kind}://BUCKET/PATH)")
-    (check_gcs_bucket if kind == "gs" else check_s3_bucket)(bucket, flag)
+    (check_gcs_bucket if kind == "gs" else check_s3_bucket)(bucket, flag)  # minio:// is S3 behind it
     path = path.rstrip("/")
     if path:
         check_object_path(path, flag)

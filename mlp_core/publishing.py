@@ -162,7 +162,7 @@ def publish_model(
     }
     storage.write_bytes(storage.join(target, MANIFEST), dumps(manifest).encode())
     # The commit point: only now does a reader (or the next run's blessing) see this version.
-    promote = _promote_gcs if storage.is_gcs(publish_uri) else _promote_local
+    promote = _promote_remote if storage.is_remote(publish_uri) else _promote_local
     promoted, reason = promote(publish_uri, version, test_accuracy, tolerance)
     return Published(version, promoted, reason)
 
@@ -191,9 +191,9 @@ def _promote_local(publish_uri: str, version: str, test_accuracy: float, toleran
         return beats, reason
 
 
-def _promote_gcs(publish_uri: str, version: str, test_accuracy: float, tolerance: float,
-                 attempts: int = 50) -> "tuple[bool, str]":
-    """Move ``LATEST`` by compare-and-swap on its object generation; re-decide after every lost race."""
+def _promote_remote(publish_uri: str, version: str, test_accuracy: float, tolerance: float,
+                    attempts: int = 50) -> "tuple[bool, str]":
+    """Move ``LATEST`` by compare-and-swap (Cloud Storage's object generation, S3's ETag); re-decide after every lost race."""
     import random
     import time
 

@@ -108,8 +108,6 @@ def test_the_bundled_store_defaults_to_kubeflows_endpoint(monkeypatch):
         storage._s3_clients.clear()
 
 
-@pytest.mark.xfail(strict=True, reason="mlp_core/publishing.py picks the compare-and-swap by storage.is_gcs; "
-                   "s3:// needs storage.is_remote there (publishing.py is not this change's file)")
 def test_publish_to_s3_moves_latest_by_compare_and_swap(s3_server, small_dataset, tmp_path, monkeypatch):
     from conftest import run_cli
     from mlp_core.publishing import LATEST, publish_model, read_champion

@@ -90,7 +90,7 @@ def test_a_remote_looking_location_is_valid_or_refused_in_one_line(uri):
         assert "\n" not in str(e) and str(e).startswith("--output: ")
         return
     scheme, _, rest = checked.partition("://")
-    assert scheme in ("gs", "s3"), checked  # never a local path: every other URI-like text is refused
+    assert scheme in ("gs", "s3", "minio"), checked  # never a local path: every other URI-like text is refused
     bucket, _, path = rest.partition("/")
     assert 3 <= len(bucket) <= 222 and bucket == bucket.lower() and bucket[0].isalnum() and bucket[-1].isalnum()
     assert all(part not in ("", ".", "..") for part in path.split("/")) if path else True
