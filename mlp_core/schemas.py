@@ -52,9 +52,37 @@ _SPLIT = {
     "required": ["num_examples", "class_counts", "shards"],
     "properties": {
         "tfds_split": {"type": "string"},
+        "folder": {"type": "string"},  # an image folder source: the split folder read (mlp_core.data.image_folder)
         "num_examples": _COUNT,
         "class_counts": {"type": "array", "items": _COUNT},
         "shards": {"type": "array", "items": _SHARD, "minItems": 1, "maxItems": 100_000},
+    },
+}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+# Where an image folder Dataset came from (mlp_core.data.image_folder, mlp_core.data.spans): the spans read, every
+# file's name, size and sha256, and one fingerprint over them, which a later step compares to decide "nothing new".
+_SOURCE = {
+    "type": "object",
+    "required": ["kind", "pattern", "spans", "files", "fingerprint"],
+    "properties": {
+        "kind": {"enum": ["image_folder"]},
+        "pattern": {"type": "string", "minLength": 1},
+        "base": {"type": "string"},
+        "span_window": {"type": "integer", "minimum": 1},
+        "spans": {"type": "array", "items": {
+            "type": "object",
+            "required": ["span", "name", "location"],
+            "properties": {"span": {"type": "integer"}, "name": {"type": "string"}, "location": {"type": "string"}},
+        }},
+        "image_shape_from": {"type": "string"},
+        "resize": {"type": "boolean"},
+        "resized": _COUNT,
+        "files": {"type": "array", "minItems": 1, "items": {
+            "type": "object",
+            "required": ["name", "size", "sha256"],
+            "properties": {"name": {"type": "string", "minLength": 1}, "size": _COUNT, "sha256": _SHA256},
+        }},
+        "fingerprint": _SHA256,
     },
 }
 # The Dataset artifact's metadata.json (mlp_core.data.artifact).
@@ -75,6 +103,7 @@ DATASET_METADATA = {
         "num_classes": {"type": "integer", "minimum": 2, "maximum": 100_000},
         "class_names": {"type": "array", "items": {"type": "string"}},
         "splits": {"type": "object", "required": ["train", "test"], "additionalProperties": _SPLIT},
+        "source": _SOURCE,  # absent for a tfds dataset
     },
 }
 

@@ -1,10 +1,41 @@
-"""The ingest step's work: a TensorFlow Datasets dataset -> a Dataset artifact of sharded TFRecords."""
+"""The ingest step's work: a TensorFlow Datasets dataset, or a folder of labelled images -> a Dataset artifact."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+
+def ingest(
+    output: "str | Path",
+    *,
+    source: str,
+    span_window: int,
+    image_shape: str,
+    resize: bool,
+    dataset_name: str,
+    tfds_data_dir: str,
+    train_split: str,
+    test_split: str,
+    records_per_shard: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The ingest step: ``source`` "" reads the tfds dataset ``dataset_name``; else the image folder (or span
+    pattern) ``source`` (``mlp_core.data.image_folder``). Returns the metadata written."""
+    from mlp_core.data.artifact import DatasetError
+
+    if source:
+        from mlp_core.data.image_folder import ingest_image_folder
+
+        return ingest_image_folder(output, source=source, span_window=span_window, image_shape=image_shape,
+                                   resize=resize, train_split=train_split, test_split=test_split,
+                                   records_per_shard=records_per_shard, progress=progress)
+    if span_window != 1 or image_shape or resize:
+        raise DatasetError("--span-window, --image-shape and --resize apply to an image folder --source; "
+                           f"without one, ingest reads the tfds dataset {dataset_name!r}")
+    return ingest_tfds(output, dataset_name=dataset_name, tfds_data_dir=tfds_data_dir, train_split=train_split,
+                       test_split=test_split, records_per_shard=records_per_shard, progress=progress)
 
 
 def ingest_tfds(

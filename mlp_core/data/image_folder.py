@@ -1,0 +1,380 @@
+"""Your own labelled images: a folder in tfds ``ImageFolder``'s layout -> a Dataset artifact.
+
+The layout is tfds's (``tensorflow_datasets/core/folder_dataset/image_folder.py``)::
+
+    <root>/<split>/<class name>/<image>.png|.jpg|.jpeg
+
+local, ``gs://`` or ``s3://``; ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
+As in tfds (``_get_split_label_images``): class names are the class folders' names, sorted, over
+all splits; only files ending ``.png``, ``.jpg`` or ``.jpeg`` (any case) are images, other files are
+ignored; each split's files are listed in name order, then shuffled by ``random.Random(<split
+folder>)``, so the order is the same on every machine. Stricter than tfds, each refused with the
+file or folder named (one line): a class folder with no image (an empty class), a class that has
+images in one split and none in the other (evaluate would score a class it never trained on, or
+report recall 0/0), fewer than two classes, an image outside ``<split>/<class>/``, a file that
+does not decode.
+
+Images are decoded by TensorFlow (``tf.io.decode_image``: PNG, JPEG, by content). The first train
+image (in name order), or ``image_shape`` ``HxWxC``, fixes the dataset's shape; an image of another
+shape is refused with its name and shape unless ``resize``: then TensorFlow converts its channels
+(``decode_image(channels=C)``: grey <-> RGB, alpha dropped or added) and resizes it
+(``tf.image.resize``, bilinear with antialiasing, rounded to uint8).
+The Dataset is the one tfds ingest writes (``image`` raw uint8 bytes, ``label`` int64;
+``metadata.json``), plus a ``source`` object: the pattern, the spans read, every file's name, size
+and sha256, and one fingerprint over them (``spans.fingerprint``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlp_core import locations, storage
+from mlp_core.data import spans as spans_lib
+from mlp_core.data.errors import DatasetError
+
+# tfds ImageFolder's _SUPPORTED_IMAGE_FORMAT, compared lowercased as it does.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Images decoded per call of the compiled decoder; 1024 MNIST PNGs are ~300 KB.
+CHUNK = 1024
+# Object-store reads in flight: one small object per request, so latency, not bandwidth, bounds them.
+REMOTE_READERS = 16
+_SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    name: str  # relative to the source's base: what the fingerprint records
+    location: str  # where it is read from
+    label: int
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """What a source resolved to: its base, the spans read, the classes and each split's files (shuffled)."""
+
+    pattern: str
+    base: str
+    spans: list[spans_lib.Span]
+    class_names: list[str]
+    files: dict[str, list[ImageFile]]  # split name -> files
+
+
+def parse_image_shape(text: str, resize: bool) -> "tuple[int, int, int] | None":
+    """``"28x28x1"`` -> ``(28, 28, 1)``; ``""`` -> None (the first image decides)."""
+    if not text:
+        return None
+    match = _SHAPE.match(text)
+    if not match or not all(0 < int(v) <= 65536 for v in match.groups()) or not 1 <= int(match.group(3)) <= 4:
+        raise DatasetError(f"--image-shape: {text!r} is not HEIGHTxWIDTHxCHANNELS (e.g. 28x28x1; 1 to 4 channels)")
+    shape = tuple(int(v) for v in match.groups())
+    if resize and shape[2] == 2:
+        raise DatasetError("--image-shape: --resize converts to 1, 3 or 4 channels (grey, RGB, RGBA), not 2")
+    return shape  # type: ignore[return-value]
+
+
+def list_tree(location: str) -> list[str]:
+    """Names under the folder ``location``, ``/``-separated and relative to it: every file, and every folder
+    as ``name/`` (locally, and where a store holds a folder placeholder object), so that an empty folder shows."""
+    if storage.is_remote(location):
+        names = storage.list_names(location)
+        for name in names:  # a listing is input: every name must be an object path inside the location
+            locations.check_object_path(name.rstrip("/"), "--source", "object name")
+        return names
+    root = Path(location)
+    if not root.is_dir():
+        return []
+    names = []
+    for folder, subfolders, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        names += [f"{prefix}{d}/" for d in subfolders] + [prefix + f for f in files]
+    for name in names:
+        locations.check_object_path(name.rstrip("/"), "--source", "file name")  # no control character in a record
+    return sorted(names)
+
+
+def resolve_source(pattern: str, span_window: int, split_folders: dict[str, str]) -> FolderSource:
+    """List the source (its newest ``span_window`` spans if ``pattern`` has a span or date part) and check its layout.
+
+    ``split_folders``: the Dataset's split -> the folder it is read from (``{"train": "train", "test": "test"}``).
+    """
+    pattern = locations.check_location(pattern, "--source")
+    for split, folder in split_folders.items():
+        if "/" in folder or "[" in folder or folder in ("", ".", ".."):
+            raise DatasetError(f"--{split}-split: {folder!r} must be a split folder's name for an image folder "
+                               "source (no tfds slicing)")
+    if spans_lib.has_spec(pattern):
+        base, _ = spans_lib.split_pattern(pattern)
+        names = list_tree(base)
+        spans = spans_lib.resolve(pattern, names, span_window, storage.join)
+        roots = [span.name + "/" for span in spans]
+    else:
+        if span_window != 1:
+            raise DatasetError(f"--span-window {span_window} needs a --source with {spans_lib.SPAN_SPEC} or "
+                               "{YYYY}/{MM}/{DD} in it")
+        base, spans, roots = pattern, [], [""]
+        names = list_tree(base)
+        if not names:
+            raise DatasetError(f"--source: {pattern} holds no files (or does not exist)")
+    classes, found = _scan(base, names, roots, split_folders)
+    class_names = sorted(classes)
+    if len(class_names) < 2:
+        raise DatasetError(f"--source: {pattern} has {len(class_names)} class folder(s) ({', '.join(class_names)}); "
+                           "a classifier needs at least 2")
+    for split, by_class in found.items():
+        if missing := [c for c in class_names if c not in by_class]:
+            other = next(s for s in found if missing[0] in found[s])
+            raise DatasetError(f"--source: class {missing[0]!r} has images in {split_folders[other]}/ but none in "
+                               f"{split_folders[split]}/ (every class needs images in both splits)")
+    label = {name: i for i, name in enumerate(class_names)}
+    files: dict[str, list[ImageFile]] = {}
+    for split, by_class in found.items():
+        listed = sorted((name, class_name) for class_name, names in by_class.items() for name in names)
+        entries = [ImageFile(name, _join(base, name), label[class_name]) for name, class_name in listed]
+        random.Random(split_folders[split]).shuffle(entries)  # as tfds: a fixed order per split folder, classes mixed
+        files[split] = entries
+    return FolderSource(pattern, base, spans, class_names, files)
+
+
+def _join(base: str, name: str) -> str:
+    """``base`` and a ``/``-separated name under it (a string join: Path objects cost more than the read, per file)."""
+    return f"{base.rstrip('/')}/{name}" if storage.is_remote(base) else os.path.join(base, *name.split("/"))
+
+
+def _scan(base: str, names: list[str], roots: list[str], split_folders: dict[str, str]):
+    """Class names, and each split's image names by class (relative to ``base``), of the folders ``roots``."""
+    classes: set[str] = set()
+    found: dict[str, dict[str, list[str]]] = {split: {} for split in split_folders}
+    for root in roots:
+        for split, folder in split_folders.items():
+            prefix = f"{root}{folder}/"
+            class_folders: dict[str, list[str]] = {}
+            seen = False
+            for name in names:
+                if not name.startswith(prefix):
+                    continue
+                seen = True
+                parts = name[len(prefix):].split("/")
+                is_image = not name.endswith("/") and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+                if len(parts) >= 2:
+                    class_folders.setdefault(parts[0], [])
+                if is_image and len(parts) == 2:
+                    class_folders[parts[0]].append(name)
+                elif is_image:
+                    where = "directly in the split folder" if len(parts) == 1 else "nested below its class folder"
+                    raise DatasetError(f"--source: image {_join(base, name)} is {where}; the layout "
+                                       "is <split>/<class name>/<image>")
+            if not seen:
+                raise DatasetError(f"--source: {_join(base, root + folder)} is missing "
+                                   f"(expected {folder}/<class name>/<image> in {_join(base, root.rstrip('/')) if root else base})")
+            for class_name, images in sorted(class_folders.items()):
+                if not images:
+                    raise DatasetError(f"--source: class folder {_join(base, prefix + class_name)} "
+                                       "holds no image (.png, .jpg, .jpeg)")
+                classes.add(class_name)
+                found[split].setdefault(class_name, []).extend(images)
+    return classes, found
+
+
+def read_file(location: str) -> bytes:
+    """The bytes of one source file, through the store's own client (one request per object)."""
+    if not storage.is_remote(location):
+        try:
+            return Path(location).read_bytes()
+        except OSError as e:
+            raise storage.StorageError(f"cannot read {location}: {e.strerror or e}") from None
+    kind, bucket, key = locations.split_uri(location, "--source")
+    try:
+        if kind == "gs":
+            from google.cloud.storage.retry import DEFAULT_RETRY
+
+            return storage.client().bucket(bucket).blob(key).download_as_bytes(retry=DEFAULT_RETRY)
+        return storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as e:  # google.api_core / botocore errors: the object vanished, no access, no network
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise storage.StorageError(f"cannot read {location}: {text}") from None
+
+
+def _decode_first(location: str, data: bytes):
+    from mlp_core.data.tf import tf
+
+    try:
+        return tf.io.decode_image(data, channels=0, expand_animations=False).numpy()
+    except tf.errors.OpError as e:
+        raise DatasetError(f"cannot decode image {location}: {_op_message(e)}") from None
+
+
+def _op_message(error) -> str:
+    message = getattr(error, "message", "") or str(error)
+    return message.splitlines()[0].strip() if message else type(error).__name__
+
+
+def _chunk_decoder(shape: tuple[int, int, int], resize: bool):
+    """A compiled function: encoded images ``string [N]`` -> ``(uint8 [N, H, W, C], each file's own shape int32 [N, 3])``.
+
+    Without ``resize`` an image of another shape comes back as zeros, its own shape telling the caller to refuse it.
+    """
+    from mlp_core.data.tf import tf
+
+    height, width, channels = shape
+    target = tf.constant(shape, tf.int32)
+
+    def one(data):
+        image = tf.io.decode_image(data, channels=0, expand_animations=False)
+        own = tf.stack(tf.unstack(tf.shape(image), num=3))  # a plain int32 tensor (a shape one warns in map_fn)
+        if resize:
+            # decode_image converts channels itself (grey <-> RGB, alpha dropped or added) when asked for C.
+            image = tf.cond(own[2] == channels, lambda: image,
+                            lambda: tf.io.decode_image(data, channels=channels, expand_animations=False))
+            image = tf.cond(tf.reduce_all(own[:2] == target[:2]), lambda: image, lambda: tf.cast(
+                tf.clip_by_value(tf.round(tf.image.resize(image, [height, width], antialias=True)), 0, 255), tf.uint8))
+        else:
+            image = tf.cond(tf.reduce_all(own == target), lambda: image, lambda: tf.zeros(shape, tf.uint8))
+        return tf.ensure_shape(image, shape), own
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def decode(batch):
+        return tf.map_fn(one, batch, fn_output_signature=(tf.TensorSpec(shape, tf.uint8), tf.TensorSpec([3], tf.int32)),
+                         parallel_iterations=64)
+
+    return decode
+
+
+class ImageReader:
+    """Reads, fingerprints and decodes a split's files in chunks; yields ``(uint8 image, label)`` in order."""
+
+    def __init__(self, shape: tuple[int, int, int], resize: bool):
+        self.shape, self.resize = shape, resize
+        self.records: list[dict] = []  # spans.file_record of every file read
+        self.resized = 0
+        self._decode = _chunk_decoder(shape, resize)
+
+    def examples(self, files: list[ImageFile]):
+        import numpy as np
+
+        from mlp_core.data.tf import tf
+
+        remote = any(storage.is_remote(f.location) for f in files[:1])
+        with ThreadPoolExecutor(max_workers=REMOTE_READERS) as pool:
+            for start in range(0, len(files), CHUNK):
+                chunk = files[start : start + CHUNK]
+                # A local read takes microseconds, less than handing it to a thread.
+                data = list(pool.map(lambda f: read_file(f.location), chunk)) if remote else [read_file(f.location) for f in chunk]
+                self.records += [spans_lib.file_record(f.name, d) for f, d in zip(chunk, data)]
+                try:
+                    images, shapes = self._decode(tf.constant(data, tf.string))
+                except tf.errors.OpError as e:
+                    raise self._culprit(chunk, data, e) from None
+                images, shapes = images.numpy(), shapes.numpy()
+                differ = np.flatnonzero((shapes != np.array(self.shape)).any(axis=1))
+                if len(differ) and not self.resize:
+                    i = differ[0]
+                    raise DatasetError(f"image {chunk[i].location} is {_shape_text(shapes[i])}, not "
+                                       f"{_shape_text(self.shape)} like the others (give --resize to convert it)")
+                self.resized += len(differ)
+                for image, f in zip(images, chunk):
+                    yield image, f.label
+
+    @staticmethod
+    def _culprit(chunk: list[ImageFile], data: list[bytes], error) -> DatasetError:
+        """The first file of ``chunk`` that does not decode, named (the compiled call says only that one did not)."""
+        from mlp_core.data.tf import tf
+
+        for f, d in zip(chunk, data):
+            try:
+                tf.io.decode_image(d, channels=0, expand_animations=False)
+            except tf.errors.OpError as e:
+                return DatasetError(f"cannot decode image {f.location}: {_op_message(e)}")
+        return DatasetError(f"cannot decode images {chunk[0].location} ...: {_op_message(error)}")
+
+
+def _shape_text(shape) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def first_image_shape(source: FolderSource) -> tuple[tuple[int, int, int], str]:
+    """The shape of the first train image in name order, and its location: what fixes the dataset's shape."""
+    first = min(source.files["train"], key=lambda f: f.name)
+    return tuple(int(v) for v in _decode_first(first.location, read_file(first.location)).shape), first.location
+
+
+def ingest_image_folder(
+    output: "str | Path",
+    *,
+    source: str,
+    span_window: int,
+    image_shape: str,
+    resize: bool,
+    train_split: str,
+    test_split: str,
+    records_per_shard: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write the image folder (or its newest spans) at ``source`` as a Dataset artifact at ``output``; returns the metadata.
+
+    Everything is listed and checked before anything is written; a file that does not decode or has
+    another shape ends the write, and the artifact writer removes what was written.
+    """
+    import numpy as np
+    from tqdm import tqdm
+
+    from mlp_core.data.artifact import write_metadata
+    from mlp_core.data.records import write_shards
+    from mlp_core.outputs import artifact_writer, check_apart, check_artifact_output
+
+    declared = parse_image_shape(image_shape, resize)
+    if records_per_shard <= 0:
+        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
+    check_apart({"--source": spans_lib.split_pattern(source)[0] if spans_lib.has_spec(source) else source},
+                {"--output": output})
+    check_artifact_output(output, "dataset")
+    folder = resolve_source(source, span_window, {"train": train_split, "test": test_split})
+    shape, shape_from = (declared, "--image-shape") if declared else first_image_shape(folder)
+    reader = ImageReader(shape, resize)
+    splits: dict[str, Any] = {}
+    with artifact_writer(output, "dataset") as tmp:
+        for split, files in folder.files.items():
+            class_counts = np.bincount([f.label for f in files], minlength=len(folder.class_names))
+            with tqdm(total=len(files), desc=f"ingest {split}", unit="img", disable=not progress, mininterval=1.0) as bar:
+                shards = write_shards(tmp, split, _ticking(reader.examples(files), bar), len(files), records_per_shard)
+            splits[split] = {
+                "folder": {"train": train_split, "test": test_split}[split],
+                "num_examples": len(files),
+                "class_counts": class_counts.tolist(),
+                "shards": [s.to_dict() for s in shards],
+            }
+        fingerprint = spans_lib.fingerprint(reader.records)
+        metadata = {
+            "dataset": {"name": "image_folder", "version": fingerprint[:12]},
+            "image_shape": list(shape),
+            "image_dtype": "uint8",
+            "num_classes": len(folder.class_names),
+            "class_names": folder.class_names,
+            "splits": splits,
+            "source": {
+                "kind": "image_folder",
+                "pattern": folder.pattern,
+                "base": folder.base,
+                "span_window": span_window,
+                "spans": [span.to_dict() for span in folder.spans],
+                "image_shape_from": shape_from,
+                "resize": resize,
+                "resized": reader.resized,
+                "files": sorted(reader.records, key=lambda r: r["name"]),
+                "fingerprint": fingerprint,
+            },
+        }
+        write_metadata(tmp, metadata)
+    return metadata
+
+
+def _ticking(examples, bar):
+    for example in examples:
+        bar.update()
+        yield example
