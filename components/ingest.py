@@ -1,6 +1,7 @@
-"""Ingest: a TensorFlow Datasets dataset -> a Dataset artifact of sharded TFRecords.
+"""Ingest: a TensorFlow Datasets dataset, or a folder of your own labelled images -> a Dataset artifact.
 
     python -m components.ingest --output DIR [--dataset-name mnist ...]
+    python -m components.ingest --output DIR --source gs://bucket/images/span-{SPAN} [--span-window 3 ...]
     python -m components.ingest seed-tfds-cache --data-dir DIR   # offline MNIST
 """
 
@@ -26,13 +27,13 @@ CLUSTER = StepPolicy("1", "2", "2Gi", "4Gi", cacheable=False,
 
 def ingest_dataset(output: "str | Path", progress: bool = True, **params) -> dict[str, Any]:
     """The ingest step on an output path; ``params`` are its parameters (``ingest`` declares their defaults)."""
-    from mlp_core.data.ingest import ingest_tfds
+    from mlp_core.data.ingest import ingest as ingest_source
 
-    return ingest_tfds(output, progress=progress, **bind(ingest, params))
+    return ingest_source(output, progress=progress, **bind(ingest, params))
 
 
 @defaults(dataset_name="mnist", tfds_data_dir="", train_split="train", test_split="test",
-          records_per_shard=DEFAULT_RECORDS_PER_SHARD)
+          records_per_shard=DEFAULT_RECORDS_PER_SHARD, source="", span_window=1, image_shape="", resize=False)
 def ingest(
     dataset: Output[Dataset],
     dataset_name: str,
@@ -40,26 +41,42 @@ def ingest(
     train_split: str,
     test_split: str,
     records_per_shard: int,
+    source: str,
+    span_window: int,
+    image_shape: str,
+    resize: bool,
 ):
-    """Ingest a tfds dataset into sharded TFRecords (components.ingest).
+    """Ingest a tfds dataset, or a folder of labelled images, into sharded TFRecords (components.ingest).
 
     Args:
         dataset: Dataset artifact folder to write: new, empty, or a Dataset this program wrote (replaced only when the
             run succeeds)
-        dataset_name: tfds dataset name (an image classification dataset)
+        dataset_name: tfds dataset name (an image classification dataset); read when source is empty
         tfds_data_dir: TFDS data dir, local or gs:// (default: tfds's own, $TFDS_DATA_DIR or ~/tensorflow_datasets)
-        train_split: tfds split to train on, slicing allowed, e.g. train[:512]
-        test_split: tfds split to test on
+        train_split: tfds split to train on, slicing allowed, e.g. train[:512]; for an image folder source, the split
+            folder's name
+        test_split: tfds split to test on; for an image folder source, the split folder's name
         records_per_shard: examples per TFRecord shard
+        source: a folder of your own images instead of the tfds dataset, local, gs:// or s3://, laid out
+            <split>/<class name>/<image>.png|.jpg; may hold {SPAN} or {YYYY}, {MM} and {DD} (e.g.
+            gs://bucket/images/span-{SPAN}): the newest span is read (default: "", the tfds dataset)
+        span_window: with a span or date source, how many of the newest spans to read together (1: the newest only)
+        image_shape: HEIGHTxWIDTHxCHANNELS of an image folder's images, e.g. 28x28x1 (default: the first train image's)
+        resize: convert an image folder's images of another shape (resize, antialiased; channels converted) instead of
+            refusing them
     """
     from components.ingest import ingest_dataset
 
     metadata = ingest_dataset(dataset.path, progress=False, dataset_name=dataset_name, tfds_data_dir=tfds_data_dir,
-                              train_split=train_split, test_split=test_split, records_per_shard=records_per_shard)
+                              train_split=train_split, test_split=test_split, records_per_shard=records_per_shard,
+                              source=source, span_window=span_window, image_shape=image_shape, resize=resize)
     dataset.metadata["dataset"] = metadata["dataset"]["name"]
     dataset.metadata["version"] = metadata["dataset"]["version"]
     for split, info in metadata["splits"].items():
         dataset.metadata[f"{split}_examples"] = info["num_examples"]
+    if "source" in metadata:
+        dataset.metadata["source_fingerprint"] = metadata["source"]["fingerprint"]
+        dataset.metadata["spans"] = [span["span"] for span in metadata["source"]["spans"]]
 
 
 def component(base_image: str):
@@ -103,12 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from mlp_core.locations import check_flags
 
-    check_flags({"--output": args.output, "--tfds-data-dir": args.tfds_data_dir}, local=("--output",))
+    check_flags({"--output": args.output, "--tfds-data-dir": args.tfds_data_dir, "--source": args.source},
+                local=("--output",))
     metadata = ingest_dataset(args.output, progress=not args.no_progress, **values(args, ingest))
+    if source := metadata.get("source"):
+        print(_source_line(source, metadata))
     for split, info in metadata["splits"].items():
         print(f"{split}: {info['num_examples']} examples in {len(info['shards'])} shard(s)")
     print(f"wrote {args.output}")
     return 0
+
+
+def _source_line(source: dict, metadata: dict) -> str:
+    """What an image folder ingest read: its spans, files, shape, classes and fingerprint, in one line."""
+    spans = source["spans"]
+    where = (f"span {spans[0]['name']}" if len(spans) == 1 else
+             f"spans {', '.join(s['name'] for s in spans)}") + f" of {source['pattern']}" if spans else source["pattern"]
+    shape = "x".join(str(v) for v in metadata["image_shape"])
+    resized = f", {source['resized']} converted" if source.get("resize") else ""
+    return (f"read {where}: {len(source['files'])} images {shape}{resized}, {metadata['num_classes']} classes "
+            f"({', '.join(metadata['class_names'][:12])}{', ...' if metadata['num_classes'] > 12 else ''}); "
+            f"fingerprint {source['fingerprint'][:16]}")
 
 
 if __name__ == "__main__":
