@@ -72,7 +72,7 @@ class SplitCounts:
         flat = images.reshape(-1)
         for start in range(0, flat.size, _COUNT_CHUNK):
             self.pixel_counts += np.bincount(flat[start : start + _COUNT_CHUNK], minlength=PIXEL_VALUES)
-        rows = images.reshape(len(images), -1)
+        rows = images.reshape(len(images), int(np.prod(images.shape[1:])))
         digests = b"".join(hashlib.blake2b(row.tobytes(), digest_size=_HASH_BYTES).digest() for row in rows)
         self.hashes.append(np.frombuffer(digests, dtype=f"S{_HASH_BYTES}"))
 
