@@ -89,9 +89,28 @@ def _summary_rows(result: dict) -> list[tuple[str, str]]:
         ("macro F1", f"{result['macro_f1']:.4f}"),
         ("test examples", str(result["num_examples"])),
     ]
+    champion = result.get("champion")
+    if champion is not None:
+        rows.append(("champion", champion["version"]))
+        if champion["comparable"]:
+            rows += [("champion's test accuracy (this split)", f"{champion['test_accuracy']:.4f}"),
+                     ("champion's test loss (this split)", f"{champion['test_loss']:.4f}"),
+                     ("classes where the new model is worse", ", ".join(result["worse_classes"]) or "none")]
+        else:
+            rows.append(("champion incomparable", champion["incomparable"]))
     if "blessed" in result:
         rows += [("blessed", "yes" if result["blessed"] else "no"), ("why", result["reason"])]
     return rows
+
+
+_COMPARISON_HEAD = ["class", "support", "accuracy", "champion's accuracy", "difference", "F1", "champion's F1", "worse"]
+
+
+def _comparison_rows(result: dict) -> list[list[str]]:
+    """Per class, the new model beside the champion on this test split (accuracy = recall on the class's images)."""
+    return [[c["class"], str(c["support"]), f"{c['accuracy']:.4f}", f"{c['champion_accuracy']:.4f}",
+             f"{c['accuracy'] - c['champion_accuracy']:+.4f}", f"{c['f1']:.4f}", f"{c['champion_f1']:.4f}",
+             "worse" if c["worse"] else ""] for c in result.get("class_comparison") or []]
 
 
 def render(result: dict, plots: dict[str, str], title: str) -> tuple[str, str]:
@@ -104,6 +123,12 @@ def render(result: dict, plots: dict[str, str], title: str) -> tuple[str, str]:
         f"<td>{c['f1']:.4f}</td><td>{c['support']}</td></tr>"
         for c in per_class
     )
+    comparison = ""
+    if result.get("class_comparison"):
+        head = "".join(f"<th>{e(h)}</th>" for h in _COMPARISON_HEAD)
+        body = "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in _comparison_rows(result))
+        comparison = (f"<h2>Against champion {e(result['champion']['version'])}, on this test split</h2>\n"
+                      f'<table id="champion-per-class"><tr>{head}</tr>{body}</table>\n')
     figures = "".join(
         f'<figure><img alt="{e(caption)}" src="data:image/png;base64,{png}"><figcaption>{e(caption)}</figcaption></figure>'
         for caption, png in plots.items()
@@ -116,13 +141,47 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}figure{{margin:1em
 <table id="summary">{summary}</table>
 <h2>Per class</h2>
 <table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{classes}</table>
-<h2>Plots</h2>{figures}
+{comparison}<h2>Plots</h2>{figures}
 </body></html>
 """
     md = [f"# {title}", "", "| metric | value |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in _summary_rows(result)]
     md += ["", "## Per class", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     md += [f"| {c['class']} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |" for c in per_class]
+    if result.get("class_comparison"):
+        md += ["", f"## Against champion {result['champion']['version']}, on this test split", "",
+               "| " + " | ".join(_COMPARISON_HEAD) + " |", "|" + "---|" * len(_COMPARISON_HEAD)]
+        md += ["| " + " | ".join(row) + " |" for row in _comparison_rows(result)]
     md += ["", "## Plots", ""]
     md += [f"![{caption}](data:image/png;base64,{png})\n" for caption, png in plots.items()]
     return page, "\n".join(md) + "\n"
+
+
+# ---- plots of the validate step's report (mlp_core.data.validation)
+
+
+def class_distribution(class_names: list[str], shares: dict[str, list[float]]) -> str:
+    """Grouped bars: each class's share of examples, one bar per named series (splits, the baseline)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(class_names) * max(1, len(shares)) ** 0.5 + 2), 3.2))
+    width = 0.8 / max(1, len(shares))
+    positions = np.arange(len(class_names))
+    for i, (name, values) in enumerate(shares.items()):
+        ax.bar(positions + (i - (len(shares) - 1) / 2) * width, values, width, label=name)
+    ax.set(xticks=positions, xlabel="class", ylabel="share of examples", title="Label distribution")
+    ax.set_xticklabels(class_names, rotation=90 if len(class_names) > 20 else 0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def value_histograms(edges: list[float], shares: dict[str, list[float]], title: str, xlabel: str) -> str:
+    """Step histograms over shared bucket ``edges`` (len = buckets + 1), log scale, one line per named series."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, values in shares.items():
+        ax.stairs(values, edges, label=name, linewidth=1.5)
+    ax.set(yscale="log", xlabel=xlabel, ylabel="share of values (log)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
