@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 def _source_line(source: dict, metadata: dict) -> str:
     """What an image folder ingest read: its spans, files, shape, classes and fingerprint, in one line."""
     spans = source["spans"]
-    where = (f"span {spans[0]['name']}" if len(spans) == 1 else
-             f"spans {', '.join(s['name'] for s in spans)}") + f" of {source['pattern']}" if spans else source["pattern"]
+    where = f"{', '.join(s['name'] for s in spans)} of {source['pattern']}" if spans else source["pattern"]
     shape = "x".join(str(v) for v in metadata["image_shape"])
     resized = f", {source['resized']} converted" if source.get("resize") else ""
     return (f"read {where}: {len(source['files'])} images {shape}{resized}, {metadata['num_classes']} classes "

@@ -257,7 +257,7 @@ def test_train_and_evaluate_on_an_ingested_image_folder(mnist_folders, tmp_path)
     base, _ = mnist_folders
     out = run_cli("-m", "components.ingest", "--output", str(tmp_path / "dataset"), "--source",
                   str(base / "spans" / "span-{SPAN}"), "--span-window", "2", "--no-progress").stdout
-    assert f"read spans span-1, span-2 of {base / 'spans' / 'span-{SPAN}'}: 600 images 28x28x1, 10 classes" in out
+    assert f"read span-1, span-2 of {base / 'spans' / 'span-{SPAN}'}: 600 images 28x28x1, 10 classes" in out
     assert "train: 400 examples in 1 shard(s)" in out and "test: 200 examples" in out
     run_cli("-m", "components.train", "--dataset", str(tmp_path / "dataset"), "--model", str(tmp_path / "model"),
             "--epochs", "1", "--batch-size", "16")
