@@ -23,6 +23,7 @@ from jax import random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.distributed import training_done, training_failed
 from mlp_core.evaluation import evaluate
 from mlp_core.model import Params, init_network_params
 from mlp_core.train import EpochMetrics, EpochOutput, EpochRunner, check_input_size, flatten_images, run_epochs
@@ -124,6 +125,12 @@ def fit_multiprocess(
         if on_epoch is not None:
             on_epoch(local_params(params), metrics, history)
 
-    params, history = run_epochs(config, len(train_images), run_epoch, evaluate_fn, params, start_epoch, history,
-                             on_epoch_local)
+    try:
+        params, history = run_epochs(config, len(train_images), run_epoch, evaluate_fn, params, start_epoch, history,
+                                     on_epoch_local)
+    except BaseException as e:
+        # A killed peer: one line naming it. Else the others stop now (pointing at this log), not at JAX's heartbeat.
+        training_failed(e)
+        raise
+    training_done()  # the last collective is behind this process: from here its exit is no failure
     return local_params(params), history

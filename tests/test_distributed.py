@@ -39,8 +39,15 @@ def test_kubeflow_trainer_v1_and_v2_variables():
     assert "TrainJob" in v2.source
 
 
-def test_explicit_values_win_and_nothing_found_is_one_process():
-    assert detect({"CLUSTER_SPEC": "not json"}, "127.0.0.1:1234", 2, 1).source == "the command line"
+def test_explicit_values_must_agree_with_the_environment_and_nothing_found_is_one_process():
+    assert detect({}, "127.0.0.1:1234", 2, 1).source == "the command line"
+    agreeing = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
+    assert detect(agreeing, "127.0.0.1:1234", 2, 1).source == "the command line"
+    with pytest.raises(ConfigError, match=r"the command line says process 0 of 2, coordinator 127.0.0.1:1234; "
+                                          r"Kubeflow Trainer \(TrainJob, jax-distributed runtime\) says process 1 of 2"):
+        detect(agreeing, "127.0.0.1:1234", 2, 0)
+    with pytest.raises(ConfigError, match="Vertex AI CLUSTER_SPEC is not JSON"):  # an environment that cannot be read
+        detect({"CLUSTER_SPEC": "not json"}, "127.0.0.1:1234", 2, 1)
     assert detect({}) == SINGLE and SINGLE.num_processes == 1 and SINGLE.is_primary
 
 
@@ -54,7 +61,10 @@ def test_explicit_values_win_and_nothing_found_is_one_process():
     ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"},
      "JAX_NUM_PROCESSES must be an integer, got 'two'"),
     ({"COORDINATOR_ADDRESS": "h", "NUM_PROCESSES": "2", "PROCESS_ID": "2"}, "the coordinator address must be host:port"),
-    ({"COORDINATOR_ADDRESS": "h:1", "NUM_PROCESSES": "2", "PROCESS_ID": "2"}, "process id 2 is not below the number of processes 2"),
+    ({"COORDINATOR_ADDRESS": "h:1", "NUM_PROCESSES": "2", "PROCESS_ID": "2"}, "process id 2 is not in 0 .. 1"),
+    ({"COORDINATOR_ADDRESS": "h:0", "NUM_PROCESSES": "2", "PROCESS_ID": "1"}, "the coordinator port must be 1 .. 65535"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "5000", "JAX_PROCESS_ID": "1"},
+     "the number of processes must be 1 .. 4096"),
 ])
 def test_a_bad_environment_is_one_clear_line(environ, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
