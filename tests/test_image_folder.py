@@ -125,14 +125,15 @@ def test_the_fingerprint_changes_iff_the_files_do(mnist_folders, tmp_path):
     assert fingerprint("removed") == changed
 
 
-def test_gcs_and_s3_sources_read_the_same_files_as_a_local_folder(mnist_folders, gcs_emulator, s3_server, tmp_path):
+def test_gcs_s3_and_minio_sources_read_the_same_files_as_a_local_folder(mnist_folders, gcs_emulator, s3_server, tmp_path):
     base, _ = mnist_folders
     local = _ingest(tmp_path / "local", base / "spans" / "span-{SPAN}", span_window=2)
     if not gcs_emulator.bucket("image-folders").exists():
         gcs_emulator.create_bucket("image-folders")
     upload(base / "spans", "gs://image-folders/mnist")
     upload(base / "spans", "s3://mlpipeline/images/mnist")
-    for name, uri in (("gcs", "gs://image-folders/mnist/span-{SPAN}"), ("s3", "s3://mlpipeline/images/mnist/span-{SPAN}")):
+    for name, uri in (("gcs", "gs://image-folders/mnist/span-{SPAN}"), ("s3", "s3://mlpipeline/images/mnist/span-{SPAN}"),
+                      ("minio", "minio://mlpipeline/images/mnist/span-{SPAN}")):  # Kubeflow's bundled store: S3
         remote = _ingest(tmp_path / name, uri, span_window=2)
         assert remote["source"]["fingerprint"] == local["source"]["fingerprint"], name
         assert remote["splits"] == local["splits"], name  # the same shards, byte for byte
@@ -140,10 +141,11 @@ def test_gcs_and_s3_sources_read_the_same_files_as_a_local_folder(mnist_folders,
 
 
 def test_an_empty_class_folder_in_a_bucket_is_refused(mnist_folders, gcs_emulator, capsys, tmp_path):
-    base, _ = mnist_folders
+    _, data = mnist_folders
     if not gcs_emulator.bucket("image-folders").exists():
         gcs_emulator.create_bucket("image-folders")
-    upload(base / "spans" / "span-1", "gs://image-folders/empty-class")
+    few = [(images[:8], labels[:8]) for images, labels in (data[1]["train"], data[1]["test"])]
+    upload(write_split_folder(tmp_path / "few", *few), "gs://image-folders/empty-class")
     gcs_emulator.bucket("image-folders").blob("empty-class/train/cat/").upload_from_string(b"")  # the console's "folder"
     _refused(capsys, ["--output", str(tmp_path / "ds"), "--source", "gs://image-folders/empty-class"],
              "class folder gs://image-folders/empty-class/train/cat holds no image")

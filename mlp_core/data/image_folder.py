@@ -4,7 +4,7 @@ The layout is tfds's (``tensorflow_datasets/core/folder_dataset/image_folder.py`
 
     <root>/<split>/<class name>/<image>.png|.jpg|.jpeg
 
-local, ``gs://`` or ``s3://``; ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
+local, ``gs://``, ``s3://`` or ``minio://`` (``mlp_core.storage``); ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
 As in tfds (``_get_split_label_images``): class names are the class folders' names, sorted, over
 all splits; only files ending ``.png``, ``.jpg`` or ``.jpeg`` (any case) are images, other files are
 ignored; each split's files are listed in name order, then shuffled by ``random.Random(<split
@@ -195,7 +195,8 @@ def read_file(location: str) -> bytes:
             from google.cloud.storage.retry import DEFAULT_RETRY
 
             return storage.client().bucket(bucket).blob(key).download_as_bytes(retry=DEFAULT_RETRY)
-        return storage.s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        # s3://, or minio:// (Kubeflow's bundled store: S3 at its own endpoint, mlp_core.storage.s3_endpoint)
+        return storage.s3_client(bundled=kind == "minio").get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as e:  # google.api_core / botocore errors: the object vanished, no access, no network
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise storage.StorageError(f"cannot read {location}: {text}") from None
