@@ -1,0 +1,62 @@
+"""Nothing new, nothing to do: has the champion already been trained on exactly this data and these settings?
+
+A scheduled run ingests whatever its source holds today. When that is, byte for
+byte, the data the current champion was trained on (the same shards: ingest is
+deterministic, so the same files give the same shard sha256s) and the training
+settings are the champion's (the same ``TrainConfig``: layer sizes, step size,
+batch size, epochs, seed, shuffling), training again can only reproduce the
+champion. The run then stops after ingest (``components.new_data`` feeds a
+``dsl.If``), so a frequent schedule costs an ingest and a small read when
+nothing arrived, and trains as soon as something did.
+
+The champion's record is its publish manifest (``mlp_core.publishing``): ``config``
+and ``dataset.shards_sha256`` are written there at publish time. A Model Registry
+champion carries no such record, so a run publishing there always trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class Novelty(NamedTuple):
+    new: bool
+    reason: str
+
+
+def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dict[str, Any] | None") -> Novelty:
+    """Is (``identity``, ``config``) different from what ``champion`` (a publish manifest, or None) was trained on?"""
+    if champion is None:
+        return Novelty(True, "no champion yet")
+    version = champion.get("version", "?")
+    trained_on = (champion.get("dataset") or {}).get("shards_sha256")
+    if not isinstance(trained_on, dict) or "config" not in champion:
+        return Novelty(True, f"champion {version} has no record of its training data")
+    if trained_on != identity["shards"]:
+        changed = sorted(split for split in {*trained_on, *identity["shards"]}
+                         if trained_on.get(split) != identity["shards"].get(split))
+        return Novelty(True, f"new data since champion {version} (split {', '.join(changed)} changed)")
+    if champion["config"] != config:
+        keys = sorted(k for k in {*champion["config"], *config} if champion["config"].get(k) != config.get(k))
+        return Novelty(True, f"the training settings differ from champion {version}'s ({', '.join(keys)})")
+    return Novelty(False, f"no new data since champion {version}: the same data and settings trained it")
+
+
+def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, **hyper) -> Novelty:
+    """``compare`` for the Dataset artifact at ``dataset`` and the champion at ``publish_uri`` ("" = none)."""
+    from mlp_core.data.artifact import dataset_identity, load_metadata
+    from mlp_core.locations import check_publish_target, is_resource_name
+    from mlp_core.publishing import read_champion
+    from mlp_core.training_job import build_config
+
+    if publish_uri:
+        check_publish_target(publish_uri, "--publish-uri")
+    metadata = load_metadata(dataset)
+    config = build_config(metadata, hidden_sizes, **hyper).to_dict()
+    if force:
+        return Novelty(True, "forced: training whatever the champion was trained on")
+    if not publish_uri:
+        return Novelty(True, "no publish location, so no champion to compare with")
+    if is_resource_name(publish_uri):
+        return Novelty(True, "a Model Registry champion carries no record of its training data")
+    return compare(dataset_identity(metadata), config, read_champion(publish_uri))

@@ -1,0 +1,50 @@
+"""Nothing new, nothing to do: the new_data step against a real published champion."""
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def champion(small_dataset, tmp_path_factory):
+    """A 1-epoch model of the small dataset, published: the champion."""
+    root = tmp_path_factory.mktemp("champion")
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(root / "model"), "--epochs", "1")
+    run_cli("-m", "components.publish", "--model", str(root / "model"), "--publish-uri", str(root / "published"),
+            "--test-accuracy", "0.5", "--test-loss", "0.1")
+    return root / "published"
+
+
+def _new_data(dataset, published, *flags):
+    return run_cli("-m", "components.new_data", "--dataset", str(dataset), "--publish-uri", str(published),
+                   "--epochs", "1", *flags, check=False)
+
+
+def test_the_same_data_and_settings_are_nothing_new(small_dataset, champion):
+    result = _new_data(small_dataset, champion)
+    version = (champion / "LATEST").read_text().strip()
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert result.stdout.strip() == f"no new data since champion {version}: the same data and settings trained it"
+
+
+def test_other_settings_or_force_train(small_dataset, champion):
+    other = _new_data(small_dataset, champion, "--seed", "1")
+    assert other.returncode == 0 and "training settings differ" in other.stdout and "seed" in other.stdout
+    forced = _new_data(small_dataset, champion, "--force")
+    assert forced.returncode == 0 and forced.stdout.startswith("forced")
+
+
+def test_new_data_trains(mnist_data_dir, champion, tmp_path):
+    from components.ingest import ingest_dataset
+
+    dataset = tmp_path / "dataset"
+    ingest_dataset(dataset, tfds_data_dir=mnist_data_dir, train_split="train[512:1024]", test_split="test[:256]",
+                   records_per_shard=200, progress=False)
+    result = _new_data(dataset, champion)
+    assert result.returncode == 0 and "new data since champion" in result.stdout and "split train" in result.stdout
+
+
+def test_no_champion_and_bad_locations(small_dataset, tmp_path):
+    assert "no champion yet" in _new_data(small_dataset, tmp_path / "nothing").stdout
+    bad = _new_data(small_dataset, "gs://")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --publish-uri: 'gs://' names no bucket (gs://BUCKET/PATH)"]
