@@ -20,18 +20,31 @@ is ``<location>-aiplatform.googleapis.com``.
 from __future__ import annotations
 
 import json
-import re
 
+from mlp_core import locations
 from mlp_core.blessing import ChampionError
 
-REGISTRY = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/models/(?P<model>[a-z0-9][a-z0-9_-]{0,127})$")
 CHAMPION = "champion"
 # Vertex AI's prebuilt TensorFlow 2 prediction container (CPU); it serves a SavedModel's serving_default.
 SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 
 def is_registry(publish_uri: str) -> bool:
-    return bool(REGISTRY.match(str(publish_uri)))
+    """True for a Model Registry model name; a text starting ``projects/`` that is not a valid one is refused.
+
+    ``mlp_core.locations.check_registry_model`` holds the rule (aiplatform_v1 ``UploadModelRequest.model_id``:
+    at most 63 of ``[a-z0-9_-]``, not starting with a digit or hyphen), so a bad name ends in one line
+    (``LocationError``) and never becomes a local folder ``projects/...``.
+    """
+    if not locations.is_resource_name(publish_uri):
+        return False
+    locations.check_registry_model(publish_uri, "--publish-uri")
+    return True
+
+
+def _parts(publish_uri: str) -> dict:
+    """``project``, ``location`` and ``model`` of a valid Model Registry model name (else ``LocationError``)."""
+    return locations.check_registry_model(publish_uri, "--publish-uri").groupdict()
 
 
 def _client(publish_uri: str):
@@ -39,8 +52,8 @@ def _client(publish_uri: str):
 
     from mlp_core.vertex_endpoint import endpoint
 
+    location = _parts(publish_uri)["location"]  # the name is checked before credentials are looked for
     given, credentials = endpoint()
-    location = REGISTRY.match(publish_uri).group("location")
     return aiplatform_v1.ModelServiceClient(client_options={"api_endpoint": given or f"{location}-aiplatform.googleapis.com"},
                                             transport="rest", credentials=credentials)
 
@@ -87,7 +100,7 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
     if not beats_champion:
         return "", False, f"not published: {reason}"
     client = _client(publish_uri)
-    model_id = REGISTRY.match(publish_uri).group("model")
+    model_id = _parts(publish_uri)["model"]
     try:
         client.get_model(name=publish_uri)
         exists = True
