@@ -101,11 +101,12 @@ def _read(path: str, schema: dict) -> dict:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     from components._cli import InputError
-    from mlp_core.experiments import check_experiment, check_tensorboard, track_run
+    from mlp_core.experiments import check_experiment, check_job, check_tensorboard, track_run
     from mlp_core.schemas import TEST_METRICS, TRAIN_METRICS
 
     args = _parser().parse_args(argv)
-    check_experiment(args.experiment)
+    # Every name before any work: the experiment with the ids derived from this job's id (mlp_core.experiments).
+    check_experiment(args.experiment, check_job(args.job).group("job").lower())
     if args.tensorboard_instance:
         check_tensorboard(args.tensorboard_instance)
         if not args.tensorboard_dir:

@@ -23,27 +23,59 @@ import shutil
 import tempfile
 from pathlib import Path
 
-JOB = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/pipelineJobs/(?P<job>[^/]+)$")
-TENSORBOARD = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<location>[a-z0-9-]+)/tensorboards/(?P<id>[0-9]+)$")
-# Vertex AI experiment and run ids (Metadata context ids; a run's context id is "<experiment>-<run>").
-EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
+from mlp_core.locations import _PROJECT, _REGION
+
+# Resource names, their project and region by mlp_core.locations' rules. A pipeline job id is the SDK's
+# "^[a-z][-a-z0-9]{0,127}$" (google/cloud/aiplatform/constants/pipeline.py _VALID_NAME_PATTERN, IGNORECASE);
+# a TensorBoard instance's id is the number Vertex AI gave it.
+JOB = re.compile(rf"^projects/(?P<project>{_PROJECT})/locations/(?P<location>{_REGION})"
+                 r"/pipelineJobs/(?P<job>(?i:[a-z][-a-z0-9]{0,127}))$")
+TENSORBOARD = re.compile(rf"^projects/(?P<project>{_PROJECT})/locations/(?P<location>{_REGION})"
+                         r"/tensorboards/(?P<id>[0-9]{1,20})$")
+# An experiment name is the id of its Metadata context and of its TensorBoard experiment: 4-128 of [a-z0-9-]
+# (aiplatform_v1 CreateContextRequest.context_id, "Must be 4-128 characters in length. Valid characters are
+# /[a-z][0-9]-/"), the first a letter or digit (CreateTensorboardExperimentRequest: "[a-z0-9][a-z0-9-]{0,127}").
+EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{3,127}$")
+# The SDK derives two more ids from it (google/cloud/aiplatform/metadata/experiment_run_resource.py,
+# metadata/constants.py): the run's context "<experiment>-<run>", at most _EXPERIMENT_RUN_MAX_LENGTH = 128 - 7
+# characters, and its TensorBoard link artifact "<experiment>-<run>-tb-run" (CreateArtifactRequest.artifact_id,
+# 4-128). Our run is the pipeline job id, which aiplatform.PipelineJob makes "<pipeline name>-%Y%m%d%H%M%S"
+# (google/cloud/aiplatform/pipeline_jobs.py): 31 characters for pipeline.PIPELINE_NAME "jax-mlp-pipeline".
+RUN_ARTIFACT_SUFFIX = "-tb-run"
+LONGEST_RUN_ID = 128 - len(RUN_ARTIFACT_SUFFIX)
+LONGEST_JOB_ID = len("jax-mlp-pipeline-YYYYMMDDHHMMSS")
 
 
 class ExperimentError(ValueError):
     """The experiment, TensorBoard or job name cannot be used, or Vertex AI refused a call."""
 
 
-def check_experiment(name: str) -> str:
-    if not EXPERIMENT.match(name or ""):
-        raise ExperimentError(f"experiment {name!r}: a Vertex AI experiment name is 1-128 lowercase letters, digits "
-                              "and hyphens, starting with a letter or digit")
+def check_experiment(name: str, run: "str | None" = None) -> str:
+    """A Vertex AI experiment name whose derived ids fit with run ``run`` (default: the longest job id we make)."""
+    longest = LONGEST_RUN_ID - 1 - (len(run) if run is not None else LONGEST_JOB_ID)
+    if not isinstance(name, str) or not EXPERIMENT.match(name) or len(name) > longest:
+        raise ExperimentError(
+            f"experiment {name!r}: a Vertex AI experiment name is 4-{longest} lowercase letters, digits and hyphens, "
+            f"starting with a letter or digit (Metadata ids are 4-128 characters, and the run's ids "
+            f"'<experiment>-<job id>{RUN_ARTIFACT_SUFFIX}' must fit in 128 with a "
+            f"{len(run) if run is not None else LONGEST_JOB_ID}-character job id)")
     return name
 
 
+def check_job(job_resource_name: str) -> "re.Match":
+    """A Vertex AI pipeline job's resource name (the track step runs on Vertex AI only)."""
+    m = JOB.match(job_resource_name) if isinstance(job_resource_name, str) else None
+    if not m:
+        raise ExperimentError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
+                              "(projects/P/locations/L/pipelineJobs/J): experiment tracking runs on Vertex AI")
+    return m
+
+
 def check_tensorboard(resource: str) -> str:
-    if not TENSORBOARD.match(resource or ""):
+    if not isinstance(resource, str) or not TENSORBOARD.match(resource):
         raise ExperimentError(f"tensorboard {resource!r}: give a Vertex AI TensorBoard instance's resource name, "
-                              "projects/PROJECT/locations/REGION/tensorboards/NUMBER")
+                              "projects/PROJECT/locations/REGION/tensorboards/NUMBER (PROJECT a project id of 6-30 "
+                              "of a-z, 0-9, '-' or a project number, REGION such as us-central1)")
     return resource
 
 
@@ -63,12 +95,9 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
     """Log this pipeline run to ``experiment`` (and its event files to ``tensorboard``); returns the run's name."""
     from google.api_core import exceptions
 
-    m = JOB.match(job_resource_name or "")
-    if not m:
-        raise ExperimentError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
-                              "(projects/P/locations/L/pipelineJobs/J): experiment tracking runs on Vertex AI")
-    check_experiment(experiment)
+    m = check_job(job_resource_name)
     run = m.group("job").lower()
+    check_experiment(experiment, run)  # with this run's own job id: every id the SDK will derive fits
     if tensorboard:
         tb = TENSORBOARD.match(check_tensorboard(tensorboard))
         if tb.group("location") != m.group("location"):

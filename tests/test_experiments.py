@@ -136,7 +136,8 @@ def test_the_step_reads_its_inputs_as_the_pipeline_passes_them(trained, vertex, 
 
 @pytest.mark.parametrize("extra, job, message", [
     ((), "local-pipeline-train", "is not a Vertex AI pipeline job"),
-    (("--tensorboard-dir", "X", "--tensorboard-instance", "projects/p/locations/europe-west4/tensorboards/1"), JOB,
+    (("--tensorboard-dir", "X", "--tensorboard-instance", f"projects/{PROJECT}/locations/europe-west4/tensorboards/1"),
+     JOB,
      "is in europe-west4, the pipeline runs in us-central1"),
     (("--tensorboard-instance", TENSORBOARD), JOB, "--tensorboard-instance needs --tensorboard-dir"),
     (("--tensorboard-dir", "X", "--tensorboard-instance", TENSORBOARD.replace("4242", "7")), JOB,
