@@ -28,7 +28,25 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from mlp_core.train import DivergenceError
 
     return (*EXPECTED_ERRORS, DatasetError, OfflineMnistError, DivergenceError, ModelError, ChampionError,
-            IncompleteArtifactError, SchemaError, ExperimentError, LocationError)
+            IncompleteArtifactError, SchemaError, ExperimentError, LocationError, *_google_auth_errors())
+
+
+def _google_auth_errors() -> tuple[type[BaseException], ...]:
+    """No (or unusable) Google credentials: the environment, not a bug (``error_line`` says how to provide them)."""
+    try:
+        from google.auth.exceptions import GoogleAuthError
+    except ImportError:  # no Google client installed, so none of its errors can happen
+        return ()
+    return (GoogleAuthError,)
+
+
+def error_line(error: BaseException) -> str:
+    """The one line an expected error prints; for a Google credentials error, how to provide credentials."""
+    if isinstance(error, _google_auth_errors()):
+        from mlp_core.vertex_endpoint import credentials_message
+
+        return credentials_message(error)
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def exit_on_error(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -41,8 +59,7 @@ def exit_on_error(main: Callable[..., int | None]) -> Callable[..., int]:
         except (SystemExit, KeyboardInterrupt):  # --help, argparse's usage errors: nothing to import for them
             raise
         except expected_errors() as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            print(f"error: {message}", file=sys.stderr)
+            print(f"error: {error_line(e)}", file=sys.stderr)
             return 2
 
     return wrapper
