@@ -72,20 +72,73 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
     return np.exp(np.asarray(log_probs)), np.asarray(jnp.argmax(log_probs, axis=1))
 
 
+def check_server(server: str) -> str:
+    """``--server``: an ``http://`` or ``https://`` URL of a host (no query or fragment), without its trailing ``/``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server) if isinstance(server, str) else None
+    if (not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
+            or any(c.isspace() or ord(c) < 32 for c in server)):
+        raise InputError(f"--server {server!r}: give the model server's URL, http://HOST[:PORT] or https://HOST[:PORT]")
+    return server.rstrip("/")
+
+
+def check_answer(url: str, answer, count: int):
+    """``(probabilities [N, C], classes [N])`` of a served answer, or one line saying what is wrong with it.
+
+    The row format answers one object per image (https://www.tensorflow.org/tfx/serving/api_rest#response_format_2);
+    our signature's outputs are a softmax and its arg max: ``probabilities`` of one length C, each finite, in
+    [0, 1], summing to 1, and ``classes`` the integer index (0 <= c < C) of the largest probability.
+    """
+    import math
+
+    import numpy as np
+
+    predictions = answer.get("predictions") if isinstance(answer, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != count:
+        raise InputError(f"{url} answered no predictions for the {count} image(s)")
+    rows, classes = [], []
+    for i, p in enumerate(predictions):
+        probs = p.get("probabilities") if isinstance(p, dict) else None
+        cls = p.get("classes") if isinstance(p, dict) else None
+        what = f"{url}: the served model's answer for image {i + 1}"
+        if not isinstance(probs, list) or not probs or cls is None:
+            raise InputError(f"{url}: the served model's outputs are not probabilities and classes")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in probs):
+            raise InputError(f"{what} has probabilities that are not numbers")
+        if rows and len(probs) != len(rows[0]):
+            raise InputError(f"{what} has {len(probs)} probabilities, image 1 had {len(rows[0])}")
+        if not all(math.isfinite(v) and 0 <= v <= 1 for v in probs) or abs(math.fsum(probs) - 1) > 1e-3:
+            raise InputError(f"{what} has probabilities that are not finite numbers in [0, 1] summing to 1")
+        if not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < len(probs):
+            raise InputError(f"{what} has class {str(cls)[:20]!r}, not an index of its {len(probs)} classes")
+        if probs[cls] < max(probs):
+            raise InputError(f"{what} has class {cls}, which is not its most probable class")
+        rows.append(probs)
+        classes.append(cls)
+    return np.array(rows, np.float32), np.array(classes, np.int64)
+
+
 def predict_served(server: str, model_name: str, images, timeout: float = 60):
     """``(probabilities, classes)`` from a model served with TF Serving's REST API (TF Serving, KServe's TF runtime).
 
     ``POST <server>/v1/models/<name>:predict`` with ``{"signature_name": "serving_default", "instances": [...]}``
     (the row format: one image per instance); the answer holds one ``{"probabilities": [...], "classes": c}``
-    per instance (https://www.tensorflow.org/tfx/serving/api_rest#predict_api).
+    per instance (https://www.tensorflow.org/tfx/serving/api_rest#predict_api), checked (``check_answer``)
+    before anything is printed.
     """
     import json
     import urllib.error
+    import urllib.parse
     import urllib.request
 
-    import numpy as np
+    from mlp_core.locations import check_segment
 
-    url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
+    server = check_server(server)
+    # TF Serving takes the name as one path segment (tensorflow_serving/model_servers/http_rest_api_handler.cc:
+    # "/v1/models/([^/:]+)..."); KServe's is a DNS label. check_segment is within both, and quoting keeps it one.
+    name = urllib.parse.quote(check_segment(model_name, "--model-name", "served model name"), safe="")
+    url = f"{server}/v1/models/{name}:predict"
     body = json.dumps({"signature_name": "serving_default", "instances": images.tolist()}).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     try:
@@ -94,21 +147,14 @@ def predict_served(server: str, model_name: str, images, timeout: float = 60):
     except urllib.error.HTTPError as e:
         try:
             reason = json.loads(e.read()).get("error", e.reason)
-        except ValueError:
+        except (ValueError, AttributeError):
             reason = e.reason
         raise InputError(f"{url} answered {e.code}: {' '.join(str(reason).split())[:300]}") from None
     except (urllib.error.URLError, OSError) as e:
         raise InputError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
     except ValueError:
         raise InputError(f"{url} did not answer JSON") from None
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != len(images):
-        raise InputError(f"{url} answered no predictions for the {len(images)} image(s)")
-    try:
-        return (np.array([p["probabilities"] for p in predictions], np.float32),
-                np.array([p["classes"] for p in predictions], np.int64))
-    except (KeyError, TypeError):
-        raise InputError(f"{url}: the served model's outputs are not probabilities and classes") from None
+    return check_answer(url, answer, len(images))
 
 
 def _parser() -> argparse.ArgumentParser:
