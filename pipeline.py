@@ -1,4 +1,7 @@
-"""The kfp v2 pipeline: ingest -> train -> evaluate -> publish (when blessed).
+"""The kfp v2 pipeline: ingest -> new data? -> validate -> train -> evaluate -> publish (when blessed).
+
+A run whose data and training settings are the champion's stops after ``new_data`` (one
+line, nothing trained); a Dataset with anomalies stops at ``validate``, before training.
 
     python pipeline.py compile --output pipeline.yaml      # the command lines: clusters/cli.py
     python pipeline.py run [--epochs N ...]                 # the whole DAG on this machine (kfp.local)
@@ -16,18 +19,18 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl import Dataset
 
 from clusters.arguments import check_writable_folder
 from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
 from clusters.options import apply as apply_options
-from components import evaluate, ingest, publish, track, train
+from components import evaluate, ingest, new_data, publish, track, train, validate
 from components._step import descriptions, parameters
 
 PIPELINE_NAME = "jax-mlp-pipeline"
 # The project image; `make image` builds it under this tag.
 DEFAULT_IMAGE = "jax-mlp-pipeline:0.1.0"
-STEPS = (ingest.ingest, train.train, evaluate.evaluate, publish.publish)
+STEPS = (ingest.ingest, new_data.new_data, validate.validate, train.train, evaluate.evaluate, publish.publish)
 # Step inputs the DAG fills itself (another step's output, a placeholder, a compile option): not pipeline parameters.
 # No {{$.pipeline_root}}: the Kubeflow backend never substitutes it (backend/src/v2/driver/resolve.go); the train
 # step finds its durable location from its own Model artifact's URI instead (training_job.pipeline_checkpoint_dir).
@@ -79,6 +82,43 @@ def use_artifact_store_credentials(task) -> None:
                                  optional=True)
 
 
+def _train_and_publish(args, given, image, options, ingest_task, validate_task, train_component, evaluate_component,
+                       publish_component) -> None:
+    """train -> evaluate -> publish (a location given, the model blessed) -> track: the DAG after validate."""
+    train_task = train_component(
+        dataset=ingest_task.outputs["dataset"],
+        **given(train.train),
+        # A whole value: the Kubeflow backend substitutes a placeholder only then (driver/resolve.go).
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        require_gpu=bool(options.accelerator),
+        **({"trainer_job": trainer_job(image, options, train.CLUSTER)} if options.trainer_nodes else {}),
+    )
+    train_task.after(validate_task)  # only data that passed validation is trained on
+    apply_options(train_task, train.CLUSTER, options)
+    if options.target == "kfp":
+        use_artifact_store_credentials(train_task)
+    evaluate_task = evaluate_component(
+        model=train_task.outputs["model"], dataset=ingest_task.outputs["dataset"], **given(evaluate.evaluate))
+    apply_options(evaluate_task, evaluate.CLUSTER, options)
+    with dsl.If(args["publish_uri"] != "", name="publish-uri-given"):
+        with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
+            publish_task = publish_component(
+                model=train_task.outputs["model"],
+                **given(publish.publish),
+                test_accuracy=evaluate_task.outputs["test_accuracy"],
+                test_loss=evaluate_task.outputs["test_loss"],
+                image=image,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            apply_options(publish_task, publish.CLUSTER, options)
+    if options.tracked_experiment:  # Vertex AI Experiments and TensorBoard (compile --target vertex --experiment)
+        track_task = track.component(image)(
+            train_metrics=train_task.outputs["metrics"], test_metrics=evaluate_task.outputs["metrics"],
+            tensorboard=train_task.outputs["tensorboard"], experiment=options.tracked_experiment,
+            tensorboard_instance=options.tensorboard, job=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER)
+        apply_options(track_task, track.CLUSTER, options)
+
+
 def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None):
     """The pipeline function with every step running on ``image``.
 
@@ -94,15 +134,12 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
     publish_component = publish.component(image)
     names = list(pipeline_parameters())
 
+    # Only what every run makes: kfp allows pipeline outputs from the top level alone, and everything after
+    # new_data runs under its condition (compiler_utils: "Pipeline outputs may only be returned from the top
+    # level"); dsl.OneOf with a dsl.Else would do, but kfp.local cannot return it (orchestrator_utils.py,
+    # "Expected 1 artifact in ArtifactSelectorSpec"). Each task's artifacts are in the run's UI and folder.
     class Outputs(NamedTuple):
         dataset: Dataset
-        model: Model
-        train_metrics: Metrics
-        tensorboard: Artifact
-        test_metrics: Metrics
-        confusion_matrix: ClassificationMetrics
-        report: HTML
-        report_markdown: Markdown
 
     def mlp_pipeline(*values) -> Outputs:
         # kfp calls a pipeline function with one channel per parameter, in signature order (graph_component.py).
@@ -113,47 +150,17 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
 
         ingest_task = ingest_component(**given(ingest.ingest))
         apply_options(ingest_task, ingest.CLUSTER, options)
-        train_task = train_component(
-            dataset=ingest_task.outputs["dataset"],
-            **given(train.train),
-            # A whole value: the Kubeflow backend substitutes a placeholder only then (driver/resolve.go).
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            require_gpu=bool(options.accelerator),
-            **({"trainer_job": trainer_job(image, options, train.CLUSTER)} if options.trainer_nodes else {}),
-        )
-        apply_options(train_task, train.CLUSTER, options)
-        if options.target == "kfp":
-            use_artifact_store_credentials(train_task)
-        evaluate_task = evaluate_component(
-            model=train_task.outputs["model"], dataset=ingest_task.outputs["dataset"], **given(evaluate.evaluate))
-        apply_options(evaluate_task, evaluate.CLUSTER, options)
-        with dsl.If(args["publish_uri"] != "", name="publish-uri-given"):
-            with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
-                publish_task = publish_component(
-                    model=train_task.outputs["model"],
-                    **given(publish.publish),
-                    test_accuracy=evaluate_task.outputs["test_accuracy"],
-                    test_loss=evaluate_task.outputs["test_loss"],
-                    image=image,
-                    run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                )
-                apply_options(publish_task, publish.CLUSTER, options)
-        if options.tracked_experiment:  # Vertex AI Experiments and TensorBoard (compile --target vertex --experiment)
-            track_task = track.component(image)(
-                train_metrics=train_task.outputs["metrics"], test_metrics=evaluate_task.outputs["metrics"],
-                tensorboard=train_task.outputs["tensorboard"], experiment=options.tracked_experiment,
-                tensorboard_instance=options.tensorboard, job=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER)
-            apply_options(track_task, track.CLUSTER, options)
-        return Outputs(
-            dataset=ingest_task.outputs["dataset"],
-            model=train_task.outputs["model"],
-            train_metrics=train_task.outputs["metrics"],
-            tensorboard=train_task.outputs["tensorboard"],
-            test_metrics=evaluate_task.outputs["metrics"],
-            confusion_matrix=evaluate_task.outputs["classification_metrics"],
-            report=evaluate_task.outputs["report"],
-            report_markdown=evaluate_task.outputs["report_markdown"],
-        )
+        new_data_task = new_data.component(image)(dataset=ingest_task.outputs["dataset"], **given(new_data.new_data))
+        apply_options(new_data_task, new_data.CLUSTER, options)
+        # Nothing new (the champion's data and settings): nothing below runs. CEL on the backends
+        # ("... == true"), tests/test_pipeline.py evaluates the compiled condition as they do.
+        with dsl.If(new_data_task.output == True, name="new-data"):  # noqa: E712 - a kfp condition
+            validate_task = validate.component(image)(dataset=ingest_task.outputs["dataset"],
+                                                      **given(validate.validate))
+            apply_options(validate_task, validate.CLUSTER, options)
+            _train_and_publish(args, given, image, options, ingest_task, validate_task, train_component,
+                               evaluate_component, publish_component)
+        return Outputs(dataset=ingest_task.outputs["dataset"])
 
     mlp_pipeline.__signature__ = inspect.Signature(list(pipeline_parameters().values()), return_annotation=Outputs)
     # kfp reads the parameters' descriptions (shown in the KFP and Vertex UIs) from the docstring's Args.

@@ -248,13 +248,7 @@ def _run(args) -> int:
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # kfp colours its messages
         print(f"error: {message} (the task's own error is in its log above)", file=sys.stderr)
         return 1
-    seconds = time.perf_counter() - started
-    test = outputs["test_metrics"].metadata
-    print(f"\npipeline finished in {seconds:.1f} s")
-    for name in ("dataset", "model", "train_metrics", "tensorboard", "test_metrics", "confusion_matrix", "report",
-                 "report_markdown"):
-        print(f"  {name:<17} {outputs[name].path}")
-    print(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
+    print("\n" + "\n".join(outputs.summary(time.perf_counter() - started)))
     return 0
 
 

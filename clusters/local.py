@@ -12,7 +12,7 @@ def run_local(
     runner: str = "subprocess",
     gpus: bool = False,
 ):
-    """Run the DAG on this machine with kfp.local; returns the pipeline's outputs.
+    """Run the DAG on this machine with kfp.local; returns the run (``LocalRun``: its folder and summary).
 
     ``runner="subprocess"``: every step in this Python environment.
     ``runner="docker"``: every step in ``image`` with ``kfp.local.DockerRunner``,
@@ -43,7 +43,52 @@ def run_local(
     Path(pipeline_root).mkdir(parents=True, exist_ok=True)
     local.init(runner=local_runner, pipeline_root=str(pipeline_root))
     task = build_pipeline(image or DEFAULT_IMAGE)(**arguments)
-    return task.outputs
+    return LocalRun(Path(task.outputs["dataset"].path).parent.parent)
+
+
+class LocalRun:
+    """A finished kfp.local run: its folder ``<pipeline root>/<pipeline>-<time>/<task>/<artifact>``.
+
+    kfp.local writes each task's outputs (artifact URIs and metadata, parameter values) to
+    ``<task>/executor_output.json`` (kfp/local/executor_output_utils.py); the summary is read from there, since
+    the pipeline returns only what every run makes (the steps after new_data run under a condition).
+    """
+
+    ARTIFACTS = {"ingest": ("dataset",), "validate": ("report", "anomalies"),
+                 "train": ("model", "metrics", "tensorboard"),
+                 "evaluate": ("metrics", "classification_metrics", "report", "report_markdown")}
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def outputs(self, task: str) -> "dict | None":
+        """The task's executor output, or None when the task did not run."""
+        import json
+
+        try:
+            return json.loads((self.folder / task / "executor_output.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def artifact(self, task: str, name: str) -> "dict | None":
+        found = ((self.outputs(task) or {}).get("artifacts") or {}).get(name, {}).get("artifacts") or [None]
+        return found[0]
+
+    def summary(self, seconds: float) -> "list[str]":
+        """What the run did, in lines: which steps ran, where their artifacts are, the test accuracy."""
+        lines = [f"pipeline finished in {seconds:.1f} s"]
+        decision = (self.outputs("new-data") or {}).get("parameterValues", {}).get("Output")
+        if decision is False:
+            lines.append("  nothing new since the champion: stopped after ingest (the new-data step says why)")
+        for task, names in self.ARTIFACTS.items():
+            for name in names:
+                artifact = self.artifact(task, name)
+                if artifact is not None:
+                    lines.append(f"  {task + '/' + name:<33} {artifact['uri']}")
+        test = (self.artifact("evaluate", "metrics") or {}).get("metadata") or {}
+        if "test_accuracy" in test:
+            lines.append(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
+        return lines
 
 
 def _docker_runner(arguments: dict, gpus: bool):
