@@ -13,7 +13,7 @@ import yaml
 import pipeline
 from clusters import cli
 from clusters.arguments import parse_params
-from components import evaluate, ingest, publish, train
+from components import evaluate, ingest, new_data, publish, train, validate
 from components._step import flag
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from mlp_core.config import TrainConfig
@@ -31,7 +31,10 @@ CLI_ONLY = {
             "--coordinator-timeout", "--heartbeat-timeout"},
     evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
     publish: {"--model", "--model-uri"},
+    new_data: {"--dataset"},
+    validate: {"--dataset", "--statistics", "--anomalies", "--output-schema", "--report", "--report-markdown"},
 }
+STEP_MODULES = [ingest, new_data, validate, train, evaluate, publish]
 
 
 def _component_parameters(module) -> dict:
@@ -50,7 +53,7 @@ def _flag_type(action) -> type:
     return bool if isinstance(action, argparse.BooleanOptionalAction) else action.type or str
 
 
-@pytest.mark.parametrize("module", [ingest, train, evaluate, publish], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", STEP_MODULES, ids=lambda m: m.__name__)
 def test_cli_flags_are_the_component_inputs(module):
     component = _component_parameters(module)
     flags = _flags(module._parser())
@@ -70,7 +73,7 @@ def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
     pipeline.compile_pipeline(tmp_path / "p.yaml", options=None)
     compiled = yaml.safe_load((tmp_path / "p.yaml").read_text())["root"]["inputDefinitions"]["parameters"]
     expected = {}
-    for module in (ingest, train, evaluate, publish):
+    for module in STEP_MODULES:
         for name, (kind, default, required) in _component_parameters(module).items():
             if name not in pipeline.WIRED:
                 expected.setdefault(name, (kind, default))
@@ -81,7 +84,7 @@ def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
         assert kind(spec["defaultValue"]) == default, name  # the IR writes integers as floats
         assert spec["description"], f"pipeline parameter {name} has no description"
     # Every wired input is an input of some step, and filled by the DAG (not left to a default).
-    all_inputs = {name for m in (ingest, train, evaluate, publish) for name in _component_parameters(m)}
+    all_inputs = {name for m in STEP_MODULES for name in _component_parameters(m)}
     assert set(pipeline.WIRED) <= all_inputs
 
 
