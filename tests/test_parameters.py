@@ -121,11 +121,11 @@ def test_a_default_for_no_parameter_is_refused():
 
 
 def _library_functions():
-    from mlp_core.data.ingest import ingest_tfds
+    from mlp_core.data.ingest import ingest as ingest_library
     from mlp_core.evaluation_job import evaluate_on_dataset
     from mlp_core.training_job import train_on_dataset
 
-    return [(ingest.ingest, ingest_tfds), (train.train, train_on_dataset), (evaluate.evaluate, evaluate_on_dataset)]
+    return [(ingest.ingest, ingest_library), (train.train, train_on_dataset), (evaluate.evaluate, evaluate_on_dataset)]
 
 
 def test_each_steps_library_function_takes_its_parameters_and_defaults_none_of_them():

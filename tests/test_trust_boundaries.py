@@ -222,6 +222,7 @@ def _step_cases(sandbox: Path, bad: str) -> "list[tuple[object, list[str]]]":
     missing = str(sandbox / "no-such-dataset")
     return [
         (ingest.main, ["--output", bad]),
+        (ingest.main, ["--output", "o", "--source", bad]),
         (train.main, ["--dataset", missing, "--model", bad]),
         (train.main, ["--dataset", missing, "--model", "m", "--checkpoint-dir", bad]),
         (train.main, ["--dataset", missing, "--model", "m", "--tensorboard", bad]),
