@@ -1,10 +1,12 @@
 """Evaluate: a Model and a Dataset artifact -> test metrics, a report and a blessing.
 
     python -m components.evaluate --model DIR --dataset DIR --metrics FILE \\
-        [--report report.html] [--report-markdown report.md] [--blessing-threshold 0.95] [--publish-uri URI]
+        [--report report.html] [--report-markdown report.md] [--blessing-threshold 0.95] [--publish-uri URI] [--force]
 
-The model is *blessed* when its test accuracy is >= ``--blessing-threshold`` and >= the
-current champion's (the model published at ``--publish-uri``) minus ``--blessing-tolerance``.
+The current champion (the model published at ``--publish-uri``) is scored on the same test split.
+The model is *blessed* when its test accuracy is >= ``--blessing-threshold`` and >= the champion's
+accuracy on that split minus ``--blessing-tolerance``; a champion of other classes or another input
+shape is incomparable and replaced only with ``--force`` (``mlp_core.evaluation_job``).
 """
 
 import argparse
@@ -34,7 +36,7 @@ def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Pa
                                **bind(evaluate, params))
 
 
-@defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="")
+@defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="", force=False)
 def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
@@ -45,7 +47,9 @@ def evaluate(
     blessing_threshold: float,
     blessing_tolerance: float,
     publish_uri: str,
-) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("test_accuracy", float), ("test_loss", float)]):
+    force: bool,
+) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("test_accuracy", float), ("test_loss", float),
+                                    ("champion_version", str)]):
     """Evaluate the trained MLP on the test split and decide its blessing (components.evaluate).
 
     Args:
@@ -59,6 +63,8 @@ def evaluate(
         blessing_tolerance: how far below the champion's test accuracy is still blessed
         publish_uri: where blessed models are published and the champion is read (folder or gs://); empty, no
             champion and nothing published
+        force: bless a model (above the threshold) that replaces a champion of other classes or another input
+            shape, which cannot be scored on this run's test split
     """
     from collections import namedtuple
 
@@ -66,17 +72,34 @@ def evaluate(
 
     result = evaluate_model(model.path, dataset.path, report.path, report_markdown.path,
                             blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
-                            publish_uri=publish_uri)
+                            publish_uri=publish_uri, force=force)
     metrics.log_metric("test_accuracy", result["test_accuracy"])
     metrics.log_metric("test_loss", result["test_loss"])
     metrics.log_metric("macro_f1", result["macro_f1"])
     for c in result["per_class"]:
         metrics.log_metric(f"f1_class_{c['class']}", c["f1"])
+    if result["champion_test_accuracy"] is not None:  # the champion on this run's test split
+        metrics.log_metric("champion_test_accuracy", result["champion_test_accuracy"])
     classification_metrics.log_confusion_matrix(result["class_names"], result["confusion_matrix"])
     print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}")
+    print(champion_line(result))
     print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
-    outputs = namedtuple("EvaluateOutputs", ["blessed", "reason", "test_accuracy", "test_loss"])
-    return outputs(result["blessed"], result["reason"], result["test_accuracy"], result["test_loss"])
+    outputs = namedtuple("EvaluateOutputs", ["blessed", "reason", "test_accuracy", "test_loss", "champion_version"])
+    return outputs(result["blessed"], result["reason"], result["test_accuracy"], result["test_loss"],
+                   result["champion_version"])
+
+
+def champion_line(result: dict) -> str:
+    """One line: the champion beside the new model on this run's test split (or why it could not be scored)."""
+    champion = result["champion"]
+    if champion is None:
+        return "champion: none yet"
+    if not champion["comparable"]:
+        return f"champion {champion['version']}: incomparable ({champion['incomparable']})"
+    worse = result["worse_classes"]
+    return (f"champion {champion['version']} on this test split: accuracy {champion['test_accuracy']:.4f}, "
+            f"loss {champion['test_loss']:.4f}; the new model is worse on "
+            + (f"{len(worse)} class(es): {', '.join(worse)}" if worse else "no class"))
 
 
 def component(base_image: str):
@@ -128,6 +151,7 @@ def main(argv: "list[str] | None" = None) -> int:
         write_json(args.metrics, result)
     print(_format_matrix(result["class_names"], result["confusion_matrix"]))
     print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, macro F1 {result['macro_f1']:.4f}")
+    print(champion_line(result))
     print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
     return 0
 

@@ -1,4 +1,9 @@
-"""The blessing gate: is a newly trained model good enough to publish?"""
+"""The blessing gate: is a newly trained model good enough to publish?
+
+The champion is compared on the same data only: the evaluate step scores it on this
+run's test split beside the new model (``mlp_core.evaluation_job``); a number the
+champion scored on another test set is never compared.
+"""
 
 from __future__ import annotations
 
@@ -61,3 +66,42 @@ def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy
         f"{passed}{' and' if threshold != float('-inf') else ''} >= champion {champion_accuracy:.4f} "
         f"minus tolerance {tolerance:.4f}"
     )
+
+
+def bless_against_champion(accuracy: float, threshold: float, tolerance: float, champion: "dict | None",
+                           force: bool = False) -> tuple[bool, str]:
+    """The evaluate step's decision; ``champion`` is its re-scoring on this run's test split (or None).
+
+    ``champion``: ``version``, ``comparable`` and, when comparable, ``test_accuracy`` on the same
+    test split as ``accuracy``; when not, ``incomparable`` says why (other classes or input shape).
+    Blessed when ``accuracy >= threshold`` and, against a comparable champion,
+    ``accuracy >= champion accuracy - tolerance`` (``bless``). An incomparable champion is replaced
+    only with ``force``; ``force`` changes nothing else (the threshold and a comparable champion still apply).
+    """
+    if champion is None:
+        return bless(accuracy, threshold, tolerance, None)
+    if champion["comparable"]:
+        blessed, reason = bless(accuracy, threshold, tolerance, champion["test_accuracy"])
+        if accuracy < threshold:
+            return False, reason
+        theirs = f"champion {champion['version']}'s {champion['test_accuracy']:.4f} on this run's test split"
+        floor = champion["test_accuracy"] - tolerance
+        if not blessed:
+            return False, (f"test accuracy {accuracy:.4f} is below {theirs} minus tolerance {tolerance:.4f} "
+                           f"({floor:.4f})")
+        return True, f"test accuracy {accuracy:.4f} >= threshold {threshold:.4f} and >= {theirs} minus tolerance {tolerance:.4f}"
+    blessed, reason = bless(accuracy, threshold, tolerance, None)
+    if not blessed:
+        return False, reason
+    passed = reason.split(";", 1)[0]
+    if force:
+        return True, f"{passed}; champion {champion['version']} is incomparable ({champion['incomparable']}): replaced, force is set"
+    return False, (f"champion {champion['version']} is incomparable ({champion['incomparable']}): "
+                   "not replaced without force")
+
+
+def test_set_sha256(test_shards_sha256: list[str]) -> str:
+    """One fingerprint of a test split, from its shards' sha256 (what a Dataset's metadata and a model record)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(test_shards_sha256).encode()).hexdigest()

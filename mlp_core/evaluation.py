@@ -77,3 +77,16 @@ def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
     m = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(m, (np.asarray(labels), np.asarray(predicted)), 1)
     return m
+
+
+def class_comparison(per_class: list[dict], champion_per_class: list[dict]) -> list[dict]:
+    """Per class, two models on the same split: accuracy on the class's images (recall) and F1 of each.
+
+    ``worse``: this model gets fewer of the class's images right than the champion.
+    """
+    return [
+        {"class": ours["class"], "support": ours["support"], "accuracy": ours["recall"],
+         "champion_accuracy": theirs["recall"], "f1": ours["f1"], "champion_f1": theirs["f1"],
+         "worse": ours["recall"] < theirs["recall"]}
+        for ours, theirs in zip(per_class, champion_per_class, strict=True)
+    ]

@@ -1,15 +1,20 @@
 """The evaluate step's work: a Model and a Dataset artifact in; test metrics, a report and a blessing out.
 
-The model is *blessed* when its test accuracy is >= the threshold and >= the
-current champion's (the model published at ``publish_uri``) minus the tolerance.
+The current champion (the model published at ``publish_uri``: ``LATEST``'s version folder, or the
+Model Registry version holding the ``champion`` alias) is loaded and scored on this run's test split
+beside the new model. The model is *blessed* when its test accuracy is >= the threshold and >= the
+champion's accuracy on the same split minus the tolerance (``mlp_core.blessing.bless_against_champion``).
+A champion trained on other classes or another input shape cannot be scored on today's data: it is
+reported as incomparable and replaced only with ``force``. Numbers stored with the champion (scored on
+whatever test set its own run had) are never compared.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mlp_core.blessing import bless, check_fraction
-from mlp_core.evaluation import confusion_matrix
+from mlp_core.blessing import ChampionError, bless_against_champion, check_fraction, test_set_sha256
+from mlp_core.evaluation import class_comparison, confusion_matrix
 from mlp_core.evaluation import evaluate as evaluate_split
 from mlp_core.outputs import check_apart, check_output_file
 
@@ -26,6 +31,7 @@ def evaluate_on_dataset(
     blessing_threshold: float,
     blessing_tolerance: float,
     publish_uri: str,
+    force: bool,
 ) -> dict:
     """Test metrics, per-class metrics, confusion matrix and blessing of ``model``.
 
@@ -37,7 +43,6 @@ def evaluate_on_dataset(
 
     from mlp_core import report as report_lib
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
-    from mlp_core.metrics import macro_f1, per_class_metrics
     from mlp_core.model_io import load_model
     from mlp_core.publishing import read_champion
 
@@ -55,35 +60,43 @@ def evaluate_on_dataset(
         if identity[key] != trained_on[key]:
             what = "dataset" if key == "name" else f"dataset's {key}"
             raise DatasetError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
-    champion = read_champion(publish_uri) if publish_uri else None
+    published = read_champion(publish_uri) if publish_uri else None
     images, labels = read_split(dataset, "test", metadata)
-    test_loss, test_accuracy, predicted, confidence = evaluate_split(params, images, labels, keep_predictions=True)
-    matrix = confusion_matrix(labels, predicted, config.num_classes)
     class_names = metadata["class_names"]
-    per_class = per_class_metrics(matrix, class_names)
-    champion_accuracy = champion["metrics"]["test_accuracy"] if champion else None
-    blessed, reason = bless(test_accuracy, threshold, tolerance, champion_accuracy)
+    ours = _score(params, images, labels, class_names)
+    champion = _rescore_champion(publish_uri, published, metadata, images, labels) if published else None
+    blessed, reason = bless_against_champion(ours["test_accuracy"], threshold, tolerance, champion, force)
+    comparison = class_comparison(ours["per_class"], champion["per_class"]) if champion and champion["comparable"] else []
     result = {
         "num_examples": int(len(labels)),
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        "macro_f1": macro_f1(per_class),
-        "per_class": per_class,
+        "test_accuracy": ours["test_accuracy"],
+        "test_loss": ours["test_loss"],
+        "macro_f1": ours["macro_f1"],
+        "per_class": ours["per_class"],
         "class_names": class_names,
-        "confusion_matrix": matrix.tolist(),
+        "image_shape": metadata["image_shape"],
+        "confusion_matrix": ours["confusion_matrix"],
+        "test_set_sha256": test_set_sha256(identity["shards"]["test"]),
         "blessed": blessed,
         "reason": reason,
-        "champion": {"version": champion["version"], "test_accuracy": champion_accuracy} if champion else None,
+        "force": bool(force),
+        # For publish: LATEST (or the alias) moves only if it still names the champion scored here.
+        "champion_version": champion["version"] if champion else "",
+        "champion_test_accuracy": champion["test_accuracy"] if champion else None,
+        "champion": champion,
+        "class_comparison": comparison,
+        "worse_classes": [c["class"] for c in comparison if c["worse"]],
     }
     if report is not None or report_markdown is not None:
-        wrong = np.flatnonzero(predicted != labels)
-        worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISCLASSIFIED_SHOWN]
+        wrong = np.flatnonzero(ours["predicted"] != labels)
+        worst = wrong[np.argsort(-ours["confidence"][wrong], kind="stable")][:MISCLASSIFIED_SHOWN]
+        predicted = ours["predicted"]
         plots = {
             "Training curves": report_lib.training_curves(history),
             "Confusion matrix": report_lib.confusion_heatmap(result["confusion_matrix"], class_names),
             "Most confidently misclassified test images": report_lib.misclassified_grid(
                 images[worst], [class_names[i] for i in labels[worst]], [class_names[i] for i in predicted[worst]],
-                confidence[worst].tolist(),
+                ours["confidence"][worst].tolist(),
             ),
         }
         page, markdown = report_lib.render(result, plots, f"Evaluation of {trained_on['name']} model")
@@ -92,6 +105,71 @@ def evaluate_on_dataset(
         if report_markdown is not None:
             _write_text(report_markdown, markdown)
     return result
+
+
+def _score(params, images, labels, class_names: list[str]) -> dict:
+    """Loss, accuracy, confusion matrix and per-class metrics of ``params`` on one split (with its predictions)."""
+    from mlp_core.metrics import macro_f1, per_class_metrics
+
+    test_loss, test_accuracy, predicted, confidence = evaluate_split(params, images, labels, keep_predictions=True)
+    matrix = confusion_matrix(labels, predicted, len(class_names))
+    per_class = per_class_metrics(matrix, class_names)
+    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "macro_f1": macro_f1(per_class),
+            "per_class": per_class, "confusion_matrix": matrix.tolist(), "predicted": predicted, "confidence": confidence}
+
+
+def _rescore_champion(publish_uri: str, published: dict, metadata: dict, images, labels) -> dict:
+    """The champion scored on this run's test split, or marked incomparable (other classes or input shape)."""
+    params, trained_on = _load_champion(publish_uri, published)
+    champion = {"version": str(published["version"]), "comparable": True, "incomparable": "",
+                "trained_on": {k: trained_on[k] for k in ("name", "version", "image_shape", "class_names")}}
+    why = []
+    if list(trained_on["class_names"]) != list(metadata["class_names"]):
+        why.append(f"its classes are {_names(trained_on['class_names'])}, this run's are {_names(metadata['class_names'])}")
+    if list(trained_on["image_shape"]) != list(metadata["image_shape"]):
+        why.append(f"its input shape is {trained_on['image_shape']}, this run's images are {metadata['image_shape']}")
+    if why:
+        return {**champion, "comparable": False, "incomparable": "; ".join(why), "test_accuracy": None,
+                "test_loss": None, "macro_f1": None, "per_class": None, "confusion_matrix": None}
+    scored = _score(params, images, labels, metadata["class_names"])
+    return {**champion, **{k: v for k, v in scored.items() if k not in ("predicted", "confidence")}}
+
+
+def _names(names: list[str], shown: int = 12) -> str:
+    listed = ", ".join(names[:shown]) + (f", ... ({len(names)})" if len(names) > shown else "")
+    return f"[{listed}]"
+
+
+def _load_champion(publish_uri: str, published: dict) -> tuple:
+    """``(params, dataset identity)`` of the champion's model: its version folder, or the registry version's model_uri.
+
+    A local publish location is read in place; a remote one (and a Model Registry version's ``gs://``
+    model) is downloaded, checked against its marker, into a temporary folder removed afterwards.
+    """
+    import tempfile
+
+    from mlp_core import model_registry, remote_artifacts, storage
+    from mlp_core.model_io import ModelError, load_model
+    from mlp_core.outputs import IncompleteArtifactError
+
+    version = published["version"]
+    if model_registry.is_registry(publish_uri):
+        where = published.get("model_uri")
+        if not isinstance(where, str) or not where.startswith("gs://"):
+            raise ChampionError(f"{publish_uri} version {version} (the champion) names no gs:// model_uri, so it cannot "
+                                "be scored on this run's test split: move the alias or remove it")
+    else:
+        where = storage.join(publish_uri, version)
+    try:
+        if not storage.is_remote(where):
+            params, _, trained_on, _ = load_model(where)
+            return params, trained_on
+        with tempfile.TemporaryDirectory(prefix="champion-") as folder:
+            params, _, trained_on, _ = load_model(remote_artifacts.download(where, "model", Path(folder) / "model"))
+            return params, trained_on
+    except (ModelError, IncompleteArtifactError, storage.StorageError) as e:
+        raise ChampionError(f"the champion (version {version}) cannot be loaded, so nothing is blessed against it: "
+                            f"{str(e).splitlines()[0]}") from None
 
 
 def _write_text(path, text: str) -> None:
