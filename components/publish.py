@@ -1,6 +1,7 @@
 """Publish: copy a blessed model to ``<publish_uri>/<version>/`` and move ``LATEST`` to it.
 
-    python -m components.publish --model DIR --publish-uri gs://bucket/mnist-mlp --test-accuracy 0.9691 --test-loss 0.0103
+    python -m components.publish --model DIR --publish-uri gs://bucket/mnist-mlp --test-accuracy 0.9691 --test-loss 0.0103 \\
+        [--champion-version VERSION]
 
 The layout and the compare-and-swap on ``LATEST``: ``mlp_core.publishing``.
 """
@@ -21,7 +22,7 @@ from mlp_core.publishing import Published, publish_model
 CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
 
 
-@defaults(blessing_tolerance=DEFAULT_TOLERANCE, image="", run_id="")
+@defaults(blessing_tolerance=DEFAULT_TOLERANCE, image="", run_id="", champion_version="")
 def publish(
     model: Input[Model],
     publish_uri: str,
@@ -30,8 +31,9 @@ def publish(
     blessing_tolerance: float,
     image: str,
     run_id: str,
+    champion_version: str,
 ) -> str:
-    """Publish the blessed model and move LATEST to it if it still beats the champion (components.publish).
+    """Publish the blessed model and move LATEST to it if the champion is still the one evaluate compared it with (components.publish).
 
     Args:
         model: Model artifact folder (from components.train)
@@ -39,15 +41,18 @@ def publish(
             (projects/P/locations/L/models/M)
         test_accuracy: the model's test accuracy (from components.evaluate)
         test_loss: the model's test loss (from components.evaluate)
-        blessing_tolerance: LATEST moves if the test accuracy is at least the champion's minus this
+        blessing_tolerance: for a champion published since evaluate ran, scored on the same test split: LATEST moves
+            if the test accuracy is at least its accuracy minus this
         image: image tag the model was trained with, for the manifest
         run_id: pipeline run id, for the manifest
+        champion_version: the champion evaluate scored beside the model on its test split (from components.evaluate;
+            empty for none); LATEST moves only while it names this version (or one scored on the same test split)
     """
     from components.publish import publish_model, report
 
     # model.uri: the same model in the object store (gs:// on Vertex AI), what a Model Registry version points at
     published = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id,
-                              tolerance=blessing_tolerance, model_uri=model.uri)
+                              tolerance=blessing_tolerance, model_uri=model.uri, champion_version=champion_version)
     print(report(published, publish_uri))
     return published.version
 
@@ -93,7 +98,8 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.run_id:
         check_segment(args.run_id, "--run-id", "run id")
     published = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id,
-                              tolerance=args.blessing_tolerance, model_uri=args.model_uri)
+                              tolerance=args.blessing_tolerance, model_uri=args.model_uri,
+                              champion_version=args.champion_version)
     print(report(published, args.publish_uri))
     return 0
 

@@ -10,6 +10,13 @@ The version folder is complete (manifest last) before ``LATEST`` changes, and
 ``LATEST`` is replaced in one write, so a reader never sees half a model: an
 interrupted publish leaves the previous champion in force. ``LATEST`` moves by
 compare-and-swap against the champion read at that moment (see ``publish_model``).
+
+Which champion a model may replace is decided on one test split: the evaluate step
+scores the champion beside the new model and blesses it (``mlp_core.evaluation_job``);
+publish moves ``LATEST`` only while it still names the champion evaluate scored
+(``champion_version``). A champion published meanwhile is compared only when its
+manifest's numbers are from the same test split (``metrics.test_set_sha256``); else
+the model is not promoted.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError
+from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError, test_set_sha256
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
@@ -82,11 +89,35 @@ def read_champion(publish_uri: str) -> "dict | None":
     return _manifest(publish_uri, version)
 
 
-def _beats(test_accuracy: float, champion: "dict | None", tolerance: float) -> "tuple[bool, str]":
-    """May a model of ``test_accuracy`` replace ``champion``? The blessing rule, without its threshold."""
+class Evaluated(NamedTuple):
+    """What the evaluate step decided the model against: numbers on one test split, the champion it scored there."""
+    test_accuracy: float
+    test_set: str  # mlp_core.blessing.test_set_sha256 of the split
+    champion_version: str  # "" when there was no champion
+    tolerance: float
+
+
+def _beats(evaluated: Evaluated, champion: "dict | None") -> "tuple[bool, str]":
+    """May the model evaluate blessed take ``champion``'s place now?
+
+    Yes while ``champion`` is the one evaluate scored on the model's test split (evaluate decided, on the
+    same data). A champion that took its place meanwhile is compared only on numbers from that same test
+    split (its manifest's ``metrics.test_set_sha256``), with the blessing rule less its threshold; numbers
+    from another test set are never compared, so the model is then not promoted.
+    """
     from mlp_core.blessing import bless
 
-    return bless(test_accuracy, float("-inf"), tolerance, champion["metrics"]["test_accuracy"] if champion else None)
+    current = str(champion["version"]) if champion else ""
+    if current == evaluated.champion_version:
+        return True, ("no champion yet" if not current else
+                      f"champion {current} is the one evaluate compared it with on the same test split")
+    if champion is None:
+        return True, f"no champion now (evaluate compared it with {evaluated.champion_version}, since removed)"
+    if champion["metrics"].get("test_set_sha256") == evaluated.test_set:
+        return bless(evaluated.test_accuracy, float("-inf"), evaluated.tolerance, champion["metrics"]["test_accuracy"])
+    scored = f"champion {evaluated.champion_version}" if evaluated.champion_version else "no champion"
+    return False, (f"the champion is {current}, but evaluate compared the model with {scored}; {current}'s numbers "
+                   "are from another test split, so nothing is compared: evaluate the model again")
 
 
 class Published(NamedTuple):
@@ -105,14 +136,15 @@ def publish_model(
     now: "datetime | None" = None,
     tolerance: float = DEFAULT_TOLERANCE,
     model_uri: "str | None" = None,
+    champion_version: str = "",
 ) -> Published:
     """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
 
-    The champion is read again at publish time, not taken from evaluate (which may
-    have run long before, or been served from a cache): ``LATEST`` moves only if the
-    model still beats the champion it replaces, and the move is a compare-and-swap
-    (``if_generation_match`` on Cloud Storage, a file lock in a folder), so two runs
-    publishing at once cannot roll a better champion back.
+    ``champion_version`` is the champion the evaluate step scored the model against ("" for none).
+    The champion is read again at publish time: ``LATEST`` moves only if it still names that
+    version, or names one whose numbers are from the same test split and the model beats them
+    (``_beats``), and the move is a compare-and-swap (``if_generation_match`` on Cloud Storage,
+    a file lock in a folder), so two runs publishing at once cannot roll a better champion back.
 
     ``publish_uri`` may name a Vertex AI Model Registry model (``projects/P/locations/L/models/M``): the model
     becomes a new version there (``model_uri``: where ``model`` lies in Cloud Storage), and the ``champion``
@@ -132,15 +164,18 @@ def publish_model(
     test_accuracy = check_fraction("--test-accuracy", test_accuracy)
     test_loss = check_loss("--test-loss", test_loss)
     check_fraction("--blessing-tolerance", tolerance)
+    champion_version = str(champion_version or "")
     if model_registry.is_registry(publish_uri):
-        load_model(model)  # refuses a broken model before anything is sent
+        _, _, dataset, _ = load_model(model)  # refuses a broken model before anything is sent
+        evaluated = Evaluated(test_accuracy, test_set_sha256(dataset["shards"]["test"]), champion_version, tolerance)
         version, promoted, reason = model_registry.publish(
             model, model_uri or str(model), publish_uri, test_accuracy, test_loss, image, run_id, tolerance,
-            lambda accuracy, champion: _beats(accuracy, champion, tolerance))
+            lambda accuracy, champion: _beats(evaluated._replace(test_accuracy=accuracy), champion))
         return Published(version, promoted, reason)
     check_apart({"--model": model}, {"--publish-uri": publish_uri})
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
-    beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
+    evaluated = Evaluated(test_accuracy, test_set_sha256(dataset["shards"]["test"]), champion_version, tolerance)
+    beats, reason = _beats(evaluated, read_champion(publish_uri))
     if not beats:
         return Published("", False, f"not published: {reason}")
     digest = content_hash(model)
@@ -151,9 +186,13 @@ def publish_model(
         "version": version,
         "content_sha256": digest,
         "published_at": (now or datetime.now(timezone.utc)).isoformat(),
-        "metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss, "epochs": len(history)},
+        # test_accuracy is on the test split test_set_sha256 names (the model's own, which evaluate scored)
+        "metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss, "epochs": len(history),
+                    "test_set_sha256": evaluated.test_set},
+        "compared_with": champion_version,  # the champion evaluate scored beside it ("" for none)
         "config": config.to_dict(),
-        "dataset": {"name": dataset["name"], "version": dataset["version"], "shards_sha256": dataset["shards"]},
+        "dataset": {"name": dataset["name"], "version": dataset["version"], "image_shape": dataset["image_shape"],
+                    "class_names": dataset["class_names"], "shards_sha256": dataset["shards"]},
         "image": image,
         # Set by the project image (Dockerfile): which locked dependencies trained and published this model.
         "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
@@ -163,7 +202,7 @@ def publish_model(
     storage.write_bytes(storage.join(target, MANIFEST), dumps(manifest).encode())
     # The commit point: only now does a reader (or the next run's blessing) see this version.
     promote = _promote_remote if storage.is_remote(publish_uri) else _promote_local
-    promoted, reason = promote(publish_uri, version, test_accuracy, tolerance)
+    promoted, reason = promote(publish_uri, version, evaluated)
     return Published(version, promoted, reason)
 
 
@@ -178,21 +217,20 @@ def _upload_model(model: "str | Path", target: str) -> list[str]:
     return names
 
 
-def _promote_local(publish_uri: str, version: str, test_accuracy: float, tolerance: float) -> "tuple[bool, str]":
+def _promote_local(publish_uri: str, version: str, evaluated: Evaluated) -> "tuple[bool, str]":
     """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
     from filelock import FileLock
 
     from mlp_core import storage
 
     with FileLock(str(Path(publish_uri) / f".{LATEST}.lock"), timeout=600):
-        beats, reason = _beats(test_accuracy, read_champion(publish_uri), tolerance)
+        beats, reason = _beats(evaluated, read_champion(publish_uri))
         if beats:
             storage.write_bytes(storage.join(publish_uri, LATEST), (version + "\n").encode())
         return beats, reason
 
 
-def _promote_remote(publish_uri: str, version: str, test_accuracy: float, tolerance: float,
-                    attempts: int = 50) -> "tuple[bool, str]":
+def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attempts: int = 50) -> "tuple[bool, str]":
     """Move ``LATEST`` by compare-and-swap (Cloud Storage's object generation, S3's ETag); re-decide after every lost race."""
     import random
     import time
@@ -203,7 +241,7 @@ def _promote_remote(publish_uri: str, version: str, test_accuracy: float, tolera
     for attempt in range(attempts):
         current, generation = storage.read_versioned(latest)
         champion = _manifest(publish_uri, current.decode().strip()) if current is not None else None
-        beats, reason = _beats(test_accuracy, champion, tolerance)
+        beats, reason = _beats(evaluated, champion)
         if not beats:
             return False, reason
         try:

@@ -192,7 +192,7 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
         worse = publish_model(model, REGISTRY, 0.80, 0.20, model_uri=model_uri)
         assert (worse.version, worse.promoted) == ("", False) and worse.reason.startswith("not published: ")
         better = run_cli("-m", "components.publish", "--model", str(model), "--model-uri", model_uri, "--publish-uri",
-                         REGISTRY, "--test-accuracy", "0.95", "--test-loss", "0.05",
+                         REGISTRY, "--test-accuracy", "0.95", "--test-loss", "0.05", "--champion-version", "1",
                          env={"JAX_MLP_VERTEX_ENDPOINT": vertex.url}).stdout.strip()
         assert better.startswith(f"published version 2 to {REGISTRY}; alias champion moved to it")
         assert read_champion(REGISTRY)["version"] == "2"
