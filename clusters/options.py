@@ -10,6 +10,73 @@ class ClusterError(ValueError):
     """A cluster option is invalid; nothing was compiled or sent."""
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'"
+
+
+# Kubernetes names (https://kubernetes.io/docs/concepts/overview/working-with-objects/names/, "Object Names and IDs";
+# apimachinery pkg/util/validation/validation.go IsDNS1123Label, IsDNS1123Subdomain, IsDNS1035Label):
+# a DNS-1123 label is at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit;
+# a DNS-1123 subdomain is such labels joined by '.', at most 253 characters; a DNS-1035 label starts with a letter.
+DNS_1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+DNS_1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+
+def check_dns1123_label(value: str, flag: str) -> str:
+    """A namespace (and other label-named objects): a DNS-1123 label, or one ``ClusterError`` line naming the rule."""
+    if not isinstance(value, str) or not DNS_1123_LABEL.fullmatch(value) or len(value) > 63:
+        raise ClusterError(f"{flag} {_shown(value)} is not a DNS-1123 label (Kubernetes \"Object Names and IDs\": at most "
+                           "63 lowercase letters, digits and '-', starting and ending with a letter or digit)")
+    return value
+
+
+def check_dns1123_subdomain(value: str, flag: str) -> str:
+    """A service account, a runtime (most object names): a DNS-1123 subdomain, or one line naming the rule."""
+    if not isinstance(value, str) or not DNS_1123_SUBDOMAIN.fullmatch(value) or len(value) > 253:
+        raise ClusterError(f"{flag} {_shown(value)} is not a DNS-1123 subdomain (Kubernetes \"Object Names and IDs\": "
+                           "at most 253 lowercase letters, digits, '-' and '.', each '.'-separated part starting and "
+                           "ending with a letter or digit)")
+    return value
+
+
+def check_dns1035_label(value: str, flag: str, longest: int = 63, why: str = "") -> str:
+    """A DNS-1035 label (a letter first) of at most ``longest`` characters, or one line naming the rule."""
+    if not isinstance(value, str) or not DNS_1035_LABEL.fullmatch(value) or len(value) > longest:
+        raise ClusterError(f"{flag} {_shown(value)} is not a DNS-1035 label of at most {longest} characters (lowercase "
+                           f"letters, digits and '-', starting with a letter, ending with a letter or digit{why})")
+    return value
+
+
+# Compute Engine resource names, machine types included (https://cloud.google.com/compute/docs/naming-resources):
+# 1-63 characters matching [a-z]([-a-z0-9]*[a-z0-9])?. Which machine types Vertex AI offers is Vertex AI's to say.
+MACHINE_TYPE = DNS_1035_LABEL
+
+# Image references: the grammar of distribution/reference (reference.go, regexp.go; the OCI distribution spec's
+# names, tags and digests): [domain[:port]/]path-component(/path-component)*[:tag][@digest]; a path component is
+# [a-z0-9]+ joined by '.', '_', '__' or '-'+; a tag [\w][\w.-]{0,127}; a digest algorithm:hex (32+ hex digits);
+# the name (domain and path) at most 255 characters (NameTotalLengthMax).
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<digest>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?")
+
+
+def check_image_reference(image: str, flag: str = "--image") -> str:
+    """An image reference by distribution/reference's grammar, or one line saying what it must look like."""
+    match = IMAGE_REFERENCE.fullmatch(image) if isinstance(image, str) else None
+    if not match or len(match.group("name")) > 255:
+        raise ClusterError(f"{flag} {_shown(image)} is not an image reference ([REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]: "
+                           "path parts of lowercase letters and digits joined by '.', '_' or '-', a tag of at most 128 "
+                           "of letters, digits, '_', '.', '-' not starting with '.' or '-', a digest such as "
+                           "sha256:<64 hex digits>)")
+    return image
+
+
 # Vertex AI's accelerator enum (google.cloud.aiplatform_v1.types.AcceleratorType) for custom jobs.
 VERTEX_ACCELERATORS = (
     "NVIDIA_TESLA_T4",
@@ -103,6 +170,13 @@ class ClusterOptions:
         if self.machine_type and (self.replicas == 1 or self.target != "vertex"):
             raise ClusterError("--machine-type is the machine of each replica of a multi-host train step on Vertex AI: "
                                "give --target vertex and --replicas too")
+        if self.machine_type and not (MACHINE_TYPE.fullmatch(self.machine_type) and len(self.machine_type) <= 63):
+            raise ClusterError(f"--machine-type {_shown(self.machine_type)} is not a Compute Engine machine type name "
+                               "(1-63 lowercase letters, digits and '-', a letter first, e.g. g2-standard-8)")
+        if self.trainer_runtime:
+            # A ClusterTrainingRuntime is a Kubernetes object (DNS-1123 subdomain); Trainer's TrainJob CRD bounds
+            # spec.runtimeRef.name to 1-253 characters (trainer.kubeflow.org_trainjobs.yaml, v2.2.0 and v2.3.0).
+            check_dns1123_subdomain(self.trainer_runtime, "--trainer-runtime")
         if self.trainer_runtime and (self.replicas == 1 or self.target != "kfp"):
             raise ClusterError("--trainer-runtime is the Kubeflow Trainer runtime of a multi-host train step: "
                                "give --target kfp and --replicas too")
@@ -172,7 +246,8 @@ def check_image_accelerator(image: str, accelerator: str | None, warn=print) -> 
 
 
 def check_image(image: str, allow_mutable: bool = False) -> None:
-    """Refuse an image kfp's cache cannot tell apart from its rebuilds (``:latest`` or no tag)."""
+    """Refuse a malformed reference, and an image kfp's cache cannot tell apart from its rebuilds (``:latest``, no tag)."""
+    check_image_reference(image)
     if allow_mutable or "@sha256:" in image:
         return
     tag = _tag(image)
