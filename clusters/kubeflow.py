@@ -14,8 +14,12 @@ deployment (Kubeflow docs, "Connect the SDK to the API"):
 - behind Google IAP: the OAuth client id (``--client-id``; kfp gets the token).
 
 Secrets come from files or the environment, never from the command line, and
-no message here ever contains them. Every failure is one ``ClusterError`` line
-that says what to supply. Before a run or a schedule is created, the backend's
+no message here ever contains them: each file's content is checked before use
+(a cookie file is one ``Cookie`` header value, a token file one bearer token),
+registered with ``mlp_core.redaction``, and every error text from a failed
+request passes ``redaction.one_line`` (a proxy may quote back what it refused).
+A ``--host`` or ``--proxy`` with ``user:password@`` is refused, unprinted. Every
+failure is one ``ClusterError`` line that says what to supply. Before a run or a schedule is created, the backend's
 version is read from its healthz endpoint and an older backend than the compiled
 spec needs is refused (``MIN_BACKEND``).
 """
@@ -24,11 +28,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from clusters.cron import to_kfp
-from clusters.options import ClusterError
+from clusters.options import ClusterError, check_dns1123_label
+from mlp_core import redaction
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 # kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject, and the
@@ -54,6 +61,14 @@ class Connection:
     verify_tls: bool = True
     proxy: str | None = None
 
+    def __post_init__(self) -> None:
+        check_url(self.host, "--host")
+        if self.proxy is not None:
+            check_url(self.proxy, "--proxy")
+        if self.namespace is not None:
+            # A Kubeflow profile's namespace is a Kubernetes Namespace, whose name is a DNS-1123 label.
+            check_dns1123_label(self.namespace, "--namespace")
+
     def identity(self) -> str:
         """Who the requests claim to be, in words (never the secret itself)."""
         if self.token_file:
@@ -67,18 +82,124 @@ class Connection:
         return "no identity"
 
 
+def check_url(url: str, flag: str) -> str:
+    """An ``http(s)://HOST[:PORT][/PATH]`` URL without userinfo, its port in 1-65535; else one line, unprinted secrets.
+
+    Userinfo (``user:password@``) is refused rather than stripped: the client never sends it (urllib3's
+    ``PoolManager.urlopen`` sends only the request URI to the host, and its ``ProxyManager`` takes proxy credentials
+    from ``proxy_headers`` only, urllib3 2.x ``poolmanager.py``), RFC 3986 §3.2.1 deprecates ``user:password`` in a
+    URI, and a URL is printed in every error line. The port is RFC 3986 §3.2.3's, bounded by TCP's 16 bits.
+    """
+    text = str(url)
+    parts = urlsplit(text)
+    if "@" in parts.netloc:
+        redaction.remember(parts.password, parts.username and parts.netloc.rpartition("@")[0])
+        raise ClusterError(f"{flag} {redaction.redact(text)} carries a user name or password: the client never sends "
+                           "it, and it would be printed; give the identity with --token-file, --cookie-file or "
+                           "--client-id" + (" (a proxy that needs credentials is not supported)" if flag == "--proxy" else ""))
+    if re.search(r"[\x00-\x20\x7f]", text) or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClusterError(f"{flag} {redaction.one_line(text, 120)!r} is not an http:// or https:// URL with a host "
+                           "(e.g. http://localhost:8080)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ClusterError(f"{flag} {text}: the port must be 1-65535")
+    return text
+
+
 def _connection(target: "str | Connection") -> Connection:
     return target if isinstance(target, Connection) else Connection(host=target)
 
 
-def _secret(path: str, flag: str) -> str:
+def _read_secret(path: str, flag: str) -> str:
+    """The file's text without its final line ending; refused when empty, unreadable or several lines."""
     try:
-        value = Path(path).read_text().strip()
+        raw = Path(path).read_bytes()
     except OSError as e:
         raise ClusterError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
-    if not value:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClusterError(f"{flag} {path} is not text (UTF-8)") from None
+    redaction.remember(text.strip())
+    for ending in ("\n", "\r"):  # one final LF or CRLF is the file's line ending, not part of the value
+        text = text[: -len(ending)] if text.endswith(ending) else text
+    value = text.strip(" \t")
+    redaction.remember(value)
+    if not value.strip():
         raise ClusterError(f"{flag} {path} is empty")
     return value
+
+
+# RFC 6265 §4.2.1: cookie-string = cookie-pair *( ";" SP cookie-pair ); cookie-pair = cookie-name "=" cookie-value,
+# cookie-name a token (RFC 9110 §5.6.2 tchar), cookie-value *cookie-octet or DQUOTE *cookie-octet DQUOTE,
+# cookie-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E (no CTLs, whitespace, DQUOTE, comma, ';', '\').
+_COOKIE_NAME = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_COOKIE_VALUE = r"(?:[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*|\"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*\")"
+COOKIE_STRING = re.compile(rf"{_COOKIE_NAME}={_COOKIE_VALUE}(?:; {_COOKIE_NAME}={_COOKIE_VALUE})*")
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" (a Kubernetes token is a JWT).
+BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def _is_cookie_jar(text: str) -> bool:
+    """The Netscape cookie-jar format (curl -c, wget --save-cookies, browser exports): tab-separated, 7 fields."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (text.lstrip().startswith(("# Netscape HTTP Cookie File", "# HTTP Cookie File", "#HttpOnly_"))
+            or any(len(line.split("\t")) == 7 for line in lines))
+
+
+def _cookie(path: str) -> str:
+    """The ``Cookie`` header value in ``path``, checked by RFC 6265's grammar; its values never printed."""
+    value = _read_secret(path, "--cookie-file")
+    redaction.remember_cookies(value)
+    for line in value.splitlines():
+        redaction.remember_cookies(line.strip())
+        for field in line.split("\t"):
+            redaction.remember(field.strip())
+    if _is_cookie_jar(value):
+        raise ClusterError(f"--cookie-file {path} is a Netscape cookie-jar file; give the Cookie header's value instead, "
+                           "one line NAME=VALUE (the jar's 6th and 7th fields): awk -F'\\t' 'NF==7 {print $6\"=\"$7}' "
+                           f"{path}, then keep the auth proxy's cookie (e.g. oauth2_proxy_kubeflow=...)")
+    if "\r" in value or "\n" in value:
+        raise ClusterError(f"--cookie-file {path} holds more than one line (or a CR/LF inside): write the Cookie header's "
+                           "value as one line, NAME=VALUE[; NAME2=VALUE2]")
+    if not COOKIE_STRING.fullmatch(value):
+        raise ClusterError(f"--cookie-file {path} is not a Cookie header value NAME=VALUE[; NAME2=VALUE2] (RFC 6265 "
+                           "§4.2.1: no 'Cookie:' prefix; a value without spaces, quotes inside, commas, ';' or '\\')")
+    return value
+
+
+def _token(path: str, flag: str) -> str:
+    """The bearer token in ``path``, checked by RFC 6750's b64token grammar; never printed."""
+    value = _read_secret(path, flag)
+    for part in value.split():
+        redaction.remember(part)
+    if value.lower().startswith("bearer "):
+        raise ClusterError(f"{flag} {path} starts with 'Bearer': the file holds the token alone (the client adds "
+                           "'Authorization: Bearer ')")
+    if not BEARER_TOKEN.fullmatch(value):
+        raise ClusterError(f"{flag} {path} is not one bearer token (RFC 6750 §2.1: one line of letters, digits, "
+                           "'-', '.', '_', '~', '+', '/', then '=' padding; no spaces or control characters)")
+    return value
+
+
+def _secret(path: str, flag: str) -> str:
+    """The secret in ``path`` (a cookie file or a token file), checked by its format."""
+    return _cookie(path) if flag == "--cookie-file" else _token(path, flag)
+
+
+def check_identity(conn: Connection) -> None:
+    """Read and check every secret file ``conn`` names (no network): a bad file is one line before any work."""
+    if conn.token_file:
+        _secret(conn.token_file, "--token-file")
+    if conn.cookie_file:
+        _secret(conn.cookie_file, "--cookie-file")
+    if not conn.token_file and not conn.client_id and os.environ.get(SA_TOKEN_ENV):
+        _secret(os.environ[SA_TOKEN_ENV], SA_TOKEN_ENV)
+    if conn.ca_cert and not Path(conn.ca_cert).is_file():
+        raise ClusterError(f"--ca-cert {conn.ca_cert}: no such file")
 
 
 def _client(conn: Connection):
@@ -126,14 +247,14 @@ def _client(conn: Connection):
 
 def _reason(e: Exception) -> str:
     """The one cause worth printing from a urllib3 / kfp_server_api error chain, without headers or bodies' secrets."""
-    text = str(getattr(e, "reason", "") or e)
+    text = redaction.redact(getattr(e, "reason", "") or e)
     for marker, plain in (("CERTIFICATE_VERIFY_FAILED", "certificate verify failed"),
                           ("Connection refused", "connection refused"),
                           ("Name or service not known", "unknown host"),
                           ("timed out", "timed out")):
         if marker in text:
             return plain
-    return text.strip().splitlines()[0][:200] if text.strip() else type(e).__name__
+    return redaction.one_line(text.strip().splitlines()[0], 200) if text.strip() else type(e).__name__
 
 
 def _message(e, conn: Connection, what: str) -> str:
@@ -144,7 +265,7 @@ def _message(e, conn: Connection, what: str) -> str:
     except (TypeError, ValueError):
         pass
     detail = (body.get("message") or body.get("error") or getattr(e, "reason", "") or "") if isinstance(body, dict) else ""
-    detail = " ".join(str(detail).split())[:200]
+    detail = redaction.one_line(detail, 200)  # a server's text: a proxy may quote the credentials it refused
     if status == 401:
         return (f"{what} failed at {conn.host}: 401 Unauthorized with {conn.identity()}: supply an identity "
                 "(--token-file with a bearer token, --cookie-file with the auth proxy's session cookie, --client-id "
@@ -174,7 +295,7 @@ def _call(conn: Connection, what: str, fn, *args, **kwargs):
     except ClusterError:
         raise
     except Exception as e:  # urllib3 MaxRetryError / SSLError, kfp_server_api ApiException, ...
-        raise ClusterError(_message(e, conn, what)) from None
+        raise ClusterError(redaction.one_line(_message(e, conn, what), 600)) from None
 
 
 def connect(target: "str | Connection", check_version: bool = False, warn=print):
