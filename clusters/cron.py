@@ -16,14 +16,35 @@ def validate(expression: str) -> str:
         raise ClusterError(f"cron must have five fields (minute hour day month weekday), got {fields!r}")
     if not croniter.is_valid(fields):
         raise ClusterError(f"invalid cron expression {fields!r}")
+    zone = timezone.utc
     if tz:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
-            ZoneInfo(tz)
+            zone = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
             raise ClusterError(f"unknown time zone {tz!r} in cron") from None
+    _check_fires(fields, zone)
     return expression.strip()
+
+
+# Kubeflow's ScheduledWorkflow controller computes the next run with robfig/cron, whose SpecSchedule.Next gives up
+# after five years ("If no time is found within five years, return zero", cron v3 spec.go): a schedule that does not
+# fire within five years is one that never fires there. The same bound is used for Vertex AI, whose scheduler's code
+# is not public.
+FIRES_WITHIN_YEARS = 5
+
+
+def _check_fires(fields: str, zone) -> None:
+    """Refuse a valid-looking expression that never fires (``0 3 31 2 *``): it would create a schedule that never runs."""
+    from croniter import CroniterBadDateError, croniter
+
+    try:
+        croniter(fields, datetime.now(timezone.utc).astimezone(zone),
+                 max_years_between_matches=FIRES_WITHIN_YEARS).get_next(datetime)
+    except CroniterBadDateError:
+        raise ClusterError(f"cron {fields!r} never fires (no such date within {FIRES_WITHIN_YEARS} years, e.g. the 31st "
+                           "of a 30-day month or February 30): check the day of month and month fields") from None
 
 
 def _split_tz(expression: str) -> tuple[str | None, str]:
