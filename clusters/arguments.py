@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 from clusters.options import ClusterError
+from mlp_core.locations import check_location, check_publish_target, is_remote, is_resource_name
 
 
 def parameter_types() -> dict[str, type]:
@@ -25,6 +26,8 @@ def parse_params(items: "list[str]") -> dict:
             raise ClusterError(f"--param must be name=value, got {item!r}")
         if name not in types:
             raise ClusterError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(types))}")
+        if name in arguments:
+            raise ClusterError(f"--param {name} is given twice; give each parameter once")
         kind = types[name]
         try:
             if kind is bool:
@@ -63,11 +66,25 @@ def validate_arguments(arguments: dict) -> dict:
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
     check_fraction("blessing_threshold", values["blessing_threshold"])
     check_fraction("blessing_tolerance", values["blessing_tolerance"])
+    check_locations(values)
     for name in ("publish_uri", "checkpoint_root"):
         location = values[name]
-        if location and "://" not in location:
+        if location and not is_remote(location) and not is_resource_name(location):
             check_writable_folder(name, Path(location))
     return values
+
+
+# Parameters whose value is a location, and the rule of mlp_core.locations each must pass (an empty value is the
+# step's default): a publish target may also be a Vertex AI Model Registry model; the others are folders.
+LOCATION_PARAMETERS = {"publish_uri": check_publish_target, "checkpoint_root": check_location,
+                       "tfds_data_dir": check_location}
+
+
+def check_locations(values: dict) -> None:
+    """Every location-valued argument well formed (``mlp_core.locations``), before any step runs or anything is sent."""
+    for name, check in LOCATION_PARAMETERS.items():
+        if values.get(name):
+            check(values[name], name)
 
 
 def check_writable_folder(name: str, path: Path) -> None:
