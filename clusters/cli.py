@@ -51,7 +51,9 @@ def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True)
                    help="Vertex AI: upload each run's curves to this Vertex AI TensorBoard instance, "
                    "projects/P/locations/L/tensorboards/N (the experiment's backing TensorBoard; experiment "
                    f"{DEFAULT_EXPERIMENT} unless --experiment is given)")
-    p.add_argument("--no-cache", action="store_true", help="turn kfp's step caching off (on by default)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="no step is cached (default: the compiled choice, train cached; ingest, evaluate and publish "
+                   "never, they read state that is not an input)")
     p.add_argument("--allow-mutable-image", action="store_true",
                    help="accept an image tagged :latest or untagged (kfp's cache would reuse stale results)")
 
@@ -114,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--pipeline-root", default=None, help="artifact root, gs://... (required on Vertex)")
         s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument; repeatable")
         s.add_argument("--name", default=None, help="run or schedule name (prefixed with jax-mlp-pipeline)")
+        s.add_argument("--cache", action="store_true",
+                       help="cache every step, ingest and evaluate too (the client overrides the compiled caching; "
+                       "default: keep it)")
         kf = s.add_argument_group(
             "Kubeflow: identity, namespace, TLS",
             "secrets are read from files, never given on the command line; in a pod, KF_PIPELINES_SA_TOKEN_PATH "
@@ -147,25 +152,58 @@ def _compiled(args, target: str, directory: str) -> Path:
     return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
 
 
-def _connection(args):
-    from clusters.kubeflow import Connection
+def _caching(args) -> "bool | None":
+    """What submit and schedule tell the client: None keeps the compiled caching.
 
+    ``kfp.Client.create_run_from_pipeline_package``/``create_recurring_run`` with ``enable_caching`` True or False
+    rewrite every root-DAG task's caching option (``_override_caching_options``, kfp/client/client.py), and
+    ``aiplatform.PipelineJob`` every task's (``_set_enable_caching_value``, google/cloud/aiplatform/pipeline_jobs.py):
+    only None keeps ingest and evaluate uncached, as compiled.
+    """
+    if args.cache and args.no_cache:
+        raise ClusterError("--cache and --no-cache contradict each other: give one, or neither to keep the compiled "
+                           "caching")
+    return True if args.cache else False if args.no_cache else None
+
+
+def _check_backend_flags(args) -> None:
+    """A flag of the other backend is refused, not silently ignored."""
     if args.vertex:
-        given = [f for f in ("namespace", "token_file", "cookie_file", "client_id", "ca_cert", "proxy") if getattr(args, f)]
+        given = [f for f in ("namespace", "token_file", "cookie_file", "client_id", "ca_cert", "proxy")
+                 if getattr(args, f) is not None]
         if given or args.no_verify_tls:
             flag = "--" + (given[0] if given else "no_verify_tls").replace("_", "-")
             raise ClusterError(f"{flag} is a Kubeflow option; Vertex AI uses your Google Cloud credentials")
+        if getattr(args, "catchup", False):
+            raise ClusterError("--catchup is a Kubeflow option (a recurring run's no_catchup); with --vertex it would be "
+                               "ignored")
+        return
+    given = [f for f in ("project", "region", "service_account") if getattr(args, f) is not None]
+    if given:
+        raise ClusterError(f"--{given[0].replace('_', '-')} is a Vertex AI option; with --host (Kubeflow) it would be "
+                           "ignored")
+
+
+def _connection(args):
+    from clusters.kubeflow import Connection, check_identity
+
+    _check_backend_flags(args)
+    if args.vertex:
         return None
     if args.token_file and args.client_id:
         raise ClusterError("give one identity: --token-file or --client-id")
+    conn = Connection(host=args.host, namespace=args.namespace, token_file=args.token_file, cookie_file=args.cookie_file,
+                      client_id=args.client_id, ca_cert=args.ca_cert, verify_tls=not args.no_verify_tls, proxy=args.proxy)
+    check_identity(conn)  # every file read and checked now, before any work
     if args.no_verify_tls:
         print(f"warning: not verifying the TLS certificate of {args.host}", file=sys.stderr)
-    return Connection(host=args.host, namespace=args.namespace, token_file=args.token_file, cookie_file=args.cookie_file,
-                      client_id=args.client_id, ca_cert=args.ca_cert, verify_tls=not args.no_verify_tls, proxy=args.proxy)
+    return conn
 
 
 def _warn(message: str) -> None:
-    print(message, file=sys.stderr)
+    from mlp_core import redaction
+
+    print(redaction.redact(message), file=sys.stderr)
 
 
 def _submit(args) -> int:
@@ -173,6 +211,7 @@ def _submit(args) -> int:
 
     from clusters import kubeflow, vertex
 
+    caching = _caching(args)
     arguments = parse_params(args.param)
     validate_arguments(arguments)
     conn = _connection(args)
@@ -180,12 +219,12 @@ def _submit(args) -> int:
         if args.vertex:
             package = _compiled(args, "vertex", tmp)
             job = vertex.build_job(package, args.project, args.region, args.pipeline_root or "", arguments,
-                                   enable_caching=not args.no_cache, display_name=args.name or PIPELINE_NAME)
+                                   enable_caching=caching, display_name=args.name or PIPELINE_NAME)
             print(f"submitted: {vertex.submit(job, args.service_account)}")
         else:
             package = _compiled(args, "kfp", tmp)
             run_id, url = kubeflow.submit(package, conn, arguments, args.experiment, args.pipeline_root,
-                                          enable_caching=not args.no_cache, run_name=args.name, warn=_warn)
+                                          enable_caching=caching, run_name=args.name, warn=_warn)
             print(f"run {run_id}: {url}")
     return 0
 
@@ -195,6 +234,13 @@ def _schedule(args) -> int:
 
     from clusters import cron, kubeflow, vertex
 
+    actions = [flag for flag, given in (("--cron", args.cron), ("--list", args.list), ("--pause", args.pause),
+                                        ("--delete", args.delete)) if given not in (None, False)]
+    if len(actions) > 1:
+        raise ClusterError(f"schedule takes one of --cron, --list, --pause ID, --delete ID (got {' and '.join(actions)})")
+    if actions and actions[0] != "--cron" and args.param:
+        raise ClusterError(f"--param is for creating a schedule (--cron); {actions[0]} takes none")
+    caching = _caching(args)
     conn = _connection(args)
     if args.list:
         rows = vertex.list_schedules(args.project, args.region) if args.vertex else kubeflow.list_schedules(conn)
@@ -214,6 +260,8 @@ def _schedule(args) -> int:
     if not args.cron:
         raise ClusterError("schedule needs --cron (or --list, --pause ID, --delete ID)")
     cron.validate(args.cron)
+    if not args.vertex:
+        cron.to_kfp(args.cron)  # a TZ= prefix Kubeflow cannot take: refused before anything is compiled
     arguments = parse_params(args.param)
     validate_arguments(arguments)
     name = args.name or "retrain"
@@ -221,7 +269,7 @@ def _schedule(args) -> int:
         if args.vertex:
             package = _compiled(args, "vertex", tmp)
             job = vertex.build_job(package, args.project, args.region, args.pipeline_root or "", arguments,
-                                   enable_caching=not args.no_cache)
+                                   enable_caching=caching)
             created = vertex.schedule(job, args.cron, name, args.service_account)
             print(f"schedule {created.resource_name} ({args.cron})")
         else:
@@ -229,7 +277,7 @@ def _schedule(args) -> int:
             print(f"Kubeflow cron has six fields, seconds first: {args.cron!r} is sent as {kfp_cron!r}")
             package = _compiled(args, "kfp", tmp)
             schedule_id = kubeflow.schedule(package, conn, args.cron, arguments, name, args.experiment,
-                                            args.pipeline_root, enable_caching=not args.no_cache, catchup=args.catchup,
+                                            args.pipeline_root, enable_caching=caching, catchup=args.catchup,
                                             warn=_warn)
             print(f"recurring run {schedule_id} (at most one run at a time, {'with' if args.catchup else 'no'} catch-up)")
     print("next runs: " + ", ".join(t.isoformat() for t in cron.next_runs(args.cron)))
@@ -266,15 +314,23 @@ def main(argv: "list[str] | None" = None) -> int:
             return _schedule(args)
         return _run(args)
     except ClusterError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_printable(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # the components' error boundary: bad input is one line, exit 2
         from components._cli import expected_errors
 
         if not isinstance(e, expected_errors()):
             raise
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        print(f"error: {_printable(e)}", file=sys.stderr)
         return 2
+
+
+def _printable(e: Exception) -> str:
+    """An error's first line, without any secret (``mlp_core.redaction``): what ``error:`` lines print."""
+    from mlp_core import redaction
+
+    text = redaction.redact(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def cli() -> None:
