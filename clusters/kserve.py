@@ -21,9 +21,14 @@ import argparse
 import re
 import sys
 
+from clusters.options import ClusterError, check_dns1035_label, check_dns1123_label, check_dns1123_subdomain
 from components._cli import InputError, exit_on_error
+from mlp_core.locations import check_location, check_segment, join
 
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# KServe validates an InferenceService's name against IsvcNameFmt, "[a-z]([-a-z0-9]*[a-z0-9])?" (a DNS-1035 label;
+# kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_validation.go, ../shared/upstream/kserve/v0.20.0/
+# validation_facts.json) and derives Knative service and host names from it: at most 45 leaves room for their suffixes.
+NAME_LONGEST = 45
 # What KServe downloads a model from: its default ClusterStorageContainer's supportedUriFormats (kserve charts),
 # pvc:// (mounted by the controller) and oci:// (modelcars). A local folder is none of them.
 KSERVE_STORAGE = re.compile(r"^(gs|s3|pvc|https?|hdfs|webhdfs|hf|oci)://")
@@ -56,14 +61,16 @@ def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, s
         if champion is None:
             raise InputError(f"no champion at {publish_uri} (nothing published, or LATEST missing): give --version")
         version = champion["version"]
-    folder = storage.join(publish_uri, version)
+    # A version is one name part inside the publish location (LATEST is input too): never ../x, never a path.
+    check_segment(version, "--version", "published version")
+    folder = join(publish_uri, version, flag="--version")
     names = storage.list_names(folder)
     if MANIFEST not in names:
         raise InputError(f"{folder} is not a published version (no {MANIFEST}: missing, or its publish never finished)")
     if f"{SAVED_MODEL_DIR}/{SERVING_VERSION}/saved_model.pb" not in names:
         raise InputError(f"{folder} holds its SavedModel outside TF Serving's layout ({SAVED_MODEL_DIR}/"
                          f"{SERVING_VERSION}/): it was published by an older version of this project; publish it again")
-    return version, storage.join(folder, SAVED_MODEL_DIR)
+    return version, join(folder, SAVED_MODEL_DIR, flag="--version")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,10 +89,16 @@ def main(argv: "list[str] | None" = None) -> int:
     import yaml
 
     args = _parser().parse_args(argv)
-    if not DNS_1035.match(args.name) or len(args.name) > 45:
-        # KServe derives Knative service and host names from it: a DNS-1035 label with room for its suffixes
-        raise InputError(f"--name {args.name!r}: lowercase letters, digits and '-', starting with a letter, "
-                         "at most 45 characters")
+    try:  # every name the API constrains, before the publish location is read
+        check_dns1035_label(args.name, "--name", NAME_LONGEST, why="; KServe's InferenceService name, with room for "
+                            "the Knative names derived from it")
+        if args.namespace is not None:
+            check_dns1123_label(args.namespace, "--namespace")  # a Namespace's name (Kubernetes "Object Names and IDs")
+        if args.service_account is not None:
+            check_dns1123_subdomain(args.service_account, "--service-account")  # a ServiceAccount's name
+    except ClusterError as e:
+        raise InputError(str(e)) from None
+    check_location(args.publish_uri, "--publish-uri")
     version, uri = storage_uri(args.publish_uri, args.version)
     print(f"# version {version} of {args.publish_uri}", file=sys.stderr)
     if not KSERVE_STORAGE.match(uri):
