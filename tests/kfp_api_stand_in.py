@@ -18,7 +18,12 @@ Options make it behave like the deployments teams run:
   refused as the API server refuses it (403 ``PermissionDenied`` from its
   SubjectAccessReview; 400 ``Invalid input`` without a namespace);
 - ``tls``: ``(certfile, keyfile)``: HTTPS with that certificate (tests make a
-  self-signed CA and a server certificate with ``cryptography``).
+  self-signed CA and a server certificate with ``cryptography``);
+- ``echo``: an HTTP status every API call but healthz is answered with, by a
+  careless auth proxy or gateway that quotes the credentials it rejected (the
+  request's ``Authorization`` and ``Cookie`` headers) in its error body, as
+  ``error`` and ``message`` of the API's own error shape: what the client must
+  never print.
 
 It also answers requests in absolute form (``GET http://host/apis/...``), as
 the HTTP proxy a client is told to use receives them, and records the host.
@@ -55,8 +60,10 @@ class _Body:
 
 class RecordingKfpApi(LoopbackJsonServer):
     def __init__(self, port: int = 0, version: str = "2.5.0", token: "str | None" = None, cookie: "str | None" = None,
-                 namespaces: "tuple[str, ...] | None" = None, tls: "tuple[str, str] | None" = None):
+                 namespaces: "tuple[str, ...] | None" = None, tls: "tuple[str, str] | None" = None,
+                 echo: "int | None" = None):
         self.version = version
+        self.echo = echo
         self.token = token
         self.cookie = cookie
         self.namespaces = namespaces
@@ -161,6 +168,10 @@ class RecordingKfpApi(LoopbackJsonServer):
         model = _MODELS.get((method, path))
         if model:  # decode as the real server's generated client would: malformed bodies raise
             record["model"] = self._api.deserialize(_Body(text), model)
+        if self.echo and path != "/apis/v2beta1/healthz":  # a proxy quoting what it refused
+            text = (f"rejected {method} {target}: Authorization: {headers.get('Authorization')}; "
+                    f"Cookie: {headers.get('Cookie')}")
+            return self.echo, {"error": text, "code": 7, "message": text}
         if not self._authorized(headers):  # the auth proxy, in front of the API
             return 401, {"error": "Unauthorized", "code": 16, "message": "Unauthorized"}
         return self._respond(method, path, query, body)

@@ -28,6 +28,11 @@ def _compile(tmp_path, *flags: str) -> dict:
     return spec
 
 
+def _sent(pipeline_spec: dict) -> dict:
+    """The PipelineSpec of a request: kfp.Client sends {pipeline_spec, platform_spec} when kfp-kubernetes adds one."""
+    return pipeline_spec.get("pipeline_spec", pipeline_spec)
+
+
 def _executors(spec: dict) -> dict:
     return {name.removeprefix("exec-"): e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
 
@@ -185,8 +190,8 @@ def test_submit_to_kubeflow_sends_spec_parameters_experiment_and_root():
         [run] = api.decoded("POST", "/apis/v2beta1/runs")
     assert experiment.display_name == "nightly"
     assert run.experiment_id == "exp-1"
-    assert run.pipeline_spec["pipelineInfo"]["name"] == "jax-mlp-pipeline"
-    assert {e["container"]["image"] for e in run.pipeline_spec["deploymentSpec"]["executors"].values()} == {IMAGE}
+    assert _sent(run.pipeline_spec)["pipelineInfo"]["name"] == "jax-mlp-pipeline"
+    assert {e["container"]["image"] for e in _sent(run.pipeline_spec)["deploymentSpec"]["executors"].values()} == {IMAGE}
     assert run.runtime_config.parameters == {"epochs": 3, "shuffle": False}
     assert run.runtime_config.pipeline_root == "gs://bucket/root"
     assert out.strip().splitlines()[-1] == f"run run-2: {api.url}/#/runs/details/run-2"
@@ -208,7 +213,7 @@ def test_schedule_on_kubeflow_then_list_pause_delete():
     assert int(recurring.max_concurrency) == 1 and recurring.no_catchup is True
     assert recurring.display_name == "jax-mlp-pipeline-retrain" and recurring.experiment_id == "exp-1"
     assert recurring.runtime_config.parameters == {"epochs": 10}
-    assert recurring.pipeline_spec["pipelineInfo"]["name"] == "jax-mlp-pipeline"
+    assert _sent(recurring.pipeline_spec)["pipelineInfo"]["name"] == "jax-mlp-pipeline"
     assert "rr-2  jax-mlp-pipeline-retrain  ENABLED  0 0 3 * * 1" in listed
     assert paused == "DISABLED" and remaining == {}
 
@@ -258,3 +263,57 @@ def test_cron_validation_and_next_runs():
         cron.validate("TZ=Mars/Olympus 0 3 * * *")
     with pytest.raises(ClusterError, match="Kubeflow recurring runs take no TZ="):
         cron.to_kfp("TZ=Europe/Berlin 0 3 * * *")
+
+
+STEP_TASKS = ("ingest", "train", "evaluate")
+
+
+def _caching(spec: dict) -> dict:
+    """Each step's caching as a request carries it (the submitting client may rewrite it)."""
+    return {name: bool(t.get("cachingOptions", {}).get("enableCache")) for name, t in _tasks(spec).items()
+            if name in STEP_TASKS}
+
+
+@pytest.mark.parametrize(("flags", "cached"), [
+    ([], {"train"}),  # the compiled choice: ingest and evaluate read state that is not an input
+    (["--no-cache"], set()),
+    (["--cache"], None),  # asked for: kfp.Client turns every root-DAG task's cache on
+])
+def test_submit_and_schedule_send_the_compiled_caching_unless_told(flags, cached):
+    """kfp.Client(enable_caching=True) rewrites every task's caching (kfp/client/client.py); None keeps the spec."""
+    with RecordingKfpApi() as api:
+        run_cli("pipeline.py", "submit", "--host", api.url, "--image", IMAGE, *flags)
+        run_cli("pipeline.py", "schedule", "--host", api.url, "--image", IMAGE, "--cron", "0 3 * * 1", *flags)
+        [run] = api.decoded("POST", "/apis/v2beta1/runs")
+        [recurring] = api.decoded("POST", "/apis/v2beta1/recurringruns")
+    for spec in (_sent(run.pipeline_spec), _sent(recurring.pipeline_spec)):
+        if cached is None:
+            assert all(t["cachingOptions"]["enableCache"] for t in spec["root"]["dag"]["tasks"].values())
+        else:
+            assert {name for name, on in _caching(spec).items() if on} == cached
+
+
+def test_vertex_submit_and_schedule_send_the_compiled_caching(gcs_emulator):
+    """aiplatform.PipelineJob(enable_caching=True) rewrites every task's caching (pipeline_jobs.py); None keeps it."""
+    import os
+    from pathlib import Path
+
+    from vertex_experiments_stand_in import VertexExperimentsStandIn
+
+    if not gcs_emulator.bucket("stand-in-bucket").exists():
+        gcs_emulator.create_bucket("stand-in-bucket")
+    bucket = gcs_emulator.get_bucket("stand-in-bucket")
+    site = str(Path(__file__).parent / "vertex_stand_in_site")
+    with VertexExperimentsStandIn() as vertex_api:
+        env = {"JAX_MLP_VERTEX_ENDPOINT": vertex_api.url, "STORAGE_EMULATOR_HOST": os.environ["STORAGE_EMULATOR_HOST"],
+               "PYTHONPATH": os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")])),
+               "JAX_MLP_STAND_IN_PROJECT_NUMBER": str(bucket.project_number)}
+        where = ["--vertex", "--project", "stand-in-project", "--region", "us-central1", "--pipeline-root",
+                 "gs://stand-in-bucket/root", "--accelerator", "none"]
+        run_cli("pipeline.py", "submit", *where, env=env)
+        run_cli("pipeline.py", "schedule", *where, "--cron", "0 3 * * 1", env=env)
+        posts = [r for r in vertex_api.requests if r["method"] == "POST"]
+    job = next(r["body"] for r in posts if r["path"].endswith("/pipelineJobs"))
+    schedule = next(r["body"] for r in posts if r["path"].endswith("/schedules"))
+    for spec in (job["pipelineSpec"], schedule["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"]):
+        assert {name for name, on in _caching(spec).items() if on} == {"train"}
