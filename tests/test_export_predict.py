@@ -129,7 +129,8 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
 
     bad = run_cli("-m", "clusters.kserve", "--name", "MNIST_mlp", "--publish-uri", str(published), check=False)
-    assert bad.returncode == 2 and "--name 'MNIST_mlp': lowercase letters" in bad.stderr
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "--name 'MNIST_mlp'" in bad.stderr and "lowercase letters" in bad.stderr  # the rule, named
     none = run_cli("-m", "clusters.kserve", "--name", "mnist", "--publish-uri", str(tmp_path / "empty"), check=False)
     assert none.returncode == 2 and "no champion at" in none.stderr
 

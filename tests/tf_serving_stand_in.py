@@ -43,6 +43,20 @@ def _versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.is_dir() else []
 
 
+def _json(key: str, value):
+    """A tensor's values as TF Serving writes them: strings as UTF-8 text, ``{"b64": ...}`` for a ``*_bytes`` output.
+
+    https://www.tensorflow.org/tfx/serving/api_rest#encoding_binary_values
+    """
+    import base64
+
+    if isinstance(value, list):
+        return [_json(key, v) for v in value]
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode()} if key.endswith("_bytes") else value.decode("utf-8")
+    return value
+
+
 class TfServingStandIn(LoopbackJsonServer):
     def __init__(self, models: dict[str, "str | Path"]):
         from mlp_core.data.tf import tf
@@ -100,7 +114,7 @@ class TfServingStandIn(LoopbackJsonServer):
             outputs = signature(**tensors)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
             return 400, {"error": " ".join(str(e).split())[:500]}
-        values = {key: value.numpy().tolist() for key, value in outputs.items()}
+        values = {key: _json(key, value.numpy().tolist()) for key, value in outputs.items()}
         if not row:
             return 200, {"outputs": values if len(values) > 1 else next(iter(values.values()))}
         count = len(next(iter(values.values())))
