@@ -23,14 +23,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mlp_core.locations import _PROJECT, _REGION
+from mlp_core.locations import PROJECT, REGION
 
 # Resource names, their project and region by mlp_core.locations' rules. A pipeline job id is the SDK's
 # "^[a-z][-a-z0-9]{0,127}$" (google/cloud/aiplatform/constants/pipeline.py _VALID_NAME_PATTERN, IGNORECASE);
 # a TensorBoard instance's id is the number Vertex AI gave it.
-JOB = re.compile(rf"^projects/(?P<project>{_PROJECT})/locations/(?P<location>{_REGION})"
+JOB = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                  r"/pipelineJobs/(?P<job>(?i:[a-z][-a-z0-9]{0,127}))$")
-TENSORBOARD = re.compile(rf"^projects/(?P<project>{_PROJECT})/locations/(?P<location>{_REGION})"
+TENSORBOARD = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                          r"/tensorboards/(?P<id>[0-9]{1,20})$")
 # An experiment name is the id of its Metadata context and of its TensorBoard experiment: 4-128 of [a-z0-9-]
 # (aiplatform_v1 CreateContextRequest.context_id, "Must be 4-128 characters in length. Valid characters are

@@ -191,9 +191,9 @@ def member(folder: "str | Path", name: str, flag: str = "artifact") -> Path:
 # a project is its id (6-30 of [a-z0-9-], a letter first, no '-' last: Resource Manager's rule) or its number;
 # a location a region (us-central1, europe-west4); a model id at most 63 of [a-z0-9_-], the first neither a digit
 # nor '-' (aiplatform_v1 UploadModelRequest.model_id).
-_PROJECT = r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})"
-_REGION = r"[a-z]+-[a-z]+[0-9]+"
-REGISTRY_MODEL = re.compile(rf"^projects/(?P<project>{_PROJECT})/locations/(?P<location>{_REGION})"
+PROJECT = r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{1,20})"
+REGION = r"[a-z]+-[a-z]+[0-9]+"
+REGISTRY_MODEL = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                             r"/models/(?P<model>[a-z_][a-z0-9_-]{0,62})$")
 
 
