@@ -68,7 +68,7 @@ def evaluate(
     """
     from collections import namedtuple
 
-    from components.evaluate import evaluate_model
+    from components.evaluate import champion_line, evaluate_model
 
     result = evaluate_model(model.path, dataset.path, report.path, report_markdown.path,
                             blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
