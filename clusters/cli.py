@@ -327,10 +327,9 @@ def main(argv: "list[str] | None" = None) -> int:
 
 def _printable(e: Exception) -> str:
     """An error's first line, without any secret (``mlp_core.redaction``): what ``error:`` lines print."""
-    from mlp_core import redaction
+    from components._cli import error_line  # a Google credentials error: how to provide them
 
-    text = redaction.redact(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return error_line(e)
 
 
 def cli() -> None:

@@ -129,10 +129,13 @@ def _api():
 
 
 def _api_error(e) -> str:
+    """The Kubernetes API's message, as one line without credentials (``mlp_core.redaction``)."""
+    from mlp_core.redaction import one_line
+
     try:
-        return json.loads(e.body).get("message") or e.reason
+        return one_line(json.loads(e.body).get("message") or e.reason)
     except (TypeError, ValueError, AttributeError):
-        return str(e.reason)
+        return one_line(e.reason)
 
 
 def _condition(job: dict, kind: str) -> "dict | None":

@@ -7,6 +7,7 @@ Vertex AI (``mlp_core.model_registry``, ``mlp_core.experiments``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from clusters.cron import validate
@@ -15,16 +16,20 @@ from clusters.options import ClusterError
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 
 
-def _aiplatform():
+def _aiplatform(credentials=None):
+    """The SDK, pointed at ``JAX_MLP_VERTEX_ENDPOINT`` when set; default credentials looked up unless given."""
     try:
         from google.cloud import aiplatform
     except ImportError:
         raise ClusterError(
             "google-cloud-aiplatform is not installed; install it with: pip install 'jax-mlp-pipeline[vertex]'"
         ) from None
-    from mlp_core.vertex_endpoint import endpoint
+    from mlp_core.vertex_endpoint import ENDPOINT_ENV, endpoint
 
-    given, credentials = endpoint()
+    if credentials is not None and not os.environ.get(ENDPOINT_ENV):
+        return aiplatform  # the caller's credentials, the default endpoint: nothing to look up
+    given, found = endpoint()
+    credentials = credentials or found
     if given:  # another API endpoint (Private Service Connect; the tests' stand-in), as the steps take it
         aiplatform.init(api_endpoint=given, api_transport="rest", credentials=credentials)
     return aiplatform
@@ -37,7 +42,8 @@ def build_job(package: str | Path, project: str, region: str, pipeline_root: str
         raise ClusterError(f"Vertex AI needs a gs:// pipeline root, got {pipeline_root!r}")
     if not project or not region:
         raise ClusterError("Vertex AI needs --project and --region")
-    aiplatform = _aiplatform()
+    check_project_and_region(project, region)
+    aiplatform = _aiplatform(credentials)
     return aiplatform.PipelineJob(
         display_name=display_name, template_path=str(package), pipeline_root=pipeline_root,
         parameter_values=arguments, enable_caching=enable_caching, project=project, location=region,
@@ -48,15 +54,29 @@ def build_job(package: str | Path, project: str, region: str, pipeline_root: str
 def build_schedule(job, name: str, credentials=None):
     """The ``PipelineJobSchedule`` of ``job`` (no network call until ``.create``)."""
     display_name = name if name.startswith(SCHEDULE_PREFIX) else f"{SCHEDULE_PREFIX}-{name}"
-    return _aiplatform().PipelineJobSchedule(pipeline_job=job, display_name=display_name, credentials=credentials)
+    return _aiplatform(credentials).PipelineJobSchedule(pipeline_job=job, display_name=display_name, credentials=credentials)
+
+
+def check_project_and_region(project: str, region: str) -> None:
+    """A project id (or number) and a region by their documented rules (``mlp_core.locations``), before any call."""
+    import re
+
+    from mlp_core.locations import PROJECT, REGION
+
+    if not re.fullmatch(PROJECT, project):
+        raise ClusterError(f"--project {project[:80]!r} is not a Google Cloud project id (6-30 of a-z, 0-9, '-', a letter "
+                           "first, not ending in '-') or project number")
+    if not re.fullmatch(REGION, region):
+        raise ClusterError(f"--region {region[:80]!r} is not a Google Cloud region (such as us-central1)")
 
 
 def _call(what: str, fn, *args, **kwargs):
+    from mlp_core.redaction import one_line
+
     try:
         return fn(*args, **kwargs)
-    except Exception as e:  # google.api_core / google.auth errors, as one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ClusterError(f"{what} failed: {type(e).__name__}: {first[:300]}") from None
+    except Exception as e:  # google.api_core / google.auth errors, as one line, credentials redacted
+        raise ClusterError(f"{what} failed: {type(e).__name__}: {one_line(str(e) or type(e).__name__)[:300]}") from None
 
 
 def submit(job, service_account: str | None = None) -> str:
@@ -75,6 +95,7 @@ def schedule(job, cron: str, name: str, service_account: str | None = None):
 
 
 def list_schedules(project: str, region: str) -> list[dict]:
+    check_project_and_region(project, region)
     aiplatform = _aiplatform()
     schedules = _call("listing Vertex AI schedules", aiplatform.PipelineJobSchedule.list,
                       filter=f'display_name:"{SCHEDULE_PREFIX}"', project=project, location=region)

@@ -46,7 +46,10 @@ def error_line(error: BaseException) -> str:
         from mlp_core.vertex_endpoint import credentials_message
 
         return credentials_message(error)
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    from mlp_core.redaction import redact  # every error line passes the one redaction function
+
+    text = redact(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def exit_on_error(main: Callable[..., int | None]) -> Callable[..., int]:

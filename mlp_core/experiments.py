@@ -113,7 +113,9 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
             _upload_events(tensorboard_dir, tensorboard, experiment, run)
         _log(experiment, run, params, metrics)
     except exceptions.GoogleAPICallError as e:
-        raise ExperimentError(f"Vertex AI refused: {e.code} {e.message}".splitlines()[0][:300]) from None
+        from mlp_core.redaction import one_line
+
+        raise ExperimentError(f"Vertex AI refused: {e.code} {one_line(e.message)}") from None
     return run
 
 

@@ -23,6 +23,7 @@ import json
 
 from mlp_core import locations
 from mlp_core.blessing import ChampionError
+from mlp_core.redaction import one_line  # what a server says may quote the credentials it refused
 
 CHAMPION = "champion"
 # Vertex AI's prebuilt TensorFlow 2 prediction container (CPU); it serves a SavedModel's serving_default.
@@ -71,7 +72,7 @@ def read_champion(publish_uri: str) -> "dict | None":
     except exceptions.NotFound:
         return None
     except exceptions.GoogleAPICallError as e:
-        raise ChampionError(f"the champion cannot be read from {publish_uri}: {e.message}") from None
+        raise ChampionError(f"the champion cannot be read from {publish_uri}: {one_line(e.message)}") from None
     try:
         record = json.loads(model.version_description)
         record["metrics"]["test_accuracy"] = float(record["metrics"]["test_accuracy"])
@@ -130,5 +131,5 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
             return version_id, False, f"version {version_id} uploaded; {CHAMPION} not moved: {reason}"
         client.merge_version_aliases(name=f"{publish_uri}@{version_id}", version_aliases=[CHAMPION])
     except exceptions.GoogleAPICallError as e:
-        raise ChampionError(f"the Model Registry refused the upload to {publish_uri}: {e.message}") from None
+        raise ChampionError(f"the Model Registry refused the upload to {publish_uri}: {one_line(e.message)}") from None
     return version_id, True, f"version {version_id} of {publish_uri}; {CHAMPION} moved to it ({reason})"

@@ -35,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 from mlp_core import locations
+from mlp_core.redaction import one_line  # a server's error text may quote the credentials it refused
 
 BUNDLED_SCHEME = "minio"
 # Where Kubeflow's launcher finds its bundled store when nothing else is configured (objectstore/config.go, 2.17.0).
@@ -127,7 +128,7 @@ def _bucket(uri: str):
         if not bucket.exists(retry=_retry()):
             raise StorageError(f"bucket gs://{bucket_name} does not exist")
     except exceptions.GoogleAPICallError as e:
-        raise StorageError(f"cannot reach gs://{bucket_name}: {e.message}") from None
+        raise StorageError(f"cannot reach gs://{bucket_name}: {one_line(e.message)}") from None
     return bucket, name
 
 
@@ -183,7 +184,7 @@ def _s3_error(e: Exception, uri: str) -> StorageError:
             return StorageError(f"object not found: {uri}")
         message = e.response.get("Error", {}).get("Message", "") or code
         return StorageError(f"cannot use {uri}: {code}: {message}")
-    return StorageError(f"cannot reach the S3 endpoint for {uri}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    return StorageError(f"cannot reach the S3 endpoint for {uri}: {one_line(str(e) or type(e).__name__)}")
 
 
 def _s3_errors():
