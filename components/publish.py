@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from kfp import dsl
-from kfp.dsl import Input, Model
+from kfp.dsl import Artifact, Input, Model
 
 from clusters.options import StepPolicy
 from components._cli import exit_on_error
@@ -25,6 +25,8 @@ CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
 @defaults(blessing_tolerance=DEFAULT_TOLERANCE, image="", run_id="", champion_version="")
 def publish(
     model: Input[Model],
+    statistics: Input[Artifact],
+    data_schema: Input[Artifact],
     publish_uri: str,
     test_accuracy: float,
     test_loss: float,
@@ -37,6 +39,9 @@ def publish(
 
     Args:
         model: Model artifact folder (from components.train)
+        statistics: the data's statistics (from components.validate), kept with the version: the next runs' drift
+            baseline
+        data_schema: the schema the data was validated against (from components.validate), kept with the version
         publish_uri: publish location, a folder or gs://bucket/prefix, or a Vertex AI Model Registry model
             (projects/P/locations/L/models/M)
         test_accuracy: the model's test accuracy (from components.evaluate)
@@ -51,8 +56,11 @@ def publish(
     from components.publish import publish_model, report
 
     # model.uri: the same model in the object store (gs:// on Vertex AI), what a Model Registry version points at
+    from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
+
     published = publish_model(model.path, publish_uri, test_accuracy, test_loss, image, run_id,
-                              tolerance=blessing_tolerance, model_uri=model.uri, champion_version=champion_version)
+                              tolerance=blessing_tolerance, model_uri=model.uri, champion_version=champion_version,
+                              validation={STATISTICS_FILE: statistics.path, SCHEMA_FILE: data_schema.path})
     print(report(published, publish_uri))
     return published.version
 
@@ -85,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=descriptions(publish)["model"])
     p.add_argument("--model-uri", default=None, help="where the same model lies in Cloud Storage (gs://), for a Model "
                    "Registry publish target, whose versions point at it")
+    p.add_argument("--statistics", default=None, help=descriptions(publish)["statistics"] + " (validate's --statistics)")
+    p.add_argument("--schema", default=None, help=descriptions(publish)["data_schema"] + " (validate's --output-schema)")
     add_parameter_flags(p, publish)
     return p
 
@@ -94,12 +104,16 @@ def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     from mlp_core.locations import check_flags, check_segment
 
-    check_flags({"--model": args.model, "--model-uri": args.model_uri}, local=("--model",))
+    check_flags({"--model": args.model, "--model-uri": args.model_uri, "--statistics": args.statistics,
+                 "--schema": args.schema}, local=("--model", "--statistics", "--schema"))
+    from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
+
+    validation = {name: path for name, path in ((STATISTICS_FILE, args.statistics), (SCHEMA_FILE, args.schema)) if path}
     if args.run_id:
         check_segment(args.run_id, "--run-id", "run id")
     published = publish_model(args.model, args.publish_uri, args.test_accuracy, args.test_loss, args.image, args.run_id,
                               tolerance=args.blessing_tolerance, model_uri=args.model_uri,
-                              champion_version=args.champion_version)
+                              champion_version=args.champion_version, validation=validation)
     print(report(published, args.publish_uri))
     return 0
 

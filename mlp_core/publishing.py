@@ -137,8 +137,12 @@ def publish_model(
     tolerance: float = DEFAULT_TOLERANCE,
     model_uri: "str | None" = None,
     champion_version: str = "",
+    validation: "dict[str, str | Path] | None" = None,
 ) -> Published:
     """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
+
+    ``validation``: the validate step's files to keep with the version (``statistics.pb``, ``schema.pbtxt`` by
+    name: ``mlp_core.data.validation``), which the next runs' validation compares their data with.
 
     ``champion_version`` is the champion the evaluate step scored the model against ("" for none).
     The champion is read again at publish time: ``LATEST`` moves only if it still names that
@@ -182,6 +186,10 @@ def publish_model(
     version = f"{(now or datetime.now(timezone.utc)):%Y%m%dT%H%M%SZ}-{digest[:12]}"
     target = storage.join(publish_uri, version)
     files = _upload_model(model, target)
+    for name, path in (validation or {}).items():  # before the manifest: a version is complete when it is written
+        locations.check_segment(name, "validation file", "file name")
+        storage.write_bytes(locations.join(target, name), Path(path).read_bytes())
+        files.append(name)
     manifest = {
         "version": version,
         "content_sha256": digest,

@@ -156,7 +156,8 @@ def train_on_dataset(
         return history
     with artifact_writer(model, "model") as folder:
         save_model(folder, params, config, identity, history)
-        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR / SERVING_VERSION)
+        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR / SERVING_VERSION,
+                           class_names=metadata["class_names"])
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history),
                              "hyperparameters": hyperparameters(hyper)})

@@ -239,9 +239,6 @@ def test_an_incomparable_champion_is_reported_and_replaced_only_with_force(champ
     assert np.asarray(out["classes"]).max() < 3
 
 
-@pytest.mark.xfail(strict=True, reason="mlp_core/training_job.py does not pass the dataset's class_names to "
-                   "export_saved_model yet (and tests/tf_serving_stand_in.py must then answer a string output as TF "
-                   "Serving does, a JSON string): a trained model's SavedModel has no class_names output")
 def test_a_trained_models_saved_model_answers_class_names(named_rgb, tmp_path):
     from mlp_core.data.tf import tf
 

@@ -30,7 +30,7 @@ CLI_ONLY = {
             "--process-id",
             "--coordinator-timeout", "--heartbeat-timeout"},
     evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
-    publish: {"--model", "--model-uri"},
+    publish: {"--model", "--model-uri", "--statistics", "--schema"},
     new_data: {"--dataset"},
     validate: {"--dataset", "--statistics", "--anomalies", "--output-schema", "--report", "--report-markdown"},
 }

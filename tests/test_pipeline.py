@@ -42,7 +42,7 @@ def test_compiled_yaml_equals_golden(tmp_path, target, flags, name):
 def test_every_step_runs_on_the_image_without_pip(tmp_path):
     spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml", IMAGE).read_text())
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 4  # ingest, train, evaluate, publish
+    assert len(executors) == 6  # ingest, new_data, validate, train, evaluate, publish
     for executor in executors.values():
         assert executor["container"]["image"] == IMAGE
         assert "pip install" not in " ".join(executor["container"]["command"])
@@ -54,9 +54,12 @@ def test_every_hyperparameter_is_a_pipeline_parameter_with_the_seeds_default(tmp
     defaults = {name: p.get("defaultValue") for name, p in params.items()}
     assert defaults["step_size"] == 0.01 and defaults["batch_size"] == 128 and defaults["epochs"] == 10
     assert defaults["seed"] == 0 and defaults["hidden_sizes"] == "512,512" and defaults["dataset_name"] == "mnist"
-    dag = spec["root"]["dag"]["tasks"]
-    assert dag["train"]["dependentTasks"] == ["ingest"]
-    assert sorted(dag["evaluate"]["dependentTasks"]) == ["ingest", "train"]
+    assert spec["root"]["dag"]["tasks"]["new-data"]["dependentTasks"] == ["ingest"]
+    # Everything after new_data runs under its condition: validate, then train on what passed, then evaluate.
+    dag = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert dag["validate"]["componentRef"]["name"] == "comp-validate"
+    assert sorted(dag["train"]["dependentTasks"]) == ["validate"]
+    assert sorted(dag["evaluate"]["dependentTasks"]) == ["train"]
 
 
 def test_cli_help():
@@ -75,13 +78,13 @@ def test_whole_dag_through_kfp_local_on_real_mnist(mnist_data_dir, tmp_path):
     assert (tmp_path / "outputs").is_dir()
     listing = result.stdout.rsplit("pipeline finished in", 1)[1].splitlines()[1:-1]  # "  <output>  <path>" lines
     paths = {line.split()[0]: Path(line.split()[-1]) for line in listing}
-    assert (paths["model"] / "params.npz").is_file()
+    assert (paths["train/model"] / "params.npz").is_file() and (paths["validate/report"]).is_file()
     from mlp_core.tensorboard import read_scalars
 
-    history = json.loads(paths["train_metrics"].read_text())["history"]
-    assert read_scalars(paths["tensorboard"])["test/accuracy"] == [(1, pytest.approx(history[0]["test_accuracy"]))]
+    history = json.loads(paths["train/metrics"].read_text())["history"]
+    assert read_scalars(paths["train/tensorboard"])["test/accuracy"] == [(1, pytest.approx(history[0]["test_accuracy"]))]
     # kfp.local keeps the Metrics artifact's logged values in the executor output beside it: hyperparameters too.
-    executor_output = json.loads((paths["train_metrics"].parent / "executor_output.json").read_text())
+    executor_output = json.loads((paths["train/metrics"].parent / "executor_output.json").read_text())
     logged = executor_output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert logged["param_epochs"] == 1 and logged["param_shuffle"] == 0 and logged["hidden_sizes"] == "512,512"
 
@@ -96,7 +99,9 @@ def test_blessed_run_publishes_and_a_strict_one_does_not(mnist_data_dir, tmp_pat
     run_cli("pipeline.py", "run", "--blessing-threshold", "0.9", *common)
     champion = read_champion(publish_uri)
     assert champion is not None and champion["metrics"]["test_accuracy"] >= 0.92
-    strict = run_cli("pipeline.py", "run", "--blessing-threshold", "1.0", *common).stdout
+    same = run_cli("pipeline.py", "run", "--blessing-threshold", "1.0", *common).stdout
+    assert f"no new data since champion {champion['version']}" in same and "nothing new" in same
+    strict = run_cli("pipeline.py", "run", "--blessing-threshold", "1.0", "--force", *common).stdout
     assert "not blessed: test accuracy" in strict and "below the threshold 1.0000" in strict
     assert read_champion(publish_uri)["version"] == champion["version"]
     assert len([p for p in (tmp_path / "published").iterdir() if p.is_dir()]) == 1
