@@ -75,6 +75,9 @@ def ingest(
     for split, info in metadata["splits"].items():
         dataset.metadata[f"{split}_examples"] = info["num_examples"]
     if "source" in metadata:
+        from components.ingest import _source_line
+
+        print(_source_line(metadata["source"], metadata))  # in the step's log: which spans this run read
         dataset.metadata["source_fingerprint"] = metadata["source"]["fingerprint"]
         dataset.metadata["spans"] = [span["span"] for span in metadata["source"]["spans"]]
 
