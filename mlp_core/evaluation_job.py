@@ -44,6 +44,7 @@ def evaluate_on_dataset(
     from mlp_core import report as report_lib
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
     from mlp_core.model_io import load_model
+    from mlp_core.locations import is_resource_name
     from mlp_core.publishing import read_champion
 
     threshold = check_fraction("--blessing-threshold", blessing_threshold)
@@ -87,6 +88,12 @@ def evaluate_on_dataset(
         "class_comparison": comparison,
         "worse_classes": [c["class"] for c in comparison if c["worse"]],
     }
+    lost_to_champion = not blessed and champion is not None and ours["test_accuracy"] >= threshold
+    if publish_uri and lost_to_champion and not is_resource_name(publish_uri):
+        from mlp_core.data.novelty import record_candidate
+
+        # So that the next scheduled run on the same data and settings does not train this loser again.
+        record_candidate(publish_uri, trained_on["shards"], config.to_dict(), result)
     if report is not None or report_markdown is not None:
         wrong = np.flatnonzero(ours["predicted"] != labels)
         worst = wrong[np.argsort(-ours["confidence"][wrong], kind="stable")][:MISCLASSIFIED_SHOWN]

@@ -12,6 +12,12 @@ nothing arrived, and trains as soon as something did.
 The champion's record is its publish manifest (``mlp_core.publishing``): ``config``
 and ``dataset.shards_sha256`` are written there at publish time. A Model Registry
 champion carries no such record, so a run publishing there always trains.
+
+A model that was trained and then *lost* to the champion (not blessed) would be
+trained again by every later run on the same data, and lose again. So evaluate
+leaves a small record of it at the publish location
+(``<publish_uri>/candidates/<key>.json``, ``record_candidate``), and the same
+data and settings against the same champion are nothing new either.
 """
 
 from __future__ import annotations
@@ -42,6 +48,44 @@ def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dic
     return Novelty(False, f"no new data since champion {version}: the same data and settings trained it")
 
 
+CANDIDATES = "candidates"
+
+
+def candidate_key(shards: "dict[str, list[str]]", config: "dict[str, Any]") -> str:
+    """One name for (the data, the training settings): sha256 of their canonical JSON."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps({"shards": shards, "config": config}, sort_keys=True).encode()).hexdigest()
+
+
+def record_candidate(publish_uri: str, shards: "dict[str, list[str]]", config: "dict[str, Any]",
+                     result: "dict[str, Any]") -> None:
+    """Remember, at the publish location, that this data and these settings lost to ``result``'s champion."""
+    from datetime import datetime, timezone
+
+    from mlp_core import locations, storage
+    from mlp_core.schemas import dumps
+
+    record = {"champion_version": result["champion_version"], "test_accuracy": result["test_accuracy"],
+              "champion_test_accuracy": result["champion_test_accuracy"], "reason": result["reason"],
+              "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    storage.write_bytes(locations.join(publish_uri, CANDIDATES, candidate_key(shards, config) + ".json"),
+                        dumps(record).encode())
+
+
+def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "dict | None":
+    import json
+
+    from mlp_core import locations, storage
+
+    try:
+        record = json.loads(storage.read_bytes(locations.join(publish_uri, CANDIDATES, candidate_key(shards, config) + ".json")))
+    except (storage.StorageError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("champion_version") == champion_version else None
+
+
 def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, **hyper) -> Novelty:
     """``compare`` for the Dataset artifact at ``dataset`` and the champion at ``publish_uri`` ("" = none)."""
     from mlp_core.data.artifact import dataset_identity, load_metadata
@@ -59,4 +103,11 @@ def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool
         return Novelty(True, "no publish location, so no champion to compare with")
     if is_resource_name(publish_uri):
         return Novelty(True, "a Model Registry champion carries no record of its training data")
-    return compare(dataset_identity(metadata), config, read_champion(publish_uri))
+    identity, champion = dataset_identity(metadata), read_champion(publish_uri)
+    decision = compare(identity, config, champion)
+    if decision.new and champion is not None:
+        lost = _lost_before(publish_uri, identity["shards"], config, champion["version"])
+        if lost is not None:
+            return Novelty(False, f"no new data since champion {champion['version']}: a model of this data and these "
+                                  f"settings lost to it on {lost['evaluated_at']} ({lost['reason']})")
+    return decision
