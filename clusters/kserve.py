@@ -12,7 +12,8 @@ version folders (``saved_model/1/``, the layout every Model artifact has:
 ``mlp_core.export``). Without ``--version`` it is the champion (``LATEST``).
 The version is checked first: published completely (its manifest) and in the
 versioned layout. Requests then go to ``<isvc URL>/v1/models/<name>:predict``
-(``python -m components.predict --server URL --model-name NAME``).
+(``python -m components.predict --server URL --model-name NAME``, which reads the image shape from
+``/v1/models/<name>/metadata`` and prints the class names the served model answers).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def inference_service(name: str, storage_uri: str, namespace: "str | None" = Non
                       service_account: "str | None" = None) -> dict:
     """The InferenceService resource serving the TF Serving base path ``storage_uri`` as ``name``."""
     model = {"modelFormat": {"name": "tensorflow"}, "storageUri": storage_uri,
-             # a small model (784-512-512-10, 2.7 MB of weights): TF Serving's own footprint dominates
+             # sized for small images, where TF Serving's own footprint dominates: the MLP's first layer holds
+             # pixels x hidden x 4 bytes (2.7 MB in all for MNIST at the default sizes): large images need more
              "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}
     predictor: dict = {"model": model}
     if service_account:

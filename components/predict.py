@@ -1,8 +1,12 @@
-"""Predict: the digit in each image, from a Model artifact (native params or its SavedModel) or a served model.
+"""Predict: the class of each image, from a Model artifact (native params or its SavedModel) or a served model.
 
-    python -m components.predict --model DIR digit.png [more.png ...]
+    python -m components.predict --model DIR image.png [more.png ...]
     python -m components.predict --model DIR --backend saved_model batch.npy
-    python -m components.predict --server http://HOST:8501 --model-name mnist-mlp digit.png   # TF Serving REST
+    python -m components.predict --server http://HOST:8501 --model-name mnist-mlp batch.npy   # TF Serving REST
+    python -m components.predict --server http://HOST:8501 --model-name mnist-mlp --model DIR batch.npy
+
+Images are uint8 at the shape of the dataset the model was trained on (its ``dataset.json``; with
+``--server`` alone, the served signature's input shape); each line is ``<file>: <class name> (p=...)``.
 """
 
 import argparse
@@ -13,7 +17,7 @@ from components._cli import InputError, exit_on_error
 
 
 def load_inputs(paths: list[str], image_shape: list[int]):
-    """``(names, uint8 [N, *image_shape])`` from PNG files and ``.npy`` batches."""
+    """``(names, uint8 [N, *image_shape])`` from PNG files and ``.npy`` batches; other shapes refused, not converted."""
     import numpy as np
 
     names, batches = [], []
@@ -31,8 +35,8 @@ def load_inputs(paths: list[str], image_shape: list[int]):
         elif path.suffix.lower() == ".png":
             from mlp_core.data.tf import tf
 
-            try:
-                array = tf.io.decode_png(path.read_bytes(), channels=image_shape[-1]).numpy()[None]
+            try:  # channels as stored: a grayscale PNG for an RGB model is refused below, not converted
+                array = tf.io.decode_png(path.read_bytes(), channels=0).numpy()[None]
             except tf.errors.InvalidArgumentError:
                 raise InputError(f"{path} is not a readable PNG") from None
             names.append(path.name)
@@ -46,8 +50,12 @@ def load_inputs(paths: list[str], image_shape: list[int]):
     return names, np.concatenate(batches)
 
 
-def predict_images(model: "str | Path", images, backend: str = "native", params=None):
-    """``(probabilities [N, classes], classes [N])`` of uint8 ``images`` (``params``: already loaded, native only)."""
+def predict_images(model: "str | Path", images, backend: str = "native", params=None, trained_on=None):
+    """``(probabilities [N, classes], classes [N])`` of uint8 ``images`` (``params``: already loaded, native only).
+
+    With ``backend="saved_model"`` and ``trained_on`` (the model's ``dataset.json``), the SavedModel is held to it:
+    its signature's input shape, and its ``class_names`` output (when it has one) to the dataset's names.
+    """
     import numpy as np
 
     from mlp_core.export import saved_model_dir
@@ -60,8 +68,17 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
         if not (path / "saved_model.pb").is_file():
             raise ModelError(f"no SavedModel in {model}")
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        takes = list(serve.structured_input_signature[1]["images"].shape[1:])
+        if trained_on is not None and takes != list(trained_on["image_shape"]):
+            raise ModelError(f"{path} takes images of {takes}, its dataset.json says {trained_on['image_shape']}")
         out = serve(images=tf.constant(images))
-        return out["probabilities"].numpy(), out["classes"].numpy()
+        classes = out["classes"].numpy()
+        if trained_on is not None and "class_names" in out:
+            named = [n.decode("utf-8") for n in out["class_names"].numpy()]
+            if named != [trained_on["class_names"][int(c)] for c in classes]:
+                raise ModelError(f"{path} names its classes otherwise than its model's dataset.json "
+                                 f"({trained_on['class_names']})")
+        return out["probabilities"].numpy(), classes
     import jax.numpy as jnp
 
     from mlp_core.model import batched_predict
@@ -83,12 +100,16 @@ def check_server(server: str) -> str:
     return server.rstrip("/")
 
 
-def check_answer(url: str, answer, count: int):
-    """``(probabilities [N, C], classes [N])`` of a served answer, or one line saying what is wrong with it.
+def check_answer(url: str, answer, count: int, class_names: "list[str] | None" = None):
+    """``(probabilities [N, C], classes [N], names)`` of a served answer, or one line saying what is wrong with it.
 
     The row format answers one object per image (https://www.tensorflow.org/tfx/serving/api_rest#response_format_2);
     our signature's outputs are a softmax and its arg max: ``probabilities`` of one length C, each finite, in
-    [0, 1], summing to 1, and ``classes`` the integer index (0 <= c < C) of the largest probability.
+    [0, 1], summing to 1, and ``classes`` the integer index (0 <= c < C) of the largest probability. A SavedModel
+    exported with its dataset's names also answers ``class_names``, that class's name (a string, as TF Serving
+    writes a string tensor): every image has one or none has, one class index has one name, and given the
+    model's ``class_names`` (``--model``), C is their number and each name theirs. ``names``: the served names
+    per image, else ``class_names`` per image, else None.
     """
     import math
 
@@ -97,7 +118,7 @@ def check_answer(url: str, answer, count: int):
     predictions = answer.get("predictions") if isinstance(answer, dict) else None
     if not isinstance(predictions, list) or len(predictions) != count:
         raise InputError(f"{url} answered no predictions for the {count} image(s)")
-    rows, classes = [], []
+    rows, classes, served_names, named = [], [], [], False
     for i, p in enumerate(predictions):
         probs = p.get("probabilities") if isinstance(p, dict) else None
         cls = p.get("classes") if isinstance(p, dict) else None
@@ -108,29 +129,36 @@ def check_answer(url: str, answer, count: int):
             raise InputError(f"{what} has probabilities that are not numbers")
         if rows and len(probs) != len(rows[0]):
             raise InputError(f"{what} has {len(probs)} probabilities, image 1 had {len(rows[0])}")
+        if class_names is not None and len(probs) != len(class_names):
+            raise InputError(f"{what} has {len(probs)} probabilities, the model has {len(class_names)} classes")
         if not all(math.isfinite(v) and 0 <= v <= 1 for v in probs) or abs(math.fsum(probs) - 1) > 1e-3:
             raise InputError(f"{what} has probabilities that are not finite numbers in [0, 1] summing to 1")
         if not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < len(probs):
             raise InputError(f"{what} has class {str(cls)[:20]!r}, not an index of its {len(probs)} classes")
         if probs[cls] < max(probs):
             raise InputError(f"{what} has class {cls}, which is not its most probable class")
+        if i == 0:
+            named = "class_names" in p
+        elif ("class_names" in p) != named:
+            raise InputError(f"{what} {'lacks' if named else 'has'} class_names, unlike image 1")
+        if named:
+            name = p["class_names"]
+            if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 200:  # printed below
+                raise InputError(f"{what} has class name {str(name)[:40]!r}, not a name")
+            if class_names is not None and name != class_names[cls]:
+                raise InputError(f"{what} names class {cls} {name[:40]!r}, the model calls it {class_names[cls]!r}")
+            if any(c == cls and n != name for c, n in zip(classes, served_names)):
+                raise InputError(f"{what} names class {cls} {name[:40]!r}, an earlier image named it otherwise")
+            served_names.append(name)
         rows.append(probs)
         classes.append(cls)
-    return np.array(rows, np.float32), np.array(classes, np.int64)
+    names = served_names or ([class_names[c] for c in classes] if class_names is not None else None)
+    return np.array(rows, np.float32), np.array(classes, np.int64), names
 
 
-def predict_served(server: str, model_name: str, images, timeout: float = 60):
-    """``(probabilities, classes)`` from a model served with TF Serving's REST API (TF Serving, KServe's TF runtime).
-
-    ``POST <server>/v1/models/<name>:predict`` with ``{"signature_name": "serving_default", "instances": [...]}``
-    (the row format: one image per instance); the answer holds one ``{"probabilities": [...], "classes": c}``
-    per instance (https://www.tensorflow.org/tfx/serving/api_rest#predict_api), checked (``check_answer``)
-    before anything is printed.
-    """
-    import json
-    import urllib.error
+def _model_url(server: str, model_name: str) -> str:
+    """``<server>/v1/models/<name>``, the name checked and quoted as one path segment."""
     import urllib.parse
-    import urllib.request
 
     from mlp_core.locations import check_segment
 
@@ -138,12 +166,21 @@ def predict_served(server: str, model_name: str, images, timeout: float = 60):
     # TF Serving takes the name as one path segment (tensorflow_serving/model_servers/http_rest_api_handler.cc:
     # "/v1/models/([^/:]+)..."); KServe's is a DNS label. check_segment is within both, and quoting keeps it one.
     name = urllib.parse.quote(check_segment(model_name, "--model-name", "served model name"), safe="")
-    url = f"{server}/v1/models/{name}:predict"
-    body = json.dumps({"signature_name": "serving_default", "instances": images.tolist()}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    return f"{server}/v1/models/{name}"
+
+
+def _call(url: str, body: "dict | None", timeout: float):
+    """The JSON a TF Serving REST endpoint answers (``POST`` with ``body``, else ``GET``), or one line on failure."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                     method="GET" if body is None else "POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
+            return json.loads(response.read())
     except urllib.error.HTTPError as e:
         try:
             reason = json.loads(e.read()).get("error", e.reason)
@@ -154,19 +191,66 @@ def predict_served(server: str, model_name: str, images, timeout: float = 60):
         raise InputError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
     except ValueError:
         raise InputError(f"{url} did not answer JSON") from None
-    return check_answer(url, answer, len(images))
+
+
+def served_image_shape(server: str, model_name: str, timeout: float = 60) -> list[int]:
+    """The image shape (without N) that the served model's ``serving_default`` signature takes, from its metadata.
+
+    ``GET <server>/v1/models/<name>/metadata`` answers TF Serving's ``GetModelMetadataResponse`` as JSON
+    (https://www.tensorflow.org/tfx/serving/api_rest#model_metadata_api) with the proto's field names
+    (``ToJsonString`` in tensorflow_serving/model_servers/http_rest_api_util.cc): the signature's input is
+    ``metadata.signature_def.signature_def.serving_default.inputs.images``, its ``dtype`` and
+    ``tensor_shape.dim[].size`` (int64, so JSON strings; ``-1`` is "any", the batch dimension).
+    """
+    url = f"{_model_url(server, model_name)}/metadata"
+    answer = _call(url, None, timeout)
+    try:
+        images = answer["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["images"]
+        dtype, shape = images["dtype"], images["tensor_shape"]
+        sizes = None if shape.get("unknown_rank") else [d["size"] for d in shape["dim"]]
+    except (KeyError, TypeError, AttributeError):
+        raise InputError(f"{url}: the served model has no serving_default signature taking images") from None
+    if not sizes or not all(isinstance(s, (str, int)) and not isinstance(s, bool) and str(s).lstrip("-").isdigit()
+                            and len(str(s)) < 10 for s in sizes):
+        raise InputError(f"{url}: the served model's images input has no known shape")
+    sizes = [int(s) for s in sizes]
+    if dtype != "DT_UINT8" or len(sizes) < 2 or sizes[0] != -1 or min(sizes[1:]) < 1:
+        raise InputError(f"{url}: the served model takes {str(dtype)[:20]} {sizes}, not uint8 images [N, ...] of any N")
+    return sizes[1:]
+
+
+def served_predictions(server: str, model_name: str, images, class_names: "list[str] | None" = None,
+                       timeout: float = 60):
+    """``(probabilities, classes, names)`` from a model served with TF Serving's REST API (KServe's TF runtime too).
+
+    ``POST <server>/v1/models/<name>:predict`` with ``{"signature_name": "serving_default", "instances": [...]}``
+    (the row format: one image per instance); the answer holds one ``{"probabilities": [...], "classes": c}``
+    per instance, and ``"class_names": "<name>"`` when the SavedModel has that output
+    (https://www.tensorflow.org/tfx/serving/api_rest#predict_api), checked (``check_answer``, against
+    ``class_names``, the model's, when known) before anything is printed.
+    """
+    url = f"{_model_url(server, model_name)}:predict"
+    answer = _call(url, {"signature_name": "serving_default", "instances": images.tolist()}, timeout)
+    return check_answer(url, answer, len(images), class_names)
+
+
+def predict_served(server: str, model_name: str, images, timeout: float = 60):
+    """``(probabilities, classes)`` from a served model: ``served_predictions`` without the names."""
+    return served_predictions(server, model_name, images, timeout=timeout)[:2]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m components.predict", description=__doc__.split("\n\n")[0])
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="Model artifact folder (from components.train or a published version)")
-    source.add_argument("--server", help="a TF Serving REST endpoint serving the model, e.g. http://localhost:8501 "
-                        "(KServe: the InferenceService's URL)")
+    p.add_argument("--model", help="Model artifact folder (from components.train or a published version); with "
+                   "--server, where the image shape and class names come from")
+    p.add_argument("--server", help="a TF Serving REST endpoint serving the model, e.g. http://localhost:8501 "
+                   "(KServe: the InferenceService's URL); without --model, the image shape comes from its model "
+                   "metadata")
     p.add_argument("--model-name", help="with --server: the served model's name")
     p.add_argument("--backend", choices=("native", "saved_model"), default="native",
                    help="native: params.npz with JAX; saved_model: the SavedModel (saved_model/1) with TensorFlow (default: native)")
-    p.add_argument("inputs", nargs="+", help="PNG images (28x28 grayscale) or .npy uint8 batches [N, 28, 28, 1]")
+    p.add_argument("inputs", nargs="+", help="PNG images or .npy uint8 batches [N, *image shape], at the image shape "
+                   "of the model's dataset (its dataset.json, or the served signature's input)")
     return p
 
 
@@ -175,20 +259,27 @@ def main(argv: "list[str] | None" = None) -> int:
     from mlp_core.model_io import load_model
 
     args = _parser().parse_args(argv)
+    if not args.model and not args.server:
+        raise InputError("give --model DIR (a Model artifact), --server URL --model-name NAME (a served model), "
+                         "or both")
+    params = trained_on = None
+    if args.model:
+        params, _, trained_on, _ = load_model(args.model)  # the marker, every file's schema, finite weights
     if args.server:
         if not args.model_name:
             raise InputError("--server needs --model-name (the name the model is served under)")
-        names, images = load_inputs(args.inputs, [28, 28, 1])  # the served signature's input
-        probabilities, classes = predict_served(args.server, args.model_name, images)
-        class_names = [str(c) for c in range(probabilities.shape[1])]
+        if args.backend != "native":
+            raise InputError("--backend is where --model runs here; with --server the server runs the model")
+        shape = trained_on["image_shape"] if trained_on else served_image_shape(args.server, args.model_name)
+        names, images = load_inputs(args.inputs, shape)
+        probabilities, classes, class_names = served_predictions(
+            args.server, args.model_name, images, trained_on["class_names"] if trained_on else None)
     else:
-        model = Path(args.model)
-        params, _, trained_on, _ = load_model(model)  # the marker, every file's schema, finite weights
         names, images = load_inputs(args.inputs, trained_on["image_shape"])
-        probabilities, classes = predict_images(model, images, args.backend, params)  # loaded once
-        class_names = trained_on["class_names"]
-    for name, probs, cls in zip(names, probabilities, classes):
-        print(f"{name}: {class_names[int(cls)]} (p={float(probs[int(cls)]):.4f})")
+        probabilities, classes = predict_images(args.model, images, args.backend, params, trained_on)  # loaded once
+        class_names = [trained_on["class_names"][int(c)] for c in classes]
+    for name, probs, cls, shown in zip(names, probabilities, classes, class_names or [str(int(c)) for c in classes]):
+        print(f"{name}: {shown} (p={float(probs[int(cls)]):.4f})")
     return 0
 
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import run_cli
 from mlp_core.data.artifact import read_split
 from mlp_core.data.tf import tf
+from test_champion import NAMED, named_rgb  # noqa: F401 - named_rgb is a fixture: 14x14x3 images, 3 named classes
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +91,14 @@ def test_predict_over_tf_servings_rest_api(trained, full_dataset, tmp_path):
                          str(tmp_path / "batch.npy")).stdout
         unknown = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "mnist",
                           str(tmp_path / "batch.npy"), check=False)
-        request = serving.requests[0]  # then the 404 one
+        metadata, request = serving.requests[:2]  # the image shape, then the images; then the 404 one
     assert served == local  # the same digits and probabilities (to 4 digits) as the JAX model
+    assert (metadata["method"], metadata["path"]) == ("GET", "/v1/models/mnist-mlp/metadata")
     body = __import__("json").loads(request["body"])
     assert request["path"] == "/v1/models/mnist-mlp:predict" and body["signature_name"] == "serving_default"
     assert np.array(body["instances"]).shape == (5, 28, 28, 1)
     assert unknown.returncode == 2
-    assert unknown.stderr.strip() == (f"error: {serving.url}/v1/models/mnist:predict answered 404: "
+    assert unknown.stderr.strip() == (f"error: {serving.url}/v1/models/mnist/metadata answered 404: "
                                       "Servable not found for request: Latest(mnist)")
     gone = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "mnist-mlp",
                    str(tmp_path / "batch.npy"), check=False)
@@ -133,6 +135,176 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
     assert "--name 'MNIST_mlp'" in bad.stderr and "lowercase letters" in bad.stderr  # the rule, named
     none = run_cli("-m", "clusters.kserve", "--name", "mnist", "--publish-uri", str(tmp_path / "empty"), check=False)
     assert none.returncode == 2 and "no champion at" in none.stderr
+
+
+@pytest.fixture(scope="module")
+def named_model(named_rgb, tmp_path_factory):
+    """A model trained one epoch on 14x14x3 images of three named classes, and TF Serving base paths of its
+    SavedModel with and without the ``class_names`` output (exported here, whatever the train step exports)."""
+    from mlp_core.export import export_saved_model
+    from mlp_core.model_io import load_model
+
+    root = tmp_path_factory.mktemp("named")
+    run_cli("-m", "components.train", "--dataset", str(named_rgb), "--model", str(root / "model"), "--epochs", "1")
+    params = load_model(root / "model")[0]
+    export_saved_model(params, [14, 14, 3], root / "named" / "saved_model" / "1", NAMED)
+    export_saved_model(params, [14, 14, 3], root / "unnamed" / "saved_model" / "1")
+    return root / "model", root / "named" / "saved_model", root / "unnamed" / "saved_model"
+
+
+def _lines(names, probabilities, classes, class_names):
+    return [f"{n}: {class_names[c]} (p={float(p[c]):.4f})" for n, p, c in zip(names, probabilities, classes)]
+
+
+def test_predict_names_the_classes_of_a_model_of_another_image_shape(named_model, named_rgb, tmp_path):
+    """14x14x3 images, three named classes: read from the model's dataset.json, natively and in its SavedModel."""
+    from components.predict import predict_images
+
+    model = named_model[0]
+    images, _ = read_split(named_rgb, "test")
+    (tmp_path / "first.png").write_bytes(tf.io.encode_png(images[0]).numpy())
+    np.save(tmp_path / "batch.npy", images[1:9])
+    probabilities, classes = predict_images(model, images[:9], "native")
+    expected = _lines(["first.png"] + [f"batch.npy[{i}]" for i in range(8)], probabilities, classes, NAMED)
+    for backend in ("native", "saved_model"):
+        out = run_cli("-m", "components.predict", "--model", str(model), "--backend", backend,
+                      str(tmp_path / "first.png"), str(tmp_path / "batch.npy")).stdout.strip().splitlines()
+        assert [line.split(" (p=")[0] for line in out] == [line.split(" (p=")[0] for line in expected], backend
+        np.testing.assert_allclose([float(line.split("p=")[1][:-1]) for line in out],
+                                   [float(line.split("p=")[1][:-1]) for line in expected], atol=2e-4)
+    assert {line.split(": ")[1].split()[0] for line in expected} <= set(NAMED)
+
+
+def test_a_saved_model_is_held_to_its_models_dataset_json(named_model, named_rgb):
+    """--backend saved_model: the signature's input shape and its class_names output agree with dataset.json."""
+    from components.predict import predict_images
+    from mlp_core.model_io import ModelError, load_model
+
+    model = named_model[0]
+    trained_on = load_model(model)[2]
+    images = read_split(named_rgb, "test")[0][:8]
+    with pytest.raises(ModelError, match=r"takes images of \[14, 14, 3\], its dataset.json says \[28, 28, 1\]"):
+        predict_images(model, images, "saved_model", trained_on={**trained_on, "image_shape": [28, 28, 1]})
+    named = named_model[1].parent  # a folder holding saved_model/1 with the class_names output
+    assert predict_images(named, images, "saved_model", trained_on=trained_on)[1].shape == (8,)
+    with pytest.raises(ModelError, match=r"names its classes otherwise than its model's dataset.json \(\['a', 'b'"):
+        predict_images(named, images, "saved_model", trained_on={**trained_on, "class_names": ["a", "b", "c"]})
+
+
+def test_predict_refuses_images_of_another_shape_in_one_line(named_model, tmp_path):
+    from tf_serving_stand_in import TfServingStandIn
+
+    model, named, _ = named_model
+    np.save(tmp_path / "mnist.npy", np.zeros((2, 28, 28, 1), np.uint8))
+    (tmp_path / "gray.png").write_bytes(tf.io.encode_png(np.zeros((14, 14, 1), np.uint8)).numpy())
+    for name, got in (("mnist.npy", [28, 28, 1]), ("gray.png", [14, 14, 1])):  # a grayscale PNG is not converted
+        for backend in ("native", "saved_model"):
+            r = run_cli("-m", "components.predict", "--model", str(model), "--backend", backend,
+                        str(tmp_path / name), check=False)
+            assert r.returncode == 2 and r.stdout == ""
+            assert r.stderr.strip() == f"error: {tmp_path / name}: images must be [14, 14, 3], got {got}"
+    with TfServingStandIn({"digits-rgb": named}) as serving:  # the shape from the served model's metadata
+        r = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "digits-rgb",
+                    str(tmp_path / "mnist.npy"), check=False)
+        sent = [request["path"] for request in serving.requests]
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {tmp_path / 'mnist.npy'}: images must be [14, 14, 3], got [28, 28, 1]"
+    assert sent == ["/v1/models/digits-rgb/metadata"]  # no images sent
+
+
+def test_predict_over_tf_serving_names_the_classes_of_a_model_of_another_image_shape(named_model, named_rgb, tmp_path):
+    """The input shape from TF Serving's model metadata (or --model), the names from the served class_names output."""
+    import json
+    import urllib.request
+
+    from tf_serving_stand_in import TfServingStandIn
+
+    model, named, unnamed = named_model
+    images, _ = read_split(named_rgb, "test")
+    np.save(tmp_path / "batch.npy", images[:6])
+    local = run_cli("-m", "components.predict", "--model", str(model), str(tmp_path / "batch.npy")).stdout
+    server = ("-m", "components.predict", "--server")
+    with TfServingStandIn({"digits-rgb": named, "unnamed": unnamed}) as serving:
+        metadata = json.loads(urllib.request.urlopen(f"{serving.url}/v1/models/digits-rgb/metadata").read())
+        before = len(serving.requests)
+        served = run_cli(*server, serving.url, "--model-name", "digits-rgb", str(tmp_path / "batch.npy")).stdout
+        asked, predicted = serving.requests[before:]
+        bare = run_cli(*server, serving.url, "--model-name", "unnamed", str(tmp_path / "batch.npy")).stdout
+        before = len(serving.requests)
+        given = run_cli(*server, serving.url, "--model-name", "unnamed", "--model", str(model),
+                        str(tmp_path / "batch.npy")).stdout
+        given_sent = [request["path"] for request in serving.requests[before:]]
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert metadata["model_spec"] == {"name": "digits-rgb", "signature_name": "", "version": "1"}
+    assert signature["inputs"]["images"]["dtype"] == "DT_UINT8"
+    assert [d["size"] for d in signature["inputs"]["images"]["tensor_shape"]["dim"]] == ["-1", "14", "14", "3"]
+    assert signature["outputs"]["class_names"]["dtype"] == "DT_STRING"
+
+    shown = [line.split(": ")[1].split(" (p=")[0] for line in local.splitlines()]
+    assert served == local and set(shown) <= set(NAMED)
+    assert (asked["method"], asked["path"]) == ("GET", "/v1/models/digits-rgb/metadata")
+    body = json.loads(predicted["body"])
+    assert predicted["path"] == "/v1/models/digits-rgb:predict" and np.array(body["instances"]).shape == (6, 14, 14, 3)
+    # no names served and no --model: the class indices; with --model: its names, and no metadata asked for
+    assert bare.splitlines() == [line.replace(f": {name} (", f": {NAMED.index(name)} (")
+                                 for line, name in zip(local.splitlines(), shown)]
+    assert given == local and given_sent == ["/v1/models/unnamed:predict"]
+
+
+def test_served_class_names_are_checked_against_the_classes():
+    from components._cli import InputError
+    from components.predict import check_answer
+
+    def answer(*names):
+        rows = [{"probabilities": [0.1, 0.8, 0.1], "classes": 1}, {"probabilities": [0.7, 0.2, 0.1], "classes": 0},
+                {"probabilities": [0.2, 0.7, 0.1], "classes": 1}]
+        return {"predictions": [{**row, **({} if name is None else {"class_names": name})}
+                                for row, name in zip(rows, names)]}
+
+    probabilities, classes, names = check_answer("URL", answer("one", "zero", "one"), 3, NAMED)
+    assert classes.tolist() == [1, 0, 1] and names == ["one", "zero", "one"]
+    assert check_answer("URL", answer(None, None, None), 3, NAMED)[2] == ["one", "zero", "one"]  # the model's names
+    assert check_answer("URL", answer(None, None, None), 3)[2] is None  # none known: the indices are shown
+    assert check_answer("URL", answer("b", "a", "b"), 3)[2] == ["b", "a", "b"]  # served names, no --model
+    for names, expected, message in [
+            (("one", "two", "one"), NAMED, "image 2 names class 0 'two', the model calls it 'zero'"),
+            (("b", "a", "c"), None, "image 3 names class 1 'c', an earlier image named it otherwise"),
+            (("one", None, "one"), None, "image 2 lacks class_names, unlike image 1"),
+            ((None, "zero", None), None, "image 2 has class_names, unlike image 1"),
+            (("one", 7, "one"), None, "image 2 has class name '7', not a name"),
+            (("one", "zero\nx.png: two", "one"), None, "image 2 has class name 'zero\\nx.png: two', not a name"),
+            (("one", "zero", "one"), NAMED[:2], "image 1 has 3 probabilities, the model has 2 classes")]:
+        with pytest.raises(InputError) as refused:
+            check_answer("URL", answer(*names), 3, expected)
+        assert str(refused.value) == f"URL: the served model's answer for {message}"
+
+
+def test_the_served_image_shape_comes_from_the_signatures_images_input(monkeypatch):
+    import components.predict as predict
+    from components._cli import InputError
+
+    def metadata(dtype="DT_UINT8", sizes=("-1", "14", "14", "3"), unknown_rank=False, key="images"):
+        shape = {"dim": [{"size": s, "name": ""} for s in sizes], "unknown_rank": unknown_rank}
+        return {"model_spec": {"name": "m", "signature_name": "", "version": "1"}, "metadata": {"signature_def": {
+            "signature_def": {"serving_default": {"inputs": {key: {"dtype": dtype, "tensor_shape": shape}}}}}}}
+
+    url = "http://serving:8501/v1/models/m/metadata"
+    for answer, message in [
+            (metadata(), None),
+            (metadata(key="x"), "the served model has no serving_default signature taking images"),
+            ({"error": "x"}, "the served model has no serving_default signature taking images"),
+            (metadata(unknown_rank=True, sizes=()), "the served model's images input has no known shape"),
+            (metadata(sizes=("-1", "14", "x")), "the served model's images input has no known shape"),
+            (metadata(dtype="DT_FLOAT"), "the served model takes DT_FLOAT [-1, 14, 14, 3], not uint8 images"),
+            (metadata(sizes=("1", "14", "14", "3")), "the served model takes DT_UINT8 [1, 14, 14, 3], not uint8")]:
+        monkeypatch.setattr(predict, "_call", lambda called, body, timeout, answer=answer: (
+            answer if called == url and body is None else pytest.fail(called)))
+        if message is None:
+            assert predict.served_image_shape("http://serving:8501", "m") == [14, 14, 3]
+            continue
+        with pytest.raises(InputError) as refused:
+            predict.served_image_shape("http://serving:8501", "m")
+        assert str(refused.value).startswith(f"{url}: {message}") and len(str(refused.value).splitlines()) == 1
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,10 @@ documents them, and computes the answers with the SavedModel itself:
   highest-numbered version folder under the base path (``<base>/1/``); a base
   path without one serves nothing;
 - ``GET /v1/models/<name>``: the version status;
+- ``GET /v1/models/<name>[/versions/<v>]/metadata``: ``GetModelMetadataResponse`` as JSON,
+  ``{"model_spec": {...}, "metadata": {"signature_def": {"signature_def": {<name>: SignatureDef}}}}``:
+  every signature of the loaded MetaGraphDef (``serve``), printed with the options TF Serving uses
+  (proto field names kept, fields at their defaults printed, so int64 sizes are strings: ``"-1"``);
 - ``POST /v1/models/<name>[/versions/<v>]:predict`` with ``signature_name``
   (default ``serving_default``) and ``instances`` (row format) or ``inputs``
   (columnar); a signature with several outputs answers one object per instance
@@ -21,10 +25,15 @@ A test may set ``tamper`` to ``f(status, reply) -> (status, reply)``: each predi
 answer passes through it (a broken or hostile server: NaN probabilities, a class
 index out of range, a missing field), so a client's checks of the answer are tested.
 
-Not modelled: gRPC, the model config file, batching, metadata endpoints.
+Not modelled: gRPC, the model config file, batching, version labels.
 
 Mirrors: tensorflow/serving ``tensorflow_serving/model_servers/http_rest_api_handler.cc`` as its REST API
-document describes it (the answers were not checked against that source: unverified beyond the document).
+document describes it (the predict and status answers were not checked against that source: unverified beyond the
+document). The metadata answer follows the source, read on 2026-12-01: ``http_rest_api_handler.cc`` and
+``http_rest_api_util.cc`` at commit b6b8cca6 (``ProcessModelMetadataRequest``; ``ToJsonString`` prints
+``model_spec`` and the unpacked ``SignatureDefMap`` with ``preserve_proto_field_names`` and
+``always_print_primitive_fields``) and ``servables/tensorflow/get_model_metadata_impl.cc`` at 1b86c9e7 (all of
+the bundle's ``signature_def``, ``model_spec`` = the servable's name and version).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from loopback_json_server import LoopbackJsonServer
 
 PREDICT = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
 STATUS = re.compile(r"^/v1/models/([^/:]+)$")
+METADATA = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?/metadata$")
 
 
 def _versions(base: Path) -> list[int]:
@@ -57,6 +67,18 @@ def _json(key: str, value):
     return value
 
 
+def _signature_defs(folder: Path) -> dict:
+    """The ``serve`` MetaGraphDef's SignatureDefs in ``folder/saved_model.pb``, as protobuf's JSON printer writes them
+    with ``preserve_proto_field_names`` and ``always_print_primitive_fields`` (TF Serving's ``ToJsonString``)."""
+    from google.protobuf.json_format import MessageToDict
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel.FromString((folder / "saved_model.pb").read_bytes())
+    (graph,) = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
+    return {key: MessageToDict(signature, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+            for key, signature in graph.signature_def.items()}
+
+
 class TfServingStandIn(LoopbackJsonServer):
     def __init__(self, models: dict[str, "str | Path"]):
         from mlp_core.data.tf import tf
@@ -64,14 +86,24 @@ class TfServingStandIn(LoopbackJsonServer):
         self.tf = tf
         self.tamper = None  # f(status, reply) -> (status, reply), applied to predict answers
         self.loaded = {}
+        self.signature_defs = {}  # name -> the SignatureDefs of its loaded version, as the metadata API prints them
         for name, base in models.items():
             versions = _versions(Path(base))
             if versions:  # TF Serving serves the newest version it finds
-                self.loaded[name] = (versions[-1], tf.saved_model.load(str(Path(base) / str(versions[-1]))))
+                folder = Path(base) / str(versions[-1])
+                self.loaded[name] = (versions[-1], tf.saved_model.load(str(folder)))
+                self.signature_defs[name] = _signature_defs(folder)
         super().__init__()
 
     def answer(self, method: str, path: str, headers, raw: bytes):
         self.requests[-1]["body"] = raw
+        if method == "GET" and METADATA.match(path):
+            name, version = METADATA.match(path).groups()
+            if name not in self.loaded or (version and int(version) != self.loaded[name][0]):
+                what = f"Specific({name}, {version})" if version else f"Latest({name})"
+                return 404, {"error": f"Servable not found for request: {what}"}
+            return 200, {"model_spec": {"name": name, "signature_name": "", "version": str(self.loaded[name][0])},
+                         "metadata": {"signature_def": {"signature_def": self.signature_defs[name]}}}
         if method == "GET":
             m = STATUS.match(path)
             if not m or m.group(1) not in self.loaded:
