@@ -29,7 +29,7 @@ Not modelled: gRPC, the model config file, batching, version labels.
 
 Mirrors: tensorflow/serving ``tensorflow_serving/model_servers/http_rest_api_handler.cc`` as its REST API
 document describes it (the predict and status answers were not checked against that source: unverified beyond the
-document). The metadata answer follows the source, read on 2026-12-01: ``http_rest_api_handler.cc`` and
+document). The metadata answer follows the source, read on 2026-11-30: ``http_rest_api_handler.cc`` and
 ``http_rest_api_util.cc`` at commit b6b8cca6 (``ProcessModelMetadataRequest``; ``ToJsonString`` prints
 ``model_spec`` and the unpacked ``SignatureDefMap`` with ``preserve_proto_field_names`` and
 ``always_print_primitive_fields``) and ``servables/tensorflow/get_model_metadata_impl.cc`` at 1b86c9e7 (all of
