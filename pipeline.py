@@ -65,6 +65,12 @@ def parameter_descriptions() -> dict[str, str]:
     return {name: texts.get(name, "") for name in pipeline_parameters()}
 
 
+def _store_keys(task, options: ClusterOptions) -> None:
+    """On Kubeflow, every step may read or write the artifact store itself (sources, checkpoints, the champion)."""
+    if options.target == "kfp":
+        use_artifact_store_credentials(task)
+
+
 def use_artifact_store_credentials(task) -> None:
     """Give ``task`` the artifact store's keys as the standard AWS variables (kfp-kubernetes ``use_secret_as_env``).
 
@@ -95,11 +101,13 @@ def _train_and_publish(args, given, image, options, ingest_task, validate_task, 
     )
     train_task.after(validate_task)  # only data that passed validation is trained on
     apply_options(train_task, train.CLUSTER, options)
-    if options.target == "kfp":
-        use_artifact_store_credentials(train_task)
+
+    _store_keys(train_task, options)
     evaluate_task = evaluate_component(
         model=train_task.outputs["model"], dataset=ingest_task.outputs["dataset"], **given(evaluate.evaluate))
     apply_options(evaluate_task, evaluate.CLUSTER, options)
+
+    _store_keys(evaluate_task, options)
     with dsl.If(args["publish_uri"] != "", name="publish-uri-given"):
         with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
             publish_task = publish_component(
@@ -116,6 +124,8 @@ def _train_and_publish(args, given, image, options, ingest_task, validate_task, 
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             apply_options(publish_task, publish.CLUSTER, options)
+
+            _store_keys(publish_task, options)
     if options.tracked_experiment:  # Vertex AI Experiments and TensorBoard (compile --target vertex --experiment)
         track_task = track.component(image)(
             train_metrics=train_task.outputs["metrics"], test_metrics=evaluate_task.outputs["metrics"],
@@ -155,14 +165,20 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
 
         ingest_task = ingest_component(**given(ingest.ingest))
         apply_options(ingest_task, ingest.CLUSTER, options)
+
+        _store_keys(ingest_task, options)
         new_data_task = new_data.component(image)(dataset=ingest_task.outputs["dataset"], **given(new_data.new_data))
         apply_options(new_data_task, new_data.CLUSTER, options)
+
+        _store_keys(new_data_task, options)
         # Nothing new (the champion's data and settings): nothing below runs. CEL on the backends
         # ("... == true"), tests/test_pipeline.py evaluates the compiled condition as they do.
         with dsl.If(new_data_task.output == True, name="new-data"):  # noqa: E712 - a kfp condition
             validate_task = validate.component(image)(dataset=ingest_task.outputs["dataset"],
                                                       **given(validate.validate))
             apply_options(validate_task, validate.CLUSTER, options)
+
+            _store_keys(validate_task, options)
             _train_and_publish(args, given, image, options, ingest_task, validate_task, train_component,
                                evaluate_component, publish_component)
         return Outputs(dataset=ingest_task.outputs["dataset"])
