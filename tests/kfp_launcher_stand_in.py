@@ -155,13 +155,36 @@ class LauncherStandIn:
                     env[pair["envVar"]] = secret[pair["secretKey"]]
         return env
 
+    def task_spec(self, task: str) -> dict:
+        """``task``'s spec, in the root DAG or in a condition's DAG (a ``dsl.If`` compiles to a sub-DAG component)."""
+        return all_tasks(self.spec)[task]
+
+    def _channel(self, key: str, upstream: dict[str, TaskResult], kind: str):
+        """A condition DAG's input ``pipelinechannel--X``: a pipeline parameter ``X``, or ``<task>-<output>``.
+
+        The driver resolves them from the parent DAG, which passes its own parameters and its tasks' outputs
+        in as the sub-DAG's inputs (``driver/resolve.go``, ``resolveInputs``); here they come from the
+        arguments and from the upstream results the test passes on.
+        """
+        name = key.removeprefix("pipelinechannel--")
+        roots = self.spec["root"]["inputDefinitions"]["parameters"]
+        if kind == "parameter" and name in roots:
+            return self.arguments.get(name, roots[name].get("defaultValue"))
+        for producer in sorted(upstream, key=len, reverse=True):
+            if name.startswith(producer + "-"):
+                output = name[len(producer) + 1:]
+                result = upstream[producer]
+                return result.parameters[output] if kind == "parameter" else result.artifacts[output]
+        raise KeyError(f"{key}: no pipeline parameter or upstream output of that name")
+
     def _parameters(self, task: str, spec: dict, component: dict, upstream: dict[str, TaskResult]) -> dict:
         root_defaults = {name: p.get("defaultValue") for name, p in self.spec["root"]["inputDefinitions"]["parameters"].items()}
         values = {}
         for name, source in spec.get("inputs", {}).get("parameters", {}).items():
             if "componentInputParameter" in source:
                 key = source["componentInputParameter"]
-                values[name] = self.arguments.get(key, root_defaults.get(key))
+                values[name] = (self._channel(key, upstream, "parameter") if key.startswith("pipelinechannel--")
+                                else self.arguments.get(key, root_defaults.get(key)))
             elif "runtimeValue" in source:
                 values[name] = self._substitute(source["runtimeValue"]["constant"], task)
             elif "taskOutputParameter" in source:
@@ -179,7 +202,7 @@ class LauncherStandIn:
                  kill_when: Callable[[str], bool] | None = None, timeout: float = 900) -> TaskResult:
         """One attempt of ``task``: fresh scratch, download inputs, run, upload only the artifact paths."""
         upstream = upstream or {}
-        spec = self.spec["root"]["dag"]["tasks"][task]
+        spec = self.task_spec(task)
         component = self.spec["components"][spec["componentRef"]["name"]]
         container = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
         scratch = Path(tempfile.mkdtemp(prefix=f"emptydir-{task}-"))
@@ -188,8 +211,11 @@ class LauncherStandIn:
             mount = scratch / "mnt"  # the pod's /: kfp maps gs://B/P to <mount>/gcs/B/P
             inputs = {}
             for name, source in spec.get("inputs", {}).get("artifacts", {}).items():
-                ref = source["taskOutputArtifact"]
-                uri = upstream[ref["producerTask"]].artifacts[ref["outputArtifactKey"]]
+                if "componentInputArtifact" in source:  # in a condition's DAG: the parent's task output
+                    uri = self._channel(source["componentInputArtifact"], upstream, "artifact")
+                else:
+                    ref = source["taskOutputArtifact"]
+                    uri = upstream[ref["producerTask"]].artifacts[ref["outputArtifactKey"]]
                 _download(uri, _local(mount, uri))
                 schema = component["inputDefinitions"]["artifacts"][name]["artifactType"]
                 inputs[name] = {"artifacts": [{"name": name, "uri": uri, "metadata": {},
@@ -246,6 +272,14 @@ class LauncherStandIn:
         if proc.returncode != 0:
             raise StepFailed(task, proc.returncode, log)
         return log
+
+
+def all_tasks(spec: dict) -> dict:
+    """Every task of a compiled pipeline by name: the root DAG's and those inside conditions' sub-DAGs."""
+    found = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        found.update(component.get("dag", {}).get("tasks", {}))
+    return found
 
 
 def _local(mount: Path, uri: str) -> Path:

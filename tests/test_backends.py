@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kfp_launcher_stand_in import all_tasks
+
 from conftest import ROOT, SMALL_TEST, SMALL_TRAIN, run_cli
 from mlp_core import storage
 
@@ -186,7 +188,7 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
                                                                               mnist_data_dir):
     """A train pod killed at epoch 2 loses its scratch; the retry, on a fresh one, resumes bit for bit from the
     checkpoints beside its Model artifact's URI (the same URI for every retry), with no checkpoint_root set."""
-    from kfp_launcher_stand_in import LauncherStandIn, StepFailed
+    from kfp_launcher_stand_in import LauncherStandIn, StepFailed, all_tasks
 
     root, secrets = kubeflow_store
     arguments = {"tfds_data_dir": mnist_data_dir, "train_split": SMALL_TRAIN, "test_split": SMALL_TEST,
@@ -230,15 +232,16 @@ def test_without_the_secret_the_train_step_has_no_keys_for_the_store(compiled_fo
     from kfp_launcher_stand_in import LauncherStandIn
 
     launcher = LauncherStandIn(compiled_for_kubeflow, "minio://mlpipeline/v2/artifacts", "job-1")
-    task = launcher.spec["root"]["dag"]["tasks"]["train"]
+    task = all_tasks(launcher.spec)["train"]
     component = launcher.spec["components"][task["componentRef"]["name"]]
     executor = launcher.spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
     assert "AWS_ACCESS_KEY_ID" not in launcher._environment(component, executor)
     launcher.secrets = {"mlpipeline-minio-artifact": {"accesskey": "a", "secretkey": "s"}}
     env = launcher._environment(component, executor)
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("a", "s")
-    ingest = launcher.spec["components"][launcher.spec["root"]["dag"]["tasks"]["ingest"]["componentRef"]["name"]]
-    assert "AWS_ACCESS_KEY_ID" not in launcher._environment(ingest, executor)  # only the steps that need them
+    ingest = launcher.spec["components"][all_tasks(launcher.spec)["ingest"]["componentRef"]["name"]]
+    # every step may read or write the store itself (a source, checkpoints, the champion): each gets the keys
+    assert launcher._environment(ingest, executor)["AWS_ACCESS_KEY_ID"] == "a"
 
 
 def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_for_kubeflow):
@@ -246,7 +249,7 @@ def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_fo
     from kfp_launcher_stand_in import PLACEHOLDERS, LauncherStandIn
 
     launcher = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-1")
-    task = launcher.spec["root"]["dag"]["tasks"]["train"]
+    task = all_tasks(launcher.spec)["train"]
     component = launcher.spec["components"][task["componentRef"]["name"]]
     values = launcher._parameters("train", task, component, {})
     assert values["run_id"] == "job-1" and "pipeline_root" not in values
@@ -254,7 +257,7 @@ def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_fo
     assert launcher._substitute("{{$.pipeline_job_uuid}}/x", "train") == "{{$.pipeline_job_uuid}}/x"  # not whole
     assert all(launcher._substitute(p, "train") != p for p in PLACEHOLDERS)
     # Every placeholder the compiled Kubeflow spec passes is one the backend fills in, as a whole value.
-    constants = [source["runtimeValue"]["constant"] for t in launcher.spec["root"]["dag"]["tasks"].values()
+    constants = [source["runtimeValue"]["constant"] for t in all_tasks(launcher.spec).values()
                  for source in t.get("inputs", {}).get("parameters", {}).values() if "runtimeValue" in source]
     assert [c for c in constants if isinstance(c, str) and "{{" in c and c not in PLACEHOLDERS] == []
     assert "pipeline_root" not in Path(compiled_for_kubeflow).read_text()

@@ -9,6 +9,8 @@ its parameters and metrics, and every point written to TensorBoard.
 import json
 
 import pytest
+
+from kfp_launcher_stand_in import all_tasks
 from conftest import run_cli
 
 from mlp_core.tensorboard import SCALARS, read_scalars
@@ -176,7 +178,7 @@ def test_compiled_for_vertex_the_step_gets_the_job_and_the_instance(tmp_path):
     run_cli("pipeline.py", "compile", "--target", "vertex", "--accelerator", "none", "--experiment", "mnist-mlp",
             "--tensorboard", TENSORBOARD, "--output", str(path))
     spec = yaml.safe_load(path.read_text())
-    task = spec["root"]["dag"]["tasks"]["track"]
+    task = all_tasks(spec)["track"]
     params = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()}
     assert params == {"experiment": "mnist-mlp", "tensorboard_instance": TENSORBOARD,
                       "job": "{{$.pipeline_job_resource_name}}"}  # whole values (../shared/BACKENDS.md)
@@ -187,7 +189,7 @@ def test_compiled_for_vertex_the_step_gets_the_job_and_the_instance(tmp_path):
     assert task["cachingOptions"] == {}  # never cached: it writes to Vertex AI
 
     run_cli("pipeline.py", "compile", "--target", "vertex", "--accelerator", "none", "--output", str(path))
-    assert "track" not in yaml.safe_load(path.read_text())["root"]["dag"]["tasks"]
+    assert "track" not in all_tasks(yaml.safe_load(path.read_text()))
     refused = run_cli("pipeline.py", "compile", "--experiment", "mnist-mlp", "--output", str(path), check=False)
     assert refused.returncode == 2 and "is a Vertex AI option" in refused.stderr
 
@@ -216,7 +218,7 @@ def test_submit_and_schedule_on_vertex_send_the_pipeline_with_the_track_step(ver
     body = create["body"]
     assert body["displayName"] == "nightly" and body["runtimeConfig"] == {
         "gcsOutputDirectory": "gs://stand-in-bucket/root", "parameterValues": {"epochs": 3.0}}
-    task = body["pipelineSpec"]["root"]["dag"]["tasks"]["track"]
+    task = all_tasks(body["pipelineSpec"])["track"]
     assert task["inputs"]["parameters"]["tensorboard_instance"]["runtimeValue"]["constant"] == TENSORBOARD
     assert task["dependentTasks"] == ["evaluate", "train"]
 
@@ -227,7 +229,7 @@ def test_submit_and_schedule_on_vertex_send_the_pipeline_with_the_track_step(ver
     schedule = vertex.requests[-1]
     assert schedule["path"] == f"/v1/projects/{PROJECT}/locations/{REGION}/schedules"
     spec = schedule["body"]["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"]
-    assert spec["root"]["dag"]["tasks"]["track"]["inputs"]["parameters"]["experiment"]["runtimeValue"] == {
+    assert all_tasks(spec)["track"]["inputs"]["parameters"]["experiment"]["runtimeValue"] == {
         "constant": "nightly"}
 
     refused = run_cli("pipeline.py", "submit", "--host", "http://127.0.0.1:9", "--tensorboard", TENSORBOARD,
