@@ -198,7 +198,9 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: 
     """Write the pipeline's IR YAML to ``output``."""
     check_image(image, allow_mutable_image)
     check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
-    output = Path(output)
+    from mlp_core.locations import check_local
+
+    output = Path(check_local(output, "--output"))  # a gs:// text is never a local folder named gs:
     if output.suffix not in (".yaml", ".yml", ".json"):
         raise ClusterError(f"--output {output}: the compiled pipeline is written as .yaml (or .json), not {output.suffix or 'no extension'}")
     if output.is_dir():
