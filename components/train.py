@@ -24,7 +24,9 @@ DEFAULT = TrainConfig()
 # each attempt resuming from the checkpoints beside its Model artifact's URI (the same URI on every attempt:
 # training_job.pipeline_checkpoint_dir). On Kubeflow a pod lost with its node is not retried (Argo's default
 # retryPolicy OnFailure; the kfp compiler sets no other: README "Retries").
-CLUSTER = StepPolicy("4", "8", "4Gi", "8Gi", accelerated=True,
+# Never cached: its cache key would hold the run id (a new one every run: backend/src/v2/cacheutils/cache.go), so a
+# hit could never happen across runs; the new_data step is what skips training when nothing is new.
+CLUSTER = StepPolicy("4", "8", "4Gi", "8Gi", accelerated=True, cacheable=False,
                      retry={"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0,
                             "backoff_max_duration": "1800s"})
 DEFAULT_HIDDEN = ",".join(str(s) for s in DEFAULT.layer_sizes[1:-1])

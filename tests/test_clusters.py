@@ -63,9 +63,10 @@ def test_retries_and_caching_in_the_yaml(tmp_path):
     assert tasks["ingest"]["retryPolicy"]["backoffDuration"] == "30s"
     assert "retryPolicy" not in tasks["evaluate"]
     cached = {name for name, t in tasks.items() if t.get("cachingOptions", {}).get("enableCache")}
-    # Only train is keyed on its inputs alone; ingest (a TFDS dir), evaluate (the champion) and publish
-    # (LATEST) read or write state that is not an input, so a cache hit would serve stale truth.
-    assert cached == {"train"}
+    # No step is cached: ingest (a source), new_data, validate and evaluate (the champion) and publish (LATEST) read
+    # or write state that is not an input, so a hit would serve stale truth; train's key holds the run id, so a hit
+    # could never happen (cacheutils/cache.go); new_data is what skips work when nothing is new.
+    assert cached == set()
     no_cache = _tasks(_compile(tmp_path, "--no-cache"))
     assert not any(t.get("cachingOptions", {}).get("enableCache") for t in no_cache.values())
 
@@ -275,7 +276,7 @@ def _caching(spec: dict) -> dict:
 
 
 @pytest.mark.parametrize(("flags", "cached"), [
-    ([], {"train"}),  # the compiled choice: ingest and evaluate read state that is not an input
+    ([], set()),  # the compiled choice: no step cached
     (["--no-cache"], set()),
     (["--cache"], None),  # asked for: kfp.Client turns every root-DAG task's cache on
 ])
@@ -316,4 +317,4 @@ def test_vertex_submit_and_schedule_send_the_compiled_caching(gcs_emulator):
     job = next(r["body"] for r in posts if r["path"].endswith("/pipelineJobs"))
     schedule = next(r["body"] for r in posts if r["path"].endswith("/schedules"))
     for spec in (job["pipelineSpec"], schedule["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"]):
-        assert {name for name, on in _caching(spec).items() if on} == {"train"}
+        assert {name for name, on in _caching(spec).items() if on} == set()
