@@ -9,8 +9,9 @@ setup:  ## install the locked dependencies (requirements/dev.txt, hashes checked
 	$(PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m components.ingest seed-tfds-cache
 
-test:  ## every test: the end-to-end runs and the Docker tests included (~20 min on 2 cores)
-	$(PYTHON) -m pytest
+test:  ## every test: the quick tier on every core, then the end-to-end runs and the Docker tests one at a time
+	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
+	$(PYTHON) -m pytest -m "slow or docker"
 
 test-fast:  ## the quick tier: no end-to-end runs, no Docker, on every core (~7 min on 2 cores)
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
