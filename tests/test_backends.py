@@ -150,7 +150,7 @@ def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_
                      "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--epochs", "2",
                      "--blessing-threshold", "0.5", "--publish-uri", str(gcs_fuse / "published"))
     assert "test accuracy" in result.stdout.splitlines()[-1]
-    for name in ("dataset", "model", "tensorboard"):
+    for name in ("ingest/dataset", "train/model", "train/tensorboard"):  # pipeline.py run's summary, task/artifact
         line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name} "))
         assert Path(line.split()[-1], "_COMPLETE.json").is_file()
     assert (gcs_fuse / "published" / "LATEST").is_file()
