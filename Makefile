@@ -13,7 +13,7 @@ test:  ## every test: the quick tier on every core, then the end-to-end runs and
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 	$(PYTHON) -m pytest -m "slow or docker"
 
-test-fast:  ## the quick tier: no end-to-end runs, no Docker, on every core (~7 min on 2 cores)
+test-fast:  ## the quick tier: no end-to-end runs, no Docker, on every core (~18 min on 2 cores)
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 
 ACCELERATOR ?= cpu
