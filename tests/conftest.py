@@ -69,30 +69,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _start_server(script: str, what: str, timeout: float) -> "tuple[int, subprocess.Popen]":
+    """Start ``tests/<script> --port P`` on a free loopback port; wait until it accepts connections."""
+    import socket
+    import time
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / script), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return port, proc
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator():
     """gcp-storage-emulator on a loopback port (with generation preconditions: gcs_emulator_stand_in.py).
 
     Yields a ``google.cloud.storage`` client for it.
     """
-    import socket
-    import time
-
     from mlp_core import storage
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "gcs_emulator_stand_in.py"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("gcp-storage-emulator did not start") from None
-            time.sleep(0.2)
+    port, proc = _start_server("gcs_emulator_stand_in.py", "gcp-storage-emulator", 30)
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
     storage._client = None
@@ -117,24 +122,10 @@ def s3_server():
 
     Sets the standard AWS variables for this process (endpoint, keys, region) and yields a boto3 client.
     """
-    import socket
-    import time
 
     from mlp_core import storage
 
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "s3_server.py"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("the S3 server (moto) did not start") from None
-            time.sleep(0.2)
+    port, proc = _start_server("s3_server.py", "the S3 server (moto)", 60)
     names = ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")
     previous = {name: os.environ.get(name) for name in names}
     os.environ.update({"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": S3_KEYS["accesskey"],
