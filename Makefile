@@ -1,46 +1,62 @@
-# Set-up and checks; PYTHON is whichever interpreter (or venv) you install into.
-PYTHON ?= python3
+# Set-up and checks. `make setup` makes the project's own virtualenv, .venv, and every target runs
+# its Python: nothing to activate for make (the README activates it for its own `python ...` commands).
+#   make setup                         .venv from python3.11 (else python3), then the locked install
+#   make setup BASE_PYTHON=python3.12  .venv from another interpreter
+#   make setup PYTHON=python3          no .venv: install into that interpreter (CI does, as root)
+VENV ?= .venv
+BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(VENV)/bin/python
 IMAGE ?= jax-mlp-pipeline:0.1.0
 
-.PHONY: setup test test-fast compile run image bench bench-npz bench-ingest lock
+.PHONY: setup test test-fast compile run image bench bench-npz bench-ingest lock check-python
 
-setup:  ## install the locked dependencies (requirements/dev.txt, hashes checked), the project, and MNIST for tfds
+setup: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)  ## the locked dependencies (requirements/dev.txt, hashes checked), the project, and MNIST for tfds
 	$(PYTHON) -m pip install --require-hashes -r requirements/dev.txt
 	$(PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m components.ingest seed-tfds-cache
 
-test:  ## every test: the quick tier on every core, then the end-to-end runs and the Docker tests one at a time
+$(VENV)/bin/python:
+	@test -n "$(BASE_PYTHON)" || { echo "error: no python3.11 or python3 on PATH: make setup BASE_PYTHON=/path/to/python3.11" >&2; exit 2; }
+	$(BASE_PYTHON) -m venv $(VENV)
+
+# Every target below runs $(PYTHON): say so in one line when it is not there yet, rather than make's own error.
+check-python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: run make setup first (or name one: PYTHON=...)" >&2; exit 2; }
+
+test: | check-python  ## every test: the quick tier on every core, then the end-to-end runs and the Docker tests one at a time
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 	$(PYTHON) -m pytest -m "slow or docker"
 
-test-fast:  ## the quick tier: no end-to-end runs, no Docker, on every core (~18 min on 2 cores)
+test-fast: | check-python  ## the quick tier: no end-to-end runs, no Docker, on every core (7-18 min on 2 cores)
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 
 ACCELERATOR ?= cpu
+# BASE_IMAGE: python:3.11-slim (the Dockerfile's default, from Docker Hub) unless named, e.g. a mirror's copy.
+# DOCKER_BUILD_FLAGS: anything else for docker build (CI: -q --network host).
 
 image:  ## build and tag the project image (ACCELERATOR=cuda for the CUDA variant, tagged -cuda; BASE_IMAGE=... for another base)
-	docker build $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	docker build $(DOCKER_BUILD_FLAGS) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 	    --build-arg ACCELERATOR=$(ACCELERATOR) \
 	    --build-arg LOCK_SHA256=$$(sha256sum requirements/$(ACCELERATOR).txt | cut -c1-64) \
 	    -t $(if $(filter cuda,$(ACCELERATOR)),$(patsubst %-cuda,%,$(IMAGE))-cuda,$(IMAGE)) .
 
-compile:  ## pipeline.yaml for Kubeflow: the train step requests a GPU and runs on the -cuda image
+compile: | check-python  ## pipeline.yaml for Kubeflow: the train step requests a GPU and runs on the -cuda image
 	$(PYTHON) pipeline.py compile --output pipeline.yaml
 
-run:
+run: | check-python
 	$(PYTHON) pipeline.py run
 
-out/dataset:
+out/dataset: | check-python
 	$(PYTHON) -m components.ingest --output out/dataset
 
-bench: out/dataset  ## the notebook's loop vs ours on full MNIST, 10 epochs (prints figures and ratios)
+bench: out/dataset | check-python  ## the notebook's loop vs ours on full MNIST, 10 epochs (prints figures and ratios)
 	$(PYTHON) -m bench.train_speed --dataset out/dataset --epochs 10
 
-bench-npz: out/dataset  ## data/mnist.npz, for the benchmark on a machine without TensorFlow (a GPU)
+bench-npz: out/dataset | check-python  ## data/mnist.npz, for the benchmark on a machine without TensorFlow (a GPU)
 	mkdir -p data
 	$(PYTHON) -m bench.train_speed --dataset out/dataset --write-npz data/mnist.npz
 
-bench-ingest:  ## image-folder ingest vs a plain tf.data decode loop on the same 22,000 MNIST PNGs (images/s per core)
+bench-ingest: | check-python  ## image-folder ingest vs a plain tf.data decode loop on the same 22,000 MNIST PNGs (images/s per core)
 	$(PYTHON) -m bench.ingest_speed --images 20000
 
 # The image's dependencies, locked with hashes by uv (one file per image variant, and one for
