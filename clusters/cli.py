@@ -1,7 +1,8 @@
 """The command line of ``python pipeline.py`` (and ``jax-mlp-pipeline``): compile, run, submit, schedule.
 
     python pipeline.py compile --output pipeline.yaml [--target vertex] [--accelerator none]
-    python pipeline.py run [--epochs 3 ...]                       # kfp.local, this machine
+    python pipeline.py run [--epochs 3 ...] [--resume [RUN]]      # kfp.local, this machine
+    python pipeline.py runs [--remove RUN ... | --keep N]         # its runs
     python pipeline.py submit --host URL | --vertex --project P --region R [--param epochs=3 ...]
     python pipeline.py schedule --cron "0 3 * * 1" --host URL | --vertex ...
 
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from clusters.arguments import parse_params, validate_arguments
+from clusters.local import RUNNERS
 from clusters.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions
 from components._step import add_flags
 from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, compile_pipeline, parameter_descriptions, pipeline_parameters
@@ -95,14 +97,31 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the whole DAG on this machine with kfp.local",
         description="Run ingest -> train -> evaluate on this machine with kfp.local: in this Python environment "
-        "(--runner subprocess, no Docker) or in the project image (--runner docker). Defaults are the seed notebook's.",
+        "(--runner subprocess, no Docker) or in the project image (--runner docker). Defaults are the seed notebook's. "
+        "Each run is a folder under --pipeline-root with its whole log (pipeline.log) and its record (run.json); "
+        "a run that stopped continues with --resume.",
     )
     r.add_argument("--pipeline-root", default="local_outputs", help="where kfp.local writes artifacts (default: %(default)s)")
-    r.add_argument("--runner", choices=("subprocess", "docker"), default="subprocess",
-                   help="subprocess: this environment; docker: every step in --image (default: %(default)s)")
-    r.add_argument("--image", default=DEFAULT_IMAGE, help="project image for --runner docker (default: %(default)s)")
-    r.add_argument("--gpus", action="store_true", help="with --runner docker: pass all local GPUs to the steps")
+    r.add_argument("--runner", choices=RUNNERS, default=None,
+                   help="subprocess: this environment; docker: every step in --image (default: subprocess)")
+    r.add_argument("--image", default=None, help=f"project image for --runner docker (default: {DEFAULT_IMAGE})")
+    r.add_argument("--gpus", action="store_true", default=None, help="with --runner docker: pass all local GPUs to the steps")
+    r.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue a run that was interrupted or failed, with its parameters: its finished steps reused, "
+                   "training from its checkpoints; RUN is its folder's name under --pipeline-root (default: the newest "
+                   "unfinished run)")
+    r.add_argument("--verbose", "-v", action="store_true",
+                   help="show everything kfp.local and the steps print (default: a line per step, the steps' own lines "
+                   "and a summary; the rest is in the run's pipeline.log)")
     add_flags(r, pipeline_parameters(), parameter_descriptions(), all_optional=True)
+
+    runs = sub.add_parser("runs", help="list or remove the runs of `run` under a pipeline root",
+                          description="List the runs `python pipeline.py run` made under --pipeline-root (newest last), "
+                          "or remove some: only folders with the run.json `run` writes, never a running one.")
+    runs.add_argument("--pipeline-root", default="local_outputs", help="where the runs are (default: %(default)s)")
+    removal = runs.add_mutually_exclusive_group()
+    removal.add_argument("--remove", nargs="+", metavar="RUN", help="remove these runs (folder names under the root)")
+    removal.add_argument("--keep", type=int, metavar="N", help="remove all but the newest N runs")
 
     for name, text in (("submit", "start a run on Kubeflow Pipelines (--host) or Vertex AI (--vertex)"),
                        ("schedule", "retrain on a schedule: create, --list, --pause ID or --delete ID")):
@@ -285,18 +304,54 @@ def _schedule(args) -> int:
 
 
 def _run(args) -> int:
-    from clusters.local import run_local
+    from clusters.local import plan_run, run_local
 
     arguments = {name: getattr(args, name) for name in pipeline_parameters() if getattr(args, name) is not None}
     validate_arguments(arguments)
-    started = time.perf_counter()
+    plan = plan_run(arguments, args.pipeline_root, args.image, args.runner, args.gpus, args.resume)
     try:
-        outputs = run_local(arguments, args.pipeline_root, args.image, args.runner, args.gpus)
-    except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
-        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # kfp colours its messages
-        print(f"error: {message} (the task's own error is in its log above)", file=sys.stderr)
-        return 1
-    print("\n" + "\n".join(outputs.summary(time.perf_counter() - started)))
+        run = run_local(plan, verbose=args.verbose)
+    except KeyboardInterrupt:  # before the run's own handler was in place, or after it
+        print("interrupted", file=sys.stderr)
+        return 130
+    return {"finished": 0, "failed": 1, "interrupted": 130}[run.status]
+
+
+def _runs(args) -> int:
+    from datetime import datetime
+
+    from clusters import local_runs
+    from mlp_core.locations import check_local
+
+    root = Path(check_local(args.pipeline_root, "--pipeline-root"))
+    if args.remove or args.keep is not None:
+        removed = local_runs.remove(root, args.remove) if args.remove else local_runs.keep(root, args.keep)
+        for name in removed:
+            print(f"removed {root / name}")
+        if not removed:
+            print("nothing removed")
+        return 0
+    found = local_runs.runs(root)
+    if not found:
+        print(f"no runs under {root}")
+        return 0
+    defaults = {name: p.default for name, p in pipeline_parameters().items()}
+    rows = [("RUN", "STARTED", "STATUS", "TEST ACC", "PUBLISHED", "PARAMETERS")]
+    for folder, record in found:
+        try:
+            started = datetime.fromisoformat(record.get("started_at", "")).strftime("%Y-%m-%d %H:%M")
+        except ValueError:
+            started = "?"
+        accuracy = record.get("test_accuracy")
+        changed = [f"{name}={value}" for name, value in record["parameters"].items() if value != defaults.get(name)]
+        if record.get("runner", "subprocess") != "subprocess":
+            changed.insert(0, f"runner={record['runner']}")
+        rows.append((folder.name, started, local_runs.status(folder, record),
+                     f"{accuracy:.4f}" if isinstance(accuracy, float) else "-", record.get("published") or "-",
+                     " ".join(changed) or "(defaults)"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     return 0
 
 
@@ -312,6 +367,8 @@ def main(argv: "list[str] | None" = None) -> int:
             return _submit(args)
         if args.command == "schedule":
             return _schedule(args)
+        if args.command == "runs":
+            return _runs(args)
         return _run(args)
     except ClusterError as e:
         print(f"error: {_printable(e)}", file=sys.stderr)

@@ -1,65 +1,280 @@
-"""Running the whole pipeline on this machine with kfp.local: in this environment or in the project image."""
+"""Running the whole pipeline on this machine with kfp.local: in this environment or in the project image.
+
+Every run is a folder ``<pipeline root>/<run name>`` (``clusters.local_runs``) that holds kfp.local's task folders,
+the run's record (``run.json``), its whole log (``pipeline.log``) and kfp.local's cache of its completed tasks. A run
+that stopped (Ctrl-C, SIGTERM, a kill, a failed step) resumes with ``run --resume``: the same run name and run id,
+so its completed tasks hit the cache and the train step resumes from its own checkpoints.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import time
 from pathlib import Path
 
+from clusters import local_runs
+from clusters.options import ClusterError
 
-def run_local(
-    arguments: dict,
-    pipeline_root: "str | Path" = "local_outputs",
-    image: "str | None" = None,
-    runner: str = "subprocess",
-    gpus: bool = False,
-):
-    """Run the DAG on this machine with kfp.local; returns the run (``LocalRun``: its folder and summary).
+RUNNERS = ("subprocess", "docker")
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM during a run: raised in the main thread once the tasks' processes are stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def plan_run(arguments: dict, pipeline_root: "str | Path" = "local_outputs", image: "str | None" = None,
+             runner: "str | None" = None, gpus: "bool | None" = None, resume: "str | None" = None) -> dict:
+    """Check a run's inputs before any work: what ``run_local`` runs. ``None``: not given.
+
+    ``resume``: a run folder name or path under the root, "" for the newest unfinished one; its recorded
+    parameters are used, and any given value that differs from them is refused (``ClusterError``, one line).
+    """
+    from mlp_core.locations import check_local
+    from pipeline import DEFAULT_IMAGE, pipeline_parameters
+
+    # kfp.local writes every artifact under this folder: a gs:// or other remote-looking text is refused, never
+    # turned into a folder named "gs:" here (kfp.local has no object-store backend).
+    root = Path(check_local(pipeline_root, "--pipeline-root"))
+    if runner is not None and runner not in RUNNERS:
+        raise ValueError(f"runner must be subprocess or docker, got {runner!r}")
+    if resume is None:
+        return {"root": root, "folder": None, "arguments": dict(arguments), "image": image or DEFAULT_IMAGE,
+                "runner": runner or "subprocess", "gpus": bool(gpus)}
+    folder, record = local_runs.find(root, resume)
+    defaults = {name: p.default for name, p in pipeline_parameters().items()}
+    recorded = {**defaults, **record["parameters"]}
+    for name, value in arguments.items():
+        if name in recorded and value != recorded[name] and not _same_location(name, value, recorded[name]):
+            flag = "--" + name.replace("_", "-")
+            raise ClusterError(f"{flag} {value}: run {folder.name} was started with {recorded[name]!r}; a resumed run "
+                               f"keeps its parameters (leave {flag} out, or start a new run)")
+    for name, value in (("runner", runner), ("image", image), ("gpus", gpus)):
+        if value is not None and value != record.get(name):
+            raise ClusterError(f"--{name} {value}: run {folder.name} ran with {record.get(name)!r}; a resumed run keeps "
+                               f"it (leave --{name} out)")
+    return {"root": root, "folder": folder, "arguments": dict(record["parameters"]), "image": record["image"],
+            "runner": record["runner"], "gpus": bool(record.get("gpus"))}
+
+
+def _same_location(name: str, given, recorded) -> bool:
+    """--tfds-data-dir given relative, recorded resolved (the docker runner resolves it)."""
+    return name == "tfds_data_dir" and isinstance(given, str) and not given.startswith("gs://") \
+        and str(Path(given).resolve()) == recorded
+
+
+def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRun":
+    """Run the DAG of ``plan`` (``plan_run``) with kfp.local; returns the run (``LocalRun``: folder, status, summary).
 
     ``runner="subprocess"``: every step in this Python environment.
     ``runner="docker"``: every step in ``image`` with ``kfp.local.DockerRunner``,
     as the cluster runs it; the TFDS data dir is mounted read-only, steps run as
     this user (so the artifacts they write are yours), and ``gpus`` passes all
     local GPUs through (NVIDIA container toolkit needed).
-    """
-    import warnings
 
+    Quiet unless ``verbose``: a line per task and the steps' own lines on ``out``; everything in the run's log.
+    """
     from kfp import local
 
-    from mlp_core.locations import check_local
-    from pipeline import DEFAULT_IMAGE, build_pipeline
+    from clusters.local_console import ENV, Console, routed
+    from clusters.options import ClusterOptions
+    from pipeline import PIPELINE_NAME, build_pipeline
 
-    # kfp.local writes every artifact under this folder: a gs:// or other remote-looking text is refused, never
-    # turned into a folder named "gs:" here (kfp.local has no object-store backend).
-    pipeline_root = check_local(pipeline_root, "--pipeline-root")
+    out, err = out or sys.stdout, err or sys.stderr
+    root, arguments = plan["root"], dict(plan["arguments"])
+    root.mkdir(parents=True, exist_ok=True)
+    # Every step cached, in a cache of this run's own: a hit is always one of its completed steps, on a resume.
+    pipeline_func = build_pipeline(plan["image"], ClusterOptions(cache_every_step=True))
+    if plan["runner"] == "docker":
+        _docker_data_dir(arguments)  # before the record: a resumed run mounts the same folder
+    else:
+        import warnings
 
-    if runner == "subprocess":
         # Running the steps in this environment instead of the image is the point of this runner.
         warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
-        local_runner = local.SubprocessRunner(use_venv=False)
-    elif runner == "docker":
-        arguments = dict(arguments)
-        local_runner = _docker_runner(arguments, gpus)
+
+    resuming = plan["folder"] is not None
+    if not resuming:
+        folder, fd = local_runs.create(root, PIPELINE_NAME, {
+            "parameters": arguments, "runner": plan["runner"], "image": plan["image"], "gpus": plan["gpus"]})
+        record = local_runs.read(folder)
     else:
-        raise ValueError(f"runner must be subprocess or docker, got {runner!r}")
-    Path(pipeline_root).mkdir(parents=True, exist_ok=True)
-    local.init(runner=local_runner, pipeline_root=str(pipeline_root))
-    task = build_pipeline(image or DEFAULT_IMAGE)(**arguments)
-    return LocalRun(Path(task.outputs["dataset"].path).parent.parent)
+        folder = plan["folder"]
+        fd = local_runs.lock(folder)
+        if fd is None:
+            raise ClusterError(f"--resume {folder.name}: the run is running now (another pipeline.py run holds it)")
+        record = local_runs.read(folder)
+        record.update(status="running", attempts=record.get("attempts", 1) + 1, resumed_at=local_runs._now())
+        for key in ("ended_at", "error", "seconds"):
+            record.pop(key, None)
+        local_runs.write(folder, record)
+    run = LocalRun(folder, record)
+    with local_runs.held(folder, fd):
+        if plan["runner"] == "docker":
+            local_runner = _docker_runner(arguments, plan["gpus"], record["run_id"])
+        else:
+            local_runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=local_runner, pipeline_root=str(root), enable_caching=True,
+                   cache_root=str(folder / local_runs.CACHE_FOLDER))
+        console = Console(folder / local_runs.LOG_FILE, verbose, out, err)
+        console.say(f"{'resuming run' if resuming else 'run'} {folder.name} under {_shown(root)} "
+                    f"(its whole log: {_shown(folder / local_runs.LOG_FILE)})")
+        started = time.perf_counter()
+        previous = os.environ.get(ENV)
+        os.environ[ENV] = "1"  # the tasks' processes mark their own lines (components/__init__.py)
+        try:
+            with run_identity(folder.name, record["run_id"]), _stopping_children(record["run_id"]), routed(console):
+                pipeline_func(**arguments)
+            run.status = "finished"
+        except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
+            from clusters.local_console import ANSI
+
+            run.status, run.error = "failed", ANSI.sub("", str(e).splitlines()[0])  # kfp colours its messages
+        except Interrupted as e:
+            run.status, run.error = "interrupted", e.args[0]
+        except BaseException as e:
+            run.status, run.error = "failed", f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            if previous is None:
+                os.environ.pop(ENV, None)
+            else:
+                os.environ[ENV] = previous
+            run.seconds = time.perf_counter() - started
+            run.failed, run.reused = dict(console.failed), list(console.reused)
+            run.record_end()
+        if run.status == "interrupted":
+            console.say(f"interrupted: resume with python pipeline.py run --resume {folder.name} --pipeline-root "
+                        f"{shlex.quote(str(root))}", error=True)
+        else:
+            for line in run.summary():
+                console.say(line)
+            if run.status == "failed":
+                console.say(f"error: {run.error} (the whole log: {_shown(folder / local_runs.LOG_FILE)})", error=True)
+        console.close()
+    return run
+
+
+@contextlib.contextmanager
+def run_identity(name: str, run_id: str):
+    """kfp.local runs the pipeline under ``name`` with ``run_id``, not a name and id of its own.
+
+    kfp.local 2.17 names a run's folder ``executor_input_utils.get_local_pipeline_resource_name`` (the pipeline's
+    name and the time) and draws its job id (``{{$.pipeline_job_uuid}}``: the train step's run id, its checkpoint
+    folder) from ``placeholder_utils.make_random_id`` (kfp/local/pipeline_orchestrator.py,
+    ``_run_local_pipeline_implementation``; that call is the run's first, before any task's id). Both module
+    attributes are looked up when called, so replacing them for the run's duration gives a resumed run its
+    first run's folder (the same task folders and cache keys) and run id (the same checkpoints).
+    """
+    from kfp.local import executor_input_utils, placeholder_utils
+
+    own_name, own_id = executor_input_utils.get_local_pipeline_resource_name, placeholder_utils.make_random_id
+    ids = iter([run_id])
+
+    def make_random_id() -> str:
+        return next(ids, None) or own_id()
+
+    executor_input_utils.get_local_pipeline_resource_name = lambda pipeline_name: name
+    placeholder_utils.make_random_id = make_random_id
+    try:
+        yield
+    finally:
+        executor_input_utils.get_local_pipeline_resource_name = own_name
+        placeholder_utils.make_random_id = own_id
+
+
+@contextlib.contextmanager
+def _stopping_children(run_id: str):
+    """On SIGINT or SIGTERM: stop every process the run started, then raise ``Interrupted`` here.
+
+    A terminal's Ctrl-C signals the whole process group, but ``kill -INT <pid>`` (or a service manager's SIGTERM)
+    only this process: kfp.local's task processes would run on, writing checkpoints, with nobody reading them.
+    """
+    stopping = []
+
+    def handler(signum, frame):
+        if stopping:  # a second Ctrl-C while the first one's stopping the tasks
+            return
+        stopping.append(signum)
+        stop_children(run_id)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stop_children(run_id: str = "", timeout: float = 10.0) -> None:
+    """Terminate every descendant process (SIGTERM, then SIGKILL after ``timeout`` s) and this run's containers.
+
+    psutil (a dependency of tensorflow-datasets, so always installed) walks the process tree; the tasks' shells
+    and their Python processes are children and grandchildren of this one.
+    """
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=5)
+    if run_id:
+        _stop_containers(run_id)
+
+
+CONTAINER_LABEL = "jax-mlp-pipeline.run-id"
+
+
+def _stop_containers(run_id: str) -> None:
+    """The docker runner's containers of this run (labelled with its id): kfp.local starts them detached."""
+    try:
+        import docker
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):  # no engine, or the containers already gone: nothing to stop
+        client = docker.from_env()
+        for container in client.containers.list(filters={"label": f"{CONTAINER_LABEL}={run_id}"}):
+            container.stop(timeout=10)
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it reads: relative to the working folder when under it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 class LocalRun:
-    """A finished kfp.local run: its folder ``<pipeline root>/<pipeline>-<time>/<task>/<artifact>``.
+    """A kfp.local run: its folder ``<pipeline root>/<run name>/<task>/<artifact>``, its record and its summary.
 
     kfp.local writes each task's outputs (artifact URIs and metadata, parameter values) to
     ``<task>/executor_output.json`` (kfp/local/executor_output_utils.py); the summary is read from there, since
     the pipeline returns only what every run makes (the steps after new_data run under a condition).
     """
 
-    ARTIFACTS = {"ingest": ("dataset",), "validate": ("report", "anomalies"),
-                 "train": ("model", "metrics", "tensorboard"),
-                 "evaluate": ("metrics", "classification_metrics", "report", "report_markdown")}
-
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, record: "dict | None" = None):
+        self.folder = Path(folder)
+        self.record = record if record is not None else (local_runs.read(self.folder) or {})
+        self.status = self.record.get("status", "")
+        self.error = self.record.get("error", "")
+        self.seconds = 0.0
+        self.failed: dict[str, str] = {}
+        self.reused: list[str] = []
+        self.console = None
 
     def outputs(self, task: str) -> "dict | None":
         """The task's executor output, or None when the task did not run."""
@@ -74,39 +289,99 @@ class LocalRun:
         found = ((self.outputs(task) or {}).get("artifacts") or {}).get(name, {}).get("artifacts") or [None]
         return found[0]
 
-    def summary(self, seconds: float) -> "list[str]":
-        """What the run did, in lines: which steps ran, where their artifacts are, the test accuracy."""
-        lines = [f"pipeline finished in {seconds:.1f} s"]
-        decision = (self.outputs("new-data") or {}).get("parameterValues", {}).get("Output")
-        if decision is False:
-            lines.append("  nothing new since the champion: stopped after ingest (the new-data step says why)")
-        for task, names in self.ARTIFACTS.items():
-            for name in names:
-                artifact = self.artifact(task, name)
-                if artifact is not None:
-                    lines.append(f"  {task + '/' + name:<33} {artifact['uri']}")
-        test = (self.artifact("evaluate", "metrics") or {}).get("metadata") or {}
-        if "test_accuracy" in test:
-            lines.append(f"test accuracy {test['test_accuracy']:.4f} (test loss {test['test_loss']:.4f})")
+    def parameter(self, task: str, name: str):
+        return ((self.outputs(task) or {}).get("parameterValues") or {}).get(name)
+
+    def report(self) -> "Path | None":
+        """``report.html`` in the run folder, a link to evaluate's report (kfp names it after the output, no
+        extension, which a browser would show as text); None when there is no report."""
+        target = Path("evaluate") / "report"
+        if not (self.folder / target).is_file():
+            return None
+        link = self.folder / local_runs.REPORT_LINK
+        try:
+            if link.is_symlink():
+                link.unlink()
+            if not link.exists():
+                link.symlink_to(target)
+            return link
+        except OSError:  # a file system without links (some FUSE mounts): the report itself
+            return self.folder / target
+
+    def published(self) -> "tuple[str, str]":
+        """(version, "") when this run published one, else ("", why not)."""
+        version = self.parameter("publish", "Output")
+        if version:
+            return version, ""
+        if not self.record.get("parameters", {}).get("publish_uri"):
+            return "", "no --publish-uri"
+        if self.parameter("new-data", "Output") is False:
+            return "", "nothing new since the champion"
+        if self.parameter("evaluate", "blessed") is False:
+            return "", f"not blessed: {self.parameter('evaluate', 'reason')}"
+        return "", "the run did not get that far"
+
+    def record_end(self) -> None:
+        """Write how the run ended into its ``run.json``."""
+        record = dict(self.record, status=self.status, ended_at=local_runs._now(), seconds=round(self.seconds, 1))
+        if self.error:
+            record["error"] = self.error
+        accuracy, loss = self.parameter("evaluate", "test_accuracy"), self.parameter("evaluate", "test_loss")
+        if accuracy is not None:
+            record.update(test_accuracy=accuracy, test_loss=loss)
+        version, why = self.published()
+        record.update(published=version, not_published=why if not version else "")
+        self.record = record
+        local_runs.write(self.folder, record)
+
+    def summary(self) -> "list[str]":
+        """What the run did, in a few lines: where it is, its log and report, what was published, the test accuracy."""
+        log = _shown(self.folder / local_runs.LOG_FILE)
+        if self.status == "interrupted":
+            return []
+        lines = ["", f"pipeline {self.status} in {self.seconds:.1f} s: {_shown(self.folder)}",
+                 f"  log        {log}"]
+        report = self.report()
+        if report is not None:
+            lines.append(f"  report     {report.absolute().as_uri()}")
+        version, why = self.published()
+        if self.status == "finished":
+            lines.append(f"  published  {version or 'nothing: ' + why}")
+        accuracy, loss = self.parameter("evaluate", "test_accuracy"), self.parameter("evaluate", "test_loss")
+        if self.status == "finished" and self.parameter("new-data", "Output") is False:
+            lines.append("nothing new since the champion: stopped after new-data (its line above says why)")
+        elif accuracy is not None:
+            lines.append(f"test accuracy {accuracy:.4f}, test loss {loss:.4f} "
+                         "(the notebook's loss: -mean(log_softmax(logits) * one_hot))")
         return lines
 
 
-def _docker_runner(arguments: dict, gpus: bool):
-    """A DockerRunner that sees this machine's TFDS data dir (``arguments`` gets its path)."""
-    import os
+def _docker_data_dir(arguments: dict) -> None:
+    """The TFDS data dir the steps' containers see: this machine's, resolved (``arguments`` gets its path)."""
+    try:
+        import docker  # noqa: F401 - before the run folder is made: the runner needs it
+    except ImportError:
+        raise ClusterError("--runner docker needs the docker package: pip install -e '.[docker]'") from None
+    data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
+    if not data_dir.startswith("gs://"):
+        arguments["tfds_data_dir"] = str(Path(data_dir).resolve())
 
+
+def _docker_runner(arguments: dict, gpus: bool, run_id: str):
+    """A DockerRunner that sees the TFDS data dir of ``arguments`` (``_docker_data_dir``), read-only."""
     from docker.types import DeviceRequest, Mount
     from kfp import local
 
-    data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
-    if not data_dir.startswith("gs://"):
-        data_dir = str(Path(data_dir).resolve())
-        arguments["tfds_data_dir"] = data_dir
+    from clusters.local_console import ENV
+
+    data_dir = arguments.get("tfds_data_dir", "")
     mounts = [] if data_dir.startswith("gs://") else [Mount(target=data_dir, source=data_dir, type="bind", read_only=True)]
     extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if gpus else {}
     return local.DockerRunner(
         user=f"{os.getuid()}:{os.getgid()}",
-        environment={"HOME": "/tmp"},  # a host uid has no home in the image
+        # a host uid has no home in the image; the steps mark the lines a person reads (clusters/local_console.py)
+        environment={"HOME": "/tmp", ENV: "1"},
+        labels={CONTAINER_LABEL: run_id},  # what an interrupted run stops (_stop_containers)
         mounts=mounts,
         **extra,
     )

@@ -148,10 +148,16 @@ class ClusterOptions:
     # jax-mlp-pipeline.
     experiment: str = ""
     tensorboard: str = ""
+    # kfp.local only (pipeline.py run): every step cached, whatever its policy. That run's cache is its own (in its
+    # run folder, clusters/local.py), so a hit is always a resumed run reusing one of its own completed steps.
+    cache_every_step: bool = False
 
     def __post_init__(self) -> None:
         if self.target not in (None, "kfp", "vertex"):
             raise ClusterError(f"target must be kfp or vertex, got {self.target!r}")
+        if self.cache_every_step and self.target is not None:
+            raise ClusterError("cache_every_step is for kfp.local, whose cache is the run's own; a cluster's cache is "
+                               "shared by every run")
         if self.accelerator is not None:
             known = VERTEX_ACCELERATORS if self.target == "vertex" else KFP_ACCELERATORS
             if self.accelerator not in known:
@@ -279,7 +285,7 @@ def parse_toleration(text: str) -> Toleration:
 
 def apply(task, policy: StepPolicy, options: ClusterOptions):
     """Set a step's resources, accelerator, retries and caching (its ``policy``) on its kfp ``task``."""
-    task.set_caching_options(options.enable_caching and policy.cacheable)
+    task.set_caching_options(options.enable_caching and (policy.cacheable or options.cache_every_step))
     if options.target is None:
         # kfp.local honours retry policies too, but a step that fails on this machine
         # fails on bad input, the same way every time: retrying it only delays the error.

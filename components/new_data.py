@@ -50,6 +50,7 @@ def new_data(
         shuffle: shuffle each epoch on the device; false keeps the seed's order
         force: train (and replace an incomparable champion) even when nothing is new
     """
+    import components  # noqa: F401 - pipeline.py run shows what this step prints (components/__init__.py)
     from mlp_core.data.novelty import check_dataset
 
     decision = check_dataset(dataset.path, publish_uri, hidden_sizes, force=force, step_size=step_size,
