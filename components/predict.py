@@ -1,53 +1,24 @@
 """Predict: the class of each image, from a Model artifact (native params or its SavedModel) or a served model.
 
-    python -m components.predict --model DIR image.png [more.png ...]
+    python -m components.predict --model DIR image.png photos/ [more.jpg ...]
+    python -m components.predict --model DIR --resize photos/          # images of another size or channels
     python -m components.predict --model DIR --backend saved_model batch.npy
     python -m components.predict --server http://HOST:8501 --model-name mnist-mlp batch.npy   # TF Serving REST
     python -m components.predict --server http://HOST:8501 --model-name mnist-mlp --model DIR batch.npy
 
-Images are uint8 at the shape of the dataset the model was trained on (its ``dataset.json``; with
-``--server`` alone, the served signature's input shape); each line is ``<file>: <class name> (p=...)``.
+Inputs are PNG or JPEG images, folders of them (walked recursively, in sorted order; other files skipped) and
+``.npy`` uint8 batches, at the shape of the dataset the model was trained on (its ``dataset.json``; with
+``--server`` alone, the served signature's input shape). ``--resize`` converts images of another size or
+channels as the image-folder ingest's ``--resize`` does (mlp_core.data.image_files). Each line is
+``<file>: <class name> (p=...)``, the file as given (a folder's images joined to the folder), a batch's
+images ``<file>[i]``. Bad arguments are refused before TensorFlow or JAX is imported.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from components._cli import InputError, exit_on_error
-
-
-def load_inputs(paths: list[str], image_shape: list[int]):
-    """``(names, uint8 [N, *image_shape])`` from PNG files and ``.npy`` batches; other shapes refused, not converted."""
-    import numpy as np
-
-    names, batches = [], []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise InputError(f"input not found: {path}")
-        if path.suffix.lower() == ".npy":
-            try:
-                array = np.load(path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as e:  # a .npy of objects, a damaged header
-                raise InputError(f"{path} is not a readable .npy of images: {str(e).splitlines()[0]}") from None
-            if array.ndim == len(image_shape):  # one image
-                array = array[None]
-            names += [f"{path.name}[{i}]" for i in range(len(array))]
-        elif path.suffix.lower() == ".png":
-            from mlp_core.data.tf import tf
-
-            try:  # channels as stored: a grayscale PNG for an RGB model is refused below, not converted
-                array = tf.io.decode_png(path.read_bytes(), channels=0).numpy()[None]
-            except tf.errors.InvalidArgumentError:
-                raise InputError(f"{path} is not a readable PNG") from None
-            names.append(path.name)
-        else:
-            raise InputError(f"{path}: inputs are .png images or .npy batches")
-        if array.dtype != np.uint8:
-            raise InputError(f"{path}: images must be uint8 (0..255), got {array.dtype}")
-        if list(array.shape[1:]) != list(image_shape):
-            raise InputError(f"{path}: images must be {list(image_shape)}, got {list(array.shape[1:])}")
-        batches.append(array)
-    return names, np.concatenate(batches)
+from components._cli import InputError, error_line, exit_on_error
 
 
 def predict_images(model: "str | Path", images, backend: str = "native", params=None, trained_on=None):
@@ -249,35 +220,100 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", help="with --server: the served model's name")
     p.add_argument("--backend", choices=("native", "saved_model"), default="native",
                    help="native: params.npz with JAX; saved_model: the SavedModel (saved_model/1) with TensorFlow (default: native)")
-    p.add_argument("inputs", nargs="+", help="PNG images or .npy uint8 batches [N, *image shape], at the image shape "
-                   "of the model's dataset (its dataset.json, or the served signature's input)")
+    p.add_argument("--resize", action="store_true",
+                   help="convert images of another size or channels to the model's image shape, as the image-folder "
+                   "ingest's --resize does (TensorFlow: grey <-> RGB, alpha dropped or added; tf.image.resize, "
+                   "bilinear, antialiased); without it such an image is refused")
+    p.add_argument("inputs", nargs="+", help="PNG or JPEG images, folders of them (walked recursively, sorted; other "
+                   "files skipped) or .npy uint8 batches [N, *image shape], at the image shape of the model's dataset "
+                   "(its dataset.json, or the served signature's input)")
     return p
 
 
-@exit_on_error
-def main(argv: "list[str] | None" = None) -> int:
-    from mlp_core.model_io import load_model
+def _model_image_shape(model: str) -> "list[int] | None":
+    """The image shape a Model artifact's ``dataset.json`` names, after checking the folder and its marker (light).
 
-    args = _parser().parse_args(argv)
+    ``load_model`` checks it all again, with every file's sha256 and schema: a shape that cannot be read
+    here (None) is refused there.
+    """
+    import json
+
+    from mlp_core.locations import LocationError
+    from mlp_core.outputs import IncompleteArtifactError, read_marker
+
+    folder = Path(model)
+    if not folder.exists():
+        raise InputError(f"model folder does not exist: {model}")
+    if not folder.is_dir():
+        raise InputError(f"model path is a file, expected a folder: {model}")
+    try:
+        read_marker(folder, "model", verify=False)  # every file there at its size; the hashes: load_model
+    except (IncompleteArtifactError, LocationError) as e:
+        raise InputError(str(e)) from None
+    try:
+        shape = json.loads((folder / "dataset.json").read_text())["image_shape"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    ok = isinstance(shape, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    return shape if ok and shape else None
+
+
+def check_request(args: argparse.Namespace):
+    """``(inputs, notes)`` after every check that needs neither TensorFlow nor JAX: flags, the model's marker, every
+    input found and (when the model's image shape is known here) its shape."""
+    from mlp_core.data.image_files import check_shapes, find_inputs
+
     if not args.model and not args.server:
         raise InputError("give --model DIR (a Model artifact), --server URL --model-name NAME (a served model), "
                          "or both")
-    params = trained_on = None
-    if args.model:
-        params, _, trained_on, _ = load_model(args.model)  # the marker, every file's schema, finite weights
     if args.server:
         if not args.model_name:
             raise InputError("--server needs --model-name (the name the model is served under)")
         if args.backend != "native":
             raise InputError("--backend is where --model runs here; with --server the server runs the model")
-        shape = trained_on["image_shape"] if trained_on else served_image_shape(args.server, args.model_name)
-        names, images = load_inputs(args.inputs, shape)
+        _model_url(args.server, args.model_name)  # both checked, nothing sent
+    shape = _model_image_shape(args.model) if args.model else None
+    inputs, notes = find_inputs(args.inputs)
+    if shape is not None:
+        check_shapes(inputs, shape, args.resize)
+    return inputs, notes
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """The CLI: arguments checked first, refused in one line before TensorFlow or JAX is imported (start-up, not
+    ``exit_on_error``'s list of every step's errors, which imports them); then the prediction."""
+    from mlp_core.data.errors import DatasetError
+    from mlp_core.locations import LocationError
+
+    args = _parser().parse_args(argv)
+    try:
+        inputs, notes = check_request(args)
+    except (InputError, DatasetError, LocationError, OSError) as e:
+        print(f"error: {error_line(e)}", file=sys.stderr)
+        return 2
+    return _predict((args, inputs, notes))
+
+
+@exit_on_error
+def _predict(request) -> int:
+    from mlp_core.data.image_files import RESIZE_FLAG, check_shapes, decode
+    from mlp_core.model_io import load_model
+
+    args, inputs, notes = request
+    params = trained_on = None
+    if args.model:
+        params, _, trained_on, _ = load_model(args.model)  # the marker, every file's sha256 and schema, finite weights
+    shape = trained_on["image_shape"] if trained_on else served_image_shape(args.server, args.model_name)
+    check_shapes(inputs, shape, args.resize)  # before any image is decoded or sent
+    images, names, resized = decode(inputs, shape, args.resize)
+    if args.server:
         probabilities, classes, class_names = served_predictions(
             args.server, args.model_name, images, trained_on["class_names"] if trained_on else None)
     else:
-        names, images = load_inputs(args.inputs, trained_on["image_shape"])
         probabilities, classes = predict_images(args.model, images, args.backend, params, trained_on)  # loaded once
         class_names = [trained_on["class_names"][int(c)] for c in classes]
+    for note in notes + ([f"{RESIZE_FLAG}: {resized} image(s) converted to {list(shape)}"] if resized else []):
+        print(note, file=sys.stderr)
     for name, probs, cls, shown in zip(names, probabilities, classes, class_names or [str(int(c)) for c in classes]):
         print(f"{name}: {shown} (p={float(probs[int(cls)]):.4f})")
     return 0

@@ -1,18 +1,22 @@
 """Pure-JAX MLP from the JAX docs' "training with tensorflow/datasets" notebook.
 
-Nothing here imports kfp; TensorFlow is imported only by ``mlp_core.data``.
+Nothing here imports kfp; TensorFlow is imported only by ``mlp_core.data``, JAX only when a module that
+computes is imported (``mlp_core.model`` and the modules using it), not by the package itself.
 """
 
 from mlp_core.config import ConfigError, TrainConfig
-from mlp_core.model import (
-    accuracy,
-    batched_predict,
-    init_network_params,
-    loss,
-    one_hot,
-    predict,
-    update,
-)
+
+_MODEL_FUNCTIONS = ("accuracy", "batched_predict", "init_network_params", "loss", "one_hot", "predict", "update")
+
+
+def __getattr__(name: str):
+    """The model's functions, imported on first use (PEP 562): importing any ``mlp_core`` module does not load JAX."""
+    if name in _MODEL_FUNCTIONS:
+        from mlp_core import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

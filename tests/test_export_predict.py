@@ -38,7 +38,8 @@ def test_predict_cli_on_png_and_npy(trained, full_dataset, tmp_path):
     for backend in ("native", "saved_model"):
         out = run_cli("-m", "components.predict", "--model", str(trained), "--backend", backend,
                       str(tmp_path / "digit.png"), str(tmp_path / "batch.npy")).stdout.strip().splitlines()
-        assert [line.split(":")[0] for line in out] == ["digit.png", "batch.npy[0]", "batch.npy[1]", "batch.npy[2]"]
+        assert [line.split(": ")[0] for line in out] == [str(tmp_path / name) for name in (  # each path as given
+            "digit.png", "batch.npy[0]", "batch.npy[1]", "batch.npy[2]")]
         outputs[backend] = out
     assert outputs["native"] == outputs["saved_model"]
     predicted = [int(line.split(": ")[1].split()[0]) for line in outputs["native"]]
@@ -165,7 +166,8 @@ def test_predict_names_the_classes_of_a_model_of_another_image_shape(named_model
     (tmp_path / "first.png").write_bytes(tf.io.encode_png(images[0]).numpy())
     np.save(tmp_path / "batch.npy", images[1:9])
     probabilities, classes = predict_images(model, images[:9], "native")
-    expected = _lines(["first.png"] + [f"batch.npy[{i}]" for i in range(8)], probabilities, classes, NAMED)
+    expected = _lines([str(tmp_path / "first.png")] + [f"{tmp_path / 'batch.npy'}[{i}]" for i in range(8)],
+                      probabilities, classes, NAMED)
     for backend in ("native", "saved_model"):
         out = run_cli("-m", "components.predict", "--model", str(model), "--backend", backend,
                       str(tmp_path / "first.png"), str(tmp_path / "batch.npy")).stdout.strip().splitlines()
@@ -197,19 +199,70 @@ def test_predict_refuses_images_of_another_shape_in_one_line(named_model, tmp_pa
     model, named, _ = named_model
     np.save(tmp_path / "mnist.npy", np.zeros((2, 28, 28, 1), np.uint8))
     (tmp_path / "gray.png").write_bytes(tf.io.encode_png(np.zeros((14, 14, 1), np.uint8)).numpy())
-    for name, got in (("mnist.npy", [28, 28, 1]), ("gray.png", [14, 14, 1])):  # a grayscale PNG is not converted
+    batch = "(--resize converts image files, not .npy batches)"
+    for name, got, why in (("mnist.npy", [28, 28, 1], batch),
+                           ("gray.png", [14, 14, 1], "(give --resize to resize and convert it)")):  # not converted
         for backend in ("native", "saved_model"):
             r = run_cli("-m", "components.predict", "--model", str(model), "--backend", backend,
                         str(tmp_path / name), check=False)
             assert r.returncode == 2 and r.stdout == ""
-            assert r.stderr.strip() == f"error: {tmp_path / name}: images must be [14, 14, 3], got {got}"
+            assert r.stderr.strip() == f"error: {tmp_path / name}: images must be [14, 14, 3], got {got} {why}"
     with TfServingStandIn({"digits-rgb": named}) as serving:  # the shape from the served model's metadata
         r = run_cli("-m", "components.predict", "--server", serving.url, "--model-name", "digits-rgb",
                     str(tmp_path / "mnist.npy"), check=False)
         sent = [request["path"] for request in serving.requests]
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: {tmp_path / 'mnist.npy'}: images must be [14, 14, 3], got [28, 28, 1]"
+    assert r.stderr.strip() == f"error: {tmp_path / 'mnist.npy'}: images must be [14, 14, 3], got [28, 28, 1] {batch}"
     assert sent == ["/v1/models/digits-rgb/metadata"]  # no images sent
+
+
+def test_predict_a_folder_of_real_photos_resized_with_relative_paths(named_model, named_rgb, tmp_path):
+    """A folder (nested, a JPEG, a grey PNG of MNIST's size, a note beside them): refused without --resize, naming
+    it; with --resize each image converted as ingest --resize converts it, printed by its path as given."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from components.predict import predict_images
+    from conftest import ROOT
+    from mlp_core.data.image_files import check_shapes, decode, find_inputs
+
+    model = named_model[0]
+    images, _ = read_split(named_rgb, "test")
+    photos = tmp_path / "photos"
+    (photos / "b" / "deeper").mkdir(parents=True)
+    Image.fromarray(images[0]).save(photos / "a.png")
+    Image.fromarray(images[1]).save(photos / "b" / "deeper" / "c.jpg", quality=95)
+    grey = np.kron(images[2].mean(-1).astype(np.uint8), np.ones((2, 2), np.uint8))  # 28x28, one channel
+    Image.fromarray(grey).save(photos / "b" / "big.png")
+    (photos / "README.txt").write_text("where these came from")
+    Image.fromarray(images[3]).save(tmp_path / "single.png")
+
+    def predict(*args):
+        return subprocess.run([sys.executable, "-m", "components.predict", "--model", str(model), *args],
+                              cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    refused = predict("photos", "single.png")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == ("error: photos/b/big.png: images must be [14, 14, 3], got [28, 28, 1] "
+                                      "(give --resize to resize and convert it)")
+    shown = ["photos/a.png", "photos/b/big.png", "photos/b/deeper/c.jpg", "single.png"]
+    inputs, _ = find_inputs([str(tmp_path / name) for name in shown])
+    check_shapes(inputs, [14, 14, 3], resize=True)
+    converted, _, resized = decode(inputs, [14, 14, 3], resize=True)
+    assert resized == 1 and (converted[1] == converted[1][..., :1]).all()  # the grey one: three equal channels
+    expected = _lines(shown, *predict_images(model, converted, "native"), NAMED)
+    for backend in ("native", "saved_model"):
+        result = predict("--resize", "--backend", backend, "photos", "single.png")
+        assert result.returncode == 0, result.stderr[-2000:]
+        out = result.stdout.splitlines()
+        assert [line.split(" (p=")[0] for line in out] == [line.split(" (p=")[0] for line in expected], backend
+        np.testing.assert_allclose([float(line.split("p=")[1][:-1]) for line in out],
+                                   [float(line.split("p=")[1][:-1]) for line in expected], atol=2e-4)
+        assert result.stderr.splitlines()[-2:] == ["photos: skipped 1 file(s) not named .jpg, .jpeg, .png",
+                                                   "--resize: 1 image(s) converted to [14, 14, 3]"]
 
 
 def test_predict_over_tf_serving_names_the_classes_of_a_model_of_another_image_shape(named_model, named_rgb, tmp_path):
