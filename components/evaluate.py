@@ -28,12 +28,16 @@ from mlp_core.outputs import check_output_file, write_json
 CLUSTER = StepPolicy("1", "2", "2Gi", "4Gi", cacheable=False)
 
 def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Path | None" = None,
-                   report_markdown: "str | Path | None" = None, **params) -> dict:
-    """The evaluate step on artifact paths; ``params`` are its parameters (``evaluate`` declares their defaults)."""
+                   report_markdown: "str | Path | None" = None, run_id: str = "", model_uri: str = "",
+                   **params) -> dict:
+    """The evaluate step on artifact paths; ``params`` are its parameters (``evaluate`` declares their defaults).
+
+    ``run_id`` and ``model_uri`` name the run and the Model in the result and the report.
+    """
     from mlp_core.evaluation_job import evaluate_on_dataset
 
-    return evaluate_on_dataset(model, dataset, report=report, report_markdown=report_markdown,
-                               **bind(evaluate, params))
+    return evaluate_on_dataset(model, dataset, report=report, report_markdown=report_markdown, run_id=run_id,
+                               model_uri=model_uri, **bind(evaluate, params))
 
 
 @defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="", force=False)
@@ -70,7 +74,9 @@ def evaluate(
 
     from components.evaluate import champion_line, evaluate_model
 
+    # The run id: the train step puts it on its Model's metadata, which kfp hands on with the artifact.
     result = evaluate_model(model.path, dataset.path, report.path, report_markdown.path,
+                            run_id=str(model.metadata.get("run_id", "")), model_uri=model.uri,
                             blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
                             publish_uri=publish_uri, force=force)
     metrics.log_metric("test_accuracy", result["test_accuracy"])

@@ -123,7 +123,7 @@ def train(
     from components.train import train_model
     from mlp_core.distributed import detect
     from mlp_core.outputs import write_json
-    from mlp_core.tensorboard import write_events
+    from mlp_core.tensorboard import trained_on, write_events
     from mlp_core import storage
     from mlp_core.training_job import final_metrics, hyperparameters, pipeline_checkpoint_dir
 
@@ -156,8 +156,10 @@ def train(
             metrics.log_metric(name, value)
     metrics.metadata["hidden_sizes"] = hidden_sizes
     write_json(metrics.path, {"history": history, "hyperparameters": hyper})
-    write_events(history, tensorboard.path, hyper)
+    write_events(history, tensorboard.path, hyper, run_id=run_id, dataset=trained_on(model.path))
     model.metadata["framework"] = "jax"
+    if run_id:  # evaluate's report names the run (the Model's metadata reaches the next step's input)
+        model.metadata["run_id"] = run_id
     model.metadata["test_accuracy"] = history[-1]["test_accuracy"]
 
 
@@ -225,10 +227,11 @@ def main(argv: "list[str] | None" = None) -> int:
         print(f"process {processes.process_id} done (process 0 writes {args.model})")
         return 0
     if args.tensorboard:
-        from mlp_core.tensorboard import write_events
+        from mlp_core.tensorboard import trained_on, write_events
         from mlp_core.training_job import hyperparameters
 
-        write_events(history, args.tensorboard, hyperparameters(values(args, train)))
+        write_events(history, args.tensorboard, hyperparameters(values(args, train)), run_id=args.run_id,
+                     dataset=trained_on(args.model))
         print(f"wrote {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")
     return 0

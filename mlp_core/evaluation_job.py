@@ -32,17 +32,24 @@ def evaluate_on_dataset(
     blessing_tolerance: float,
     publish_uri: str,
     force: bool,
+    run_id: str = "",
+    model_uri: str = "",
 ) -> dict:
     """Test metrics, per-class metrics, confusion matrix and blessing of ``model``.
 
     The blessing arguments are the evaluate step's parameters
     (``components.evaluate.evaluate`` declares them and their defaults; none is
     defaulted here). With ``report``/``report_markdown``, also writes the report there.
+    ``run_id`` (the pipeline run that trained the model) and ``model_uri`` (where the Model
+    artifact lives; default ``model``) only name the run in the result and the report.
     """
+    from datetime import datetime, timezone
+
     import numpy as np
 
     from mlp_core import report as report_lib
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
+    from mlp_core.outputs import read_marker
     from mlp_core.model_io import load_model
     from mlp_core.locations import is_resource_name
     from mlp_core.publishing import read_champion
@@ -55,6 +62,7 @@ def evaluate_on_dataset(
         if path is not None:
             check_output_file(path)
     params, config, trained_on, history = load_model(model)
+    trained_at = read_marker(model, "model", verify=False).get("completed_at")  # load_model has checked it
     metadata = load_metadata(dataset)
     identity = dataset_identity(metadata)
     for key in ("name", "image_shape", "num_classes"):
@@ -87,6 +95,11 @@ def evaluate_on_dataset(
         "champion": champion,
         "class_comparison": comparison,
         "worse_classes": [c["class"] for c in comparison if c["worse"]],
+        # What the numbers are of: the run, the data and the settings the model was trained with.
+        "run": {"run_id": run_id, "model": str(model_uri or model), "trained_at": trained_at,
+                "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "dataset": report_lib.dataset_facts(metadata, trained_on),
+        "hyperparameters": config.to_dict(),
     }
     lost_to_champion = not blessed and champion is not None and ours["test_accuracy"] >= threshold
     if publish_uri and lost_to_champion and not is_resource_name(publish_uri):
@@ -99,7 +112,7 @@ def evaluate_on_dataset(
         worst = wrong[np.argsort(-ours["confidence"][wrong], kind="stable")][:MISCLASSIFIED_SHOWN]
         predicted = ours["predicted"]
         plots = {
-            "Training curves": report_lib.training_curves(history),
+            "Training curves": report_lib.training_curves(history, len(class_names)),
             "Confusion matrix": report_lib.confusion_heatmap(result["confusion_matrix"], class_names),
             "Most confidently misclassified test images": report_lib.misclassified_grid(
                 images[worst], [class_names[i] for i in labels[worst]], [class_names[i] for i in predicted[worst]],

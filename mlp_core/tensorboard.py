@@ -1,4 +1,4 @@
-"""The train step's per-epoch curves as TensorBoard event files.
+"""The train step's per-epoch curves and its hyperparameters as TensorBoard event files.
 
 Written with ``tf.summary`` (TensorFlow's summary API; its writer comes from the
 ``tensorboard`` package) from the step's history, once training is done, into
@@ -7,6 +7,16 @@ are written to a local temp folder first and then copied, file by file, into
 the output (``mlp_core.outputs.artifact_writer``: marker last), because the
 event writer appends to its file as it goes, which an object store mount
 (Cloud Storage FUSE) does not do well.
+
+The hyperparameters go in twice: as a table (the TEXT tab) and as the HParams
+plugin's session start info (``tensorboard.plugins.hparams.summary_v2.hparams``),
+so the HParams dashboard lists every run under ``--logdir`` with its values. No
+experiment config is written: the plugin then builds the experiment from the
+runs' session infos and takes each run's metrics from the last value of every
+scalar in the same folder (``tensorboard/plugins/hparams/backend_context.py``,
+``_compute_experiment_from_runs``), i.e. the final epoch's test accuracy, losses
+and train accuracy. A config per run would not do: the plugin reads one of them,
+arbitrarily, for the whole logdir (``_find_experiment_tag``).
 """
 
 from __future__ import annotations
@@ -26,10 +36,47 @@ SCALARS = {
 }
 
 
-def write_events(history: list[dict], folder: "str | Path", hyperparameters: "dict | None" = None) -> list[str]:
-    """Write one scalar per ``SCALARS`` key and epoch (step = epoch) into ``folder``; returns the files written."""
-    from mlp_core.data.tf import tf  # never takes a GPU from JAX
+def session_hparams(hyperparameters: "dict | None", dataset: "dict | None" = None) -> dict[str, "int | float | str"]:
+    """What the HParams dashboard shows of a run: its hyperparameters (no ``param_`` prefix) and its data.
 
+    ``dataset``: the Model artifact's ``dataset.json`` (``mlp_core.data.artifact.dataset_identity``): its name
+    and version, and the first 12 hex of its fingerprint (``mlp_core.report.data_fingerprint``), so runs on
+    other data (a new span) are told apart.
+    """
+    from mlp_core.report import data_fingerprint
+
+    values = {name.removeprefix("param_"): value for name, value in (hyperparameters or {}).items()}
+    if dataset:
+        values["dataset"] = f"{dataset['name']} {dataset['version']}"
+        values["data_fingerprint"] = data_fingerprint(dataset["shards"])[:12]
+    return values
+
+
+def trained_on(model: "str | Path") -> dict:
+    """The Model artifact's ``dataset.json`` at ``model`` (a folder, ``gs://`` or ``s3://``): the data it was trained on."""
+    import json
+
+    from mlp_core import storage
+    from mlp_core.model_io import DATASET_FILE
+
+    return json.loads(storage.read_bytes(storage.join(str(model), DATASET_FILE)))
+
+
+def write_events(history: list[dict], folder: "str | Path", hyperparameters: "dict | None" = None, *,
+                 run_id: str = "", dataset: "dict | None" = None) -> list[str]:
+    """Write one scalar per ``SCALARS`` key and epoch (step = epoch) into ``folder``; returns the files written.
+
+    With ``hyperparameters`` (``mlp_core.training_job.hyperparameters``), also the TEXT table and the HParams
+    session (``session_hparams``); its trial id is ``run_id`` (the pipeline run id), else a new random one, so
+    two runs with the same settings stay two rows.
+    """
+    import uuid
+
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hparams_v1
+    from tensorboard.plugins.hparams import summary_v2 as hparams_summary
+
+    from mlp_core.data.tf import tf  # never takes a GPU from JAX
     from mlp_core.outputs import artifact_writer
 
     scratch = Path(tempfile.mkdtemp(prefix="tensorboard-"))
@@ -39,6 +86,10 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
             if hyperparameters:
                 text = "\n".join(f"| {k} | {v} |" for k, v in sorted(hyperparameters.items()))
                 tf.summary.text("hyperparameters", "| parameter | value |\n|---|---|\n" + text, step=0)
+                hparams_summary.hparams(session_hparams(hyperparameters, dataset), trial_id=run_id or uuid.uuid4().hex)
+                # The run is done (written after training): its status, which the dashboard filters on.
+                ended = hparams_v1.session_end_pb(api_pb2.STATUS_SUCCESS)
+                tf.summary.experimental.write_raw_pb(ended.SerializeToString(), step=0)
             for entry in history:
                 for key, tag in SCALARS.items():
                     if entry.get(key) is not None:
@@ -64,3 +115,36 @@ def read_scalars(folder: "str | Path") -> dict[str, list[tuple[int, float]]]:
 
     return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in accumulator.Tensors(tag)]
             for tag in accumulator.Tags()["tensors"] if tag in SCALARS.values()}
+
+
+def read_hparams(logdir: "str | Path") -> dict[str, dict]:
+    """What the HParams dashboard lists for ``tensorboard --logdir logdir``: run -> its hparams and final metrics.
+
+    Through the plugin's own handler (``tensorboard/plugins/hparams/list_session_groups.py``, what the
+    dashboard's ``/session_groups`` request runs) over TensorBoard's event multiplexer. Each run (a folder
+    relative to ``logdir``) maps to ``{"trial": group name, "hparams": {name: value}, "status": "STATUS_SUCCESS", "metrics": {tag: value}}``.
+    """
+    from google.protobuf import json_format
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    tb_context = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer,
+                                       data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir)))
+    # As the dashboard asks (webfiles.zip, index.js fetchSessionGroups): every status, all groups.
+    request = api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=1_000_000, include_metrics=True,
+        allowed_statuses=[api_pb2.STATUS_FAILURE, api_pb2.STATUS_RUNNING, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_UNKNOWN])
+    response = list_session_groups.Handler(context.RequestContext(), backend_context.Context(tb_context), "",
+                                           request).run()
+    runs = {}
+    for group in response.session_groups:
+        hparams = {name: json_format.MessageToDict(value) for name, value in group.hparams.items()}
+        for session in group.sessions:
+            runs[session.name] = {"trial": group.name, "hparams": hparams, "status": api_pb2.Status.Name(session.status),
+                                  "metrics": {m.name.tag: m.value for m in session.metric_values}}
+    return runs

@@ -15,7 +15,8 @@ from mlp_core.metrics import per_class_metrics
 @pytest.fixture(scope="module")
 def evaluated(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"), "--epochs", "2")
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"), "--epochs", "2",
+            "--step-size", "0.05", "--batch-size", "64", "--seed", "3", "--tensorboard", str(out / "tensorboard"))
     result = run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
                      "--metrics", str(out / "metrics.json"), "--report", str(out / "report.html"),
                      "--report-markdown", str(out / "report.md"), "--blessing-threshold", "0.3")
@@ -23,9 +24,15 @@ def evaluated(small_dataset, tmp_path_factory):
 
 
 class _Page(HTMLParser):
+    """The page as a browser reads it: its images, its tables' ids, every cell, and each table's rows."""
+
     def __init__(self):
         super().__init__()
         self.images, self.tables, self.cells, self._in_cell = [], [], [], False
+        self.rows: dict[str, dict[str, str]] = {}  # table id -> {first cell: second cell}
+        self._row: list[str] = []
+        self.text: dict[str, str] = {}  # element id -> its text (paragraphs)
+        self._in_id = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -33,18 +40,31 @@ class _Page(HTMLParser):
             self.images.append(attrs)
         elif tag == "table":
             self.tables.append(attrs.get("id"))
+        elif tag == "tr":
+            self._row = []
+        elif tag == "p" and attrs.get("id"):
+            self._in_id = attrs["id"]
         self._in_cell = tag in ("td", "th")
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and len(self._row) == 2:
+            self.rows.setdefault(self.tables[-1], {})[self._row[0]] = self._row[1]
+        elif tag == "p":
+            self._in_id = None
 
     def handle_data(self, data):
         if self._in_cell and data.strip():
             self.cells.append(data.strip())
+            self._row.append(data.strip())
+        if self._in_id:
+            self.text[self._in_id] = self.text.get(self._in_id, "") + data
 
 
 def test_html_report_has_three_plots_and_the_metrics_tables(evaluated):
     out, _ = evaluated
     page = _Page()
     page.feed((out / "report.html").read_text())
-    assert page.tables == ["summary", "per-class"]
+    assert page.tables == ["run", "summary", "dataset", "hyperparameters", "per-class"]
     assert [i["alt"] for i in page.images] == [
         "Training curves", "Confusion matrix", "Most confidently misclassified test images"]
     for image in page.images:
@@ -53,6 +73,75 @@ def test_html_report_has_three_plots_and_the_metrics_tables(evaluated):
     metrics = json.loads((out / "metrics.json").read_text())
     assert f"{metrics['test_accuracy']:.4f}" in page.cells
     assert "blessed" in page.cells and "yes" in page.cells
+
+
+def test_report_says_which_run_data_and_settings_its_numbers_are_of(evaluated, small_dataset):
+    """The run, the dates (UTC), the data and its fingerprint, the hyperparameters, the champion, the loss's meaning."""
+    from datetime import datetime, timedelta, timezone
+
+    from mlp_core.data.artifact import load_metadata
+    from mlp_core.report import data_fingerprint
+
+    out, _ = evaluated
+    page = _Page()
+    page.feed((out / "report.html").read_text())
+    run, data, hyper, summary = (page.rows[t] for t in ("run", "dataset", "hyperparameters", "summary"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    marker = json.loads((out / "model" / "_COMPLETE.json").read_text())
+
+    assert run["run id"].startswith("not recorded")  # trained by the CLI, not a pipeline run
+    assert run["model"] == str(out / "model")
+    assert run["trained"] == datetime.fromisoformat(marker["completed_at"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    evaluated_at = datetime.strptime(run["evaluated"], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=timezone.utc)
+    assert timedelta(0) <= datetime.now(timezone.utc) - evaluated_at < timedelta(hours=1)
+
+    metadata = load_metadata(small_dataset)
+    shards = {split: [s["sha256"] for s in info["shards"]] for split, info in metadata["splits"].items()}
+    assert data["dataset"] == "mnist 3.0.1"
+    assert data["source"] == "TensorFlow Datasets mnist 3.0.1: train[:512], test[:256]"
+    assert data["examples"] == "train 512, test 256"
+    assert data["fingerprint (sha256 of its shards' sha256s)"] == data_fingerprint(shards) == metrics["dataset"]["fingerprint"]
+    assert data["test split sha256 (what champions are compared on)"] == metrics["test_set_sha256"]
+    assert not any(k.startswith("the model was trained on other data") for k in data)
+
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert hyper == {"layer_sizes": "784-512-512-10", "step_size": "0.05", "batch_size": "64", "num_epochs": "2",
+                     "seed": "3", "init_scale": str(config["init_scale"]), "shuffle": "yes"}
+    assert metrics["hyperparameters"] == config
+
+    assert summary["champion"] == "none yet" and summary["blessed"] == "yes"
+    assert "the usual cross-entropy divided by 10" in page.text["loss"]
+    assert "-mean(log_softmax(logits) * one_hot(labels))" in page.text["loss"]
+
+
+def test_report_names_the_run_and_the_champion_it_was_compared_with(small_dataset, tmp_path):
+    """A pipeline's run id and Model URI; a champion published from another model, scored on this split."""
+    from components.evaluate import evaluate_model
+    from mlp_core.publishing import publish_model
+
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "champion"),
+            "--epochs", "1")
+    first = evaluate_model(tmp_path / "champion", small_dataset, blessing_threshold=0.1)
+    publish_model(tmp_path / "champion", str(tmp_path / "published"), first["test_accuracy"],
+                  test_loss=first["test_loss"])
+    version = (tmp_path / "published" / "LATEST").read_text().strip()
+    result = evaluate_model(tmp_path / "champion", small_dataset, tmp_path / "report.html", tmp_path / "report.md",
+                            run_id="3f2a9c1e-run", model_uri="minio://mlpipeline/v2/artifacts/run/train/model",
+                            blessing_threshold=0.1, publish_uri=str(tmp_path / "published"))
+    page = _Page()
+    page.feed((tmp_path / "report.html").read_text())
+    assert page.rows["run"]["run id"] == "3f2a9c1e-run"
+    assert page.rows["run"]["model"] == "minio://mlpipeline/v2/artifacts/run/train/model"
+    summary = page.rows["summary"]
+    assert summary["champion"] == version
+    assert summary["champion's test accuracy (this split)"] == f"{result['champion']['test_accuracy']:.4f}"
+    assert summary["blessed"] == "yes" and summary["why"] == result["reason"]
+    markdown = (tmp_path / "report.md").read_text()
+    for line in ("| run id | 3f2a9c1e-run |", f"| champion | {version} |",
+                 f"| champion's test accuracy (this split) | {result['champion']['test_accuracy']:.4f} |",
+                 f"| fingerprint (sha256 of its shards' sha256s) | {result['dataset']['fingerprint']} |",
+                 "| layer_sizes | 784-512-512-10 |", "| num_epochs | 1 |"):
+        assert line in markdown, line
 
 
 def test_markdown_report_is_the_same_report(evaluated):
