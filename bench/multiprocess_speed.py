@@ -38,13 +38,13 @@ from mlp_core.mesh import data_mesh
 with np.load(path, allow_pickle=False) as npz:
     data = {k: npz[k] for k in ("train_x", "train_y", "test_x", "test_y")}
 config = TrainConfig(num_epochs=epochs, shuffle=False)
-args = (config, data["train_x"], data["train_y"], data["test_x"], data["test_y"])
+arrays = (data["train_x"], data["train_y"], data["test_x"], data["test_y"])
+from mlp_core.train import SplitOnDevice, fit
 if mode == "multi":
-    from mlp_core.multiprocess import fit_multiprocess
-    _, history = fit_multiprocess(*args, mesh=data_mesh(jax.devices()))
+    from mlp_core.multiprocess import ProcessShare
+    _, history = fit(config, ProcessShare(*arrays, mesh=data_mesh(jax.devices())))
 else:
-    from mlp_core.train import fit
-    _, history = fit(*args, mesh=data_mesh())
+    _, history = fit(config, SplitOnDevice(*arrays, mesh=data_mesh()))
 if jax.process_index() == 0:
     print(json.dumps({"seconds": [h.seconds for h in history], "test_accuracy": [h.test_accuracy for h in history],
                       "devices": jax.device_count(), "platform": jax.default_backend()}))

@@ -1,4 +1,4 @@
-"""Training as N processes (hosts), data parallel over all their devices, with the same epoch program.
+"""Training as N processes (hosts), data parallel over all their devices: the ``ProcessShare`` batch source.
 
 Each epoch the global batch sequence is what one process would train on: the
 same permutation (a pure function of seed and epoch, ``EpochRunner.epoch_key``)
@@ -15,18 +15,16 @@ are computed by every process on its host copy, so all agree without a collectiv
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import numpy as np
 from jax import random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import ConfigError
 from mlp_core.distributed import training_done, training_failed
 from mlp_core.evaluation import evaluate
-from mlp_core.model import Params, init_network_params
-from mlp_core.train import EpochMetrics, EpochOutput, EpochRunner, check_input_size, flatten_images, run_epochs
+from mlp_core.model import Params
+from mlp_core.train import BatchSource, EpochOutput, EpochRunner, flatten_images
 
 
 def _local(x: jax.Array):
@@ -70,45 +68,38 @@ def epoch_order(runner: EpochRunner, epoch: int) -> np.ndarray | None:
         return np.asarray(random.permutation(runner.epoch_key(epoch), runner.num_examples))
 
 
-def fit_multiprocess(
-    config: TrainConfig,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
-    *,
-    mesh: Mesh,
-    params: Params | None = None,
-    start_epoch: int = 0,
-    history: list[EpochMetrics] | None = None,
-    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None = None,
-) -> tuple[Params, list[EpochMetrics]]:
-    """``train.fit`` over every process's devices; returns this process's copy of the final params.
+class ProcessShare(BatchSource):
+    """This process's share of every global batch, for ``train.fit`` over every process's devices.
 
-    Every process calls it with the same arguments; ``on_epoch`` gets this
-    process's copy of the params (only process 0 should write them).
+    Every process builds it from the same arrays (the whole split, read by each);
+    ``fit`` then returns, and hands ``on_epoch``, this process's copy of the params.
+    Only process 0 writes checkpoints (``primary``).
     """
-    train_images = flatten_images(train_images)
-    check_input_size(config, train_images)
-    labels = np.asarray(train_labels, np.int32)
-    runner = EpochRunner(config, len(train_images), mesh=mesh)
-    devices, processes = mesh.devices.size, jax.process_count()
-    if runner.mesh is None:
-        raise ConfigError(f"batch_size {config.batch_size} does not divide over the {devices} devices of {processes} "
-                          f"processes: choose a batch size that is a multiple of {devices}")
-    if params is None:
-        params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
-    params = replicate(jax.tree.map(np.asarray, params), mesh)
-    batched = NamedSharding(mesh, PartitionSpec(None, "batch"))
-    last = NamedSharding(mesh, PartitionSpec("batch")) if runner.split_last else NamedSharding(mesh, PartitionSpec())
-    n_full = runner.full_batches * config.batch_size
-    test = (flatten_images(test_images), np.asarray(test_labels, np.int32))
 
-    def run_epoch(params, epoch: int) -> EpochOutput:
+    def __init__(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
+                 test_labels: np.ndarray, *, mesh: Mesh):
+        self.images = flatten_images(train_images)
+        self.labels = np.asarray(train_labels, np.int32)
+        self.num_examples, self.features = self.images.shape
+        self.test = (flatten_images(test_images), np.asarray(test_labels, np.int32))
+        self.mesh = mesh
+        self.primary = jax.process_index() == 0
+
+    def place(self, runner: EpochRunner, params: Params) -> Params:
+        if runner.mesh is None:
+            devices, processes = self.mesh.devices.size, jax.process_count()
+            raise ConfigError(f"batch_size {runner.config.batch_size} does not divide over the {devices} devices of "
+                              f"{processes} processes: choose a batch size that is a multiple of {devices}")
+        return replicate(jax.tree.map(np.asarray, params), self.mesh)
+
+    def run_epoch(self, runner: EpochRunner, params: Params, epoch: int) -> EpochOutput:
+        batch_size, n_full = runner.config.batch_size, runner.full_batches * runner.config.batch_size
+        batched = NamedSharding(self.mesh, PartitionSpec(None, "batch"))
+        last = NamedSharding(self.mesh, PartitionSpec("batch") if runner.split_last else PartitionSpec())
         order = epoch_order(runner, epoch)
-        x, y = (train_images[order], labels[order]) if order is not None else (train_images, labels)
-        full_x = _global(x[:n_full].reshape(runner.full_batches, config.batch_size, -1), batched, axis=1)
-        full_y = _global(y[:n_full].reshape(runner.full_batches, config.batch_size), batched, axis=1)
+        x, y = (self.images[order], self.labels[order]) if order is not None else (self.images, self.labels)
+        full_x = _global(x[:n_full].reshape(runner.full_batches, batch_size, -1), batched, axis=1)
+        full_y = _global(y[:n_full].reshape(runner.full_batches, batch_size), batched, axis=1)
         last_x = last_y = None
         if runner.remainder:
             axis = 0 if runner.split_last else None
@@ -116,21 +107,18 @@ def fit_multiprocess(
         params, loss, class_counts, first_bad = runner.run_batches(params, full_x, full_y, last_x, last_y)
         return EpochOutput(params, _local(loss), _local(class_counts), _local(first_bad))
 
-    def evaluate_fn(params):
+    def evaluate(self, params: Params) -> tuple[float, float | None, float | None]:
         mine = local_params(params)
-        tested = evaluate(mine, *test)
-        return evaluate(mine, train_images, labels).accuracy, tested.loss, tested.accuracy
+        tested = evaluate(mine, *self.test)
+        return evaluate(mine, self.images, self.labels).accuracy, tested.loss, tested.accuracy
 
-    def on_epoch_local(params, metrics, history):
-        if on_epoch is not None:
-            on_epoch(local_params(params), metrics, history)
+    def host_params(self, params: Params) -> Params:
+        return local_params(params)
 
-    try:
-        params, history = run_epochs(config, len(train_images), run_epoch, evaluate_fn, params, start_epoch, history,
-                                     on_epoch_local)
-    except BaseException as e:
-        # A killed peer: one line naming it. Else the others stop now (pointing at this log), not at JAX's heartbeat.
-        training_failed(e)
-        raise
-    training_done()  # the last collective is behind this process: from here its exit is no failure
-    return local_params(params), history
+    def finish(self, error: BaseException | None) -> None:
+        if error is None:
+            training_done()  # the last collective is behind this process: from here its exit is no failure
+        else:
+            # A killed peer: one line naming it. Else the others stop now (pointing at this log), not at JAX's
+            # heartbeat.
+            training_failed(error)

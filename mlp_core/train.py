@@ -1,21 +1,29 @@
-"""The training loop: one compiled call per epoch, data parallel over local devices.
+"""The one training loop (``fit``) and the sources of its batches.
 
-Each epoch is a single jitted function: ``lax.scan`` over the full batches, then
-the last partial batch exactly as the seed's loop takes it (60,000 examples at
-batch 128 are 468 steps of 128 and one of 96; nothing dropped, nothing
-repeated). Parameters are donated, so the epoch updates them in place.
+``fit(config, source)`` runs the epochs: it resumes from the newest checkpoint,
+then for each epoch trains, checks the loss stayed finite, evaluates, records the
+metrics, writes a checkpoint and calls ``on_epoch``. Only where each epoch's
+batches come from differs, and that is the ``BatchSource``:
 
-Data too big for the device streams instead (``fit_streaming``: one jitted step
-per batch). Either way one loop (``run_epochs``) times each epoch, checks it stayed
-finite, evaluates, and keeps the history.
+- ``SplitOnDevice``: the whole split on the device(s), shuffled there. Each epoch
+  is a single compiled call (``EpochRunner``): ``lax.scan`` over the full batches,
+  then the last partial batch exactly as the seed's loop takes it (60,000 examples
+  at batch 128 are 468 steps of 128 and one of 96; nothing dropped, nothing
+  repeated). Parameters are donated, so the epoch updates them in place.
+- ``BatchStream``: batches read as the epoch goes (tf.data, prefetched), for data
+  too big for the device: one jitted step per batch.
+- ``mlp_core.multiprocess.ProcessShare``: this process's share of every global
+  batch, when several processes train together: the same compiled epoch.
+
+Every source trains with the one SGD step (``_step``), compiled by ``EpochRunner``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +32,12 @@ from jax import lax, random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mlp_core.config import ConfigError, TrainConfig
-from mlp_core.evaluation import evaluate
+from mlp_core.evaluation import CHUNK, evaluate, evaluate_batches
 from mlp_core.mesh import mesh_split
 from mlp_core.model import Params, init_network_params, loss, one_hot, sgd
+
+if TYPE_CHECKING:
+    from mlp_core.checkpoint import Checkpoints
 
 # Folded into the seed's key to derive the shuffle stream, so that shuffling
 # never reuses the keys that initialised the parameters.
@@ -60,7 +71,8 @@ def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
     if num_examples <= 0:
         raise ConfigError("the training split is empty")
     if batch_size > num_examples:
-        raise ConfigError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)")
+        raise ConfigError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)",
+                          field="batch_size")
     return divmod(num_examples, batch_size)
 
 
@@ -86,10 +98,12 @@ def _step(params: Params, images, labels, num_classes: int, step_size: float):
 
 
 class EpochRunner:
-    """Compiles the whole-epoch program once and runs it epoch after epoch.
+    """The compiled programs of training, each traced once and run epoch after epoch, all with ``_step``.
 
-    ``trace_count`` counts how often JAX traced the epoch function: it is 1
-    after any number of epochs of the same data shape.
+    ``run_epoch``: the epoch from the whole split on the device; ``run_batches``: the
+    epoch from batches already cut; ``run_step``: one step on one batch (a stream).
+    ``trace_count`` counts how often JAX traced the epoch function: it is 1 after
+    any number of epochs of the same data shape.
     """
 
     def __init__(self, config: TrainConfig, num_examples: int, mesh: Mesh | None = None, unroll: int = 1):
@@ -109,6 +123,7 @@ class EpochRunner:
         self.trace_count = 0
         self._epoch = jax.jit(self._epoch_fn, donate_argnums=(0,))
         self._batched = jax.jit(self._batches_fn, donate_argnums=(0,))
+        self._one_step = jax.jit(self._step_fn, donate_argnums=(0,))
 
     def _batch_sharded(self, x, axis: int, split: bool = True):
         """Split ``x`` across the mesh along its batch ``axis``."""
@@ -117,6 +132,9 @@ class EpochRunner:
         spec = [None] * x.ndim
         spec[axis] = "batch"
         return lax.with_sharding_constraint(x, NamedSharding(self.mesh, PartitionSpec(*spec)))
+
+    def _step_fn(self, params: Params, images, labels):
+        return _step(params, images, labels, self.config.num_classes, self.config.step_size)
 
     def _epoch_fn(self, params: Params, images, labels, key):
         """The epoch from the whole split on the device: shuffle there, cut into the seed's batches, train."""
@@ -172,144 +190,182 @@ class EpochRunner:
         processes that each hold only their slice of every batch feed it (``mlp_core.multiprocess``)."""
         return self._batched(params, full_images, full_labels, last_images, last_labels)
 
+    def run_step(self, params: Params, images, labels):
+        """One SGD step on one batch (a streamed epoch): ``(params, (batch loss, class counts))``."""
+        return self._one_step(params, images, labels)
+
 
 def flatten_images(images: np.ndarray) -> np.ndarray:
     """``[N, H, W, C]`` -> ``[N, H*W*C]`` without copying or changing dtype."""
     return images.reshape(len(images), -1)
 
 
-# Per epoch: (params, mean loss, class counts, 0-based step of the first non-finite batch loss or -1).
-EpochFn = Callable[[Params, int], EpochOutput]
-# After an epoch: (train accuracy, test loss or None, test accuracy or None).
-EvaluateFn = Callable[[Params], "tuple[float, float | None, float | None]"]
+class BatchSource:
+    """Where each epoch's batches come from; ``fit`` does everything else.
 
-
-def run_epochs(
-    config: TrainConfig,
-    num_examples: int,
-    run_epoch: EpochFn,
-    evaluate_fn: EvaluateFn,
-    params: Params,
-    start_epoch: int,
-    history: list[EpochMetrics] | None,
-    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None,
-) -> tuple[Params, list[EpochMetrics]]:
-    """The one training loop: epochs ``start_epoch..num_epochs``, each timed, checked, evaluated, recorded."""
-    full_batches, remainder = batch_layout(num_examples, config.batch_size)
-    history = list(history or [])
-    for epoch in range(start_epoch, config.num_epochs):
-        started = time.perf_counter()
-        params, epoch_loss, class_counts, first_bad = run_epoch(params, epoch)
-        epoch_loss = float(epoch_loss)  # waits for the epoch to finish
-        seconds = time.perf_counter() - started
-        if int(first_bad) >= 0:
-            raise DivergenceError(
-                f"training diverged: non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1} of "
-                f"{full_batches + bool(remainder)}; try a smaller step size (now {config.step_size})"
-            )
-        train_accuracy, test_loss, test_accuracy = evaluate_fn(params)
-        metrics = EpochMetrics(
-            epoch=epoch + 1,
-            loss=epoch_loss,
-            train_accuracy=train_accuracy,
-            test_accuracy=test_accuracy,
-            test_loss=test_loss,
-            seconds=seconds,
-            examples_per_second=num_examples / seconds,
-            class_counts=np.asarray(class_counts).tolist(),
-        )
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(params, metrics, history)
-    return params, history
-
-
-def fit(
-    config: TrainConfig,
-    train_images: np.ndarray,
-    train_labels: np.ndarray,
-    test_images: np.ndarray | None = None,
-    test_labels: np.ndarray | None = None,
-    *,
-    params: Params | None = None,
-    start_epoch: int = 0,
-    history: list[EpochMetrics] | None = None,
-    mesh: Mesh | None = None,
-    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None = None,
-) -> tuple[Params, list[EpochMetrics]]:
-    """Train on in-memory data; returns final params and one ``EpochMetrics`` per epoch.
-
-    ``train_images`` are uint8 (or float) ``[N, ...]``; they are flattened and
-    put on the device(s) once. ``on_epoch`` is called after each epoch (the
-    hook the train component uses for progress and checkpoints).
+    ``num_examples``: the train split's size. ``features``: values per example, when
+    known before training (checked against ``layer_sizes[0]``). ``mesh``: the devices
+    each batch is split over (None: one device). ``primary``: this process writes
+    the checkpoints (of several processes, only process 0 does).
     """
-    train_images = flatten_images(train_images)
-    check_input_size(config, train_images)
-    runner = EpochRunner(config, len(train_images), mesh=mesh)
-    if params is None:
-        params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
-    params, images, labels = runner.place(params, train_images, np.asarray(train_labels, np.int32))
-    test = None
-    if test_images is not None:
-        test = jax.device_put((flatten_images(test_images), np.asarray(test_labels, np.int32)))
 
-    def evaluate_fn(params):
-        train_accuracy = evaluate(params, images, labels).accuracy
-        if test is None:
+    num_examples: int
+    features: int | None = None
+    mesh: Mesh | None = None
+    primary: bool = True
+
+    def place(self, runner: EpochRunner, params: Params) -> Params:
+        """Put the params (and the data, if it lives on the devices) where the epochs run."""
+        return params
+
+    def run_epoch(self, runner: EpochRunner, params: Params, epoch: int) -> EpochOutput:
+        """Train one epoch (0-based ``epoch``) with ``runner``'s compiled step."""
+        raise NotImplementedError
+
+    def evaluate(self, params: Params) -> tuple[float, float | None, float | None]:
+        """After an epoch: ``(train accuracy, test loss or None, test accuracy or None)``."""
+        raise NotImplementedError
+
+    def host_params(self, params: Params) -> Params:
+        """The params as checkpoints, ``on_epoch`` and the caller take them."""
+        return params
+
+    def finish(self, error: BaseException | None) -> None:
+        """The epochs are over: all done (``error`` None), or one raised ``error``."""
+
+
+class SplitOnDevice(BatchSource):
+    """The whole split on the device(s), replicated over ``mesh``: one compiled call per epoch.
+
+    ``train_images`` are uint8 (or float) ``[N, ...]``; they are flattened and put
+    on the device(s) once, as are the test images when given.
+    """
+
+    def __init__(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray | None = None,
+                 test_labels: np.ndarray | None = None, *, mesh: Mesh | None = None):
+        self.images = flatten_images(train_images)
+        self.labels = np.asarray(train_labels, np.int32)
+        self.num_examples, self.features = self.images.shape
+        self.mesh = mesh
+        self.test = None if test_images is None else (flatten_images(test_images), np.asarray(test_labels, np.int32))
+
+    def place(self, runner: EpochRunner, params: Params) -> Params:
+        params, self.images, self.labels = runner.place(params, self.images, self.labels)
+        if self.test is not None:
+            self.test = jax.device_put(self.test)
+        return params
+
+    def run_epoch(self, runner: EpochRunner, params: Params, epoch: int) -> EpochOutput:
+        return runner.run_epoch(params, self.images, self.labels, epoch)
+
+    def evaluate(self, params: Params) -> tuple[float, float | None, float | None]:
+        train_accuracy = evaluate(params, self.images, self.labels).accuracy
+        if self.test is None:
             return train_accuracy, None, None
-        tested = evaluate(params, *test)
+        tested = evaluate(params, *self.test)
         return train_accuracy, tested.loss, tested.accuracy
 
-    return run_epochs(config, len(train_images), lambda p, epoch: runner.run_epoch(p, images, labels, epoch), evaluate_fn,
-                  params, start_epoch, history, on_epoch)
+
+# read(split, batch_size, shuffle_epoch): the split's (images, labels) numpy batches in order, shuffled for that
+# 0-based epoch unless it is None.
+ReadFn = Callable[[str, int, "int | None"], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
-def check_input_size(config: TrainConfig, images: np.ndarray) -> None:
-    if images.shape[1] != config.layer_sizes[0]:
-        raise ConfigError(
-            f"images have {images.shape[1]} values each but layer_sizes[0] is {config.layer_sizes[0]}"
-        )
+class BatchStream(BatchSource):
+    """Batches read as the epoch goes, for data that does not fit in device memory: one jitted step per batch.
 
-
-def fit_streaming(
-    config: TrainConfig,
-    batches: Callable[[int], Iterable[tuple[np.ndarray, np.ndarray]]],
-    num_examples: int,
-    *,
-    params: Params | None = None,
-    start_epoch: int = 0,
-    history: list[EpochMetrics] | None = None,
-    evaluate_fn: EvaluateFn | None = None,
-    on_epoch: Callable[[Params, EpochMetrics, list[EpochMetrics]], None] | None = None,
-) -> tuple[Params, list[EpochMetrics]]:
-    """Train from a batch stream, for data that does not fit in device memory.
-
-    ``batches(epoch)`` yields ``(images, labels)`` numpy batches of the epoch
-    in order (a tf.data pipeline with prefetch overlaps reading with compute).
-    One jitted step per batch: two compilations, full batch and last batch.
-    ``evaluate_fn(params)`` returns ``(train_accuracy, test_loss, test_accuracy)``.
+    ``read("train" | "test", batch_size, shuffle_epoch)`` yields a split's batches (a
+    tf.data pipeline with prefetch overlaps reading with compute). Two compilations of
+    the step: the full batch and the last one.
     """
-    batch_layout(num_examples, config.batch_size)
-    if params is None:
-        params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
-    step = jax.jit(lambda p, x, y: _step(p, x, y, config.num_classes, config.step_size), donate_argnums=(0,))
 
-    def run_epoch(params, epoch: int) -> EpochOutput:
+    def __init__(self, read: ReadFn, num_examples: int):
+        self.read = read
+        self.num_examples = num_examples
+
+    def run_epoch(self, runner: EpochRunner, params: Params, epoch: int) -> EpochOutput:
+        config = runner.config
         loss_sum = jnp.zeros(())
         class_counts = jnp.zeros(config.num_classes, jnp.int32)
         first_bad = jnp.array(-1)
         seen = steps = 0
-        for images, labels in batches(epoch):
+        for images, labels in self.read("train", config.batch_size, epoch if config.shuffle else None):
             images = flatten_images(images)
-            params, (batch_loss, batch_counts) = step(params, images, np.asarray(labels, np.int32))
+            params, (batch_loss, batch_counts) = runner.run_step(params, images, np.asarray(labels, np.int32))
             loss_sum = loss_sum + batch_loss * len(images)
             class_counts = class_counts + batch_counts
             first_bad = jnp.where((first_bad < 0) & ~jnp.isfinite(batch_loss), steps, first_bad)
             seen += len(images)
             steps += 1
-        if seen != num_examples:
-            raise ValueError(f"epoch {epoch + 1} streamed {seen} examples, the split has {num_examples}")
+        if seen != self.num_examples:
+            raise ValueError(f"epoch {epoch + 1} streamed {seen} examples, the split has {self.num_examples}")
         return EpochOutput(params, loss_sum / seen, class_counts, first_bad)
 
-    return run_epochs(config, num_examples, run_epoch, evaluate_fn or (lambda _: (float("nan"), None, None)),
-                  params, start_epoch, history, on_epoch)
+    def evaluate(self, params: Params) -> tuple[float, float | None, float | None]:
+        tested = evaluate_batches(params, self.read("test", CHUNK, None))
+        return evaluate_batches(params, self.read("train", CHUNK, None)).accuracy, tested.loss, tested.accuracy
+
+
+OnEpoch = Callable[[Params, EpochMetrics, "list[EpochMetrics]"], None]
+
+
+def fit(
+    config: TrainConfig,
+    source: BatchSource,
+    *,
+    checkpoints: Checkpoints | None = None,
+    on_epoch: OnEpoch | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[Params, list[EpochMetrics]]:
+    """The one training loop; returns the final params and one ``EpochMetrics`` per epoch.
+
+    Starts from the newest complete checkpoint of ``checkpoints``
+    (``mlp_core.checkpoint.Checkpoints``: this run's), else from the seed's init;
+    then each epoch ``start..num_epochs`` is trained from ``source``, timed, checked
+    for a non-finite loss, evaluated, recorded, checkpointed (``source.primary``
+    only) and handed to ``on_epoch(params, metrics, history)``.
+    """
+    if source.features is not None and source.features != config.layer_sizes[0]:
+        raise ConfigError(f"images have {source.features} values each but layer_sizes[0] is {config.layer_sizes[0]}")
+    runner = EpochRunner(config, source.num_examples, mesh=source.mesh)
+    resume = checkpoints.latest(config.layer_sizes, log) if checkpoints is not None else None
+    if resume is not None:
+        log(f"resuming from {resume.uri} ({resume.epoch} epoch(s) done)")
+        params, start_epoch, history = resume.params, resume.epoch, [EpochMetrics(**h) for h in resume.history]
+    else:
+        params = init_network_params(config.layer_sizes, random.key(config.seed), config.init_scale)
+        start_epoch, history = 0, []
+    params = source.place(runner, params)
+    try:
+        for epoch in range(start_epoch, config.num_epochs):
+            started = time.perf_counter()
+            params, epoch_loss, class_counts, first_bad = source.run_epoch(runner, params, epoch)
+            epoch_loss = float(epoch_loss)  # waits for the epoch to finish
+            seconds = time.perf_counter() - started
+            if int(first_bad) >= 0:
+                raise DivergenceError(
+                    f"training diverged: non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1} of "
+                    f"{runner.full_batches + bool(runner.remainder)}; try a smaller step size (now {config.step_size})"
+                )
+            train_accuracy, test_loss, test_accuracy = source.evaluate(params)
+            metrics = EpochMetrics(
+                epoch=epoch + 1,
+                loss=epoch_loss,
+                train_accuracy=train_accuracy,
+                test_accuracy=test_accuracy,
+                test_loss=test_loss,
+                seconds=seconds,
+                examples_per_second=source.num_examples / seconds,
+                class_counts=np.asarray(class_counts).tolist(),
+            )
+            history.append(metrics)
+            host = source.host_params(params)
+            if checkpoints is not None and source.primary:
+                checkpoints.save(metrics.epoch, host, [h.to_dict() for h in history])
+            if on_epoch is not None:
+                on_epoch(host, metrics, history)
+    except BaseException as e:
+        source.finish(e)
+        raise
+    source.finish(None)
+    return source.host_params(params), history

@@ -1,23 +1,34 @@
 """The train step's work: a Dataset artifact in, a Model artifact (and its SavedModel) out.
 
-Reads the data where it fits (on the device, or streamed), resumes from this
-run's newest checkpoint, trains with ``mlp_core.train``, checkpoints every epoch,
-writes the model (committed by its marker) and removes this run's checkpoints.
-The input and output widths of the network come from the dataset's metadata
-(image shape, number of classes); only the hidden sizes are chosen.
+``train_on_dataset`` takes the artifacts at local paths or object-store URIs
+(``local_artifacts`` makes them local and uploads the outputs: where the files
+are, not how to train). Then one path: join the processes, read the metadata,
+choose where each epoch's batches come from (``batch_source``: the placement and
+the processes decide), run the one training loop ``mlp_core.train.fit`` (it
+resumes from this run's newest checkpoint and writes one every epoch), write the
+model (committed by its marker) and remove this run's checkpoints. The input and
+output widths of the network come from the dataset's metadata (image shape,
+number of classes); only the hidden sizes are chosen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlp_core.config import ConfigError, TrainConfig, parse_layer_sizes
 from mlp_core.distributed import ProcessGroup, detect, initialize
 from mlp_core.outputs import OutputConflictError, check_apart, check_output_file, write_json
+
+if TYPE_CHECKING:
+    from mlp_core.train import BatchSource
 
 
 def build_config(metadata: dict, hidden_sizes: str, **hyper) -> TrainConfig:
@@ -48,7 +59,6 @@ def train_on_dataset(
     coordinator_timeout: int = 300,
     heartbeat_timeout: int = 100,
     log: Callable[[str], None] = functools.partial(print, flush=True),
-    after_write: "Callable[[], None] | None" = None,
 ) -> list[dict]:
     """Train on ``dataset``'s train split (test accuracy reported per epoch); returns the history.
 
@@ -70,30 +80,34 @@ def train_on_dataset(
     ``dataset``, ``model`` and ``metrics`` may be object-store URIs (``gs://``, ``s3://``, Kubeflow's
     ``minio://``: the pods of a Kubeflow Trainer job have no kfp launcher to move artifacts for them): the
     dataset is downloaded and verified first, the model trained into a local
-    folder and uploaded with its marker last (``mlp_core.remote_artifacts``). ``after_write``: called by
-    process 0 once the model and metrics are written and before this run's checkpoints are deleted.
+    folder and uploaded with its marker last (``local_artifacts``, ``mlp_core.remote_artifacts``).
     """
-    from mlp_core import storage
-
     hyper = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
-                 shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, run_id=run_id, require_gpu=require_gpu, coordinator_timeout=coordinator_timeout,
-                 heartbeat_timeout=heartbeat_timeout, log=log)
-    if any(v is not None and storage.is_remote(str(v)) for v in (dataset, model, metrics)):
-        return _train_remote(str(dataset), str(model), None if metrics is None else str(metrics), checkpoint_dir,
-                             processes or detect(os.environ), hyper)
+                 shuffle=shuffle, placement=placement)
+    group = processes or detect(os.environ)
+    with local_artifacts(dataset, model, metrics, checkpoint_dir, checkpoint_root) as here:
+        return _train(here, group, hyper, checkpoint_root=checkpoint_root, run_id=run_id, require_gpu=require_gpu,
+                      model_uri=model_uri, coordinator_timeout=coordinator_timeout,
+                      heartbeat_timeout=heartbeat_timeout, log=log)
 
+
+def _train(here: "LocalArtifacts", group: ProcessGroup, hyper: dict, *, checkpoint_root: str, run_id: str,
+           require_gpu: bool, model_uri: "str | None", coordinator_timeout: int, heartbeat_timeout: int,
+           log: Callable[[str], None]) -> list[dict]:
+    """``train_on_dataset`` on local artifacts: join the processes, choose the batch source, ``train.fit``, write."""
     import jax
 
-    from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION, export_saved_model
+    from mlp_core import storage
     from mlp_core.checkpoint import Checkpoints, remove_empty_folders
     from mlp_core.data.artifact import dataset_identity, load_metadata
-    from mlp_core.model_io import save_model
-    from mlp_core.outputs import artifact_writer, check_artifact_output
+    from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION, export_saved_model
     from mlp_core.memory import choose_placement
     from mlp_core.mesh import data_mesh, describe_mesh
-    from mlp_core.train import EpochMetrics, batch_layout
+    from mlp_core.model_io import save_model
+    from mlp_core.outputs import artifact_writer, check_artifact_output
+    from mlp_core.train import batch_layout, fit
 
-    group = processes or detect(os.environ)
+    dataset, model, metrics, checkpoint_dir = here.dataset, here.model, here.metrics, here.checkpoint_dir
     initialize(group, coordinator_timeout, heartbeat_timeout)  # before anything asks JAX for its devices
     if require_gpu:
         check_gpu()
@@ -103,11 +117,12 @@ def train_on_dataset(
     if metrics is not None:
         check_output_file(metrics)
     metadata = load_metadata(dataset)
-    config = build_config(metadata, hidden_sizes, step_size=step_size, batch_size=batch_size, num_epochs=epochs,
-                          seed=seed, shuffle=shuffle)
+    config = build_config(metadata, hyper["hidden_sizes"], step_size=hyper["step_size"],
+                          batch_size=hyper["batch_size"], num_epochs=hyper["epochs"], seed=hyper["seed"],
+                          shuffle=hyper["shuffle"])
     num_examples = metadata["splits"]["train"]["num_examples"]
     batch_layout(num_examples, config.batch_size)
-    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
+    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), hyper["placement"])
     identity = dataset_identity(metadata)
     if group.num_processes > 1 and placement != "device":
         raise ConfigError(f"training as {group.num_processes} processes keeps the data on the devices: "
@@ -120,9 +135,6 @@ def train_on_dataset(
     derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, model_uri, run_id, log)
     location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
     checkpoints = Checkpoints(location, run)
-    resume = checkpoints.latest(config.layer_sizes, log)
-    if resume is not None:
-        log(f"resuming from {resume.uri} ({resume.epoch} epoch(s) done)")
     log(
         f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
         f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
@@ -135,22 +147,13 @@ def train_on_dataset(
     log(f"checkpoints: {checkpoints.uri}" + ("" if group.is_primary else " (written by process 0)"))
 
     def on_epoch(params, m, history):
-        if group.is_primary:
-            checkpoints.save(m.epoch, params, [h.to_dict() for h in history])
         log(
             f"epoch {m.epoch}/{config.num_epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
             f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
         )
 
-    start = {}
-    if resume is not None:
-        start = {"params": resume.params, "start_epoch": resume.epoch, "history": [EpochMetrics(**h) for h in resume.history]}
-    if group.num_processes > 1:
-        params, history = _fit_multiprocess(config, dataset, metadata, on_epoch, start, mesh)
-    elif placement == "device":
-        params, history = _fit_on_device(config, dataset, metadata, on_epoch, start, mesh)
-    else:
-        params, history = _fit_streaming(config, dataset, metadata, on_epoch, start)
+    source = batch_source(dataset, metadata, config, placement, group, mesh)
+    params, history = fit(config, source, checkpoints=checkpoints, on_epoch=on_epoch, log=log)
     history = [m.to_dict() for m in history]
     if not group.is_primary:
         return history
@@ -161,27 +164,83 @@ def train_on_dataset(
     if metrics is not None:
         write_json(metrics, {"history": history, "final": final_metrics(history),
                              "hyperparameters": hyperparameters(hyper)})
-    if after_write is not None:
-        after_write()
+    here.upload()  # the model and metrics, where they were asked for; before this run's checkpoints go
     checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
     if derived and checkpoint_root and not storage.is_remote(derived):
         remove_empty_folders(derived, 2)  # <root>/checkpoints/<run id>/train and the run's folder, if left empty
     return history
 
 
-def _train_remote(dataset: str, model: str, metrics: "str | None", checkpoint_dir: "str | None",
-                  group: ProcessGroup, hyper: dict) -> list[dict]:
-    """``train_on_dataset`` with some of its artifacts at object-store URIs: local copies in, uploads out."""
-    import shutil
-    import tempfile
+def batch_source(dataset: "str | Path", metadata: dict, config: TrainConfig, placement: str, group: ProcessGroup,
+                 mesh) -> "BatchSource":
+    """Where the epochs' batches come from: the placement and the processes choose, the training loop is one.
 
+    ``stream``: tf.data batches of the verified shards, prefetched while the device
+    computes (``train.BatchStream``); else the whole split, read once: on this
+    process's devices (``train.SplitOnDevice``) or, of several processes, each one's
+    share of every global batch (``multiprocess.ProcessShare``).
+    """
+    from mlp_core.data.artifact import read_split
+
+    if placement == "stream":
+        from mlp_core.data.artifact import verify_shards
+        from mlp_core.data.records import record_dataset
+        from mlp_core.train import BatchStream
+
+        shape = metadata["image_shape"]
+        shards = {split: verify_shards(dataset, metadata, split) for split in ("train", "test")}
+
+        def read(split: str, batch_size: int, shuffle_epoch: "int | None"):
+            ds = record_dataset(shards[split], shape, batch_size=batch_size, shuffle_seed=shuffle_epoch,
+                                seed=config.seed)
+            return ds.as_numpy_iterator()
+
+        return BatchStream(read, metadata["splits"]["train"]["num_examples"])
+    train_images, train_labels = read_split(dataset, "train", metadata)
+    test_images, test_labels = read_split(dataset, "test", metadata)
+    if group.num_processes > 1:
+        from mlp_core.multiprocess import ProcessShare
+
+        return ProcessShare(train_images, train_labels, test_images, test_labels, mesh=mesh)
+    from mlp_core.train import SplitOnDevice
+
+    return SplitOnDevice(train_images, train_labels, test_images, test_labels, mesh=mesh)
+
+
+class LocalArtifacts(NamedTuple):
+    """The train step's artifacts as local paths, and how to put the outputs where they were asked for."""
+
+    dataset: "str | Path"
+    model: "str | Path"
+    metrics: "str | Path | None"
+    checkpoint_dir: "str | None"
+    upload: Callable[[], None]
+
+
+@contextlib.contextmanager
+def local_artifacts(dataset: "str | Path", model: "str | Path", metrics: "str | Path | None",
+                    checkpoint_dir: "str | None", checkpoint_root: str) -> Iterator[LocalArtifacts]:
+    """Where the files are, not how to train: object-store artifacts as local copies in, uploads out.
+
+    Local paths pass through unchanged (``upload`` does nothing). Any of ``dataset``,
+    ``model``, ``metrics`` at an object-store URI: the model's URI is checked first
+    (``remote_artifacts.check_upload``), the dataset downloaded and verified into a
+    scratch folder, the model and metrics written locally and uploaded by ``upload``
+    (the model's marker last); the scratch folder is removed afterwards. Checkpoints
+    then default to ``.<name>.checkpoints`` beside the model's URI (durable, like a
+    local run's beside its folder).
+    """
     from mlp_core import remote_artifacts, storage
 
+    if not any(v is not None and storage.is_remote(str(v)) for v in (dataset, model, metrics)):
+        yield LocalArtifacts(dataset, model, metrics, checkpoint_dir, lambda: None)
+        return
+    dataset, model, metrics = str(dataset), str(model), None if metrics is None else str(metrics)
     if storage.is_remote(model):
         remote_artifacts.check_upload(model, "model")  # before any work
     if metrics is not None and storage.is_remote(metrics) and storage.exists(metrics):
         raise OutputConflictError(f"{metrics} exists; the metrics go to a new object")
-    if checkpoint_dir is None and not hyper["checkpoint_root"] and storage.is_remote(model):
+    if checkpoint_dir is None and not checkpoint_root and storage.is_remote(model):
         checkpoint_dir = beside(model)  # durable, beside the model, like a local run's
     scratch = Path(tempfile.mkdtemp(prefix="train-"))
     try:
@@ -196,11 +255,9 @@ def _train_remote(dataset: str, model: str, metrics: "str | None", checkpoint_di
             if local_metrics != metrics:
                 storage.write_bytes(metrics, Path(local_metrics).read_bytes())
 
-        return train_on_dataset(local_dataset, local_model, metrics=local_metrics, checkpoint_dir=checkpoint_dir,
-                                processes=group, after_write=upload, **hyper)
+        yield LocalArtifacts(local_dataset, local_model, local_metrics, checkpoint_dir, upload)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # our own temp folder
-
 
 
 def check_gpu() -> None:
@@ -269,51 +326,6 @@ def pipeline_checkpoint_dir(checkpoint_root: str, model_uri: "str | None", run_i
             log(f"warning: checkpoints cannot be written beside the model at {model_uri} ({e}); they stay in this "
                 "pod, so a retry starts from epoch 1: set the pipeline parameter checkpoint_root")
     return None
-
-
-def _fit_on_device(config, dataset, metadata, on_epoch, start, mesh):
-    from mlp_core.data.artifact import read_split
-    from mlp_core.train import fit
-
-    train_images, train_labels = read_split(dataset, "train", metadata)
-    test_images, test_labels = read_split(dataset, "test", metadata)
-    return fit(config, train_images, train_labels, test_images, test_labels, mesh=mesh, on_epoch=on_epoch, **start)
-
-
-def _fit_multiprocess(config, dataset, metadata, on_epoch, start, mesh):
-    from mlp_core.data.artifact import read_split
-    from mlp_core.multiprocess import fit_multiprocess
-
-    train_images, train_labels = read_split(dataset, "train", metadata)
-    test_images, test_labels = read_split(dataset, "test", metadata)
-    return fit_multiprocess(config, train_images, train_labels, test_images, test_labels, mesh=mesh,
-                            on_epoch=on_epoch, **start)
-
-
-def _fit_streaming(config, dataset, metadata, on_epoch, start):
-    """Batches from tf.data, prefetched while the device computes; for data too big to hold."""
-    from mlp_core.data.artifact import verify_shards
-    from mlp_core.data.records import record_dataset
-    from mlp_core.evaluation import CHUNK
-    from mlp_core.evaluation import evaluate_batches
-    from mlp_core.train import fit_streaming
-
-    shape = metadata["image_shape"]
-    shards = {split: verify_shards(dataset, metadata, split) for split in ("train", "test")}
-
-    def batches(split: str, batch_size: int, shuffle_epoch: int | None = None):
-        ds = record_dataset(shards[split], shape, batch_size=batch_size, shuffle_seed=shuffle_epoch, seed=config.seed)
-        return ds.as_numpy_iterator()
-
-    def train_batches(epoch: int):
-        return batches("train", config.batch_size, epoch if config.shuffle else None)
-
-    def evaluate_fn(params):
-        tested = evaluate_batches(params, batches("test", CHUNK))
-        return evaluate_batches(params, batches("train", CHUNK)).accuracy, tested.loss, tested.accuracy
-
-    num_examples = metadata["splits"]["train"]["num_examples"]
-    return fit_streaming(config, train_batches, num_examples, evaluate_fn=evaluate_fn, on_epoch=on_epoch, **start)
 
 
 def final_metrics(history: list[dict]) -> dict[str, float]:

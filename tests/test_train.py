@@ -11,7 +11,7 @@ from jax import jit, random
 from mlp_core import TrainConfig, init_network_params, one_hot, update
 from mlp_core.config import ConfigError
 from mlp_core.data.artifact import read_split
-from mlp_core.train import EpochRunner, batch_layout, fit, flatten_images
+from mlp_core.train import EpochRunner, SplitOnDevice, batch_layout, fit, flatten_images
 
 # The seed code's per-epoch test accuracy on this MNIST, in tfds's order (issue #2).
 SEED_TRAJECTORY = [0.9249, 0.9401, 0.9487, 0.9550, 0.9578, 0.9611, 0.9632, 0.9651, 0.9674, 0.9691]
@@ -40,7 +40,7 @@ def test_epoch_equals_the_per_step_reference_loop(small):
     step = jit(update)
     for i in range(0, len(images), config.batch_size):
         reference = step(reference, images[i : i + 120], one_hot(labels[i : i + 120], 10), config.step_size)
-    ours, history = fit(config, images, labels)
+    ours, history = fit(config, SplitOnDevice(images, labels))
     for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(reference)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert history[0].epoch == 1 and np.isfinite(history[0].loss)
@@ -79,16 +79,16 @@ def test_unrolled_loop_computes_the_same_epoch(small):
 def test_shuffle_differs_by_epoch_and_is_reproducible(small):
     images, labels = small
     config = TrainConfig(num_epochs=2, shuffle=True)
-    a, _ = fit(config, images, labels)
-    b, _ = fit(config, images, labels)
-    c, _ = fit(config.replace(shuffle=False), images, labels)
+    a, _ = fit(config, SplitOnDevice(images, labels))
+    b, _ = fit(config, SplitOnDevice(images, labels))
+    c, _ = fit(config.replace(shuffle=False), SplitOnDevice(images, labels))
     np.testing.assert_array_equal(a[0][0], b[0][0])  # same seed, same data: same params (CPU)
     assert not np.allclose(a[0][0], c[0][0])
 
 
 def test_test_metrics_reported_per_epoch(small, small_dataset):
     test_images, test_labels = read_split(small_dataset, "test")
-    _, history = fit(TrainConfig(num_epochs=2), *small, test_images, test_labels)
+    _, history = fit(TrainConfig(num_epochs=2), SplitOnDevice(*small, test_images, test_labels))
     assert [m.epoch for m in history] == [1, 2]
     assert all(0.0 <= m.test_accuracy <= 1.0 and m.test_loss > 0 for m in history)
     assert history[1].loss < history[0].loss
@@ -99,10 +99,10 @@ import json, sys
 import jax, numpy as np
 from mlp_core import TrainConfig
 from mlp_core.mesh import data_mesh
-from mlp_core.train import fit
+from mlp_core.train import SplitOnDevice, fit
 data = np.load(sys.argv[1])
 mesh = data_mesh() if len(jax.devices()) > 1 else None
-params, hist = fit(TrainConfig(num_epochs=2, batch_size=64), data["x"], data["y"], mesh=mesh)
+params, hist = fit(TrainConfig(num_epochs=2, batch_size=64), SplitOnDevice(data["x"], data["y"], mesh=mesh))
 np.save(sys.argv[2], np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(params)]))
 print(json.dumps({"devices": len(jax.devices()), "loss": hist[-1].loss}))
 """
@@ -129,7 +129,7 @@ def test_seed_faithful_trajectory_on_real_mnist(full_dataset):
     """10 epochs in the seed's order reproduce the seed's per-epoch test accuracy within 0.002."""
     train_images, train_labels = read_split(full_dataset, "train")
     test_images, test_labels = read_split(full_dataset, "test")
-    _, history = fit(TrainConfig(shuffle=False), train_images, train_labels, test_images, test_labels)
+    _, history = fit(TrainConfig(shuffle=False), SplitOnDevice(train_images, train_labels, test_images, test_labels))
     got = [round(m.test_accuracy, 4) for m in history]
     print("seed-faithful trajectory:", got)
     np.testing.assert_allclose(got, SEED_TRAJECTORY, atol=0.002)
@@ -139,7 +139,7 @@ def test_every_example_seen_once_per_epoch_in_both_orders(small):
     images, labels = small
     expected = np.bincount(labels, minlength=10).tolist()
     for shuffle in (False, True):
-        _, history = fit(TrainConfig(num_epochs=2, batch_size=100, shuffle=shuffle), images, labels)
+        _, history = fit(TrainConfig(num_epochs=2, batch_size=100, shuffle=shuffle), SplitOnDevice(images, labels))
         assert [m.class_counts for m in history] == [expected, expected]
 
 
@@ -175,7 +175,7 @@ import json, sys
 import jax, numpy as np
 from mlp_core import TrainConfig
 from mlp_core.mesh import data_mesh, describe_mesh
-from mlp_core.train import EpochRunner, fit
+from mlp_core.train import EpochRunner, SplitOnDevice, fit
 from mlp_core.model import init_network_params
 data = np.load(sys.argv[1])
 x, y = data["x"][: int(sys.argv[2])], data["y"][: int(sys.argv[2])]
@@ -185,7 +185,7 @@ runner = EpochRunner(config, len(x), mesh=mesh)
 params = init_network_params(config.layer_sizes, jax.random.key(0))
 placed = runner.place(params, x.reshape(len(x), -1), y.astype(np.int32))
 hlo = runner._epoch.lower(*placed, runner.epoch_key(0)).compile().as_text()
-trained, _ = fit(config, x, y, mesh=mesh)
+trained, _ = fit(config, SplitOnDevice(x, y, mesh=mesh))
 print(json.dumps({"log": describe_mesh(mesh, len(x), 128), "split_last": runner.split_last,
                   "mesh": runner.mesh is not None, "hlo_all_reduce": "all-reduce" in hlo,
                   "per_device_rows": sorted(set(int(n) for n in __import__("re").findall(r"f32\\[(\\d+),784\\]", hlo))),
