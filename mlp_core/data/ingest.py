@@ -65,12 +65,13 @@ def ingest_tfds(
     from mlp_core.outputs import check_apart
 
     dataset, tfds_data_dir = dataset_name, tfds_data_dir or None
+    tfds_source.check_dataset_name(dataset)
     source = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
     check_apart({"--tfds-data-dir": source}, {"--output": output})
     check_artifact_output(output, "dataset")
     if records_per_shard <= 0:
         raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
-    builder = tfds_source.open_builder(dataset, tfds_data_dir)
+    builder = tfds_source.open_builder(dataset, tfds_data_dir, progress=progress)
     info = tfds_source.source_info(builder)
     splits: dict[str, Any] = {}
     with artifact_writer(output, "dataset") as tmp:

