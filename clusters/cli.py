@@ -11,9 +11,7 @@ parameters, derived from the steps' declarations (``pipeline.pipeline_parameters
 """
 
 import argparse
-import re
 import sys
-import time
 from pathlib import Path
 
 from clusters.arguments import parse_params, validate_arguments

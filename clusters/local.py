@@ -349,7 +349,7 @@ class LocalRun:
             lines.append(f"  published  {version or 'nothing: ' + why}")
         accuracy, loss = self.parameter("evaluate", "test_accuracy"), self.parameter("evaluate", "test_loss")
         if self.status == "finished" and self.parameter("new-data", "Output") is False:
-            lines.append("nothing new since the champion: stopped after new-data (its line above says why)")
+            lines.append("nothing new since the champion: stopped after ingest (the new-data step says why)")
         elif accuracy is not None:
             lines.append(f"test accuracy {accuracy:.4f}, test loss {loss:.4f} "
                          "(the notebook's loss: -mean(log_softmax(logits) * one_hot))")

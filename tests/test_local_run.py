@@ -5,7 +5,6 @@ run folders made by ``clusters.local_runs`` itself. Slow: whole runs on all of M
 parent alone, as ``kill -INT`` sends it) and resumed, its model bit-identical to an uninterrupted run's.
 """
 
-import fcntl
 import io
 import json
 import os

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import pipeline
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "registry.example.com/jax-mlp-pipeline:1.2.3-cuda"
@@ -76,8 +76,8 @@ def test_whole_dag_through_kfp_local_on_real_mnist(mnist_data_dir, tmp_path):
     accuracy = float(re.match(r"test accuracy ([\d.]+)", last).group(1))
     assert accuracy >= 0.92, last
     assert (tmp_path / "outputs").is_dir()
-    listing = result.stdout.rsplit("pipeline finished in", 1)[1].splitlines()[1:-1]  # "  <output>  <path>" lines
-    paths = {line.split()[0]: Path(line.split()[-1]) for line in listing}
+    run = Path(re.search(r"^pipeline finished in [\d.]+ s: (.+)$", result.stdout, re.M).group(1))  # the run folder
+    paths = {name: ROOT / run / name for name in ("train/model", "train/metrics", "train/tensorboard", "validate/report")}
     assert (paths["train/model"] / "params.npz").is_file() and (paths["validate/report"]).is_file()
     from mlp_core.tensorboard import read_scalars
 
