@@ -8,6 +8,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -150,9 +151,10 @@ def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_
                      "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--epochs", "2",
                      "--blessing-threshold", "0.5", "--publish-uri", str(gcs_fuse / "published"))
     assert "test accuracy" in result.stdout.splitlines()[-1]
-    for name in ("ingest/dataset", "train/model", "train/tensorboard"):  # pipeline.py run's summary, task/artifact
-        line = next(line for line in result.stdout.splitlines() if line.strip().startswith(f"{name} "))
-        assert Path(line.split()[-1], "_COMPLETE.json").is_file()
+    run = Path(re.search(r"^pipeline finished in [\d.]+ s: (.+)$", result.stdout, re.M).group(1))  # its summary
+    assert run.parent == gcs_fuse / "root"
+    for name in ("ingest/dataset", "train/model", "train/tensorboard"):  # <run>/<task>/<artifact>
+        assert (run / name / "_COMPLETE.json").is_file()
     assert (gcs_fuse / "published" / "LATEST").is_file()
     assert list((gcs_fuse / "root").rglob("*.checkpoints")) == []  # this run's checkpoints removed once the model was written
 
