@@ -15,7 +15,7 @@ PIDFILE=$STATE/dockerd.pid  # written by dockerd itself (--pidfile), removed whe
 ours() {  # the pid in $PIDFILE, if that process is the dockerd started with it
   local pid cmdline
   pid=$(cat "$PIDFILE" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
   [[ $cmdline == "dockerd --pidfile $PIDFILE "* ]] && echo "$pid"
 }
 
