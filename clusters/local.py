@@ -60,8 +60,17 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = "local_outputs", ima
         if value is not None and value != record.get(name):
             raise ClusterError(f"--{name} {value}: run {folder.name} ran with {record.get(name)!r}; a resumed run keeps "
                                f"it (leave --{name} out)")
-    return {"root": root, "folder": folder, "arguments": dict(record["parameters"]), "image": record["image"],
-            "runner": record["runner"], "gpus": bool(record.get("gpus"))}
+    # run.json is input like any other: its parameters pass the same checks as the command line's
+    unknown = sorted(set(record["parameters"]) - set(defaults))
+    if unknown or record.get("runner", "subprocess") not in RUNNERS:
+        raise ClusterError(f"--resume {folder.name}: its {local_runs.RUN_FILE} names "
+                           f"{'parameters the pipeline does not have: ' + ', '.join(unknown) if unknown else 'no known runner'}")
+    from clusters.arguments import validate_arguments
+
+    validate_arguments(dict(record["parameters"]))
+    return {"root": root, "folder": folder, "arguments": dict(record["parameters"]),
+            "image": record.get("image") or DEFAULT_IMAGE, "runner": record.get("runner", "subprocess"),
+            "gpus": bool(record.get("gpus"))}
 
 
 def _same_location(name: str, given, recorded) -> bool:

@@ -108,13 +108,11 @@ class Console:
         self.log = open(log, "a", encoding="utf-8", errors="replace")
         self.log_path = log
         self.task: "str | None" = None
-        self.recent: collections.deque[str] = collections.deque(maxlen=400)  # the running task's lines
-        self.started: list[str] = []
+        self.recent: collections.deque[str] = collections.deque(maxlen=400)  # the running task's last lines
         self.reused: list[str] = []
         self.failed: dict[str, str] = {}
         self._lock = threading.RLock()
 
-    # what a person reads
     def say(self, text: str = "", error: bool = False) -> None:
         """A line of ours: on the terminal and in the log."""
         with self._lock:
@@ -159,10 +157,7 @@ class Console:
         if match:
             self.task = match.group(1)
             self.recent.clear()
-            self.started.append(self.task)
-            if not self.verbose:
-                self.out.write(self.task + "\n")
-                self.out.flush()
+            self._tell(self.task)
             return
         match = _CACHE_HIT.search(plain)
         if match:
@@ -181,6 +176,7 @@ class Console:
             self.task = None
 
     def _tell(self, text: str) -> None:
+        """A task's line: quiet mode's own (verbose shows kfp's record it comes from)."""
         if not self.verbose:
             self.out.write(text + "\n")
             self.out.flush()
@@ -217,8 +213,7 @@ class _LineStream(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
-            text = self._partial + text
-            *lines, self._partial = text.split("\n")
+            *lines, self._partial = (self._partial + text).split("\n")
         for line in lines:
             self._sink(line)
         return len(text)

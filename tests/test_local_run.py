@@ -226,6 +226,17 @@ def test_resume_with_nothing_to_resume(tmp_path):
     _one_error_line(r, "no interrupted or failed run under")
 
 
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"epochs": 0}, "must be a positive integer, got 0"),
+    ({"epochs": 3, "nosuch": 1}, "its run.json names parameters the pipeline does not have: nosuch"),
+])
+def test_resume_checks_the_recorded_parameters_as_given_ones(tmp_path, parameters, message):
+    """run.json is input: an edited one is refused in one line, as the same values on the command line would be."""
+    _make_run(tmp_path, "interrupted", parameters)
+    r = run_cli("pipeline.py", "run", "--pipeline-root", str(tmp_path), "--resume", check=False)
+    _one_error_line(r, message)
+
+
 # ---- whole runs (slow)
 
 EPOCHS = ["--epochs", "3"]
