@@ -73,7 +73,7 @@ def test_quick_start_as_printed_in_a_fresh_clone(tmp_path):
     clone = home / "jax-mlp-pipeline"
     venv_python = clone / ".venv" / "bin" / "python"
     assert f"python is {venv_python}\n" in result.stdout  # the activated .venv, not whichever python3 is first
-    assert "pipeline finished" in result.stdout and (clone / "runs").is_dir()
+    assert "pipeline finished" in result.stdout + result.stderr and (clone / "runs").is_dir()
     assert QUICK_TIER in (clone / "make-n-test-fast.txt").read_text().splitlines()
     plugins = subprocess.run([venv_python, "-m", "pytest", "-VV"], cwd=clone, capture_output=True, text=True, check=True)
     assert "pytest-xdist" in plugins.stdout + plugins.stderr  # what gives `make test-fast` its -n
