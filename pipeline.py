@@ -34,7 +34,7 @@ STEPS = (ingest.ingest, new_data.new_data, validate.validate, train.train, evalu
 # Step inputs the DAG fills itself (another step's output, a placeholder, a compile option): not pipeline parameters.
 # No {{$.pipeline_root}}: the Kubeflow backend never substitutes it (backend/src/v2/driver/resolve.go); the train
 # step finds its durable location from its own Model artifact's URI instead (training_job.pipeline_checkpoint_dir).
-WIRED = ("run_id", "require_gpu", "trainer_job", "test_accuracy", "test_loss", "image", "champion_version")
+WIRED = ("run_id", "require_gpu", "trainer_job", "image", "champion_version")
 
 
 def pipeline_parameters() -> dict[str, inspect.Parameter]:
@@ -112,14 +112,14 @@ def _train_and_publish(args, given, image, options, ingest_task, validate_task, 
         with dsl.If(evaluate_task.outputs["blessed"] == True, name="blessed"):  # noqa: E712 - a kfp condition
             publish_task = publish_component(
                 model=train_task.outputs["model"],
+                # the numbers evaluate blessed the model with (its Metrics artifact), not typed again
+                test_metrics=evaluate_task.outputs["metrics"],
                 # kept with the version: the next runs' validation measures drift against them
                 statistics=validate_task.outputs["statistics"],
                 data_schema=validate_task.outputs["output_schema"],
                 # LATEST moves only while it names the champion evaluate scored on this run's test split
                 champion_version=evaluate_task.outputs["champion_version"],
                 **given(publish.publish),
-                test_accuracy=evaluate_task.outputs["test_accuracy"],
-                test_loss=evaluate_task.outputs["test_loss"],
                 image=image,
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from clusters.options import ClusterError
-from mlp_core.locations import check_location, check_publish_target, is_remote, is_resource_name
+from mlp_core.locations import LocationError, check_location, check_publish_target, is_remote, is_resource_name
 
 
 def parameter_types() -> dict[str, type]:
@@ -47,17 +48,20 @@ def validate_arguments(arguments: dict) -> dict:
     A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
     ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
     """
-    from mlp_core.config import TrainConfig
+    from mlp_core.config import ConfigError, TrainConfig
     from mlp_core.training_job import build_config
     from mlp_core.blessing import check_fraction
     from mlp_core.memory import choose_placement
     from pipeline import pipeline_parameters
 
     values = {name: p.default for name, p in pipeline_parameters().items()} | arguments
+    # Each error names its parameter as a ConfigError field: the command line says it as the user gave it
+    # (components._cli.error_line: --records-per-shard for pipeline.py run).
     if not isinstance(values["records_per_shard"], int) or values["records_per_shard"] <= 0:
-        raise ClusterError(f"records_per_shard must be a positive integer, got {values['records_per_shard']!r}")
+        raise ConfigError(f"records_per_shard must be a positive integer, got {values['records_per_shard']!r}",
+                          field="records_per_shard")
     if not values["dataset_name"]:
-        raise ClusterError("dataset_name must not be empty")
+        raise ConfigError("dataset_name must not be empty", field="dataset_name")
     # The input and output widths come from the data at run time; any stand-ins check the rest.
     sizes = TrainConfig().layer_sizes
     build_config({"image_shape": [sizes[0]], "num_classes": sizes[-1]}, values["hidden_sizes"],
@@ -66,25 +70,33 @@ def validate_arguments(arguments: dict) -> dict:
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
     check_fraction("blessing_threshold", values["blessing_threshold"])
     check_fraction("blessing_tolerance", values["blessing_tolerance"])
-    check_locations(values)
+    for name, check in LOCATION_PARAMETERS.items():  # well formed, before any step runs or anything is sent
+        with _naming(name):
+            if values[name]:
+                check(values[name], name)
     for name in ("publish_uri", "checkpoint_root"):
         location = values[name]
         if location and not is_remote(location) and not is_resource_name(location):
-            check_writable_folder(name, Path(location))
+            with _naming(name):
+                check_writable_folder(name, Path(location))
     return values
+
+
+@contextmanager
+def _naming(name: str):
+    """A location error about parameter ``name`` (its message begins with the name) as a ConfigError about it."""
+    from mlp_core.config import ConfigError
+
+    try:
+        yield
+    except (ClusterError, LocationError) as e:
+        raise ConfigError(str(e), field=name) from None
 
 
 # Parameters whose value is a location, and the rule of mlp_core.locations each must pass (an empty value is the
 # step's default): a publish target may also be a Vertex AI Model Registry model; the others are folders.
 LOCATION_PARAMETERS = {"publish_uri": check_publish_target, "checkpoint_root": check_location,
                        "tfds_data_dir": check_location}
-
-
-def check_locations(values: dict) -> None:
-    """Every location-valued argument well formed (``mlp_core.locations``), before any step runs or anything is sent."""
-    for name, check in LOCATION_PARAMETERS.items():
-        if values.get(name):
-            check(values[name], name)
 
 
 def check_writable_folder(name: str, path: Path) -> None:

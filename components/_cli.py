@@ -40,15 +40,35 @@ def _google_auth_errors() -> tuple[type[BaseException], ...]:
     return (GoogleAuthError,)
 
 
-def error_line(error: BaseException) -> str:
-    """The one line an expected error prints; for a Google credentials error, how to provide credentials."""
+def loss_note(num_classes: "int | None" = None) -> str:
+    """What a printed loss is, said once where a command shows it: the seed notebook's (``mlp_core.model.loss``)."""
+    classes = f"the {num_classes} classes" if num_classes else "the classes"
+    return f"the notebook's loss: cross-entropy averaged over {classes} too"
+
+
+def flag_for(field: str) -> str:
+    """The flag a command line gives ``field`` by: ``num_epochs`` -> ``--epochs``, ``blessing_threshold`` ->
+    ``--blessing-threshold`` (a TrainConfig field by the train step's parameter: ``mlp_core.config.PARAMETER_NAMES``)."""
+    from components._step import flag
+    from mlp_core.config import PARAMETER_NAMES
+
+    return field if field.startswith("-") else flag(PARAMETER_NAMES.get(field, field))
+
+
+def error_line(error: BaseException, name: Callable[[str], str] = flag_for) -> str:
+    """The one line an expected error prints; for a Google credentials error, how to provide credentials.
+
+    A ``ConfigError`` about one field names it as the user gave it: ``name(field)``, by default its flag
+    (the library keeps the field's name for Python callers: ``TrainConfig(num_epochs=0)``).
+    """
     if isinstance(error, _google_auth_errors()):
         from mlp_core.vertex_endpoint import credentials_message
 
         return credentials_message(error)
     from mlp_core.redaction import redact  # every error line passes the one redaction function
 
-    text = redact(error).strip()
+    named = isinstance(error, ConfigError) and error.field
+    text = redact(error.naming(name(error.field)) if named else error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 

@@ -22,10 +22,15 @@ DEFAULT_THRESHOLD = 0.95
 DEFAULT_TOLERANCE = 0.002
 
 
+def _field(name: str) -> "str | None":
+    """``name`` as a ``ConfigError`` field when it is a parameter (``test_accuracy``) or a flag, not words."""
+    return name if name.isidentifier() or name.startswith("--") else None
+
+
 def check_fraction(name: str, value: Any) -> float:
     """``value`` as a float in [0, 1] (an accuracy, a threshold); ``ConfigError`` naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}")
+        raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}", field=_field(name))
     return float(value)
 
 
@@ -34,7 +39,7 @@ def check_loss(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}", field=_field(name))
     return float(value)
 
 
@@ -47,8 +52,8 @@ def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy
     """
     check_fraction("test accuracy", accuracy)
     if threshold != float("-inf"):  # publish's re-check has no threshold
-        check_fraction("threshold", threshold)
-    check_fraction("tolerance", tolerance)
+        check_fraction("the threshold", threshold)
+    check_fraction("the tolerance", tolerance)
     if champion_accuracy is not None:
         check_fraction("the champion's test accuracy", champion_accuracy)
     if accuracy < threshold:

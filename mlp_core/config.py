@@ -14,13 +14,31 @@ from typing import Any
 PLACEMENTS = ("auto", "device", "stream")
 
 
+# What the train step (its flags, the pipeline's parameters: components.train) calls the fields it names differently.
+PARAMETER_NAMES = {"num_epochs": "epochs", "layer_sizes": "hidden_sizes"}
+
+
 class ConfigError(ValueError):
-    """A hyperparameter has a value training cannot use."""
+    """A hyperparameter has a value training cannot use.
+
+    ``field``: the one field or parameter the message begins with (None when it names no single one), so
+    that a command line can say the flag the user typed instead (``components._cli.error_line``) while a
+    Python caller reads the field's name.
+    """
+
+    def __init__(self, message: str, field: "str | None" = None):
+        super().__init__(message)
+        self.field = field if field and message.startswith(field) else None
+
+    def naming(self, name: str) -> str:
+        """The message with ``name`` (a flag, a parameter) in place of the field it begins with."""
+        text = str(self)
+        return name + text[len(self.field):] if self.field else text
 
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}", field=name)
 
 
 @dataclass(frozen=True)
@@ -44,19 +62,20 @@ class TrainConfig:
         object.__setattr__(self, "layer_sizes", sizes)
         if len(sizes) < 2:
             raise ConfigError(f"layer_sizes needs at least an input and an output size, got {sizes!r}")
-        for i, size in enumerate(sizes):
-            _positive_int(f"layer_sizes[{i}]", size)
+        for i, size in enumerate(sizes):  # no field: the index counts the input and output sizes, no flag's
+            if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+                raise ConfigError(f"layer_sizes[{i}] must be a positive integer, got {size!r}")
         _positive_int("batch_size", self.batch_size)
         _positive_int("num_epochs", self.num_epochs)
         for name in ("step_size", "init_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}", field=name)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             # jax.random.key takes a 64-bit integer: a larger one is an OverflowError deep inside JAX
-            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
+            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}", field="seed")
         if not isinstance(self.shuffle, bool):
-            raise ConfigError(f"shuffle must be true or false, got {self.shuffle!r}")
+            raise ConfigError(f"shuffle must be true or false, got {self.shuffle!r}", field="shuffle")
 
     @property
     def num_classes(self) -> int:
@@ -87,9 +106,16 @@ class TrainConfig:
 
 
 def parse_layer_sizes(text: str) -> tuple[int, ...]:
-    """``"784,512,512,10"`` -> ``(784, 512, 512, 10)``; validation is TrainConfig's."""
-    parts = [p.strip() for p in text.split(",")]
+    """``"512,512"`` -> ``(512, 512)``: sizes as a command line gives them (the train step's hidden sizes).
+
+    Each must be a positive integer, refused here with the text as typed (TrainConfig's own message would
+    count the input and output sizes the step adds from the data).
+    """
     try:
-        return tuple(int(p) for p in parts)
+        sizes = tuple(int(p.strip()) for p in text.split(","))
     except ValueError:
-        raise ConfigError(f"layer_sizes must be integers separated by commas, got {text!r}") from None
+        sizes = ()
+    if not sizes or min(sizes) <= 0:
+        raise ConfigError(f"layer_sizes must be positive integers separated by commas, got {text!r}",
+                          field="layer_sizes")
+    return sizes

@@ -156,7 +156,8 @@ def choose_placement(data_bytes: int, placement: str = "auto", budget: int | Non
     The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
     """
     if placement not in PLACEMENTS:
-        raise ConfigError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}")
+        raise ConfigError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}",
+                          field="placement")
     if placement != "auto":
         return placement
     budget = device_memory_budget() if budget is None else budget

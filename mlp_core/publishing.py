@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError, test_set_sha256
+from mlp_core.schemas import TEST_METRICS
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
@@ -121,6 +122,56 @@ def _beats(evaluated: Evaluated, champion: "dict | None") -> "tuple[bool, str]":
                    "are from another test split, so nothing is compared: evaluate the model again")
 
 
+class TestMetrics(NamedTuple):
+    """The numbers evaluate blessed a model with, as publish takes them."""
+    test_accuracy: float
+    test_loss: float
+    champion_version: str  # the champion evaluate scored beside the model ("" for none)
+    test_set: "str | None"  # mlp_core.blessing.test_set_sha256 of the split they are from; None when not recorded
+    num_classes: "int | None"  # of the test split, for what the loss is; None when not recorded
+
+
+# The part of the evaluate step's --metrics JSON (mlp_core.evaluation_job) publish reads.
+EVALUATION = {
+    "type": "object",
+    "required": ["test_accuracy", "test_loss", "blessed", "reason", "champion_version", "test_set_sha256",
+                 "class_names"],
+    "properties": {
+        **TEST_METRICS["properties"],
+        "blessed": {"type": "boolean"},
+        "reason": {"type": "string"},
+        "champion_version": {"type": "string"},
+        "test_set_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "class_names": {"type": "array", "minItems": 1},
+    },
+}
+
+
+def read_evaluation(path: "str | Path") -> TestMetrics:
+    """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``ConfigError`` else."""
+    from mlp_core.config import ConfigError
+    from mlp_core.schemas import loads, validate
+
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror or e}") from None
+    evaluation = validate(loads(text, str(path)), EVALUATION, str(path))
+    if not evaluation["blessed"]:
+        raise ConfigError(f"{path}: evaluate did not bless this model ({evaluation['reason']}); nothing is published")
+    return TestMetrics(float(evaluation["test_accuracy"]), float(evaluation["test_loss"]),
+                       evaluation["champion_version"], evaluation["test_set_sha256"], len(evaluation["class_names"]))
+
+
+def metrics_from_artifact(metadata: dict, where: str) -> TestMetrics:
+    """The numbers in the evaluate step's Metrics artifact (its metadata: ``components.evaluate`` logs them there)."""
+    from mlp_core.schemas import validate
+
+    given = validate(dict(metadata), TEST_METRICS, where)
+    classes = sum(name.startswith("f1_class_") for name in given)  # one F1 per class, as evaluate logs them
+    return TestMetrics(float(given["test_accuracy"]), float(given["test_loss"]), "", None, classes or None)
+
+
 class Published(NamedTuple):
     version: str
     promoted: bool  # LATEST moved to it
@@ -139,11 +190,15 @@ def publish_model(
     model_uri: "str | None" = None,
     champion_version: str = "",
     validation: "dict[str, str | Path] | None" = None,
+    test_set: "str | None" = None,
 ) -> Published:
     """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
 
     ``validation``: the validate step's files to keep with the version (``statistics.pb``, ``schema.pbtxt`` by
     name: ``mlp_core.data.validation``), which the next runs' validation compares their data with.
+
+    ``test_set``: the test split the numbers are from (``test_set_sha256`` in evaluate's metrics file), refused
+    when it is not the model's own.
 
     ``champion_version`` is the champion the evaluate step scored the model against ("" for none).
     The champion is read again at publish time: ``LATEST`` moves only if it still names that
@@ -166,20 +221,21 @@ def publish_model(
     locations.check_publish_target(publish_uri, "--publish-uri")
     if model_uri:
         locations.check_location(model_uri, "--model-uri")
-    test_accuracy = check_fraction("--test-accuracy", test_accuracy)
-    test_loss = check_loss("--test-loss", test_loss)
-    check_fraction("--blessing-tolerance", tolerance)
+    # Parameter names (a command line says its flags: components._cli.error_line)
+    test_accuracy = check_fraction("test_accuracy", test_accuracy)
+    test_loss = check_loss("test_loss", test_loss)
+    check_fraction("blessing_tolerance", tolerance)
     champion_version = str(champion_version or "")
     if model_registry.is_registry(publish_uri):
         _, _, dataset, _ = load_model(model)  # refuses a broken model before anything is sent
-        evaluated = Evaluated(test_accuracy, test_set_sha256(dataset["shards"]["test"]), champion_version, tolerance)
+        evaluated = Evaluated(test_accuracy, _test_set(dataset, test_set), champion_version, tolerance)
         version, promoted, reason = model_registry.publish(
             model, model_uri or str(model), publish_uri, test_accuracy, test_loss, image, run_id, tolerance,
             lambda accuracy, champion: _beats(evaluated._replace(test_accuracy=accuracy), champion))
         return Published(version, promoted, reason)
     check_apart({"--model": model}, {"--publish-uri": publish_uri})
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
-    evaluated = Evaluated(test_accuracy, test_set_sha256(dataset["shards"]["test"]), champion_version, tolerance)
+    evaluated = Evaluated(test_accuracy, _test_set(dataset, test_set), champion_version, tolerance)
     beats, reason = _beats(evaluated, read_champion(publish_uri))
     if not beats:
         return Published("", False, f"not published: {reason}")
@@ -213,6 +269,17 @@ def publish_model(
     promote = _promote_remote if storage.is_remote(publish_uri) else _promote_local
     promoted, reason = promote(publish_uri, version, evaluated)
     return Published(version, promoted, reason)
+
+
+def _test_set(dataset: dict, scored_on: "str | None") -> str:
+    """The model's test split (its fingerprint); ``ConfigError`` when the numbers given are from another one."""
+    from mlp_core.config import ConfigError
+
+    ours = test_set_sha256(dataset["shards"]["test"])
+    if scored_on is not None and scored_on != ours:
+        raise ConfigError(f"the test metrics are from another test split ({scored_on[:12]}) than the model's "
+                          f"({ours[:12]}): they are not this model's evaluation; evaluate it and publish with its metrics")
+    return ours
 
 
 def _upload_model(model: "str | Path", target: str) -> list[str]:

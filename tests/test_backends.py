@@ -110,9 +110,8 @@ def test_every_step_on_cloud_storage_fuse(gcs_fuse, mnist_data_dir, tmp_path):
                        "--metrics", str(root / "test_metrics.json"), "--report", str(root / "report.html"),
                        "--blessing-threshold", "0.5", "--publish-uri", str(published))
     assert "blessed" in evaluate.stdout
-    accuracy = json.loads((root / "test_metrics.json").read_text())["test_accuracy"]
     publish = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(published),
-                      "--test-accuracy", str(accuracy), "--test-loss", "0.2")
+                      "--test-metrics", str(root / "test_metrics.json"))
     assert "LATEST moved" in publish.stdout
     np.save(tmp_path / "batch.npy", np.zeros((2, 28, 28, 1), np.uint8))
     predict = run_cli("-m", "components.predict", "--model", str(model), str(tmp_path / "batch.npy"))

@@ -91,7 +91,7 @@ def test_publish_never_publishes_into_the_model(trained, tmp_path):
     shutil.copytree(trained, model)
     before = _digest(model)
     r = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(model / "published"),
-                "--test-accuracy", "0.9", "--test-loss", "0.2", check=False)
+                "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.2", check=False)
     _refused(r, "--publish-uri")
     assert _digest(model) == before
 
@@ -99,7 +99,7 @@ def test_publish_never_publishes_into_the_model(trained, tmp_path):
 @pytest.mark.parametrize("value", ["nan", "inf", "-0.1", "1.5"])
 def test_publish_refuses_a_poisoned_accuracy(trained, tmp_path, value):
     r = run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(tmp_path / "p"),
-                "--test-accuracy", value, "--test-loss", "0.2", check=False)
+                "--metrics-by-hand", "--test-accuracy", value, "--test-loss", "0.2", check=False)
     _refused(r, f"--test-accuracy must be a number from 0 to 1, got {float(value)!r}")
     assert not (tmp_path / "p").exists()
 
@@ -133,7 +133,7 @@ def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_datas
     _refused(r, "metrics.test_accuracy: 7 is greater than the maximum of 1")
     (published / "LATEST").write_text("../../etc\n")
     r = run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(published),
-                "--test-accuracy", "0.9", "--test-loss", "0.2", check=False)
+                "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.2", check=False)
     _refused(r, "names '../../etc', not a published version")
 
 
@@ -158,18 +158,18 @@ def test_a_model_with_non_finite_weights_is_refused_everywhere(trained, small_da
     _refused(run_cli("-m", "components.evaluate", "--model", str(model), "--dataset", str(small_dataset), check=False), message)
     _refused(run_cli("-m", "components.predict", "--model", str(model), str(tmp_path / "x.npy"), check=False), message)
     _refused(run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
-                     "--test-accuracy", "0.9", "--test-loss", "0.2", check=False), message)
+                     "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.2", check=False), message)
     assert not (tmp_path / "p").exists()
     assert os.path.exists(model / "params.npz")
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--epochs", "0"], "num_epochs must be a positive integer, got 0"),
-    (["--blessing-threshold", "nan"], "blessing_threshold must be a number from 0 to 1, got nan"),
-    (["--hidden-sizes", "5,x"], "layer_sizes must be integers separated by commas, got '5,x'"),
-    (["--placement", "gpu"], "placement must be auto, device or stream, got 'gpu'"),
-    (["--records-per-shard", "-3"], "records_per_shard must be a positive integer, got -3"),
-    (["--publish-uri", "/proc/published"], "publish_uri /proc/published cannot be written"),
+    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--blessing-threshold", "nan"], "--blessing-threshold must be a number from 0 to 1, got nan"),
+    (["--hidden-sizes", "5,x"], "--hidden-sizes must be positive integers separated by commas, got '5,x'"),
+    (["--placement", "gpu"], "--placement must be auto, device or stream, got 'gpu'"),
+    (["--records-per-shard", "-3"], "--records-per-shard must be a positive integer, got -3"),
+    (["--publish-uri", "/proc/published"], "--publish-uri /proc/published cannot be written"),
 ])
 def test_a_whole_run_is_checked_before_its_first_step(tmp_path, flags, message):
     """Before: `pipeline.py run --epochs 0` ran ingest for a minute, then failed in train."""
@@ -184,7 +184,7 @@ def test_submit_sends_nothing_when_an_argument_is_bad():
     with RecordingKfpApi() as api:
         r = run_cli("pipeline.py", "submit", "--host", api.url, "--param", "epochs=0", check=False)
         sent = list(api.requests)
-    _refused(r, "num_epochs must be a positive integer, got 0")
+    _refused(r, "epochs must be a positive integer, got 0")
     assert sent == []
 
 
@@ -206,5 +206,5 @@ def test_damaged_npy_inputs_and_a_seed_too_large_for_64_bits_are_one_line(traine
         assert message in r.stderr
     r = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"),
                 "--seed", str(2**70), check=False)
-    _refused(r, f"seed must be an integer from 0 to 2**63 - 1, got {2**70}")
+    _refused(r, f"--seed must be an integer from 0 to 2**63 - 1, got {2**70}")
     assert not (tmp_path / "m").exists()

@@ -116,7 +116,7 @@ def champion(small_dataset, tmp_path_factory):
     _, metrics = _evaluate(model, small_dataset, work, "--publish-uri", str(work / "published"))
     assert metrics["champion"] is None and metrics["champion_version"] == "" and metrics["blessed"]
     out = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(work / "published"),
-                  "--test-accuracy", str(metrics["test_accuracy"]), "--test-loss", str(metrics["test_loss"])).stdout
+                  "--test-metrics", str(work / "metrics.json")).stdout
     version = (work / "published" / LATEST).read_text().strip()
     assert f"published {version}" in out and "LATEST moved to it (no champion yet)" in out
     return work / "published", version, model
@@ -178,14 +178,14 @@ def test_publish_follows_evaluates_decision_and_refuses_a_champion_it_did_not_sc
     assert metrics["blessed"] and metrics["champion_version"] == version
     # Scored against no champion (a stale decision): the champion's numbers are from another test split
     stale = run_cli("-m", "components.publish", "--model", str(challenger), "--publish-uri", str(published),
-                    "--test-accuracy", str(metrics["test_accuracy"]), "--test-loss", str(metrics["test_loss"]))
-    assert stale.stdout.strip() == (f"not published: the champion is {version}, but evaluate compared the model with "
+                    "--metrics-by-hand", "--test-accuracy", str(metrics["test_accuracy"]),
+                    "--test-loss", str(metrics["test_loss"]))
+    assert stale.stdout.strip().splitlines()[-1] == (f"not published: the champion is {version}, but evaluate compared the model with "
                                     f"no champion; {version}'s numbers are from another test split, so nothing is "
                                     "compared: evaluate the model again")
     assert (published / LATEST).read_text().strip() == version
     out = run_cli("-m", "components.publish", "--model", str(challenger), "--publish-uri", str(published),
-                  "--test-accuracy", str(metrics["test_accuracy"]), "--test-loss", str(metrics["test_loss"]),
-                  "--champion-version", metrics["champion_version"]).stdout.strip()
+                  "--test-metrics", str(tmp_path / "metrics.json")).stdout.strip().splitlines()[-1]
     new = (published / LATEST).read_text().strip()
     assert new != version and out == (f"published {new} to {published}; LATEST moved to it (champion {version} is the "
                                       "one evaluate compared it with on the same test split)")
@@ -223,8 +223,7 @@ def test_an_incomparable_champion_is_reported_and_replaced_only_with_force(champ
                                                            "force is set")
     assert forced["champion_version"] == version
     run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(published),
-            "--test-accuracy", str(forced["test_accuracy"]), "--test-loss", str(forced["test_loss"]),
-            "--champion-version", forced["champion_version"])
+            "--test-metrics", str(tmp_path / "forced" / "metrics.json"))
     replaced = read_champion(str(published))
     assert replaced["version"] != version and replaced["compared_with"] == version
     assert replaced["dataset"]["class_names"] == NAMED and replaced["dataset"]["image_shape"] == [14, 14, 3]

@@ -106,5 +106,5 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, small_dataset):
     bad_batch = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"),
                         "--batch-size", "0", check=False)
     assert bad_batch.returncode == 2
-    assert bad_batch.stderr.strip().splitlines()[-1] == "error: batch_size must be a positive integer, got 0"
+    assert bad_batch.stderr.strip().splitlines()[-1] == "error: --batch-size must be a positive integer, got 0"
     assert not (tmp_path / "m").exists()

@@ -114,7 +114,7 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
 
     published = tmp_path / "published"
     run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(published),
-            "--test-accuracy", "0.93", "--test-loss", "0.02")
+            "--metrics-by-hand", "--test-accuracy", "0.93", "--test-loss", "0.02")
     result = run_cli("-m", "clusters.kserve", "--name", "mnist-mlp", "--publish-uri", str(published),
                      "--namespace", "team-a")
     manifest = yaml.safe_load(result.stdout)

@@ -30,7 +30,8 @@ CLI_ONLY = {
             "--process-id",
             "--coordinator-timeout", "--heartbeat-timeout"},
     evaluate: {"--model", "--dataset", "--metrics", "--report", "--report-markdown"},
-    publish: {"--model", "--model-uri", "--statistics", "--schema"},
+    publish: {"--model", "--model-uri", "--statistics", "--schema", "--test-metrics", "--metrics-by-hand", "--test-accuracy",
+              "--test-loss"},
     new_data: {"--dataset"},
     validate: {"--dataset", "--statistics", "--anomalies", "--output-schema", "--report", "--report-markdown"},
 }

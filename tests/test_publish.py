@@ -86,11 +86,115 @@ def test_version_is_complete_before_latest_moves(model, tmp_path, monkeypatch):
     assert set(order[:-2]) >= {"params.npz", "config.json"}
 
 
-def test_publish_cli(model, tmp_path):
+@pytest.fixture(scope="module")
+def evaluation(model, small_dataset, tmp_path_factory):
+    """What ``components.evaluate --metrics FILE`` wrote for ``model`` (blessed: no threshold, no champion)."""
+    out = tmp_path_factory.mktemp("evaluation") / "test_metrics.json"
+    run_cli("-m", "components.evaluate", "--model", str(model), "--dataset", str(small_dataset), "--metrics", str(out),
+            "--blessing-threshold", "0")
+    return out
+
+
+def test_publish_cli_publishes_the_numbers_evaluate_wrote(model, evaluation, tmp_path):
+    """Before: --test-accuracy 0.9470 typed from evaluate's output, where a typo moved the champion."""
+    tested = json.loads(evaluation.read_text())
     out = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
-                  "--test-accuracy", "0.95", "--test-loss", "0.2").stdout
-    version = out.split()[1]
-    assert json.loads((tmp_path / "p" / version / "manifest.json").read_text())["version"] == version
+                  "--test-metrics", str(evaluation)).stdout.splitlines()
+    # what was published with, the loss said once for what it is, then the outcome
+    assert out[0] == (f"test accuracy {tested['test_accuracy']:.4f}, test loss {tested['test_loss']:.4f} (the notebook's "
+                      f"loss: cross-entropy averaged over the 10 classes too), from {evaluation}")
+    version = out[1].split()[1]
+    assert out[1] == f"published {version} to {tmp_path / 'p'}; LATEST moved to it (no champion yet)"
+    manifest = json.loads((tmp_path / "p" / version / "manifest.json").read_text())
+    assert manifest["version"] == version
+    assert (manifest["metrics"]["test_accuracy"], manifest["metrics"]["test_loss"]) == (tested["test_accuracy"],
+                                                                                        tested["test_loss"])
+    assert manifest["metrics"]["test_set_sha256"] == tested["test_set_sha256"]
+
+
+def test_numbers_typed_by_hand_only_with_metrics_by_hand(model, tmp_path):
+    out = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", str(tmp_path / "p"),
+                  "--metrics-by-hand", "--test-accuracy", "0.95", "--test-loss", "0.2").stdout.splitlines()
+    assert out[0] == ("test accuracy 0.9500, test loss 0.2000 (the notebook's loss: cross-entropy averaged over the "
+                      "classes too), typed by hand")
+    assert read_champion(str(tmp_path / "p"))["metrics"]["test_accuracy"] == 0.95
+
+
+def _evaluation_file(evaluation, path, **changes):
+    """evaluate's file with ``changes``, at ``path``."""
+    path.write_text(json.dumps({**json.loads(evaluation.read_text()), **changes}))
+    return str(path)
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--test-accuracy", "0.9470", "--test-loss", "0.0185"],
+     "--test-accuracy is typed by hand: give --test-metrics FILE (what evaluate --metrics wrote), or add "
+     "--metrics-by-hand to publish numbers typed by hand"),
+    (["--test-loss", "0.0185"], "--test-loss is typed by hand: give --test-metrics FILE"),
+    ([], "--test-metrics FILE is required: the JSON evaluate --metrics wrote (or --metrics-by-hand with "
+         "--test-accuracy and --test-loss)"),
+    (["--metrics-by-hand", "--test-accuracy", "0.9"], "--metrics-by-hand needs --test-loss"),
+    (["--metrics-by-hand"], "--metrics-by-hand needs --test-accuracy and --test-loss"),
+    (["--metrics-by-hand", "--test-accuracy", "nan", "--test-loss", "0.1"],
+     "--test-accuracy must be a number from 0 to 1, got nan"),
+    (["--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "-1"], "--test-loss must be a finite number >= 0, got -1.0"),
+    (["--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1", "--blessing-tolerance", "2"],
+     "--blessing-tolerance must be a number from 0 to 1, got 2.0"),
+    (["--test-metrics", "{evaluation}", "--test-accuracy", "0.9"],
+     "--test-metrics gives evaluate's numbers, --test-accuracy types them again: give one or the other"),
+    (["--test-metrics", "{evaluation}", "--metrics-by-hand"],
+     "--test-metrics gives evaluate's numbers, --metrics-by-hand types them again: give one or the other"),
+    (["--test-metrics", "{evaluation}", "--champion-version", "20260101T000000Z-0123456789ab"],
+     "--champion-version 20260101T000000Z-0123456789ab, but {evaluation} says evaluate compared the model with no "
+     "champion: leave --champion-version out"),
+    (["--test-metrics", "{missing}"], "{missing}: No such file or directory"),
+    (["--test-metrics", "{not_blessed}"], "{not_blessed}: evaluate did not bless this model (below the threshold); "
+                                          "nothing is published"),
+    (["--test-metrics", "{typo}"], "{typo}: test_accuracy: 9.47 is greater than the maximum of 1"),
+    (["--test-metrics", "{other_split}"], "the test metrics are from another test split (000000000000) than the "
+                                          "model's"),
+    (["--test-metrics", "{not_evaluates}"], "{not_evaluates}: (top level): 'blessed' is a required property"),
+])
+def test_publish_refuses_numbers_it_cannot_trust_in_one_line(model, evaluation, tmp_path, capsys, flags, message):
+    from components import publish
+
+    files = {"evaluation": str(evaluation), "missing": str(tmp_path / "nope.json"),
+             "not_blessed": _evaluation_file(evaluation, tmp_path / "not_blessed.json", blessed=False,
+                                             reason="below the threshold"),
+             "typo": _evaluation_file(evaluation, tmp_path / "typo.json", test_accuracy=9.47),
+             "other_split": _evaluation_file(evaluation, tmp_path / "other_split.json", test_set_sha256="0" * 64)}
+    if "{not_evaluates}" in flags:
+        files["not_evaluates"] = str(tmp_path / "hand.json")
+        (tmp_path / "hand.json").write_text(json.dumps({"test_accuracy": 0.9, "test_loss": 0.1}))
+    flags = [f.format(**files) for f in flags]
+    assert publish.main(["--model", str(model), "--publish-uri", str(tmp_path / "p"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: " + message.format(**files)), err
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
+    """In the pipeline, publish takes evaluate's Metrics artifact: the numbers evaluate logged in its metadata."""
+    import pipeline
+    from components import publish
+    from mlp_core.publishing import metrics_from_artifact
+    from mlp_core.schemas import SchemaError
+
+    inputs = publish.component("registry.example/img:1").component_spec.inputs
+    assert inputs["test_metrics"].type == "system.Metrics@0.0.1"
+    assert "test_accuracy" not in inputs and "test_loss" not in inputs
+    assert {"test_accuracy", "test_loss"}.isdisjoint(pipeline.WIRED)
+    # what components.evaluate logs: the numbers, macro F1, each class's F1, the champion's accuracy
+    logged = {"test_accuracy": 0.947, "test_loss": 0.0185, "macro_f1": 0.9464, "f1_class_0": 0.97,
+              "champion_test_accuracy": 0.95}
+    logged.update({f"f1_class_{c}": 0.9 for c in range(10)})
+    tested = metrics_from_artifact(logged, "the evaluate step's metrics")
+    assert (tested.test_accuracy, tested.test_loss, tested.num_classes) == (0.947, 0.0185, 10)
+    assert publish.metrics_line(tested, "from the evaluate step's metrics") == (
+        "test accuracy 0.9470, test loss 0.0185 (the notebook's loss: cross-entropy averaged over the 10 classes too), "
+        "from the evaluate step's metrics")
+    with pytest.raises(SchemaError, match="^the evaluate step's metrics: \\(top level\\): 'test_loss' is a required"):
+        metrics_from_artifact({"test_accuracy": 0.9}, "the evaluate step's metrics")
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +296,8 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
         worse = publish_model(model, REGISTRY, 0.80, 0.20, model_uri=model_uri)
         assert (worse.version, worse.promoted) == ("", False) and worse.reason.startswith("not published: ")
         better = run_cli("-m", "components.publish", "--model", str(model), "--model-uri", model_uri, "--publish-uri",
-                         REGISTRY, "--test-accuracy", "0.95", "--test-loss", "0.05", "--champion-version", "1",
-                         env={"JAX_MLP_VERTEX_ENDPOINT": vertex.url}).stdout.strip()
+                         REGISTRY, "--metrics-by-hand", "--test-accuracy", "0.95", "--test-loss", "0.05", "--champion-version", "1",
+                         env={"JAX_MLP_VERTEX_ENDPOINT": vertex.url}).stdout.strip().splitlines()[-1]
         assert better.startswith(f"published version 2 to {REGISTRY}; alias champion moved to it")
         assert read_champion(REGISTRY)["version"] == "2"
         aliases = vertex.aliases(REGISTRY)
@@ -223,10 +327,11 @@ def test_model_registry_refusals_are_one_line(model, gcs_emulator, monkeypatch):
     with VertexModelRegistryStandIn() as vertex:
         env = {"JAX_MLP_VERTEX_ENDPOINT": vertex.url}
         local = run_cli("-m", "components.publish", "--model", str(model), "--publish-uri", REGISTRY,
-                        "--test-accuracy", "0.9", "--test-loss", "0.1", env=env, check=False)
+                        "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1", env=env, check=False)
         gcs_emulator.create_bucket("registry-empty")
         missing = run_cli("-m", "components.publish", "--model", str(model), "--model-uri", "gs://registry-empty/model",
-                          "--publish-uri", REGISTRY, "--test-accuracy", "0.9", "--test-loss", "0.1", env=env, check=False)
+                          "--publish-uri", REGISTRY, "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1",
+                          env=env, check=False)
     assert local.returncode == 2 and "a Model Registry version points at its model in Cloud Storage" in local.stderr
     assert missing.returncode == 2 and "the Model Registry refused the upload" in missing.stderr
     assert "is expected to contain exactly one of: [saved_model.pb" in missing.stderr

@@ -28,7 +28,7 @@ CASES = [
     ("-m", "components.train", "--dataset", "d", "--model", "m", "--run-id=../../x", "--checkpoint-root", "roots"),
     ("-m", "components.train", "--dataset", "d", "--model", "d/m"),
     ("-m", "components.evaluate", "--model", "m", "--dataset", "d", "--publish-uri", "projects/p/locations//models/m"),
-    ("-m", "components.publish", "--model", "m", "--publish-uri", "s3://ab", "--test-accuracy", "0.9", "--test-loss", "0.1"),
+    ("-m", "components.publish", "--model", "m", "--publish-uri", "s3://ab", "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1"),
     ("-m", "components.predict", "--server", "http://localhost:9", "--model-name", "../../admin", "x.npy"),
     ("-m", "components.new_data", "--dataset", "d", "--publish-uri", "file:///etc"),
     ("-m", "components.validate", "--dataset", "gs://bucket/d", "--statistics", "s", "--anomalies", "a"),

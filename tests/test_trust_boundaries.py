@@ -229,7 +229,7 @@ def _step_cases(sandbox: Path, bad: str) -> "list[tuple[object, list[str]]]":
         (train.main, ["--dataset", missing, "--model", "m", "--metrics", bad]),
         (evaluate.main, ["--model", "m", "--dataset", missing, "--metrics", bad]),
         (evaluate.main, ["--model", "m", "--dataset", missing, "--publish-uri", bad]),
-        (publish.main, ["--model", "m", "--publish-uri", bad, "--test-accuracy", "0.9", "--test-loss", "0.1"]),
+        (publish.main, ["--model", "m", "--publish-uri", bad, "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1"]),
     ]
 
 

@@ -469,7 +469,7 @@ def test_publish_refuses_a_generated_bad_registry_name_in_one_line(name, registr
     cwd = tmp_path_factory.mktemp("publish-cwd")
     before = len(registry.requests)
     result = cli("-m", "components.publish", "--model", str(trained / "model"), "--model-uri", MODEL_URI,
-                 f"--publish-uri={name}", "--test-accuracy", "0.9", "--test-loss", "0.1", cwd=cwd,
+                 f"--publish-uri={name}", "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1", cwd=cwd,
                  env={"JAX_MLP_VERTEX_ENDPOINT": registry.url})
     assert_one_line_refusal(result, "--publish-uri")
     assert not any(cwd.iterdir()), "written to a local folder"
@@ -623,9 +623,9 @@ def test_missing_google_credentials_are_one_line_saying_how_to_provide_them(comm
     model, dataset = str(trained / "model"), str(small_dataset)
     args = {
         "publish-registry": ["-m", "components.publish", "--model", model, "--model-uri", "gs://my-bucket/m",
-                             "--publish-uri", REGISTRY_NAME, "--test-accuracy", "0.9", "--test-loss", "0.1"],
+                             "--publish-uri", REGISTRY_NAME, "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1"],
         "publish-gcs": ["-m", "components.publish", "--model", model, "--publish-uri", "gs://my-bucket/mnist",
-                        "--test-accuracy", "0.9", "--test-loss", "0.1"],
+                        "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1"],
         "evaluate": ["-m", "components.evaluate", "--model", model, "--dataset", dataset, "--publish-uri",
                      "gs://my-bucket/mnist"],
         "train": ["-m", "components.train", "--dataset", dataset, "--model", str(tmp_path / "m"), "--epochs", "1",
@@ -643,5 +643,5 @@ def test_missing_google_credentials_are_one_line_saying_how_to_provide_them(comm
 def test_a_bad_location_is_refused_before_credentials_are_looked_for(trained, tmp_path):
     result = _without_credentials(["-m", "components.publish", "--model", str(trained / "model"), "--model-uri",
                                    "gs://my-bucket/m", "--publish-uri", REGISTRY_NAME.replace("mnist-mlp", "1mnist"),
-                                   "--test-accuracy", "0.9", "--test-loss", "0.1"], tmp_path, unset=False)
+                                   "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1"], tmp_path, unset=False)
     assert_one_line_refusal(result, "--publish-uri", "not starting with a digit")
