@@ -89,7 +89,8 @@ class ProcessShare(BatchSource):
         if runner.mesh is None:
             devices, processes = self.mesh.devices.size, jax.process_count()
             raise ConfigError(f"batch_size {runner.config.batch_size} does not divide over the {devices} devices of "
-                              f"{processes} processes: choose a batch size that is a multiple of {devices}")
+                              f"{processes} processes: choose a batch size that is a multiple of {devices}",
+                              field="batch_size")
         return replicate(jax.tree.map(np.asarray, params), self.mesh)
 
     def run_epoch(self, runner: EpochRunner, params: Params, epoch: int) -> EpochOutput:
