@@ -169,7 +169,7 @@ class ClusterOptions:
         if (self.node_selector or self.tolerations) and self.target != "kfp":
             raise ClusterError("node selectors and tolerations are Kubeflow (kfp-kubernetes) options; use --target kfp")
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
-            raise ClusterError(f"replicas must be a positive integer, got {self.replicas!r}")
+            raise ClusterError(f"--replicas must be a positive integer, got {self.replicas!r}")
         if self.replicas > 1 and self.target not in ("vertex", "kfp"):
             raise ClusterError("--replicas runs the train step on several machines of a cluster: use --target kfp "
                                "(Kubeflow Trainer) or --target vertex (a custom job)")

@@ -18,7 +18,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, InputError, OSE
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     from mlp_core.blessing import ChampionError
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.data.errors import DatasetError
     from mlp_core.data.offline_mnist import OfflineMnistError
     from mlp_core.experiments import ExperimentError
     from mlp_core.locations import LocationError

@@ -18,7 +18,7 @@ from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from clusters.options import StepPolicy
-from components._cli import exit_on_error
+from components._cli import exit_on_error, loss_note
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from mlp_core.outputs import check_output_file, write_json
@@ -87,7 +87,10 @@ def evaluate(
     if result["champion_test_accuracy"] is not None:  # the champion on this run's test split
         metrics.log_metric("champion_test_accuracy", result["champion_test_accuracy"])
     classification_metrics.log_confusion_matrix(result["class_names"], result["confusion_matrix"])
-    print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}")
+    from components._cli import loss_note
+
+    print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f} "
+          f"({loss_note(len(result['class_names']))})")
     print(champion_line(result))
     print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
     outputs = namedtuple("EvaluateOutputs", ["blessed", "reason", "test_accuracy", "test_loss", "champion_version"])
@@ -156,7 +159,8 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.metrics:
         write_json(args.metrics, result)
     print(_format_matrix(result["class_names"], result["confusion_matrix"]))
-    print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, macro F1 {result['macro_f1']:.4f}")
+    print(f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f} "
+          f"({loss_note(len(result['class_names']))}), macro F1 {result['macro_f1']:.4f}")
     print(champion_line(result))
     print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
     return 0
