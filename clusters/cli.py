@@ -369,22 +369,30 @@ def main(argv: "list[str] | None" = None) -> int:
             return _runs(args)
         return _run(args)
     except ClusterError as e:
-        print(f"error: {_printable(e)}", file=sys.stderr)
+        print(f"error: {_printable(e, args.command)}", file=sys.stderr)
         return 2
     except Exception as e:  # the components' error boundary: bad input is one line, exit 2
         from components._cli import expected_errors
 
         if not isinstance(e, expected_errors()):
             raise
-        print(f"error: {_printable(e)}", file=sys.stderr)
+        print(f"error: {_printable(e, args.command)}", file=sys.stderr)
         return 2
 
 
-def _printable(e: Exception) -> str:
-    """An error's first line, without any secret (``mlp_core.redaction``): what ``error:`` lines print."""
-    from components._cli import error_line  # a Google credentials error: how to provide them
+def _printable(e: Exception, command: str = "") -> str:
+    """An error's first line, without any secret (``mlp_core.redaction``): what ``error:`` lines print.
 
-    return error_line(e)
+    A parameter is named as the user gave it: ``--epochs`` to ``run``, ``--param epochs`` to ``submit``/``schedule``.
+    """
+    from components._cli import error_line, flag_for  # a Google credentials error: how to provide them
+
+    if command in ("submit", "schedule"):
+        from mlp_core.config import PARAMETER_NAMES
+
+        return error_line(e, name=lambda field: field if field.startswith("-") else
+                          "--param " + PARAMETER_NAMES.get(field, field))
+    return error_line(e, name=flag_for)
 
 
 def cli() -> None:

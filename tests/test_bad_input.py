@@ -184,7 +184,7 @@ def test_submit_sends_nothing_when_an_argument_is_bad():
     with RecordingKfpApi() as api:
         r = run_cli("pipeline.py", "submit", "--host", api.url, "--param", "epochs=0", check=False)
         sent = list(api.requests)
-    _refused(r, "epochs must be a positive integer, got 0")
+    _refused(r, "--param epochs must be a positive integer, got 0")  # named as the user gave it
     assert sent == []
 
 
