@@ -22,7 +22,10 @@ RUN test -n "$LOCK_SHA256" || { echo "build with --build-arg LOCK_SHA256=\$(sha2
 COPY pyproject.toml README.md ./
 COPY mlp_core mlp_core
 COPY components components
-COPY clusters clusters
+COPY artifacts artifacts
+COPY jobs jobs
+COPY platforms platforms
+COPY commands commands
 COPY bench bench
 COPY pipeline.py ./
 # The project itself (no dependencies: all of them are in the lock; setuptools only builds it).

@@ -3,7 +3,7 @@
 A run whose data and training settings are the champion's stops after ``new_data`` (one
 line, nothing trained); a Dataset with anomalies stops at ``validate``, before training.
 
-    python pipeline.py compile --output pipeline.yaml      # the command lines: clusters/cli.py
+    python pipeline.py compile --output pipeline.yaml      # the command lines: commands/cli.py
     python pipeline.py run [--epochs N ...]                 # the whole DAG on this machine (kfp.local)
 
 This module only wires the DAG. The pipeline's parameters are not declared
@@ -21,9 +21,9 @@ from typing import NamedTuple
 from kfp import compiler, dsl
 from kfp.dsl import Dataset
 
-from clusters.arguments import check_writable_folder
-from clusters.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
-from clusters.options import apply as apply_options
+from commands.arguments import check_writable_folder
+from platforms.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
+from platforms.options import apply as apply_options
 from components import evaluate, ingest, new_data, publish, track, train, validate
 from components._step import descriptions, parameters
 
@@ -82,7 +82,7 @@ def use_artifact_store_credentials(task) -> None:
     """
     from kfp import kubernetes
 
-    from clusters.trainer import ARTIFACT_STORE_SECRET, SECRET_KEYS
+    from platforms.kubeflow.trainer import ARTIFACT_STORE_SECRET, SECRET_KEYS
 
     kubernetes.use_secret_as_env(task, ARTIFACT_STORE_SECRET, {key: env for env, key in SECRET_KEYS.items()},
                                  optional=True)
@@ -198,7 +198,7 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: 
     """Write the pipeline's IR YAML to ``output``."""
     check_image(image, allow_mutable_image)
     check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
-    from mlp_core.locations import check_local
+    from artifacts.locations import check_local
 
     output = Path(check_local(output, "--output"))  # a gs:// text is never a local folder named gs:
     if output.suffix not in (".yaml", ".yml", ".json"):
@@ -212,6 +212,6 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: 
 
 
 if __name__ == "__main__":
-    from clusters.cli import cli
+    from commands.cli import cli
 
     cli()

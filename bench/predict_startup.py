@@ -56,7 +56,7 @@ def main(argv: "list[str] | None" = None) -> int:
         (cwd / "model").mkdir()
         (cwd / "model" / "dataset.json").write_text('{"image_shape": [28, 28, 1]}')
         sys.path.insert(0, str(ROOT))
-        from mlp_core.outputs import commit
+        from artifacts.outputs import commit
 
         commit(cwd / "model", "model")  # a model folder with its marker: the checks go on to the inputs
         rows = [("python -c pass", {name: [] for name in trees}, ["-c", "pass"])]

@@ -3,6 +3,6 @@
 import os
 
 if os.environ.get("JAX_MLP_CONSOLE") == "1":  # a task of `pipeline.py run`: mark the lines a person reads
-    from clusters.local_console import mark_stdout
+    from commands.local_console import mark_stdout
 
     mark_stdout()

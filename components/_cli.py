@@ -20,11 +20,11 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from mlp_core.blessing import ChampionError
     from mlp_core.data.errors import DatasetError
     from mlp_core.data.offline_mnist import OfflineMnistError
-    from mlp_core.experiments import ExperimentError
-    from mlp_core.locations import LocationError
+    from platforms.vertex.experiments import ExperimentError
+    from artifacts.locations import LocationError
     from mlp_core.model_io import ModelError
-    from mlp_core.outputs import IncompleteArtifactError
-    from mlp_core.schemas import SchemaError
+    from artifacts.outputs import IncompleteArtifactError
+    from artifacts.schemas import SchemaError
     from mlp_core.train import DivergenceError
 
     return (*EXPECTED_ERRORS, DatasetError, OfflineMnistError, DivergenceError, ModelError, ChampionError,
@@ -62,10 +62,10 @@ def error_line(error: BaseException, name: Callable[[str], str] = flag_for) -> s
     (the library keeps the field's name for Python callers: ``TrainConfig(num_epochs=0)``).
     """
     if isinstance(error, _google_auth_errors()):
-        from mlp_core.vertex_endpoint import credentials_message
+        from platforms.vertex.endpoint import credentials_message
 
         return credentials_message(error)
-    from mlp_core.redaction import redact  # every error line passes the one redaction function
+    from artifacts.redaction import redact  # every error line passes the one redaction function
 
     named = isinstance(error, ConfigError) and error.field
     text = redact(error.naming(name(error.field)) if named else error).strip()

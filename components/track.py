@@ -5,7 +5,7 @@
 
 In the pipeline only when it is compiled with ``--experiment`` or
 ``--tensorboard`` for Vertex AI (``python pipeline.py submit --vertex ...``).
-How: ``mlp_core.experiments``.
+How: ``platforms.vertex.experiments``.
 """
 
 import argparse
@@ -14,7 +14,7 @@ import sys
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import exit_on_error
 from components._step import descriptions
 
@@ -26,8 +26,8 @@ CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False,
 
 def run_record(train_metrics: dict, test_metrics: dict) -> "tuple[dict, dict]":
     """``(params, metrics)`` of a run: the train step's hyperparameters; its final metrics and the test metrics."""
-    from mlp_core.schemas import TEST_METRICS
-    from mlp_core.training_job import final_metrics
+    from artifacts.schemas import TEST_METRICS
+    from jobs.training import final_metrics
 
     params = {k.removeprefix("param_"): v for k, v in train_metrics["hyperparameters"].items()}
     # the evaluate step's metrics its schema names (not the per-class F1s)
@@ -56,8 +56,8 @@ def track(
         job: the pipeline job's resource name (the pipeline fills it in)
     """
     from components.track import _read, run_record
-    from mlp_core.experiments import track_run
-    from mlp_core.schemas import TEST_METRICS, TRAIN_METRICS, validate
+    from platforms.vertex.experiments import track_run
+    from artifacts.schemas import TEST_METRICS, TRAIN_METRICS, validate
 
     given = validate(dict(test_metrics.metadata), TEST_METRICS, "the evaluate step's Metrics")
     params, metrics = run_record(_read(train_metrics.path, TRAIN_METRICS), given)
@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read(path: str, schema: dict) -> dict:
     from components._cli import InputError
-    from mlp_core.schemas import loads, validate
+    from artifacts.schemas import loads, validate
 
     try:
         with open(path, "rb") as f:
@@ -101,11 +101,11 @@ def _read(path: str, schema: dict) -> dict:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     from components._cli import InputError
-    from mlp_core.experiments import check_experiment, check_job, check_tensorboard, track_run
-    from mlp_core.schemas import TEST_METRICS, TRAIN_METRICS
+    from platforms.vertex.experiments import check_experiment, check_job, check_tensorboard, track_run
+    from artifacts.schemas import TEST_METRICS, TRAIN_METRICS
 
     args = _parser().parse_args(argv)
-    # Every name before any work: the experiment with the ids derived from this job's id (mlp_core.experiments).
+    # Every name before any work: the experiment with the ids derived from this job's id (platforms.vertex.experiments).
     check_experiment(args.experiment, check_job(args.job).group("job").lower())
     if args.tensorboard_instance:
         check_tensorboard(args.tensorboard_instance)

@@ -14,7 +14,7 @@ from pathlib import Path
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import exit_on_error
 from components._step import add_parameter_flags, argv, bind, defaults, descriptions, values
 from mlp_core.config import PLACEMENTS, TrainConfig
@@ -38,19 +38,19 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
     """The train step on artifact paths; ``params`` are the step's parameters (``train`` declares their defaults).
 
     ``model_uri``: the Model artifact's URI in a pipeline step (its checkpoints go beside it:
-    ``mlp_core.training_job.pipeline_checkpoint_dir``). ``processes``: a ``mlp_core.distributed.ProcessGroup``;
+    ``jobs.training.pipeline_checkpoint_dir``). ``processes``: a ``mlp_core.distributed.ProcessGroup``;
     default: what the environment says (Vertex AI's CLUSTER_SPEC, Kubeflow Trainer's variables), else one process.
     With ``trainer_job`` (set at compile time by ``--target kfp --replicas N``), the training runs as a Kubeflow
-    Trainer TrainJob instead (``clusters.trainer``; ``dataset`` is then the Dataset artifact's object-store URI).
+    Trainer TrainJob instead (``platforms.kubeflow.trainer``; ``dataset`` is then the Dataset artifact's object-store URI).
     """
-    from mlp_core.training_job import train_on_dataset
+    from jobs.training import train_on_dataset
 
     given = bind(train, params)
     trainer_job = given.pop("trainer_job")
     if trainer_job:
         import json
 
-        from clusters.trainer import train_as_trainer_job
+        from platforms.kubeflow.trainer import train_as_trainer_job
 
         return train_as_trainer_job(json.loads(trainer_job), str(dataset), model, str(model_uri), given,
                                     argv(train, given), log=log)
@@ -114,7 +114,7 @@ def train(
         run_id: the pipeline run id (the pipeline fills it in); a rerun of it resumes from its checkpoints
         require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
         trainer_job: empty: train in this step's pod; else train as a Kubeflow Trainer TrainJob of N pods
-            (JSON, clusters.trainer.job_spec; compile --target kfp --replicas N sets it)
+            (JSON, platforms.kubeflow.trainer.job_spec; compile --target kfp --replicas N sets it)
     """
     import os
     import sys
@@ -122,10 +122,10 @@ def train(
 
     from components.train import train_model
     from mlp_core.distributed import detect
-    from mlp_core.outputs import write_json
+    from artifacts.outputs import write_json
     from mlp_core.tensorboard import trained_on, write_events
-    from mlp_core import storage
-    from mlp_core.training_job import final_metrics, hyperparameters, pipeline_checkpoint_dir
+    from artifacts import storage
+    from jobs.training import final_metrics, hyperparameters, pipeline_checkpoint_dir
 
     params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
                   shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, run_id=run_id,
@@ -203,21 +203,21 @@ def main(argv: "list[str] | None" = None) -> int:
     from mlp_core.distributed import detect
 
     args = _parser().parse_args(argv)
-    from mlp_core.locations import check_flags, check_segment
+    from artifacts.locations import check_flags, check_segment
 
     check_flags({"--dataset": args.dataset, "--model": args.model, "--metrics": args.metrics,
                  "--tensorboard": args.tensorboard, "--checkpoint-dir": args.checkpoint_dir,
                  "--checkpoint-root": args.checkpoint_root}, local=("--tensorboard",))
     if args.run_id:
         check_segment(args.run_id, "--run-id", "run id")
-    from mlp_core.outputs import check_apart
+    from artifacts.outputs import check_apart
 
     # Before anything else (the process group included): outputs apart from the input and from each other.
     check_apart({"--dataset": args.dataset}, {"--model": args.model, "--metrics": args.metrics,
                                               "--checkpoint-dir": args.checkpoint_dir, "--tensorboard": args.tensorboard})
     processes = detect(os.environ, args.coordinator, args.num_processes, args.process_id)
     if args.tensorboard and processes.is_primary:
-        from mlp_core.outputs import check_artifact_output
+        from artifacts.outputs import check_artifact_output
 
         check_artifact_output(args.tensorboard, "tensorboard")  # before any work
     history = train_model(args.dataset, args.model, metrics=args.metrics, checkpoint_dir=args.checkpoint_dir,
@@ -228,7 +228,7 @@ def main(argv: "list[str] | None" = None) -> int:
         return 0
     if args.tensorboard:
         from mlp_core.tensorboard import trained_on, write_events
-        from mlp_core.training_job import hyperparameters
+        from jobs.training import hyperparameters
 
         write_events(history, args.tensorboard, hyperparameters(values(args, train)), run_id=args.run_id,
                      dataset=trained_on(args.model))

@@ -21,7 +21,7 @@ from pathlib import Path
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
-from clusters.options import StepPolicy
+from platforms.options import StepPolicy
 from components._cli import exit_on_error
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 from mlp_core.data.validation import DEFAULT_MAX_LABEL_LINF, DEFAULT_MAX_LEAKED_IMAGES, DEFAULT_MAX_PIXEL_JS
@@ -49,7 +49,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     from mlp_core.config import ConfigError
     from mlp_core.data import validation
     from mlp_core.data.statistics import compute_statistics, read_statistics, write_statistics
-    from mlp_core.storage import write_bytes
+    from artifacts.storage import write_bytes
 
     given = bind(validate, params)
     max_label_linf = check_fraction("--max-label-linf", given["max_label_linf"])
@@ -159,8 +159,8 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    from mlp_core.locations import check_flags, check_publish_target
-    from mlp_core.outputs import check_apart, check_output_file
+    from artifacts.locations import check_flags, check_publish_target
+    from artifacts.outputs import check_apart, check_output_file
 
     outputs = {"--statistics": args.statistics, "--anomalies": args.anomalies, "--output-schema": args.output_schema,
                "--report": args.report, "--report-markdown": args.report_markdown}

@@ -11,7 +11,7 @@ run ever reads, prunes or deletes its files. ``state.json`` holds the epoch, the
 full identity, the history so far and the sha256 of ``params.npz``, so a
 checkpoint is complete exactly when its ``state.json`` exists and matches. Only
 whole-file writes are used (no folder rename: ../shared/BACKENDS.md), through
-the store's client library for an object store (``mlp_core.storage``). The shuffle key of each epoch is a pure
+the store's client library for an object store (``artifacts.storage``). The shuffle key of each epoch is a pure
 function of (seed, epoch), so no RNG state beyond the epoch number is needed to
 continue exactly where the run stopped.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlp_core import storage
+from artifacts import storage
 from mlp_core.model import Params
 from mlp_core.model_io import ModelError, params_from_bytes, params_to_bytes
 

@@ -7,7 +7,7 @@ Layout::
     <model>/dataset.json    identity of the data it was trained on
     <model>/history.json    per-epoch metrics
     <model>/saved_model/1/  the serving export, in TF Serving's layout (mlp_core.export)
-    <model>/_COMPLETE.json  written last: the artifact is complete (mlp_core.outputs)
+    <model>/_COMPLETE.json  written last: the artifact is complete (artifacts.outputs)
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 
 from mlp_core.config import ConfigError, TrainConfig
 from mlp_core.model import Params
-from mlp_core.outputs import IncompleteArtifactError, read_marker
-from mlp_core.schemas import SchemaError, check_model_files, loads
+from artifacts.outputs import IncompleteArtifactError, read_marker
+from artifacts.schemas import SchemaError, check_model_files, loads
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "config.json"

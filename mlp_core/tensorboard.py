@@ -4,7 +4,7 @@ Written with ``tf.summary`` (TensorFlow's summary API; its writer comes from the
 ``tensorboard`` package) from the step's history, once training is done, into
 a folder of their own: ``tensorboard --logdir <folder>`` shows them. The events
 are written to a local temp folder first and then copied, file by file, into
-the output (``mlp_core.outputs.artifact_writer``: marker last), because the
+the output (``artifacts.outputs.artifact_writer``: marker last), because the
 event writer appends to its file as it goes, which an object store mount
 (Cloud Storage FUSE) does not do well.
 
@@ -56,7 +56,7 @@ def trained_on(model: "str | Path") -> dict:
     """The Model artifact's ``dataset.json`` at ``model`` (a folder, ``gs://`` or ``s3://``): the data it was trained on."""
     import json
 
-    from mlp_core import storage
+    from artifacts import storage
     from mlp_core.model_io import DATASET_FILE
 
     return json.loads(storage.read_bytes(storage.join(str(model), DATASET_FILE)))
@@ -66,7 +66,7 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
                  run_id: str = "", dataset: "dict | None" = None) -> list[str]:
     """Write one scalar per ``SCALARS`` key and epoch (step = epoch) into ``folder``; returns the files written.
 
-    With ``hyperparameters`` (``mlp_core.training_job.hyperparameters``), also the TEXT table and the HParams
+    With ``hyperparameters`` (``jobs.training.hyperparameters``), also the TEXT table and the HParams
     session (``session_hparams``); its trial id is ``run_id`` (the pipeline run id), else a new random one, so
     two runs with the same settings stay two rows.
     """
@@ -77,7 +77,7 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
     from mlp_core.data.tf import tf  # never takes a GPU from JAX
-    from mlp_core.outputs import artifact_writer
+    from artifacts.outputs import artifact_writer
 
     scratch = Path(tempfile.mkdtemp(prefix="tensorboard-"))
     try:

@@ -95,7 +95,7 @@ def gcs_emulator():
 
     Yields a ``google.cloud.storage`` client for it.
     """
-    from mlp_core import storage
+    from artifacts import storage
 
     port, proc = _start_server("gcs_emulator_stand_in.py", "gcp-storage-emulator", 30)
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
@@ -123,7 +123,7 @@ def s3_server():
     Sets the standard AWS variables for this process (endpoint, keys, region) and yields a boto3 client.
     """
 
-    from mlp_core import storage
+    from artifacts import storage
 
     port, proc = _start_server("s3_server.py", "the S3 server (moto)", 60)
     names = ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")

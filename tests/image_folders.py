@@ -46,7 +46,7 @@ def write_split_folder(root: "str | Path", train, test, **options) -> Path:
 
 def upload(local: "str | Path", uri: str) -> str:
     """Copy a local folder to ``uri`` (``gs://`` or ``s3://``, same relative names); returns ``uri``."""
-    from mlp_core import storage
+    from artifacts import storage
 
     storage.upload_tree(local, uri)
     return uri

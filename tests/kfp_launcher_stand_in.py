@@ -43,7 +43,7 @@ The kfp SDK maps the URIs under ``/gcs/``, ``/minio/``, ``/s3/``
 the attempt's scratch: a ``sitecustomize`` on the step's ``PYTHONPATH``
 (``kfp_stand_in_site/``) points the prefixes there, as kfp's own executor tests do.
 The object store is gcp-storage-emulator (``gs://``) or an S3 server
-(``s3://``, ``minio://``), through ``mlp_core.storage``. Not modelled: Argo, MLMD,
+(``s3://``, ``minio://``), through ``artifacts.storage``. Not modelled: Argo, MLMD,
 the cache, conditions between tasks (a test runs tasks in order and passes their
 outputs on).
 """
@@ -64,7 +64,7 @@ from pathlib import Path
 
 import yaml
 
-from mlp_core import storage
+from artifacts import storage
 
 # driver/resolve.go (2.17.0): the placeholders substituted when they are a parameter's whole value, and no other.
 PLACEHOLDERS = ("{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}", "{{$.pipeline_job_uuid}}",

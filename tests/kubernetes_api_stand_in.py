@@ -1,7 +1,7 @@
 """KubernetesApiStandIn: the Kubernetes API for Kubeflow Trainer TrainJobs, and Trainer's controller, on loopback.
 
 No Kubernetes cluster runs in these tests. The train step's TrainJob path
-(``clusters/trainer.py``) talks to this stand-in with the real ``kubernetes``
+(``platforms/kubeflow/trainer.py``) talks to this stand-in with the real ``kubernetes``
 client (a kubeconfig names it), and the stand-in answers as the API server
 with Kubeflow Trainer v2 installed would, for what that code uses:
 

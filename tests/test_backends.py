@@ -20,7 +20,7 @@ import pytest
 from kfp_launcher_stand_in import all_tasks
 
 from conftest import ROOT, SMALL_TEST, SMALL_TRAIN, run_cli
-from mlp_core import storage
+from artifacts import storage
 
 STAND_IN = Path(__file__).parent / "gcsfuse_stand_in.py"
 
@@ -163,7 +163,7 @@ def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_
 @pytest.fixture(scope="module")
 def compiled_for_kubeflow(tmp_path_factory):
     import pipeline
-    from clusters.options import ClusterOptions
+    from platforms.options import ClusterOptions
 
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
     return pipeline.compile_pipeline(path, "jax-mlp-pipeline:0.1.0", ClusterOptions(target="kfp", accelerator=None))

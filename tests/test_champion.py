@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from mlp_core import storage
+from artifacts import storage
 from mlp_core.data.artifact import read_split
-from mlp_core.publishing import LATEST, publish_model, read_champion
+from jobs.publishing import LATEST, publish_model, read_champion
 
 SLICE_B = {"train_split": "train[512:1024]", "test_split": "test[256:512]"}
 NAMED = ["zero", "one", "two"]  # the classes of the 14x14x3 dataset: MNIST's digits 0, 1 and 2
@@ -35,7 +35,7 @@ def named_rgb(small_dataset, tmp_path_factory):
     """A Dataset of 14x14x3 images in three named classes, from the MNIST slice's digits 0, 1 and 2."""
     from mlp_core.data.artifact import write_metadata
     from mlp_core.data.records import write_shards
-    from mlp_core.outputs import artifact_writer
+    from artifacts.outputs import artifact_writer
 
     out = tmp_path_factory.mktemp("named-rgb") / "dataset"
     splits = {}

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 import pipeline
-from clusters import cron, vertex
-from clusters.options import ClusterError, ClusterOptions
+from platforms import cron
+from platforms.vertex import pipelines as vertex
+from platforms.options import ClusterError, ClusterOptions
 from conftest import run_cli
 from kfp_api_stand_in import RecordingKfpApi
 

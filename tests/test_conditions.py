@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import pipeline
-from clusters.options import ClusterOptions
+from platforms.options import ClusterOptions
 
 
 def _conditions(spec: dict) -> dict[str, str]:

@@ -106,7 +106,7 @@ def test_train_names_the_flag(small_dataset, tmp_path, capsys, field, flag_, val
 
 @pytest.mark.parametrize(("field", "flag_", "value"), CASES)
 def test_pipeline_run_names_the_flag(tmp_path, capsys, field, flag_, value):
-    from clusters import cli
+    from commands import cli
 
     assert cli.main(["run", "--pipeline-root", str(tmp_path / "root"), f"{flag_}={value}"]) == 2
     _names_the_flag(_one_error_line(capsys), field, flag_)
@@ -121,7 +121,7 @@ def test_pipeline_run_names_the_flag(tmp_path, capsys, field, flag_, value):
     (["--checkpoint-root", "ftp://x/y"], "--checkpoint-root: 'ftp://x/y' is not a location this program reads"),
 ])
 def test_other_parameters_are_named_by_their_flags_too(small_dataset, tmp_path, capsys, flags, message):
-    from clusters import cli
+    from commands import cli
     from components import train
 
     if flags[0] == "--batch-size":  # the split's size is known only to the step

@@ -117,7 +117,7 @@ def test_report_says_which_run_data_and_settings_its_numbers_are_of(evaluated, s
 def test_report_names_the_run_and_the_champion_it_was_compared_with(small_dataset, tmp_path):
     """A pipeline's run id and Model URI; a champion published from another model, scored on this split."""
     from components.evaluate import evaluate_model
-    from mlp_core.publishing import publish_model
+    from jobs.publishing import publish_model
 
     run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "champion"),
             "--epochs", "1")

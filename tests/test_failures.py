@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli
 from mlp_core.data.records import sha256_file, write_shards
-from mlp_core.outputs import commit
+from artifacts.outputs import commit
 
 
 def _copy(dataset: Path, tmp_path: Path) -> Path:
@@ -84,7 +84,7 @@ def test_truncated_shard(small_dataset, tmp_path):
 
 
 def _recommit(ds: Path) -> None:
-    from mlp_core.outputs import COMPLETE, commit
+    from artifacts.outputs import COMPLETE, commit
 
     (ds / COMPLETE).unlink()
     commit(ds, "dataset")

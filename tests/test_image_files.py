@@ -163,7 +163,7 @@ print(code, sorted(m for m in ("tensorflow", "jax", "keras") if m in sys.modules
                                   "another shape", "bad server", "bad model name"])
 def test_bad_arguments_are_refused_before_tensorflow_or_jax_is_imported(tmp_path, case):
     """The 4-7 s start-up of TensorFlow is not paid to print a validation error (bench: the time; here: the imports)."""
-    from mlp_core.outputs import commit
+    from artifacts.outputs import commit
 
     model = tmp_path / "model"
     model.mkdir()

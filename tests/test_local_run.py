@@ -1,7 +1,7 @@
 """``python pipeline.py run`` as a person sees it: quiet, resumable, its runs listed and removed.
 
 Quick: the console's routing of kfp.local's lines, the step's line marker, ``runs`` and ``--resume``'s refusals on
-run folders made by ``clusters.local_runs`` itself. Slow: whole runs on all of MNIST, one interrupted (SIGINT to the
+run folders made by ``commands.local_runs`` itself. Slow: whole runs on all of MNIST, one interrupted (SIGINT to the
 parent alone, as ``kill -INT`` sends it) and resumed, its model bit-identical to an uninterrupted run's.
 """
 
@@ -22,7 +22,7 @@ from conftest import ROOT, run_cli
 
 
 def _console(tmp_path, verbose=False):
-    from clusters.local_console import Console
+    from commands.local_console import Console
 
     out, err = io.StringIO(), io.StringIO()
     return Console(tmp_path / "pipeline.log", verbose, out, err), out, err
@@ -70,7 +70,7 @@ def test_verbose_shows_every_line_without_colours_when_not_a_terminal(tmp_path):
 
 
 def test_a_step_error_line_is_preferred_to_its_traceback():
-    from clusters.local_console import error_of
+    from commands.local_console import error_of
 
     assert error_of(["Traceback (most recent call last):", '  File "a"', "ValueError: x", "error: the one line"]) == \
         "the one line"
@@ -97,7 +97,7 @@ def test_a_step_marks_its_lines_only_inside_pipeline_run(env):
 
 
 def test_marked_stream_marks_each_line_of_a_write():
-    from clusters.local_console import MarkedStream
+    from commands.local_console import MarkedStream
 
     buffer = io.StringIO()
     stream = MarkedStream(buffer)
@@ -107,7 +107,7 @@ def test_marked_stream_marks_each_line_of_a_write():
 
 
 def test_every_step_is_cached_only_in_kfp_local():
-    from clusters.options import ClusterError, ClusterOptions
+    from platforms.options import ClusterError, ClusterOptions
 
     with pytest.raises(ClusterError, match="cache_every_step is for kfp.local"):
         ClusterOptions(target="kfp", cache_every_step=True)
@@ -116,7 +116,7 @@ def test_every_step_is_cached_only_in_kfp_local():
 def test_the_run_identity_is_ours_for_the_run_only():
     from kfp.local import executor_input_utils, placeholder_utils
 
-    from clusters.local import run_identity
+    from commands.local import run_identity
 
     with run_identity("jax-mlp-pipeline-x", "the-run-id"):
         assert executor_input_utils.get_local_pipeline_resource_name("jax-mlp-pipeline") == "jax-mlp-pipeline-x"
@@ -129,7 +129,7 @@ def test_the_run_identity_is_ours_for_the_run_only():
 
 
 def _make_run(root: Path, status: str, parameters: dict, **extra) -> Path:
-    from clusters import local_runs
+    from commands import local_runs
 
     folder, fd = local_runs.create(root, "jax-mlp-pipeline", {"parameters": parameters, "runner": "subprocess",
                                                               "image": "jax-mlp-pipeline:0.1.0", "gpus": False})
@@ -143,7 +143,7 @@ def _make_run(root: Path, status: str, parameters: dict, **extra) -> Path:
 @pytest.fixture
 def root(tmp_path):
     """A pipeline root with a finished run, an interrupted one, a running one, and a folder that is not a run."""
-    from clusters import local_runs
+    from commands import local_runs
 
     root = tmp_path / "runs"
     root.mkdir()

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 import pipeline
-from clusters import cli
-from clusters.arguments import parse_params
+from commands import cli
+from commands.arguments import parse_params
 from components import evaluate, ingest, new_data, publish, train, validate
 from components._step import flag
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
@@ -123,8 +123,8 @@ def test_a_default_for_no_parameter_is_refused():
 
 def _library_functions():
     from mlp_core.data.ingest import ingest as ingest_library
-    from mlp_core.evaluation_job import evaluate_on_dataset
-    from mlp_core.training_job import train_on_dataset
+    from jobs.evaluation import evaluate_on_dataset
+    from jobs.training import train_on_dataset
 
     return [(ingest.ingest, ingest_library), (train.train, train_on_dataset), (evaluate.evaluate, evaluate_on_dataset)]
 

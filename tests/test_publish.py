@@ -7,8 +7,8 @@ from unittest import mock
 
 import pytest
 
-from mlp_core import storage
-from mlp_core.publishing import LATEST, publish_model, read_champion
+from artifacts import storage
+from jobs.publishing import LATEST, publish_model, read_champion
 from conftest import run_cli
 
 
@@ -177,8 +177,8 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     """In the pipeline, publish takes evaluate's Metrics artifact: the numbers evaluate logged in its metadata."""
     import pipeline
     from components import publish
-    from mlp_core.publishing import metrics_from_artifact
-    from mlp_core.schemas import SchemaError
+    from jobs.publishing import metrics_from_artifact
+    from artifacts.schemas import SchemaError
 
     inputs = publish.component("registry.example/img:1").component_spec.inputs
     assert inputs["test_metrics"].type == "system.Metrics@0.0.1"
@@ -210,7 +210,7 @@ def _publisher(model, accuracy, uris, barrier, results, emulator_host):
 
     if emulator_host:
         os.environ["STORAGE_EMULATOR_HOST"] = emulator_host
-    from mlp_core.publishing import publish_model
+    from jobs.publishing import publish_model
 
     for uri in uris:
         barrier.wait(timeout=120)

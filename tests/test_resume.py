@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from mlp_core import storage
+from artifacts import storage
 from mlp_core.checkpoint import Checkpoints
 from mlp_core.model import init_network_params
 from mlp_core.model_io import load_model
@@ -172,7 +172,7 @@ def test_a_checkpoint_folder_holding_other_files_keeps_them(small_dataset, tmp_p
 
 def test_a_pipeline_steps_checkpoints_go_where_the_backend_gives_a_durable_place():
     """What the Kubeflow backend provides: the Model artifact's URI (the same on every retry), or checkpoint_root."""
-    from mlp_core.training_job import pipeline_checkpoint_dir
+    from jobs.training import pipeline_checkpoint_dir
 
     model = "minio://mlpipeline/v2/artifacts/jax-mlp-pipeline/run-1/train/5f0c/model"
     lines = []

@@ -1,4 +1,4 @@
-"""mlp_core.storage on every store it reads: a folder, Cloud Storage (gcp-storage-emulator), S3 (moto's server).
+"""artifacts.storage on every store it reads: a folder, Cloud Storage (gcp-storage-emulator), S3 (moto's server).
 
 Kubeflow's bundled store is S3 behind the ``minio://`` scheme; a URI the backend
 hands over in that scheme reaches the same S3 endpoint.
@@ -8,8 +8,8 @@ import concurrent.futures
 
 import pytest
 
-from mlp_core import storage
-from mlp_core.locations import LocationError
+from artifacts import storage
+from artifacts.locations import LocationError
 
 
 @pytest.mark.parametrize("uri", ["gs://", "gs:///path", "s3://", "gcs://bucket/x", "http://host/x", "file:///tmp/x",
@@ -110,7 +110,7 @@ def test_the_bundled_store_defaults_to_kubeflows_endpoint(monkeypatch):
 
 def test_publish_to_s3_moves_latest_by_compare_and_swap(s3_server, small_dataset, tmp_path, monkeypatch):
     from conftest import run_cli
-    from mlp_core.publishing import LATEST, publish_model, read_champion
+    from jobs.publishing import LATEST, publish_model, read_champion
 
     model = tmp_path / "model"
     run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(model), "--epochs", "1")

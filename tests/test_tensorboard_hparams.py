@@ -24,8 +24,8 @@ MNIST = {"name": "mnist", "version": "3.0.1", "shards": {"train": ["a" * 64], "t
 
 
 def _hyper(**changes):
-    """``mlp_core.training_job.hyperparameters`` of the train step's defaults, with ``changes``."""
-    from mlp_core.training_job import hyperparameters
+    """``jobs.training.hyperparameters`` of the train step's defaults, with ``changes``."""
+    from jobs.training import hyperparameters
 
     params = {"epochs": 2, "batch_size": 128, "step_size": 0.01, "seed": 0, "shuffle": True, "hidden_sizes": "512,512",
               "placement": "auto", **changes}

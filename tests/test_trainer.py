@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import SMALL_TEST, SMALL_TRAIN
-from mlp_core import remote_artifacts, storage
+from artifacts import remote as remote_artifacts, storage
 
 
 def _upload_dataset(local, uri: str) -> str:
@@ -85,7 +85,7 @@ def test_gs_locations_it_must_not_use_are_refused_before_any_work(bucket, small_
 # ---- the Kubernetes API (stand-in) through the real kubernetes client
 
 def _job(**trainer):
-    from clusters.trainer import job_spec, manifest
+    from platforms.kubeflow.trainer import job_spec, manifest
 
     spec = json.loads(job_spec(2, "registry.example.com/jax-mlp-pipeline:0.1.0"))
     spec.update(trainer)
@@ -99,7 +99,7 @@ def _job(**trainer):
     ({}, {"runtime": "jax-tuned"}, 'ClusterTrainingRuntime.trainer.kubeflow.org "jax-tuned" not found'),
 ])
 def test_the_api_servers_refusals_fail_the_step_with_one_line(tmp_path, monkeypatch, kubeconfig, job, expected):
-    from clusters.trainer import TrainJobFailed, run
+    from platforms.kubeflow.trainer import TrainJobFailed, run
     from kubernetes_api_stand_in import KubernetesApiStandIn
 
     with KubernetesApiStandIn() as api:
@@ -111,7 +111,7 @@ def test_the_api_servers_refusals_fail_the_step_with_one_line(tmp_path, monkeypa
 
 
 def test_a_trainjob_of_another_owner_with_the_same_name_is_left_alone(tmp_path, monkeypatch):
-    from clusters.trainer import TrainJobFailed, run
+    from platforms.kubeflow.trainer import TrainJobFailed, run
     from kubernetes_api_stand_in import KubernetesApiStandIn
 
     with KubernetesApiStandIn() as api:
@@ -131,7 +131,7 @@ def test_a_trainjob_of_another_owner_with_the_same_name_is_left_alone(tmp_path, 
 @pytest.fixture(scope="module")
 def compiled_for_trainer(tmp_path_factory):
     import pipeline
-    from clusters.options import ClusterOptions
+    from platforms.options import ClusterOptions
 
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
     return pipeline.compile_pipeline(path, "registry.example.com/jax-mlp-pipeline:0.1.0",
@@ -204,7 +204,7 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
 
 def test_a_retry_replaces_this_runs_failed_trainjob_and_watches_a_running_one(tmp_path, monkeypatch):
     """A step retry after a failed TrainJob starts it again (its pods resume from the run's checkpoints)."""
-    from clusters.trainer import TrainJobFailed, run
+    from platforms.kubeflow.trainer import TrainJobFailed, run
     from kubernetes_api_stand_in import KubernetesApiStandIn
 
     def job(command):

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlp_core import locations
-from mlp_core.locations import LocationError
-from mlp_core.outputs import (COMPLETE, WRITING, IncompleteArtifactError, OutputConflictError, artifact_writer,
+from artifacts import locations
+from artifacts.locations import LocationError
+from artifacts.outputs import (COMPLETE, WRITING, IncompleteArtifactError, OutputConflictError, artifact_writer,
                               commit, read_marker)
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -99,7 +99,7 @@ def test_a_remote_looking_location_is_valid_or_refused_in_one_line(uri):
 @SETTINGS
 @given(run_id=HOSTILE_NAMES)
 def test_a_run_id_never_puts_checkpoints_outside_the_root(tmp_path_factory, run_id):
-    from mlp_core.training_job import pipeline_checkpoint_dir
+    from jobs.training import pipeline_checkpoint_dir
 
     root = tmp_path_factory.mktemp("root")
     try:
@@ -173,7 +173,7 @@ def test_a_file_whose_bytes_changed_but_not_its_size_is_refused(tmp_path):
 
 
 def test_publish_refuses_a_forged_model_and_leaves_the_champion(tmp_path):
-    from mlp_core.publishing import publish_model
+    from jobs.publishing import publish_model
 
     (tmp_path / "victim.txt").write_bytes(b"victim")
     model = tmp_path / "model"

@@ -90,7 +90,7 @@ def _main(capfd, module_main, argv: list[str], env: "dict | None" = None) -> Res
 
 
 def _pipeline(capfd, *argv: str, env: "dict | None" = None) -> Result:
-    from clusters.cli import main
+    from commands.cli import main
 
     return _main(capfd, main, list(argv), env)
 
@@ -262,7 +262,7 @@ def test_the_real_command_line_prints_no_secret(tmp_path):
        form=st.sampled_from(["line", "dict", "json", "url", "bare-bearer"]))
 def test_the_redaction_removes_every_form_of_a_secret(token, cookie_name, cookie_value, password, other_cookie, header,
                                                       form):
-    from mlp_core import redaction
+    from artifacts import redaction
 
     value = {"Authorization": f"Bearer {token}", "authorization": f"Bearer {token}",
              "Proxy-Authorization": f"Basic {token}"}.get(header, f"{cookie_name}={other_cookie}; Path=/; HttpOnly")
@@ -327,7 +327,7 @@ def test_a_cron_that_never_fires_is_refused_before_anything_is_sent(capfd, day_m
 @settings(max_examples=20, **SETTINGS)
 @given(day=st.integers(1, 29), month=st.integers(1, 12))
 def test_a_cron_that_fires_is_accepted(day, month):
-    from clusters import cron
+    from platforms import cron
 
     _expect(len(cron.next_runs(cron.validate(f"0 3 {day} {month} *"))) == 3, "no next runs")
 
@@ -476,7 +476,7 @@ def test_machine_types_are_compute_engine_names(tmp_path, capfd, machine):
 def published(tmp_path):
     """A publish location with version v1, and a published-looking version beside it (outside it)."""
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from mlp_core.publishing import MANIFEST
+    from jobs.publishing import MANIFEST
 
     for folder in (tmp_path / "publish" / "v1", tmp_path / "outside"):
         (folder / SAVED_MODEL_DIR / SERVING_VERSION).mkdir(parents=True)
@@ -486,7 +486,7 @@ def published(tmp_path):
 
 
 def _kserve(capfd, *argv: str) -> Result:
-    from clusters.kserve import main
+    from platforms.kubeflow.kserve import main
 
     return _main(capfd, main, list(argv))
 
@@ -548,7 +548,7 @@ def test_kserve_names_are_dns_1035_labels(capfd, published, name):
 @given(run_id=st.text(min_size=0, max_size=300))
 def test_trainjob_names_are_dns_1035_labels_with_room_for_pod_names(run_id):
     """Trainer names the pods ``{name}-node-0-0`` (jax_plugin_facts.json): a DNS-1123 label too, so at most 63."""
-    from clusters.trainer import job_name
+    from platforms.kubeflow.trainer import job_name
 
     name = job_name(run_id)
     _expect(bool(DNS_1035_LABEL.fullmatch(name)) and len(name) <= 63, name)

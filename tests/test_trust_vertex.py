@@ -299,7 +299,7 @@ def scratch(tmp_path_factory):
 def registry(gcs_emulator, trained, scratch):
     from vertex_api_stand_in import VertexModelRegistryStandIn
 
-    from mlp_core import storage
+    from artifacts import storage
 
     if not gcs_emulator.bucket("trust-vertex-models").exists():
         gcs_emulator.create_bucket("trust-vertex-models")
@@ -350,7 +350,7 @@ def judged(kind: str, rule: "str | None", check, value, *args) -> None:
         f.write(json.dumps({"kind": kind, "rule": rule, "value": repr(value)[:300], "failure": failure}) + "\n")
 
 def check_registry_name(name: str, registry, trained, scratch) -> None:
-    from mlp_core.publishing import publish_model, read_champion
+    from jobs.publishing import publish_model, read_champion
 
     before = len(registry.requests)
     broken = registry_broken_rule(name)
@@ -362,7 +362,7 @@ def check_registry_name(name: str, registry, trained, scratch) -> None:
             return
         with pytest.raises(Exception) as refused:
             publish_model(trained / "model", name, 0.9, 0.1, model_uri=MODEL_URI)
-        from mlp_core.locations import LocationError
+        from artifacts.locations import LocationError
 
         assert isinstance(refused.value, LocationError), f"{broken}: {type(refused.value).__name__}: {refused.value}"
         assert len(str(refused.value).splitlines()) == 1 and "--publish-uri" in str(refused.value)
@@ -375,7 +375,7 @@ def check_registry_name(name: str, registry, trained, scratch) -> None:
 
 
 def check_experiment_name(name: str, experiments) -> None:
-    from mlp_core.experiments import ExperimentError, track_run
+    from platforms.vertex.experiments import ExperimentError, track_run
 
     before = len(experiments.requests)
     broken = experiment_broken_rule(name)
@@ -396,7 +396,7 @@ def check_experiment_name(name: str, experiments) -> None:
 
 
 def check_tensorboard_name(name: str, experiments, trained) -> None:
-    from mlp_core.experiments import ExperimentError, check_tensorboard, track_run
+    from platforms.vertex.experiments import ExperimentError, check_tensorboard, track_run
 
     broken = tensorboard_broken_rule(name)
     if broken is None:
@@ -411,7 +411,7 @@ def check_tensorboard_name(name: str, experiments, trained) -> None:
 def check_served_name(name: str, serving) -> None:
     from components._cli import InputError
     from components.predict import predict_served
-    from mlp_core.locations import LocationError
+    from artifacts.locations import LocationError
 
     before = len(serving.requests)
     broken = served_name_broken_rule(name)
@@ -491,7 +491,7 @@ def test_evaluate_refuses_a_bad_registry_name_before_evaluating(name, rule, trai
 
 def test_a_63_character_model_id_is_published_and_the_stand_in_refuses_64(registry, trained):
     """The boundary itself, end to end: the stand-in (the registry's rule) takes 63 and refuses 64."""
-    from mlp_core.publishing import publish_model
+    from jobs.publishing import publish_model
 
     name = f"projects/{PROJECT}/locations/{REGION}/models/m{'x' * 62}"
     published = publish_model(trained / "model", name, 0.9, 0.1, model_uri=MODEL_URI)
@@ -529,7 +529,7 @@ def test_track_refuses_a_generated_bad_experiment_name_in_one_line(name, experim
 
 def test_the_longest_accepted_experiment_name_is_tracked_with_its_tensorboard(experiments, trained):
     """89 characters: the run context '<experiment>-<job id>' is 121, the link artifact '...-tb-run' 128."""
-    from mlp_core.experiments import check_experiment, track_run
+    from platforms.vertex.experiments import check_experiment, track_run
 
     name = "e" * 89
     assert track_run(JOB, name, {"epochs": 1}, {"test_accuracy": 0.9}, trained / "tensorboard", TENSORBOARD) == JOB_ID
@@ -542,7 +542,7 @@ def test_the_longest_accepted_experiment_name_is_tracked_with_its_tensorboard(ex
 def test_the_longest_job_id_is_what_the_sdk_makes_of_our_pipeline_name():
     from datetime import datetime
 
-    from mlp_core.experiments import LONGEST_JOB_ID
+    from platforms.vertex.experiments import LONGEST_JOB_ID
     from pipeline import PIPELINE_NAME
 
     # google/cloud/aiplatform/pipeline_jobs.py: job_id = "{pipeline_name}-{timestamp:%Y%m%d%H%M%S}"
@@ -630,7 +630,7 @@ def test_missing_google_credentials_are_one_line_saying_how_to_provide_them(comm
                      "gs://my-bucket/mnist"],
         "train": ["-m", "components.train", "--dataset", dataset, "--model", str(tmp_path / "m"), "--epochs", "1",
                   "--checkpoint-dir", "gs://my-bucket/checkpoints"],
-        "kserve": ["-m", "clusters.kserve", "--name", "mnist-mlp", "--publish-uri", "gs://my-bucket/mnist"],
+        "kserve": ["-m", "platforms.kubeflow.kserve", "--name", "mnist-mlp", "--publish-uri", "gs://my-bucket/mnist"],
         "track": ["-m", "components.track", "--job", JOB, "--experiment", "mnist-mlp", "--train-metrics",
                   str(trained / "train_metrics.json"), "--test-metrics", str(trained / "test_metrics.json")],
         "submit-vertex": [str(ROOT / "pipeline.py"), "submit", "--vertex", "--project", "my-project", "--region",

@@ -29,7 +29,7 @@ def write_dataset(path: Path, splits: dict, class_names: list = CLASS_NAMES, rec
     """A Dataset artifact at ``path`` from ``{split: (uint8 images [N, H, W, C], int labels [N])}``."""
     from mlp_core.data.artifact import write_metadata
     from mlp_core.data.records import write_shards
-    from mlp_core.outputs import artifact_writer
+    from artifacts.outputs import artifact_writer
 
     with artifact_writer(path, "dataset") as folder:
         written = {}

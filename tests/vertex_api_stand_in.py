@@ -1,7 +1,7 @@
 """VertexModelRegistryStandIn: Vertex AI's Model Registry REST API (v1 ModelService), on loopback.
 
 No Google Cloud project is reachable from these tests. This stand-in answers
-the ModelService calls ``mlp_core.model_registry`` makes through the real
+the ModelService calls ``platforms.vertex.model_registry`` makes through the real
 ``google-cloud-aiplatform`` GAPIC client (REST transport), as the v1 REST
 reference documents them, records every request, and keeps the registry's
 rules that the publish logic depends on:
@@ -94,7 +94,7 @@ class VertexModelRegistryStandIn(LoopbackJsonServer):
         return next((v for v in versions if v["versionId"] == selector or selector in v["versionAliases"]), None)
 
     def _upload(self, parent: str, body: dict) -> tuple[int, dict]:
-        from mlp_core import storage
+        from artifacts import storage
 
         model, model_id, parent_model = body.get("model") or {}, body.get("modelId"), body.get("parentModel")
         if bool(model_id) == bool(parent_model):

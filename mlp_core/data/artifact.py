@@ -5,7 +5,7 @@ Layout::
     <dataset>/metadata.json
     <dataset>/train-00000-of-00006.tfrecord ...
     <dataset>/test-00000-of-00001.tfrecord ...
-    <dataset>/_COMPLETE.json      written last: the artifact is complete (mlp_core.outputs)
+    <dataset>/_COMPLETE.json      written last: the artifact is complete (artifacts.outputs)
 
 ``metadata.json`` is the one home of the dataset's facts (name, version, image
 shape, classes, counts, shard checksums); train and evaluate read them from here.
@@ -25,8 +25,8 @@ import numpy as np
 from mlp_core.data.errors import DatasetError
 from mlp_core.data.fast_records import decode_uniform_records
 from mlp_core.data.records import read_shards, sha256_file
-from mlp_core.outputs import IncompleteArtifactError, read_marker
-from mlp_core.schemas import SchemaError, check_dataset_metadata, loads
+from artifacts.outputs import IncompleteArtifactError, read_marker
+from artifacts.schemas import SchemaError, check_dataset_metadata, loads
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1

@@ -4,7 +4,7 @@ The layout is tfds's (``tensorflow_datasets/core/folder_dataset/image_folder.py`
 
     <root>/<split>/<class name>/<image>.png|.jpg|.jpeg
 
-local, ``gs://``, ``s3://`` or ``minio://`` (``mlp_core.storage``); ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
+local, ``gs://``, ``s3://`` or ``minio://`` (``artifacts.storage``); ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
 As in tfds (``_get_split_label_images``): class names are the class folders' names, sorted, over
 all splits; only files ending ``.png``, ``.jpg`` or ``.jpeg`` (any case) are images, other files are
 ignored; each split's files are listed in name order, then shuffled by ``random.Random(<split
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlp_core import locations, storage
+from artifacts import locations, storage
 from mlp_core.data import spans as spans_lib
 from mlp_core.data.errors import DatasetError
 
@@ -195,7 +195,7 @@ def read_file(location: str) -> bytes:
             from google.cloud.storage.retry import DEFAULT_RETRY
 
             return storage.client().bucket(bucket).blob(key).download_as_bytes(retry=DEFAULT_RETRY)
-        # s3://, or minio:// (Kubeflow's bundled store: S3 at its own endpoint, mlp_core.storage.s3_endpoint)
+        # s3://, or minio:// (Kubeflow's bundled store: S3 at its own endpoint, artifacts.storage.s3_endpoint)
         return storage.s3_client(bundled=kind == "minio").get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as e:  # google.api_core / botocore errors: the object vanished, no access, no network
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -327,7 +327,7 @@ def ingest_image_folder(
 
     from mlp_core.data.artifact import write_metadata
     from mlp_core.data.records import write_shards
-    from mlp_core.outputs import artifact_writer, check_apart, check_artifact_output
+    from artifacts.outputs import artifact_writer, check_apart, check_artifact_output
 
     declared = parse_image_shape(image_shape, resize)
     if records_per_shard <= 0:

@@ -60,9 +60,9 @@ def ingest_tfds(
     from mlp_core.data import tfds_source
     from mlp_core.data.artifact import DatasetError, write_metadata
     from mlp_core.data.records import write_shards
-    from mlp_core.outputs import artifact_writer, check_artifact_output
+    from artifacts.outputs import artifact_writer, check_artifact_output
 
-    from mlp_core.outputs import check_apart
+    from artifacts.outputs import check_apart
 
     dataset, tfds_data_dir = dataset_name, tfds_data_dir or None
     tfds_source.check_dataset_name(dataset)

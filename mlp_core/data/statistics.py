@@ -261,7 +261,7 @@ def summaries(statistics: statistics_pb2.DatasetFeatureStatisticsList, where: st
 
 def write_statistics(statistics: statistics_pb2.DatasetFeatureStatisticsList, path: str | Path) -> None:
     """Write ``statistics`` as a binary proto (what ``tfdv.load_stats_binary`` reads)."""
-    from mlp_core.storage import write_bytes
+    from artifacts.storage import write_bytes
 
     write_bytes(str(path), statistics.SerializeToString(deterministic=True))
 
@@ -270,7 +270,7 @@ def read_statistics(uri: str | Path) -> statistics_pb2.DatasetFeatureStatisticsL
     """A binary ``DatasetFeatureStatisticsList`` from a path or object-store URI, checked to be of this format."""
     from google.protobuf.message import DecodeError
 
-    from mlp_core import storage
+    from artifacts import storage
 
     statistics = statistics_pb2.DatasetFeatureStatisticsList()
     try:

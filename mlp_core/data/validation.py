@@ -53,7 +53,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from mlp_core.data.statistics import IMAGE, LABEL, SplitSummary, StatisticsError, summaries
-from mlp_core.schemas import SchemaError
+from artifacts.schemas import SchemaError
 
 DEFAULT_MAX_LABEL_LINF = 0.05
 DEFAULT_MAX_PIXEL_JS = 0.01
@@ -151,7 +151,7 @@ def schema_text(schema: schema_pb2.Schema) -> str:
 
 def read_schema(uri: str | Path) -> schema_pb2.Schema:
     """A text-format ``Schema`` from a path or object-store URI; ``DataSchemaError`` in one line if it cannot be used."""
-    from mlp_core import storage
+    from artifacts import storage
 
     try:
         text = storage.read_bytes(str(uri)).decode()
@@ -469,8 +469,9 @@ def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
     Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a
     Model Registry target keeps no such files, and an empty location or no champion has none.
     """
-    from mlp_core import model_registry, storage
-    from mlp_core.publishing import read_champion
+    from platforms.vertex import model_registry
+    from artifacts import storage
+    from jobs.publishing import read_champion
 
     if not publish_uri or model_registry.is_registry(publish_uri):
         return None, None

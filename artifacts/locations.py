@@ -41,7 +41,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-SCHEMES = ("gs", "s3", "minio")  # minio://: Kubeflow's bundled S3-compatible store (mlp_core.storage)
+SCHEMES = ("gs", "s3", "minio")  # minio://: Kubeflow's bundled S3-compatible store (artifacts.storage)
 _URI_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")

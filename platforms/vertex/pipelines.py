@@ -2,7 +2,7 @@
 
 google-cloud-aiplatform is an optional extra: ``pip install 'jax-mlp-pipeline[vertex]'``.
 ``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint, as for the steps that call
-Vertex AI (``mlp_core.model_registry``, ``mlp_core.experiments``).
+Vertex AI (``platforms.vertex.model_registry``, ``platforms.vertex.experiments``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clusters.cron import validate
-from clusters.options import ClusterError
+from platforms.cron import validate
+from platforms.options import ClusterError
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 
@@ -24,7 +24,7 @@ def _aiplatform(credentials=None):
         raise ClusterError(
             "google-cloud-aiplatform is not installed; install it with: pip install 'jax-mlp-pipeline[vertex]'"
         ) from None
-    from mlp_core.vertex_endpoint import ENDPOINT_ENV, endpoint
+    from platforms.vertex.endpoint import ENDPOINT_ENV, endpoint
 
     if credentials is not None and not os.environ.get(ENDPOINT_ENV):
         return aiplatform  # the caller's credentials, the default endpoint: nothing to look up
@@ -58,10 +58,10 @@ def build_schedule(job, name: str, credentials=None):
 
 
 def check_project_and_region(project: str, region: str) -> None:
-    """A project id (or number) and a region by their documented rules (``mlp_core.locations``), before any call."""
+    """A project id (or number) and a region by their documented rules (``artifacts.locations``), before any call."""
     import re
 
-    from mlp_core.locations import PROJECT, REGION
+    from artifacts.locations import PROJECT, REGION
 
     if not re.fullmatch(PROJECT, project):
         raise ClusterError(f"--project {project[:80]!r} is not a Google Cloud project id (6-30 of a-z, 0-9, '-', a letter "
@@ -71,7 +71,7 @@ def check_project_and_region(project: str, region: str) -> None:
 
 
 def _call(what: str, fn, *args, **kwargs):
-    from mlp_core.redaction import one_line
+    from artifacts.redaction import one_line
 
     try:
         return fn(*args, **kwargs)

@@ -1,6 +1,6 @@
 """A KServe InferenceService for a published model version (TensorFlow runtime, TF Serving's REST and gRPC APIs).
 
-    python -m clusters.kserve --name mnist-mlp --publish-uri gs://my-bucket/models/mnist-mlp [--version V]
+    python -m platforms.kubeflow.kserve --name mnist-mlp --publish-uri gs://my-bucket/models/mnist-mlp [--version V]
         [--namespace team-a] [--service-account kserve-gcs] > inference-service.yaml
     kubectl apply -f inference-service.yaml
 
@@ -22,9 +22,9 @@ import argparse
 import re
 import sys
 
-from clusters.options import ClusterError, check_dns1035_label, check_dns1123_label, check_dns1123_subdomain
+from platforms.options import ClusterError, check_dns1035_label, check_dns1123_label, check_dns1123_subdomain
 from components._cli import InputError, exit_on_error
-from mlp_core.locations import check_location, check_segment, join
+from artifacts.locations import check_location, check_segment, join
 
 # KServe validates an InferenceService's name against IsvcNameFmt, "[a-z]([-a-z0-9]*[a-z0-9])?" (a DNS-1035 label;
 # kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_validation.go, ../shared/upstream/kserve/v0.20.0/
@@ -54,9 +54,9 @@ def inference_service(name: str, storage_uri: str, namespace: "str | None" = Non
 
 def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, str]":
     """``(version, base path)`` of a published version in TF Serving's layout; refuses anything else."""
-    from mlp_core import storage
+    from artifacts import storage
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from mlp_core.publishing import MANIFEST, read_champion
+    from jobs.publishing import MANIFEST, read_champion
 
     if version is None:
         champion = read_champion(publish_uri)
@@ -76,7 +76,7 @@ def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, s
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m clusters.kserve", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m platforms.kubeflow.kserve", description=__doc__.split("\n\n")[0])
     p.add_argument("--name", required=True, help="the InferenceService's name (a DNS-1035 label), also the model's "
                    "name in request URLs")
     p.add_argument("--publish-uri", required=True, help="where the pipeline publishes (a folder or gs://)")

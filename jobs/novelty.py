@@ -9,7 +9,7 @@ champion. The run then stops after ingest (``components.new_data`` feeds a
 ``dsl.If``), so a frequent schedule costs an ingest and a small read when
 nothing arrived, and trains as soon as something did.
 
-The champion's record is its publish manifest (``mlp_core.publishing``): ``config``
+The champion's record is its publish manifest (``jobs.publishing``): ``config``
 and ``dataset.shards_sha256`` are written there at publish time. A Model Registry
 champion carries no such record, so a run publishing there always trains.
 
@@ -64,8 +64,8 @@ def record_candidate(publish_uri: str, shards: "dict[str, list[str]]", config: "
     """Remember, at the publish location, that this data and these settings lost to ``result``'s champion."""
     from datetime import datetime, timezone
 
-    from mlp_core import locations, storage
-    from mlp_core.schemas import dumps
+    from artifacts import locations, storage
+    from artifacts.schemas import dumps
 
     record = {"champion_version": result["champion_version"], "test_accuracy": result["test_accuracy"],
               "champion_test_accuracy": result["champion_test_accuracy"], "reason": result["reason"],
@@ -77,7 +77,7 @@ def record_candidate(publish_uri: str, shards: "dict[str, list[str]]", config: "
 def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "dict | None":
     import json
 
-    from mlp_core import locations, storage
+    from artifacts import locations, storage
 
     try:
         record = json.loads(storage.read_bytes(locations.join(publish_uri, CANDIDATES, candidate_key(shards, config) + ".json")))
@@ -89,9 +89,9 @@ def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "di
 def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, **hyper) -> Novelty:
     """``compare`` for the Dataset artifact at ``dataset`` and the champion at ``publish_uri`` ("" = none)."""
     from mlp_core.data.artifact import dataset_identity, load_metadata
-    from mlp_core.locations import check_publish_target, is_resource_name
-    from mlp_core.publishing import read_champion
-    from mlp_core.training_job import build_config
+    from artifacts.locations import check_publish_target, is_resource_name
+    from jobs.publishing import read_champion
+    from jobs.training import build_config
 
     if publish_uri:
         check_publish_target(publish_uri, "--publish-uri")

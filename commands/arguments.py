@@ -6,8 +6,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from clusters.options import ClusterError
-from mlp_core.locations import LocationError, check_location, check_publish_target, is_remote, is_resource_name
+from platforms.options import ClusterError
+from artifacts.locations import LocationError, check_location, check_publish_target, is_remote, is_resource_name
 
 
 def parameter_types() -> dict[str, type]:
@@ -49,7 +49,7 @@ def validate_arguments(arguments: dict) -> dict:
     ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
     """
     from mlp_core.config import ConfigError, TrainConfig
-    from mlp_core.training_job import build_config
+    from jobs.training import build_config
     from mlp_core.blessing import check_fraction
     from mlp_core.memory import choose_placement
     from pipeline import pipeline_parameters
@@ -93,7 +93,7 @@ def _naming(name: str):
         raise ConfigError(str(e), field=name) from None
 
 
-# Parameters whose value is a location, and the rule of mlp_core.locations each must pass (an empty value is the
+# Parameters whose value is a location, and the rule of artifacts.locations each must pass (an empty value is the
 # step's default): a publish target may also be a Vertex AI Model Registry model; the others are folders.
 LOCATION_PARAMETERS = {"publish_uri": check_publish_target, "checkpoint_root": check_location,
                        "tfds_data_dir": check_location}

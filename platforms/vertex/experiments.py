@@ -13,7 +13,7 @@ their link, then writes the points) and ``ExperimentRun`` (``log_params``,
 the pipeline job's resource name (``dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER``,
 ``projects/P/locations/L/pipelineJobs/J`` on Vertex AI), so a compiled pipeline
 names no project and a schedule's runs are tracked like submitted ones.
-``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (``mlp_core.vertex_endpoint``).
+``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (``platforms.vertex.endpoint``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from mlp_core.locations import PROJECT, REGION
+from artifacts.locations import PROJECT, REGION
 
-# Resource names, their project and region by mlp_core.locations' rules. A pipeline job id is the SDK's
+# Resource names, their project and region by artifacts.locations' rules. A pipeline job id is the SDK's
 # "^[a-z][-a-z0-9]{0,127}$" (google/cloud/aiplatform/constants/pipeline.py _VALID_NAME_PATTERN, IGNORECASE);
 # a TensorBoard instance's id is the number Vertex AI gave it.
 JOB = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
@@ -82,10 +82,10 @@ def check_tensorboard(resource: str) -> str:
 def _init(project: str, location: str) -> None:
     from google.cloud import aiplatform
 
-    from mlp_core.vertex_endpoint import endpoint
+    from platforms.vertex.endpoint import endpoint
 
     given, credentials = endpoint()
-    # REST, the transport the Model Registry client uses too (mlp_core.model_registry)
+    # REST, the transport the Model Registry client uses too (platforms.vertex.model_registry)
     aiplatform.init(project=project, location=location, api_endpoint=given, api_transport="rest",
                     credentials=credentials)
 
@@ -113,7 +113,7 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
             _upload_events(tensorboard_dir, tensorboard, experiment, run)
         _log(experiment, run, params, metrics)
     except exceptions.GoogleAPICallError as e:
-        from mlp_core.redaction import one_line
+        from artifacts.redaction import one_line
 
         raise ExperimentError(f"Vertex AI refused: {e.code} {one_line(e.message)}") from None
     return run

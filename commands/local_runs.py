@@ -1,7 +1,7 @@
 """The local runs of ``python pipeline.py run``: each a folder under the pipeline root with its ``run.json``.
 
 A run folder is ``<pipeline root>/<run name>``, the name and the run id chosen here (not by kfp.local: see
-``clusters.local.run_identity``) and recorded in ``run.json`` with the run's parameters, so a resumed run
+``commands.local.run_identity``) and recorded in ``run.json`` with the run's parameters, so a resumed run
 (``run --resume``) is the same run to kfp.local: the same task folders, the same cache keys, the same run id (the
 train step's checkpoint folder). ``run.json`` is what marks a folder as this program's: ``runs`` lists and removes
 only those. A run holds an exclusive ``flock`` on its folder while it runs: the lock ends with the process, so a
@@ -18,7 +18,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from clusters.options import ClusterError
+from platforms.options import ClusterError
 
 RUN_FILE = "run.json"
 LOG_FILE = "pipeline.log"
@@ -42,7 +42,7 @@ def read(folder: Path) -> "dict | None":
 
 def write(folder: Path, record: dict) -> None:
     """Replace ``folder``'s run record whole (a reader sees the old one or the new)."""
-    from mlp_core.storage import write_bytes
+    from artifacts.storage import write_bytes
 
     write_bytes(str(folder / RUN_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 

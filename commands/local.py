@@ -1,6 +1,6 @@
 """Running the whole pipeline on this machine with kfp.local: in this environment or in the project image.
 
-Every run is a folder ``<pipeline root>/<run name>`` (``clusters.local_runs``) that holds kfp.local's task folders,
+Every run is a folder ``<pipeline root>/<run name>`` (``commands.local_runs``) that holds kfp.local's task folders,
 the run's record (``run.json``), its whole log (``pipeline.log``) and kfp.local's cache of its completed tasks. A run
 that stopped (Ctrl-C, SIGTERM, a kill, a failed step) resumes with ``run --resume``: the same run name and run id,
 so its completed tasks hit the cache and the train step resumes from its own checkpoints.
@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from clusters import local_runs
-from clusters.options import ClusterError
+from commands import local_runs
+from platforms.options import ClusterError
 
 RUNNERS = ("subprocess", "docker")
 
@@ -37,7 +37,7 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = "local_outputs", ima
     ``resume``: a run folder name or path under the root, "" for the newest unfinished one; its recorded
     parameters are used, and any given value that differs from them is refused (``ClusterError``, one line).
     """
-    from mlp_core.locations import check_local
+    from artifacts.locations import check_local
     from pipeline import DEFAULT_IMAGE, pipeline_parameters
 
     # kfp.local writes every artifact under this folder: a gs:// or other remote-looking text is refused, never
@@ -65,7 +65,7 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = "local_outputs", ima
     if unknown or record.get("runner", "subprocess") not in RUNNERS:
         raise ClusterError(f"--resume {folder.name}: its {local_runs.RUN_FILE} names "
                            f"{'parameters the pipeline does not have: ' + ', '.join(unknown) if unknown else 'no known runner'}")
-    from clusters.arguments import validate_arguments
+    from commands.arguments import validate_arguments
 
     validate_arguments(dict(record["parameters"]))
     return {"root": root, "folder": folder, "arguments": dict(record["parameters"]),
@@ -92,8 +92,8 @@ def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRu
     """
     from kfp import local
 
-    from clusters.local_console import ENV, Console, routed
-    from clusters.options import ClusterOptions
+    from commands.local_console import ENV, Console, routed
+    from platforms.options import ClusterOptions
     from pipeline import PIPELINE_NAME, build_pipeline
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -143,7 +143,7 @@ def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRu
                 pipeline_func(**arguments)
             run.status = "finished"
         except RuntimeError as e:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
-            from clusters.local_console import ANSI
+            from commands.local_console import ANSI
 
             run.status, run.error = "failed", ANSI.sub("", str(e).splitlines()[0])  # kfp colours its messages
         except Interrupted as e:
@@ -381,14 +381,14 @@ def _docker_runner(arguments: dict, gpus: bool, run_id: str):
     from docker.types import DeviceRequest, Mount
     from kfp import local
 
-    from clusters.local_console import ENV
+    from commands.local_console import ENV
 
     data_dir = arguments.get("tfds_data_dir", "")
     mounts = [] if data_dir.startswith("gs://") else [Mount(target=data_dir, source=data_dir, type="bind", read_only=True)]
     extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if gpus else {}
     return local.DockerRunner(
         user=f"{os.getuid()}:{os.getgid()}",
-        # a host uid has no home in the image; the steps mark the lines a person reads (clusters/local_console.py)
+        # a host uid has no home in the image; the steps mark the lines a person reads (commands/local_console.py)
         environment={"HOME": "/tmp", ENV: "1"},
         labels={CONTAINER_LABEL: run_id},  # what an interrupted run stops (_stop_containers)
         mounts=mounts,

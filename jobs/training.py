@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from mlp_core.config import ConfigError, TrainConfig, parse_layer_sizes
 from mlp_core.distributed import ProcessGroup, detect, initialize
-from mlp_core.outputs import OutputConflictError, check_apart, check_output_file, write_json
+from artifacts.outputs import OutputConflictError, check_apart, check_output_file, write_json
 
 if TYPE_CHECKING:
     from mlp_core.train import BatchSource
@@ -80,7 +80,7 @@ def train_on_dataset(
     ``dataset``, ``model`` and ``metrics`` may be object-store URIs (``gs://``, ``s3://``, Kubeflow's
     ``minio://``: the pods of a Kubeflow Trainer job have no kfp launcher to move artifacts for them): the
     dataset is downloaded and verified first, the model trained into a local
-    folder and uploaded with its marker last (``local_artifacts``, ``mlp_core.remote_artifacts``).
+    folder and uploaded with its marker last (``local_artifacts``, ``artifacts.remote``).
     """
     hyper = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
                  shuffle=shuffle, placement=placement)
@@ -97,14 +97,14 @@ def _train(here: "LocalArtifacts", group: ProcessGroup, hyper: dict, *, checkpoi
     """``train_on_dataset`` on local artifacts: join the processes, choose the batch source, ``train.fit``, write."""
     import jax
 
-    from mlp_core import storage
+    from artifacts import storage
     from mlp_core.checkpoint import Checkpoints, remove_empty_folders
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION, export_saved_model
     from mlp_core.memory import choose_placement
     from mlp_core.mesh import data_mesh, describe_mesh
     from mlp_core.model_io import save_model
-    from mlp_core.outputs import artifact_writer, check_artifact_output
+    from artifacts.outputs import artifact_writer, check_artifact_output
     from mlp_core.train import batch_layout, fit
 
     dataset, model, metrics, checkpoint_dir = here.dataset, here.model, here.metrics, here.checkpoint_dir
@@ -230,7 +230,7 @@ def local_artifacts(dataset: "str | Path", model: "str | Path", metrics: "str | 
     then default to ``.<name>.checkpoints`` beside the model's URI (durable, like a
     local run's beside its folder).
     """
-    from mlp_core import remote_artifacts, storage
+    from artifacts import remote as remote_artifacts, storage
 
     if not any(v is not None and storage.is_remote(str(v)) for v in (dataset, model, metrics)):
         yield LocalArtifacts(dataset, model, metrics, checkpoint_dir, lambda: None)
@@ -281,7 +281,7 @@ def default_checkpoint_dir(model: "str | Path") -> Path:
 
 def beside(model_uri: str) -> str:
     """``.<name>.checkpoints`` beside the object-store URI ``model_uri`` (same bucket, same prefix)."""
-    from mlp_core import storage
+    from artifacts import storage
 
     name = str(model_uri).rstrip("/").rpartition("/")[2]
     return storage.join(storage.parent(model_uri), f".{name}.checkpoints")
@@ -307,7 +307,7 @@ def pipeline_checkpoint_dir(checkpoint_root: str, model_uri: "str | None", run_i
     - else None (kfp.local: the model URI is a local folder, and the caller keeps
       them beside it).
     """
-    from mlp_core import locations, storage
+    from artifacts import locations, storage
 
     if checkpoint_root:
         if "{{" in run_id or "{{" in checkpoint_root:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 
-from mlp_core import locations
+from artifacts import locations
 from mlp_core.blessing import ChampionError
-from mlp_core.redaction import one_line  # what a server says may quote the credentials it refused
+from artifacts.redaction import one_line  # what a server says may quote the credentials it refused
 
 CHAMPION = "champion"
 # Vertex AI's prebuilt TensorFlow 2 prediction container (CPU); it serves a SavedModel's serving_default.
@@ -33,7 +33,7 @@ SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 def is_registry(publish_uri: str) -> bool:
     """True for a Model Registry model name; a text starting ``projects/`` that is not a valid one is refused.
 
-    ``mlp_core.locations.check_registry_model`` holds the rule (aiplatform_v1 ``UploadModelRequest.model_id``:
+    ``artifacts.locations.check_registry_model`` holds the rule (aiplatform_v1 ``UploadModelRequest.model_id``:
     at most 63 of ``[a-z0-9_-]``, not starting with a digit or hyphen), so a bad name ends in one line
     (``LocationError``) and never becomes a local folder ``projects/...``.
     """
@@ -51,7 +51,7 @@ def _parts(publish_uri: str) -> dict:
 def _client(publish_uri: str):
     from google.cloud import aiplatform_v1
 
-    from mlp_core.vertex_endpoint import endpoint
+    from platforms.vertex.endpoint import endpoint
 
     location = _parts(publish_uri)["location"]  # the name is checked before credentials are looked for
     given, credentials = endpoint()
@@ -91,7 +91,7 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
     from google.api_core import exceptions
 
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from mlp_core.publishing import content_hash
+    from jobs.publishing import content_hash
 
     if not str(model_uri).startswith("gs://"):
         raise ChampionError(f"a Model Registry version points at its model in Cloud Storage; the model is at "

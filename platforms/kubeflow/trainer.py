@@ -18,9 +18,9 @@ needs: image, command, node count, resources per node.
 
 The pods have no kfp launcher, so they read the Dataset artifact from the
 object store by its URI and write the model under a staging prefix beside the
-step's own Model artifact URI (``mlp_core.remote_artifacts``: marker last); this
+step's own Model artifact URI (``artifacts.remote``: marker last); this
 step then copies that model into its own output path, which the kfp launcher
-uploads as the step's Model artifact. Any store ``mlp_core.storage`` reads works:
+uploads as the step's Model artifact. Any store ``artifacts.storage`` reads works:
 Cloud Storage, S3, and Kubeflow's bundled store (``minio://``, S3 behind it); the
 pods get the store's keys from the ``mlpipeline-minio-artifact`` secret (optional)
 and the step's S3 endpoint variables. No ``{{$.pipeline_root}}`` is needed (the
@@ -43,7 +43,7 @@ import os
 import time
 from pathlib import Path
 
-from clusters.options import ClusterError
+from platforms.options import ClusterError
 
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
@@ -54,7 +54,7 @@ SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/names
 # The artifact store's keys (backend/src/v2/config/env.go: the secret and its keys the launcher reads).
 ARTIFACT_STORE_SECRET = "mlpipeline-minio-artifact"
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
-# Where an S3-compatible store is, when the step was told (mlp_core.storage): the pods are told the same.
+# Where an S3-compatible store is, when the step was told (artifacts.storage): the pods are told the same.
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
@@ -129,8 +129,8 @@ def _api():
 
 
 def _api_error(e) -> str:
-    """The Kubernetes API's message, as one line without credentials (``mlp_core.redaction``)."""
-    from mlp_core.redaction import one_line
+    """The Kubernetes API's message, as one line without credentials (``artifacts.redaction``)."""
+    from artifacts.redaction import one_line
 
     try:
         return one_line(json.loads(e.body).get("message") or e.reason)
@@ -209,20 +209,20 @@ def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path",
     it); ``given``: the step's parameters (``run_id`` names the TrainJob);
     ``step_argv``: the same as train CLI flags. Returns the history.
     """
-    from mlp_core import locations, remote_artifacts, storage
+    from artifacts import locations, remote as remote_artifacts, storage
 
     run_id = given["run_id"]
     if not storage.is_remote(step_model_uri) or not storage.is_remote(dataset_uri):
         raise ClusterError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs its "
                            f"artifacts there (got model {step_model_uri}, dataset at {dataset_uri})")
     for uri in (step_model_uri, dataset_uri):
-        storage.parent(uri)  # a store mlp_core.storage reads, with a bucket: else one line now, before any work
+        storage.parent(uri)  # a store artifacts.storage reads, with a bucket: else one line now, before any work
     if not run_id:
         raise ClusterError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
     locations.check_segment(run_id, "run_id", "run id")
     staging = storage.join(storage.parent(step_model_uri), "trainjob")
     model_uri, metrics_uri = storage.join(staging, "model"), storage.join(staging, "metrics.json")
-    # The train CLI takes gs:// and s3:// (mlp_core.locations); Kubeflow's minio:// is S3 at the bundled endpoint.
+    # The train CLI takes gs:// and s3:// (artifacts.locations); Kubeflow's minio:// is S3 at the bundled endpoint.
     (pod_dataset, endpoint), (pod_model, _), (pod_metrics, _) = map(storage.as_s3, (dataset_uri, model_uri, metrics_uri))
     args = ["--dataset", pod_dataset, "--model", pod_model, "--metrics", pod_metrics, *step_argv]
     name = job_name(run_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from clusters.options import ClusterError
+from platforms.options import ClusterError
 
 
 def validate(expression: str) -> str:

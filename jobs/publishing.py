@@ -12,7 +12,7 @@ interrupted publish leaves the previous champion in force. ``LATEST`` moves by
 compare-and-swap against the champion read at that moment (see ``publish_model``).
 
 Which champion a model may replace is decided on one test split: the evaluate step
-scores the champion beside the new model and blesses it (``mlp_core.evaluation_job``);
+scores the champion beside the new model and blesses it (``jobs.evaluation``);
 publish moves ``LATEST`` only while it still names the champion evaluate scored
 (``champion_version``). A champion published meanwhile is compared only when its
 manifest's numbers are from the same test split (``metrics.test_set_sha256``); else
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError, test_set_sha256
-from mlp_core.schemas import TEST_METRICS
+from artifacts.schemas import TEST_METRICS
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
@@ -36,8 +36,8 @@ MANIFEST = "manifest.json"
 
 def content_hash(model_dir: "str | Path") -> str:
     """sha256 over the model's listed files (relative names and bytes), in a fixed order; the commit marker aside."""
-    from mlp_core import locations
-    from mlp_core.outputs import read_marker
+    from artifacts import locations
+    from artifacts.outputs import read_marker
 
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
@@ -53,8 +53,8 @@ def _manifest(publish_uri: str, version: str) -> dict:
     """The validated manifest of ``version``; ``ChampionError`` when it is missing, not JSON or out of range."""
     import re
 
-    from mlp_core import storage
-    from mlp_core.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, loads, validate
+    from artifacts import storage
+    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, loads, validate
 
     latest = storage.join(publish_uri, LATEST)
     if not re.match(VERSION_PATTERN, version):
@@ -74,9 +74,10 @@ def read_champion(publish_uri: str) -> "dict | None":
     """The validated manifest of the model ``LATEST`` points to, or None when nothing is published.
 
     For a Vertex AI Model Registry target, the record of the version holding the ``champion`` alias
-    (``mlp_core.model_registry``).
+    (``platforms.vertex.model_registry``).
     """
-    from mlp_core import model_registry, storage
+    from platforms.vertex import model_registry
+    from artifacts import storage
 
     if model_registry.is_registry(publish_uri):
         return model_registry.read_champion(publish_uri)
@@ -131,7 +132,7 @@ class TestMetrics(NamedTuple):
     num_classes: "int | None"  # of the test split, for what the loss is; None when not recorded
 
 
-# The part of the evaluate step's --metrics JSON (mlp_core.evaluation_job) publish reads.
+# The part of the evaluate step's --metrics JSON (jobs.evaluation) publish reads.
 EVALUATION = {
     "type": "object",
     "required": ["test_accuracy", "test_loss", "blessed", "reason", "champion_version", "test_set_sha256",
@@ -150,7 +151,7 @@ EVALUATION = {
 def read_evaluation(path: "str | Path") -> TestMetrics:
     """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``ConfigError`` else."""
     from mlp_core.config import ConfigError
-    from mlp_core.schemas import loads, validate
+    from artifacts.schemas import loads, validate
 
     try:
         text = Path(path).read_bytes()
@@ -165,7 +166,7 @@ def read_evaluation(path: "str | Path") -> TestMetrics:
 
 def metrics_from_artifact(metadata: dict, where: str) -> TestMetrics:
     """The numbers in the evaluate step's Metrics artifact (its metadata: ``components.evaluate`` logs them there)."""
-    from mlp_core.schemas import validate
+    from artifacts.schemas import validate
 
     given = validate(dict(metadata), TEST_METRICS, where)
     classes = sum(name.startswith("f1_class_") for name in given)  # one F1 per class, as evaluate logs them
@@ -208,15 +209,16 @@ def publish_model(
 
     ``publish_uri`` may name a Vertex AI Model Registry model (``projects/P/locations/L/models/M``): the model
     becomes a new version there (``model_uri``: where ``model`` lies in Cloud Storage), and the ``champion``
-    alias takes the place of ``LATEST`` (``mlp_core.model_registry``).
+    alias takes the place of ``LATEST`` (``platforms.vertex.model_registry``).
     """
-    from mlp_core import model_registry, storage
+    from platforms.vertex import model_registry
+    from artifacts import storage
     from mlp_core.blessing import check_fraction, check_loss
     from mlp_core.model_io import load_model
-    from mlp_core.outputs import check_apart
-    from mlp_core.schemas import dumps
+    from artifacts.outputs import check_apart
+    from artifacts.schemas import dumps
 
-    from mlp_core import locations
+    from artifacts import locations
 
     locations.check_publish_target(publish_uri, "--publish-uri")
     if model_uri:
@@ -284,8 +286,8 @@ def _test_set(dataset: dict, scored_on: "str | None") -> str:
 
 def _upload_model(model: "str | Path", target: str) -> list[str]:
     """Copy the files ``model``'s marker lists (each proven inside it), then the marker; nothing else in the folder."""
-    from mlp_core import locations, storage
-    from mlp_core.outputs import COMPLETE, read_marker
+    from artifacts import locations, storage
+    from artifacts.outputs import COMPLETE, read_marker
 
     # load_model verified every file's sha256 just before: the names (each proven inside) are what is needed here.
     names = [*read_marker(model, "model", verify=False)["files"], COMPLETE]
@@ -298,7 +300,7 @@ def _promote_local(publish_uri: str, version: str, evaluated: Evaluated) -> "tup
     """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
     from filelock import FileLock
 
-    from mlp_core import storage
+    from artifacts import storage
 
     with FileLock(str(Path(publish_uri) / f".{LATEST}.lock"), timeout=600):
         beats, reason = _beats(evaluated, read_champion(publish_uri))
@@ -312,7 +314,7 @@ def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attemp
     import random
     import time
 
-    from mlp_core import storage
+    from artifacts import storage
 
     latest = storage.join(publish_uri, LATEST)
     for attempt in range(attempts):

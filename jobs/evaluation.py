@@ -16,7 +16,7 @@ from pathlib import Path
 from mlp_core.blessing import ChampionError, bless_against_champion, check_fraction, test_set_sha256
 from mlp_core.evaluation import class_comparison, confusion_matrix
 from mlp_core.evaluation import evaluate as evaluate_split
-from mlp_core.outputs import check_apart, check_output_file
+from artifacts.outputs import check_apart, check_output_file
 
 # How many of the most confidently misclassified test images the report shows.
 MISCLASSIFIED_SHOWN = 16
@@ -49,10 +49,10 @@ def evaluate_on_dataset(
 
     from mlp_core import report as report_lib
     from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
-    from mlp_core.outputs import read_marker
+    from artifacts.outputs import read_marker
     from mlp_core.model_io import load_model
-    from mlp_core.locations import is_resource_name
-    from mlp_core.publishing import read_champion
+    from artifacts.locations import is_resource_name
+    from jobs.publishing import read_champion
 
     threshold = check_fraction("--blessing-threshold", blessing_threshold)
     tolerance = check_fraction("--blessing-tolerance", blessing_tolerance)
@@ -103,7 +103,7 @@ def evaluate_on_dataset(
     }
     lost_to_champion = not blessed and champion is not None and ours["test_accuracy"] >= threshold
     if publish_uri and lost_to_champion and not is_resource_name(publish_uri):
-        from mlp_core.data.novelty import record_candidate
+        from jobs.novelty import record_candidate
 
         # So that the next scheduled run on the same data and settings does not train this loser again.
         record_candidate(publish_uri, trained_on["shards"], config.to_dict(), result)
@@ -168,9 +168,10 @@ def _load_champion(publish_uri: str, published: dict) -> tuple:
     """
     import tempfile
 
-    from mlp_core import model_registry, remote_artifacts, storage
+    from platforms.vertex import model_registry
+    from artifacts import remote as remote_artifacts, storage
     from mlp_core.model_io import ModelError, load_model
-    from mlp_core.outputs import IncompleteArtifactError
+    from artifacts.outputs import IncompleteArtifactError
 
     version = published["version"]
     if model_registry.is_registry(publish_uri):
@@ -193,6 +194,6 @@ def _load_champion(publish_uri: str, published: dict) -> tuple:
 
 
 def _write_text(path, text: str) -> None:
-    from mlp_core.storage import write_bytes
+    from artifacts.storage import write_bytes
 
     write_bytes(str(path), text.encode())

@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from clusters.arguments import parse_params, validate_arguments
-from clusters.local import RUNNERS
-from clusters.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions
+from commands.arguments import parse_params, validate_arguments
+from commands.local import RUNNERS
+from platforms.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions
 from components._step import add_flags
 from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, compile_pipeline, parameter_descriptions, pipeline_parameters
 
@@ -59,7 +59,7 @@ def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True)
 
 
 def _options(args, target: str) -> ClusterOptions:
-    from clusters.options import DEFAULT_ACCELERATOR, parse_node_selector, parse_toleration
+    from platforms.options import DEFAULT_ACCELERATOR, parse_node_selector, parse_toleration
 
     accelerator = DEFAULT_ACCELERATOR[target] if args.accelerator is None else args.accelerator
     if args.image is None:  # the project's image variant that matches the request
@@ -163,7 +163,7 @@ def _compiled(args, target: str, directory: str) -> Path:
     options = _options(args, target)  # first: it picks the image variant when --image is not given
     root = getattr(args, "pipeline_root", None)
     if options.trainer_nodes and not (root or "").startswith("gs://"):
-        # The TrainJob's pods read and write the object store themselves (clusters/trainer.py).
+        # The TrainJob's pods read and write the object store themselves (platforms/kubeflow/trainer.py).
         raise ClusterError("--replicas on Kubeflow runs the train step as a Kubeflow Trainer job, whose pods read and "
                            f"write Cloud Storage themselves: give --pipeline-root gs://BUCKET/PATH (got {root or 'none'})")
     return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
@@ -202,7 +202,7 @@ def _check_backend_flags(args) -> None:
 
 
 def _connection(args):
-    from clusters.kubeflow import Connection, check_identity
+    from platforms.kubeflow.pipelines import Connection, check_identity
 
     _check_backend_flags(args)
     if args.vertex:
@@ -218,7 +218,7 @@ def _connection(args):
 
 
 def _warn(message: str) -> None:
-    from mlp_core import redaction
+    from artifacts import redaction
 
     print(redaction.redact(message), file=sys.stderr)
 
@@ -226,7 +226,8 @@ def _warn(message: str) -> None:
 def _submit(args) -> int:
     import tempfile
 
-    from clusters import kubeflow, vertex
+    from platforms.kubeflow import pipelines as kubeflow
+    from platforms.vertex import pipelines as vertex
 
     caching = _caching(args)
     arguments = parse_params(args.param)
@@ -249,7 +250,9 @@ def _submit(args) -> int:
 def _schedule(args) -> int:
     import tempfile
 
-    from clusters import cron, kubeflow, vertex
+    from platforms import cron
+    from platforms.kubeflow import pipelines as kubeflow
+    from platforms.vertex import pipelines as vertex
 
     actions = [flag for flag, given in (("--cron", args.cron), ("--list", args.list), ("--pause", args.pause),
                                         ("--delete", args.delete)) if given not in (None, False)]
@@ -302,7 +305,7 @@ def _schedule(args) -> int:
 
 
 def _run(args) -> int:
-    from clusters.local import plan_run, run_local
+    from commands.local import plan_run, run_local
 
     arguments = {name: getattr(args, name) for name in pipeline_parameters() if getattr(args, name) is not None}
     validate_arguments(arguments)
@@ -318,8 +321,8 @@ def _run(args) -> int:
 def _runs(args) -> int:
     from datetime import datetime
 
-    from clusters import local_runs
-    from mlp_core.locations import check_local
+    from commands import local_runs
+    from artifacts.locations import check_local
 
     root = Path(check_local(args.pipeline_root, "--pipeline-root"))
     if args.remove or args.keep is not None:
@@ -381,7 +384,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
 
 def _printable(e: Exception, command: str = "") -> str:
-    """An error's first line, without any secret (``mlp_core.redaction``): what ``error:`` lines print.
+    """An error's first line, without any secret (``artifacts.redaction``): what ``error:`` lines print.
 
     A parameter is named as the user gave it: ``--epochs`` to ``run``, ``--param epochs`` to ``submit``/``schedule``.
     """

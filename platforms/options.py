@@ -149,7 +149,7 @@ class ClusterOptions:
     experiment: str = ""
     tensorboard: str = ""
     # kfp.local only (pipeline.py run): every step cached, whatever its policy. That run's cache is its own (in its
-    # run folder, clusters/local.py), so a hit is always a resumed run reusing one of its own completed steps.
+    # run folder, commands/local.py), so a hit is always a resumed run reusing one of its own completed steps.
     cache_every_step: bool = False
 
     def __post_init__(self) -> None:
@@ -194,7 +194,7 @@ class ClusterOptions:
             flag = "--experiment" if self.experiment else "--tensorboard"
             raise ClusterError(f"{flag} in the compiled pipeline is a Vertex AI option (Vertex AI Experiments and "
                                "TensorBoard): compile with --target vertex, submit or schedule with --vertex")
-        from mlp_core.experiments import ExperimentError, check_experiment, check_tensorboard
+        from platforms.vertex.experiments import ExperimentError, check_experiment, check_tensorboard
 
         try:
             if self.experiment:
@@ -336,7 +336,7 @@ def vertex_custom_job(train_component, options: ClusterOptions):
 
 def trainer_job(image: str, options: ClusterOptions, policy: StepPolicy) -> str:
     """The train step's ``trainer_job`` for ``--target kfp --replicas N``: N pods, each with the step's resources."""
-    from clusters.trainer import DEFAULT_RUNTIME, job_spec
+    from platforms.kubeflow.trainer import DEFAULT_RUNTIME, job_spec
 
     requests = {"cpu": policy.cpu_request, "memory": policy.memory_request}
     limits = {"cpu": policy.cpu_limit, "memory": policy.memory_limit}

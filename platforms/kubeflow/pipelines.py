@@ -16,7 +16,7 @@ deployment (Kubeflow docs, "Connect the SDK to the API"):
 Secrets come from files or the environment, never from the command line, and
 no message here ever contains them: each file's content is checked before use
 (a cookie file is one ``Cookie`` header value, a token file one bearer token),
-registered with ``mlp_core.redaction``, and every error text from a failed
+registered with ``artifacts.redaction``, and every error text from a failed
 request passes ``redaction.one_line`` (a proxy may quote back what it refused).
 A ``--host`` or ``--proxy`` with ``user:password@`` is refused, unprinted. Every
 failure is one ``ClusterError`` line that says what to supply. Before a run or a schedule is created, the backend's
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from clusters.cron import to_kfp
-from clusters.options import ClusterError, check_dns1123_label
-from mlp_core import redaction
+from platforms.cron import to_kfp
+from platforms.options import ClusterError, check_dns1123_label
+from artifacts import redaction
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 # kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject, and the

@@ -19,7 +19,7 @@ maintained client library, never path surgery (``gs://`` into ``/gcs/``):
   ``getDefaultMinioSessionInfo``). Here it is S3 at the endpoint the AWS variables
   name, else that default. Only artifact URIs handed over by the backend use it.
 
-Every URI is parsed and checked by ``mlp_core.locations.split_uri``: ``gs://``
+Every URI is parsed and checked by ``artifacts.locations.split_uri``: ``gs://``
 without a bucket, a bad bucket or object name, or any other scheme is a one-line
 ``LocationError`` before any request.
 
@@ -34,8 +34,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from mlp_core import locations
-from mlp_core.redaction import one_line  # a server's error text may quote the credentials it refused
+from artifacts import locations
+from artifacts.redaction import one_line  # a server's error text may quote the credentials it refused
 
 BUNDLED_SCHEME = "minio"
 # Where Kubeflow's launcher finds its bundled store when nothing else is configured (objectstore/config.go, 2.17.0).

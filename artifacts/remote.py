@@ -4,7 +4,7 @@ Inside a kfp step the launcher (or Vertex AI's Cloud Storage FUSE) moves an
 artifact between the object store and a local path; the pods of a Kubeflow
 Trainer job have no launcher, so the train CLI is handed the artifacts' URIs
 and moves them itself, with the same commit rule as everywhere else
-(``mlp_core.outputs``): an artifact is complete when its ``_COMPLETE.json`` is
+(``artifacts.outputs``): an artifact is complete when its ``_COMPLETE.json`` is
 there, and that object is written last.
 
 - ``download``: every object under the URI into a new local folder; refused
@@ -26,8 +26,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mlp_core import locations, storage
-from mlp_core.outputs import COMPLETE, FORMAT, WRITING, IncompleteArtifactError, OutputConflictError, read_marker
+from artifacts import locations, storage
+from artifacts.outputs import COMPLETE, FORMAT, WRITING, IncompleteArtifactError, OutputConflictError, read_marker
 
 
 def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlp_core.locations import LocationError, check_local, is_remote, member
+from artifacts.locations import LocationError, check_local, is_remote, member
 
 COMPLETE = "_COMPLETE.json"
 WRITING = "_WRITING.json"
@@ -63,7 +63,7 @@ def _files(folder: Path) -> list[str]:
 
 def _write_file(path: Path, text: str) -> None:
     """Write ``path`` whole (a temp file, then a file rename: ``storage.write_bytes``)."""
-    from mlp_core.storage import write_bytes
+    from artifacts.storage import write_bytes
 
     write_bytes(str(path), text.encode())
 
@@ -167,7 +167,7 @@ def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str 
     """Refuse, before any work, an output that is, contains or lies inside an input or another output.
 
     Paths are compared after resolving symlinks; remote locations (``gs://``,
-    ``s3://``: ``mlp_core.locations``) and unset ones are skipped. The names are the flags the user typed (``--model``).
+    ``s3://``: ``artifacts.locations``) and unset ones are skipped. The names are the flags the user typed (``--model``).
     """
     def resolved(items):
         return [(name, str(path), Path(path).resolve()) for name, path in items.items()

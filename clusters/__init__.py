@@ -1,1 +1,0 @@
-"""Sending the pipeline to clusters: Kubeflow Pipelines and Vertex AI (compile options, submit, schedules)."""
