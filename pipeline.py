@@ -14,15 +14,13 @@ same YAML on every machine.
 """
 
 import inspect
-import sys
-from pathlib import Path
 from typing import NamedTuple
 
-from kfp import compiler, dsl
+from kfp import dsl
 from kfp.dsl import Dataset
 
-from commands.arguments import check_writable_folder
-from platforms.options import ClusterError, ClusterOptions, check_image, check_image_accelerator, trainer_job, vertex_custom_job
+from platforms.kubeflow.trainer import trainer_job
+from platforms.options import ClusterOptions, vertex_custom_job
 from platforms.options import apply as apply_options
 from components import evaluate, ingest, new_data, publish, track, train, validate
 from components._step import descriptions, parameters
@@ -191,24 +189,6 @@ def build_pipeline(image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" 
         name=PIPELINE_NAME,
         description="The JAX docs' MLP on MNIST: tfds -> TFRecords, JAX training, evaluation.",
     )(mlp_pipeline)
-
-
-def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None,
-                     allow_mutable_image: bool = False) -> Path:
-    """Write the pipeline's IR YAML to ``output``."""
-    check_image(image, allow_mutable_image)
-    check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
-    from artifacts.locations import check_local
-
-    output = Path(check_local(output, "--output"))  # a gs:// text is never a local folder named gs:
-    if output.suffix not in (".yaml", ".yml", ".json"):
-        raise ClusterError(f"--output {output}: the compiled pipeline is written as .yaml (or .json), not {output.suffix or 'no extension'}")
-    if output.is_dir():
-        raise ClusterError(f"--output {output} is a folder, expected a file")
-    check_writable_folder("--output", output.parent)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(image, options), str(output))
-    return output
 
 
 if __name__ == "__main__":

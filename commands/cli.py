@@ -14,11 +14,30 @@ import argparse
 import sys
 from pathlib import Path
 
-from commands.arguments import parse_params, validate_arguments
+from kfp import compiler
+
+from artifacts.locations import check_local
+from commands.arguments import check_writable_folder, parse_params, validate_arguments
 from commands.local import RUNNERS
-from platforms.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions
+from platforms.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions, check_image, check_image_accelerator
 from components._step import add_flags
-from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, compile_pipeline, parameter_descriptions, pipeline_parameters
+from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline, parameter_descriptions, pipeline_parameters
+
+
+def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: "ClusterOptions | None" = None,
+                     allow_mutable_image: bool = False) -> Path:
+    """Write the pipeline's IR YAML to ``output``."""
+    check_image(image, allow_mutable_image)
+    check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
+    output = Path(check_local(output, "--output"))  # a gs:// text is never a local folder named gs:
+    if output.suffix not in (".yaml", ".yml", ".json"):
+        raise ClusterError(f"--output {output}: the compiled pipeline is written as .yaml (or .json), not {output.suffix or 'no extension'}")
+    if output.is_dir():
+        raise ClusterError(f"--output {output} is a folder, expected a file")
+    check_writable_folder("--output", output.parent)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image, options), str(output))
+    return output
 
 
 def _add_compile_options(p: argparse.ArgumentParser, target_choice: bool = True) -> None:

@@ -49,6 +49,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     from mlp_core.config import ConfigError
     from mlp_core.data import validation
     from mlp_core.data.statistics import compute_statistics, read_statistics, write_statistics
+    from jobs.publishing import champion_baseline
     from artifacts.storage import write_bytes
 
     given = bind(validate, params)
@@ -56,7 +57,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     max_pixel_js = check_fraction("--max-pixel-js", given["max_pixel_js"])
     if given["max_leaked_images"] < 0:
         raise ConfigError(f"--max-leaked-images must be >= 0, got {given['max_leaked_images']}")
-    champion_statistics, champion_schema = validation.champion_baseline(given["publish_uri"])
+    champion_statistics, champion_schema = champion_baseline(given["publish_uri"])
     schema_uri = given["schema"] or champion_schema
     baseline_uri = given["baseline_statistics"] or champion_statistics
     schema = validation.read_schema(schema_uri) if schema_uri else None

@@ -21,7 +21,6 @@ the model is not promoted.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,24 +28,10 @@ from typing import NamedTuple
 
 from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError, test_set_sha256
 from artifacts.schemas import TEST_METRICS
+from mlp_core.model_io import content_hash
 
 LATEST = "LATEST"
 MANIFEST = "manifest.json"
-
-
-def content_hash(model_dir: "str | Path") -> str:
-    """sha256 over the model's listed files (relative names and bytes), in a fixed order; the commit marker aside."""
-    from artifacts import locations
-    from artifacts.outputs import read_marker
-
-    model_dir = Path(model_dir)
-    digest = hashlib.sha256()
-    # The files the marker lists (each proven inside the model), not whatever else lies in the folder.
-    # verify=False: it hashes every listed file itself here; names are still proven inside the model.
-    for name in sorted(Path(n) for n in read_marker(model_dir, "model", verify=False)["files"]):
-        digest.update(name.as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(locations.member(model_dir, name.as_posix()).read_bytes()).digest())
-    return digest.hexdigest()
 
 
 def _manifest(publish_uri: str, version: str) -> dict:
@@ -329,3 +314,22 @@ def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attemp
         except storage.PreconditionFailed:
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # another publisher moved it: read again
     raise storage.StorageError(f"{latest} kept changing: {attempts} compare-and-swap attempts lost")
+
+
+def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
+    """``(statistics URI, schema URI)`` stored beside the champion at ``publish_uri``; None for each absent.
+
+    Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a
+    Model Registry target keeps no such files, and an empty location or no champion has none.
+    """
+    from artifacts import storage
+    from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
+    from platforms.vertex import model_registry
+
+    if not publish_uri or model_registry.is_registry(publish_uri):
+        return None, None
+    champion = read_champion(publish_uri)
+    if champion is None:
+        return None, None
+    found = [storage.join(publish_uri, champion["version"], name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
+    return tuple(uri if storage.exists(uri) else None for uri in found)  # type: ignore[return-value]

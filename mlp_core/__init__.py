@@ -1,7 +1,12 @@
-"""Pure-JAX MLP from the JAX docs' "training with tensorflow/datasets" notebook.
+"""The ML: the JAX docs' MLP ("training with tensorflow/datasets"), its training loop, evaluation and checkpoints.
 
-Nothing here imports kfp; TensorFlow is imported only by ``mlp_core.data``, JAX only when a module that
-computes is imported (``mlp_core.model`` and the modules using it), not by the package itself.
+``config``, ``model``, ``train`` (the one training loop), ``evaluation``, ``metrics``, ``blessing``, ``checkpoint``,
+``model_io`` (model files), ``export`` (the SavedModel), ``mesh`` and ``distributed``/``multiprocess`` (devices and
+processes), ``memory``, ``report`` and ``tensorboard`` (what people look at); ``data`` (datasets).
+
+Imports: ``artifacts`` (files, markers, object stores) and nothing else of this project; no cloud client and no kfp
+(pyproject.toml's import contracts). TensorFlow only through ``mlp_core.data``; JAX only when a module that computes
+is imported (``mlp_core.model`` and the modules using it), not by the package itself.
 """
 
 from mlp_core.config import ConfigError, TrainConfig

@@ -12,6 +12,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -125,3 +126,18 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
                 raise ModelError(f"{directory / PARAMS_FILE}: {name} holds non-finite weights; the model is unusable")
     dataset, history = raw[DATASET_FILE], raw[HISTORY_FILE]
     return params, config, dataset, history
+
+
+def content_hash(model_dir: "str | Path") -> str:
+    """sha256 over the model's listed files (relative names and bytes), in a fixed order; the commit marker aside."""
+    from artifacts import locations
+    from artifacts.outputs import read_marker
+
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    # The files the marker lists (each proven inside the model), not whatever else lies in the folder.
+    # verify=False: it hashes every listed file itself here; names are still proven inside the model.
+    for name in sorted(Path(n) for n in read_marker(model_dir, "model", verify=False)["files"]):
+        digest.update(name.as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(locations.member(model_dir, name.as_posix()).read_bytes()).digest())
+    return digest.hexdigest()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from platforms.options import ClusterError
+from platforms.checks import ClusterError
 
 
 def validate(expression: str) -> str:

@@ -163,10 +163,11 @@ def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_
 @pytest.fixture(scope="module")
 def compiled_for_kubeflow(tmp_path_factory):
     import pipeline
+    from commands.cli import compile_pipeline
     from platforms.options import ClusterOptions
 
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-    return pipeline.compile_pipeline(path, "jax-mlp-pipeline:0.1.0", ClusterOptions(target="kfp", accelerator=None))
+    return compile_pipeline(path, "jax-mlp-pipeline:0.1.0", ClusterOptions(target="kfp", accelerator=None))
 
 
 @pytest.fixture(params=["minio", "gs"])

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import pipeline
+from commands.cli import compile_pipeline
 from platforms import cron
 from platforms.vertex import pipelines as vertex
 from platforms.options import ClusterError, ClusterOptions
@@ -223,7 +224,7 @@ def test_schedule_on_kubeflow_then_list_pause_delete():
 def test_vertex_job_and_schedule_objects(tmp_path):
     from google.auth.credentials import AnonymousCredentials
 
-    package = pipeline.compile_pipeline(tmp_path / "p.yaml", IMAGE, ClusterOptions(target="vertex", accelerator="NVIDIA_H100_80GB"))
+    package = compile_pipeline(tmp_path / "p.yaml", IMAGE, ClusterOptions(target="vertex", accelerator="NVIDIA_H100_80GB"))
     job = vertex.build_job(package, "my-project", "us-central1", "gs://bucket/root", {"epochs": 3, "publish_uri": "gs://bucket/models"},
                            enable_caching=False, credentials=AnonymousCredentials())
     config = job.runtime_config

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import pipeline
+from commands.cli import compile_pipeline
 from platforms.options import ClusterOptions
 
 
@@ -39,7 +40,7 @@ def _evaluate(condition: str, values: dict):
 @pytest.fixture(scope="module", params=["kfp", "vertex"])
 def compiled(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
-    pipeline.compile_pipeline(path, options=ClusterOptions(target=request.param))
+    compile_pipeline(path, options=ClusterOptions(target=request.param))
     return next(yaml.safe_load_all(path.read_text()))
 
 

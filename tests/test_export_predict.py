@@ -115,7 +115,7 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
     published = tmp_path / "published"
     run_cli("-m", "components.publish", "--model", str(trained), "--publish-uri", str(published),
             "--metrics-by-hand", "--test-accuracy", "0.93", "--test-loss", "0.02")
-    result = run_cli("-m", "platforms.kubeflow.kserve", "--name", "mnist-mlp", "--publish-uri", str(published),
+    result = run_cli("-m", "commands.kserve", "--name", "mnist-mlp", "--publish-uri", str(published),
                      "--namespace", "team-a")
     manifest = yaml.safe_load(result.stdout)
     version = (published / "LATEST").read_text().strip()
@@ -131,10 +131,10 @@ def test_kserve_manifest_for_the_champion_serves_from_its_storage_uri(trained, t
             f"{serving.url}/v1/models/mnist-mlp").read())
     assert status["model_version_status"][0]["state"] == "AVAILABLE"
 
-    bad = run_cli("-m", "platforms.kubeflow.kserve", "--name", "MNIST_mlp", "--publish-uri", str(published), check=False)
+    bad = run_cli("-m", "commands.kserve", "--name", "MNIST_mlp", "--publish-uri", str(published), check=False)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "--name 'MNIST_mlp'" in bad.stderr and "lowercase letters" in bad.stderr  # the rule, named
-    none = run_cli("-m", "platforms.kubeflow.kserve", "--name", "mnist", "--publish-uri", str(tmp_path / "empty"), check=False)
+    none = run_cli("-m", "commands.kserve", "--name", "mnist", "--publish-uri", str(tmp_path / "empty"), check=False)
     assert none.returncode == 2 and "no champion at" in none.stderr
 
 

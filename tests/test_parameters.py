@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import pipeline
+from commands.cli import compile_pipeline
 from commands import cli
 from commands.arguments import parse_params
 from components import evaluate, ingest, new_data, publish, train, validate
@@ -71,7 +72,7 @@ def test_cli_flags_are_the_component_inputs(module):
 
 
 def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
-    pipeline.compile_pipeline(tmp_path / "p.yaml", options=None)
+    compile_pipeline(tmp_path / "p.yaml", options=None)
     compiled = yaml.safe_load((tmp_path / "p.yaml").read_text())["root"]["inputDefinitions"]["parameters"]
     expected = {}
     for module in STEP_MODULES:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import pipeline
+from commands.cli import compile_pipeline
 from conftest import ROOT, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -40,7 +41,7 @@ def test_compiled_yaml_equals_golden(tmp_path, target, flags, name):
 
 
 def test_every_step_runs_on_the_image_without_pip(tmp_path):
-    spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml", IMAGE).read_text())
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", IMAGE).read_text())
     executors = spec["deploymentSpec"]["executors"]
     assert len(executors) == 6  # ingest, new_data, validate, train, evaluate, publish
     for executor in executors.values():
@@ -49,7 +50,7 @@ def test_every_step_runs_on_the_image_without_pip(tmp_path):
 
 
 def test_every_hyperparameter_is_a_pipeline_parameter_with_the_seeds_default(tmp_path):
-    spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text())
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in params.items()}
     assert defaults["step_size"] == 0.01 and defaults["batch_size"] == 128 and defaults["epochs"] == 10

@@ -42,8 +42,8 @@ CASES = [
     ("pipeline.py", "submit", "--host", "http://localhost:9", "--param", "publish_uri=gs://"),
     ("pipeline.py", "schedule", "--host", "http://localhost:9", "--cron", "0 3 31 2 *"),
     ("pipeline.py", "submit", "--vertex", "--project", "p", "--region", "us-central1", "--pipeline-root", "gs://bkt/r"),
-    ("-m", "platforms.kubeflow.kserve", "--name", "mnist", "--publish-uri", "published", "--version", "../x"),
-    ("-m", "platforms.kubeflow.kserve", "--name", "mnist", "--publish-uri", "published", "--namespace", "team.a"),
+    ("-m", "commands.kserve", "--name", "mnist", "--publish-uri", "published", "--version", "../x"),
+    ("-m", "commands.kserve", "--name", "mnist", "--publish-uri", "published", "--namespace", "team.a"),
 ]
 
 

@@ -131,10 +131,11 @@ def test_a_trainjob_of_another_owner_with_the_same_name_is_left_alone(tmp_path, 
 @pytest.fixture(scope="module")
 def compiled_for_trainer(tmp_path_factory):
     import pipeline
+    from commands.cli import compile_pipeline
     from platforms.options import ClusterOptions
 
     path = tmp_path_factory.mktemp("spec") / "pipeline.yaml"
-    return pipeline.compile_pipeline(path, "registry.example.com/jax-mlp-pipeline:0.1.0",
+    return compile_pipeline(path, "registry.example.com/jax-mlp-pipeline:0.1.0",
                                      ClusterOptions(target="kfp", accelerator=None, replicas=2))
 
 

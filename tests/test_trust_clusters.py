@@ -486,7 +486,7 @@ def published(tmp_path):
 
 
 def _kserve(capfd, *argv: str) -> Result:
-    from platforms.kubeflow.kserve import main
+    from commands.kserve import main
 
     return _main(capfd, main, list(argv))
 

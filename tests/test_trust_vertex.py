@@ -630,7 +630,7 @@ def test_missing_google_credentials_are_one_line_saying_how_to_provide_them(comm
                      "gs://my-bucket/mnist"],
         "train": ["-m", "components.train", "--dataset", dataset, "--model", str(tmp_path / "m"), "--epochs", "1",
                   "--checkpoint-dir", "gs://my-bucket/checkpoints"],
-        "kserve": ["-m", "platforms.kubeflow.kserve", "--name", "mnist-mlp", "--publish-uri", "gs://my-bucket/mnist"],
+        "kserve": ["-m", "commands.kserve", "--name", "mnist-mlp", "--publish-uri", "gs://my-bucket/mnist"],
         "track": ["-m", "components.track", "--job", JOB, "--experiment", "mnist-mlp", "--train-metrics",
                   str(trained / "train_metrics.json"), "--test-metrics", str(trained / "test_metrics.json")],
         "submit-vertex": [str(ROOT / "pipeline.py"), "submit", "--vertex", "--project", "my-project", "--region",

@@ -461,22 +461,3 @@ td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}figure{{margin:1em
     md += ["## Plots", ""] + [f"![{c}](data:image/png;base64,{png})\n" for c, png in plots.items()]
     md += ["## Schema", "", "```", schema.rstrip(), "```"]
     return page, "\n".join(md) + "\n"
-
-
-def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
-    """``(statistics URI, schema URI)`` stored beside the champion at ``publish_uri``; None for each absent.
-
-    Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a
-    Model Registry target keeps no such files, and an empty location or no champion has none.
-    """
-    from platforms.vertex import model_registry
-    from artifacts import storage
-    from jobs.publishing import read_champion
-
-    if not publish_uri or model_registry.is_registry(publish_uri):
-        return None, None
-    champion = read_champion(publish_uri)
-    if champion is None:
-        return None, None
-    found = [storage.join(publish_uri, champion["version"], name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
-    return tuple(uri if storage.exists(uri) else None for uri in found)  # type: ignore[return-value]

@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from platforms.cron import to_kfp
-from platforms.options import ClusterError, check_dns1123_label
+from platforms.checks import ClusterError, check_dns1123_label
 from artifacts import redaction
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"

@@ -43,7 +43,12 @@ import os
 import time
 from pathlib import Path
 
-from platforms.options import ClusterError
+from typing import TYPE_CHECKING
+
+from platforms.checks import ClusterError
+
+if TYPE_CHECKING:  # annotations only: trainer_job reads the compile options it is given
+    from platforms.options import ClusterOptions, StepPolicy
 
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
@@ -237,3 +242,13 @@ def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path",
     history = json.loads(storage.read_bytes(metrics_uri))["history"]
     log(f"TrainJob {name} wrote the model: test accuracy {history[-1]['test_accuracy']:.4f}")
     return history
+
+
+def trainer_job(image: str, options: ClusterOptions, policy: StepPolicy) -> str:
+    """The train step's ``trainer_job`` for ``--target kfp --replicas N``: N pods, each with the step's resources."""
+    requests = {"cpu": policy.cpu_request, "memory": policy.memory_request}
+    limits = {"cpu": policy.cpu_limit, "memory": policy.memory_limit}
+    if options.accelerator:
+        limits[options.accelerator] = str(options.accelerator_count)
+    return job_spec(options.trainer_nodes, image, options.trainer_runtime or DEFAULT_RUNTIME,
+                    {"requests": requests, "limits": limits})

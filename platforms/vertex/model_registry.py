@@ -91,7 +91,7 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
     from google.api_core import exceptions
 
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from jobs.publishing import content_hash
+    from mlp_core.model_io import content_hash
 
     if not str(model_uri).startswith("gs://"):
         raise ChampionError(f"a Model Registry version points at its model in Cloud Storage; the model is at "

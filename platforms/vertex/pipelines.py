@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from platforms.cron import validate
-from platforms.options import ClusterError
+from platforms.checks import ClusterError
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 
