@@ -153,8 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="pipeline argument; repeatable")
         s.add_argument("--name", default=None, help="run or schedule name (prefixed with jax-mlp-pipeline)")
         s.add_argument("--cache", action="store_true",
-                       help="cache every step, ingest and evaluate too (the client overrides the compiled caching; "
-                       "default: keep it)")
+                       help="cache every step (every task of every DAG); default: as compiled, no step cached")
         kf = s.add_argument_group(
             "Kubeflow: identity, namespace, TLS",
             "secrets are read from files, never given on the command line; in a pod, KF_PIPELINES_SA_TOKEN_PATH "
@@ -200,6 +199,24 @@ def _caching(args) -> "bool | None":
         raise ClusterError("--cache and --no-cache contradict each other: give one, or neither to keep the compiled "
                            "caching")
     return True if args.cache else False if args.no_cache else None
+
+
+def _cache_every_task(package: Path, enable: "bool | None") -> Path:
+    """``--cache``/``--no-cache`` on Kubeflow: every task of every DAG in the compiled package, as the Vertex AI SDK
+    does (``_set_enable_caching_value``). ``kfp.Client`` would rewrite the root DAG's tasks only
+    (``_override_caching_options``, kfp/client/client.py 2.17), and every step but ingest and new-data runs inside
+    the new-data condition's DAG; so the client is given None and the package says it all."""
+    if enable is None:
+        return package
+    import yaml
+
+    documents = list(yaml.safe_load_all(package.read_text()))  # the pipeline spec, then kfp-kubernetes' platform spec
+    spec = documents[0]
+    for component in [spec["root"], *spec.get("components", {}).values()]:
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            task["cachingOptions"] = {"enableCache": enable}
+    package.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return package
 
 
 def _check_backend_flags(args) -> None:
@@ -259,9 +276,9 @@ def _submit(args) -> int:
                                    enable_caching=caching, display_name=args.name or PIPELINE_NAME)
             print(f"submitted: {vertex.submit(job, args.service_account)}")
         else:
-            package = _compiled(args, "kfp", tmp)
+            package = _cache_every_task(_compiled(args, "kfp", tmp), caching)
             run_id, url = kubeflow.submit(package, conn, arguments, args.experiment, args.pipeline_root,
-                                          enable_caching=caching, run_name=args.name, warn=_warn)
+                                          enable_caching=None, run_name=args.name, warn=_warn)
             print(f"run {run_id}: {url}")
     return 0
 
@@ -314,9 +331,9 @@ def _schedule(args) -> int:
         else:
             kfp_cron = cron.to_kfp(args.cron)
             print(f"Kubeflow cron has six fields, seconds first: {args.cron!r} is sent as {kfp_cron!r}")
-            package = _compiled(args, "kfp", tmp)
+            package = _cache_every_task(_compiled(args, "kfp", tmp), caching)
             schedule_id = kubeflow.schedule(package, conn, args.cron, arguments, name, args.experiment,
-                                            args.pipeline_root, enable_caching=caching, catchup=args.catchup,
+                                            args.pipeline_root, enable_caching=None, catchup=args.catchup,
                                             warn=_warn)
             print(f"recurring run {schedule_id} (at most one run at a time, {'with' if args.catchup else 'no'} catch-up)")
     print("next runs: " + ", ".join(t.isoformat() for t in cron.next_runs(args.cron)))

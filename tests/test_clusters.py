@@ -280,10 +280,11 @@ def _caching(spec: dict) -> dict:
 @pytest.mark.parametrize(("flags", "cached"), [
     ([], set()),  # the compiled choice: no step cached
     (["--no-cache"], set()),
-    (["--cache"], None),  # asked for: kfp.Client turns every root-DAG task's cache on
+    (["--cache"], None),  # asked for: every task of every DAG, the steps inside the new-data condition too
 ])
 def test_submit_and_schedule_send_the_compiled_caching_unless_told(flags, cached):
-    """kfp.Client(enable_caching=True) rewrites every task's caching (kfp/client/client.py); None keeps the spec."""
+    """kfp.Client(enable_caching=True) would rewrite the root DAG's tasks only (kfp/client/client.py
+    _override_caching_options); --cache and --no-cache set every task's in the package instead, None keeps it."""
     with RecordingKfpApi() as api:
         run_cli("pipeline.py", "submit", "--host", api.url, "--image", IMAGE, *flags)
         run_cli("pipeline.py", "schedule", "--host", api.url, "--image", IMAGE, "--cron", "0 3 * * 1", *flags)
@@ -291,7 +292,8 @@ def test_submit_and_schedule_send_the_compiled_caching_unless_told(flags, cached
         [recurring] = api.decoded("POST", "/apis/v2beta1/recurringruns")
     for spec in (_sent(run.pipeline_spec), _sent(recurring.pipeline_spec)):
         if cached is None:
-            assert all(t["cachingOptions"]["enableCache"] for t in spec["root"]["dag"]["tasks"].values())
+            assert all(t["cachingOptions"]["enableCache"] for t in _tasks(spec).values())
+            assert set(STEP_TASKS) <= set(_tasks(spec))  # the steps inside the condition's DAG among them
         else:
             assert {name for name, on in _caching(spec).items() if on} == cached
 
