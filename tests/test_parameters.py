@@ -97,7 +97,8 @@ def test_pipeline_run_flags_and_params_are_the_pipeline_parameters():
     for name, p in parameters.items():
         action = flags[flag(name)]
         assert action.dest == name and _flag_type(action) is p.annotation and action.default is None
-    assert set(flags) - {flag(n) for n in parameters} == {"--pipeline-root", "--runner", "--image", "--gpus"}
+    assert set(flags) - {flag(n) for n in parameters} == {"--pipeline-root", "--runner", "--image", "--gpus", "--resume",
+                                                          "--verbose"}
     typed = parse_params([f"{name}={p.default}" for name, p in parameters.items() if p.default != ""])
     assert all(type(v) is parameters[k].annotation for k, v in typed.items())
 

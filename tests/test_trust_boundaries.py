@@ -251,8 +251,11 @@ def test_steps_refuse_a_malformed_location_before_any_work(tmp_path_factory, bad
 def test_train_refuses_a_run_id_that_is_not_one_name(tmp_path_factory, run_id):
     from components import train
 
-    sandbox = tmp_path_factory.mktemp("cwd")
-    before = _listing(sandbox.parent)
+    # a parent of its own: the session's base folder holds every other test's files, too many to list each time
+    parent = tmp_path_factory.mktemp("run-id")
+    sandbox = parent / "cwd"
+    sandbox.mkdir()
+    before = _listing(parent)
     try:
         locations.check_segment(run_id, "--run-id")
         return  # a valid run id: not this test's case
@@ -261,7 +264,7 @@ def test_train_refuses_a_run_id_that_is_not_one_name(tmp_path_factory, run_id):
     code, err = _run_main(train.main, ["--dataset", "d", "--model", "m", "--checkpoint-root", str(sandbox),
                                        f"--run-id={run_id}"], sandbox)
     assert code == 2 and err.strip().startswith("error: --run-id") and len(err.strip().splitlines()) == 1, err
-    assert _listing(sandbox.parent) == before
+    assert _listing(parent) == before
 
 
 # -- two writers at once ---------------------------------------------------------------------------------------------
