@@ -157,6 +157,15 @@ def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = Fal
         return "replace"
     if _writing_kind(path) == kind and not (path / COMPLETE).exists():
         return "resume"
+    try:
+        lock_file_only = _files(path) == [WRITING] and (path / WRITING).stat().st_size == 0
+    except OSError:  # gone meanwhile: a writer that failed cleaned up
+        lock_file_only = False
+    if lock_file_only:
+        # Only this program makes _WRITING.json, and it is empty only between a writer creating it and locking it
+        # (``_lock``), or after a writer killed right there: say "resume", and the lock decides who writes
+        # (a live writer refuses this one as "another run is writing"; a killed one's folder is taken over).
+        return "resume"
     raise OutputConflictError(
         f"output folder {path} is not empty and is not a {kind} artifact written by this program; "
         "refusing to overwrite it (choose a new or empty folder)"
@@ -233,10 +242,11 @@ def commit(folder: str | Path, kind: str, extra: dict[str, Any] | None = None) -
     return marker
 
 
-def _being_written(folder: Path) -> bool:
-    """True while a live writer holds the lock on ``folder``'s ``_WRITING.json`` (``_lock``)."""
+def locked(path: Path, flags: int = os.O_RDONLY) -> bool:
+    """True while a live process holds an exclusive ``flock`` on ``path`` (a file, or a folder opened with
+    ``os.O_DIRECTORY``); the lock ends with its holder, so a killed one never leaves it held."""
     try:
-        fd = os.open(folder / WRITING, os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError:
         return False
     try:
@@ -246,6 +256,11 @@ def _being_written(folder: Path) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _being_written(folder: Path) -> bool:
+    """True while a live writer holds the lock on ``folder``'s ``_WRITING.json`` (``_lock``)."""
+    return locked(folder / WRITING)
 
 
 def _lock(path: Path, kind: str) -> int:

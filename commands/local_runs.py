@@ -60,17 +60,9 @@ def lock(folder: Path) -> "int | None":
 
 def running(folder: Path) -> bool:
     """True while a live ``pipeline.py run`` holds ``folder``'s lock."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    from artifacts.outputs import locked
+
+    return locked(folder, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def status(folder: Path, record: dict) -> str:
