@@ -8,7 +8,7 @@ What predict reads. Two phases, so that bad input is refused before TensorFlow i
   (``image_folder.IMAGE_EXTENSIONS``), in sorted order, other files skipped; an image's size and
   channels are read from its header (Pillow's ``Image.open`` reads only the header) and compared with
   the model's image shape.
-- ``decode`` decodes the images with the ingest's own decoder (``image_folder._chunk_decoder``:
+- ``decode`` decodes the images with the ingest's own decoder (``image_folder.chunk_decoder``:
   TensorFlow's ``decode_image``, and with ``resize`` its channel conversion and
   ``tf.image.resize``, bilinear with antialiasing, rounded), so that an image is converted exactly
   as the images the model was trained on were when they were ingested with ``--resize``. Its shapes
@@ -190,10 +190,10 @@ def decode(inputs: list[Input], image_shape: list[int], resize: bool):
     decoded: dict[int, Any] = {}
     resized = 0
     if images:
-        from mlp_core.data.image_folder import CHUNK, _chunk_decoder, _op_message
+        from mlp_core.data.image_folder import CHUNK, chunk_decoder, op_message
         from mlp_core.data.tf import tf
 
-        decoder = _chunk_decoder(tuple(image_shape), resize)  # the ingest's, so predict converts as ingest did
+        decoder = chunk_decoder(tuple(image_shape), resize)  # the ingest's, so predict converts as ingest did
         for start in range(0, len(images), CHUNK):
             chunk = images[start:start + CHUNK]
             data = []
@@ -209,8 +209,8 @@ def decode(inputs: list[Input], image_shape: list[int], resize: bool):
                     try:
                         tf.io.decode_image(blob, channels=0, expand_animations=False)
                     except tf.errors.OpError as one:
-                        raise DatasetError(f"{shown(item.shown)} does not decode: {_op_message(one)}") from None
-                raise DatasetError(f"{shown(chunk[0].shown)} ... do not decode: {_op_message(e)}") from None
+                        raise DatasetError(f"{shown(item.shown)} does not decode: {op_message(one)}") from None
+                raise DatasetError(f"{shown(chunk[0].shown)} ... do not decode: {op_message(e)}") from None
             arrays, shapes = arrays.numpy(), shapes.numpy()
             for item, array, own in zip(chunk, arrays, shapes):
                 if list(own) != list(image_shape):

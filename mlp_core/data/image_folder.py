@@ -208,15 +208,15 @@ def _decode_first(location: str, data: bytes):
     try:
         return tf.io.decode_image(data, channels=0, expand_animations=False).numpy()
     except tf.errors.OpError as e:
-        raise DatasetError(f"cannot decode image {location}: {_op_message(e)}") from None
+        raise DatasetError(f"cannot decode image {location}: {op_message(e)}") from None
 
 
-def _op_message(error) -> str:
+def op_message(error) -> str:
     message = getattr(error, "message", "") or str(error)
     return message.splitlines()[0].strip() if message else type(error).__name__
 
 
-def _chunk_decoder(shape: tuple[int, int, int], resize: bool):
+def chunk_decoder(shape: tuple[int, int, int], resize: bool):
     """A compiled function: encoded images ``string [N]`` -> ``(uint8 [N, H, W, C], each file's own shape int32 [N, 3])``.
 
     Without ``resize`` an image of another shape comes back as zeros, its own shape telling the caller to refuse it.
@@ -254,7 +254,7 @@ class ImageReader:
         self.shape, self.resize = shape, resize
         self.records: list[dict] = []  # spans.file_record of every file read
         self.resized = 0
-        self._decode = _chunk_decoder(shape, resize)
+        self._decode = chunk_decoder(shape, resize)
 
     def examples(self, files: list[ImageFile]):
         import numpy as np
@@ -291,8 +291,8 @@ class ImageReader:
             try:
                 tf.io.decode_image(d, channels=0, expand_animations=False)
             except tf.errors.OpError as e:
-                return DatasetError(f"cannot decode image {f.location}: {_op_message(e)}")
-        return DatasetError(f"cannot decode images {chunk[0].location} ...: {_op_message(error)}")
+                return DatasetError(f"cannot decode image {f.location}: {op_message(e)}")
+        return DatasetError(f"cannot decode images {chunk[0].location} ...: {op_message(error)}")
 
 
 def _shape_text(shape) -> str:
