@@ -41,11 +41,25 @@ def _as_run_here(set_up: str, upstream: Path) -> str:
 
 def _new_user_environment(tfds_data_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    # Run from `make test`, the make variables given there (PYTHON=python3 in CI) would reach the clone's make.
-    for name in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL"):
+    # Run from `make test PYTHON=python3` (CI), make passes that to the clone's make twice: in MAKEFLAGS, and as an
+    # environment variable (GNU make exports every variable set on its command line to its recipes), which
+    # `PYTHON ?= .venv/bin/python` would then not override. A new user's shell has neither.
+    makefile_variables = re.findall(r"^(\w+) \?=", (ROOT / "Makefile").read_text(), re.M)
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", *makefile_variables):
         env.pop(name, None)
     # A new user has no prepared MNIST: `make setup`'s seed-tfds-cache prepares it here.
     return {**env, "TFDS_DATA_DIR": str(tfds_data_dir)}
+
+
+def test_a_new_user_has_none_of_the_make_variables_ci_passes(monkeypatch, tmp_path):
+    # CI runs `make test PYTHON=python3`: make exports PYTHON=python3 to pytest, and the clone's `make setup`
+    # would install into python3 rather than make .venv (what failed CI at stop 29).
+    monkeypatch.setenv("PYTHON", "python3")
+    monkeypatch.setenv("MAKEFLAGS", " -- PYTHON=python3")
+    env = _new_user_environment(tmp_path)
+    assert not {"PYTHON", "MAKEFLAGS", "BASE_PYTHON", "VENV"} & env.keys()
+    made = subprocess.run(["make", "-n", "setup"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert ".venv/bin/python -m pip install --no-deps -e ." in made.stdout
 
 
 def test_the_quick_start_is_set_up_activate_then_run():
