@@ -38,13 +38,23 @@ It mirrors these files of kubeflow/pipelines **2.17.0** (commit
   ``mlpipeline-minio-artifact`` secret) are not the step's. The network (emulator and
   S3 endpoints) is passed through, as a cluster's DNS would be.
 
+- ``component/launcher_v2.go`` (``uploadOutputArtifacts``: ``mergeRuntimeArtifacts``
+  of the executor output's artifact into the output artifact), ``metadata/client.go``
+  (``RecordArtifact``: ``display_name`` and ``store_session_info`` added as custom
+  properties unless present) and ``metadata/converter.go`` (``toMLMDArtifact``,
+  ``StructValueToMLMDValue``, ``toRuntimeArtifact``, which ``driver/resolve.go`` uses for
+  the next task's input): an artifact's metadata reaches a later step only through
+  MLMD, so a number comes back as a float, a bool as 0 or 1, a list as
+  ``{"list": [...]}``, a dict as ``{"struct": {...}}``, a ``None`` fails the step's
+  upload, and the two custom properties come along (``mlmd_round_trip`` below).
+
 The kfp SDK maps the URIs under ``/gcs/``, ``/minio/``, ``/s3/``
 (``kfp/dsl/types/artifact_types.py``); here those mount points are folders inside
 the attempt's scratch: a ``sitecustomize`` on the step's ``PYTHONPATH``
 (``kfp_stand_in_site/``) points the prefixes there, as kfp's own executor tests do.
 The object store is gcp-storage-emulator (``gs://``) or an S3 server
-(``s3://``, ``minio://``), through ``artifacts.storage``. Not modelled: Argo, MLMD,
-the cache, conditions between tasks (a test runs tasks in order and passes their
+(``s3://``, ``minio://``), through ``artifacts.storage``. Not modelled: Argo, MLMD's
+queries and lineage (only its round trip of an artifact's metadata), the cache, conditions between tasks (a test runs tasks in order and passes their
 outputs on).
 """
 
@@ -89,6 +99,7 @@ class TaskResult:
     parameters: dict[str, object]
     log: str
     uploaded: list[str] = field(default_factory=list)  # object names under the task's prefix
+    metadata: dict[str, dict] = field(default_factory=dict)  # output artifact name -> its metadata, as MLMD gives it back
 
 
 class LauncherStandIn:
@@ -110,6 +121,7 @@ class LauncherStandIn:
         self.scratch_dirs: list[Path] = []  # every attempt's scratch folder, to show they are gone
         self.executions: dict[str, tuple[int, str]] = {}  # task -> (DAG execution id, output URI salt), once per run
         self.environments: list[dict] = []  # every attempt's environment, as the step saw it
+        self.recorded: dict[str, dict] = {}  # artifact URI -> its metadata as MLMD holds it (what a later input gets)
 
     def _execution(self, task: str) -> tuple[int, str]:
         """What the driver decides once per task (the executor's retries reuse it): an id and the URI salt."""
@@ -218,7 +230,7 @@ class LauncherStandIn:
                     uri = upstream[ref["producerTask"]].artifacts[ref["outputArtifactKey"]]
                 _download(uri, _local(mount, uri))
                 schema = component["inputDefinitions"]["artifacts"][name]["artifactType"]
-                inputs[name] = {"artifacts": [{"name": name, "uri": uri, "metadata": {},
+                inputs[name] = {"artifacts": [{"name": name, "uri": uri, "metadata": self.recorded.get(uri, {}),
                                                "type": {"schemaTitle": schema["schemaTitle"]}}]}
             prefix = self.task_root(task)
             outputs = {}
@@ -237,16 +249,23 @@ class LauncherStandIn:
             args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container.get("args", [])]
             env = self._environment(component, container)
             log = self._execute([*container["command"], *args], scratch, task, kill_when, timeout, mount, env)
-            result_parameters = {}
+            executor_output = {}
             output_file = scratch / "outputs" / "executor_output.json"
             if output_file.exists():
-                result_parameters = json.loads(output_file.read_text()).get("parameterValues", {})
-            artifacts, uploaded = {}, []
+                executor_output = json.loads(output_file.read_text())
+            artifacts, uploaded, metadata = {}, [], {}
             for name in outputs:
                 uri = storage.join(prefix, name)
+                written = executor_output.get("artifacts", {}).get(name, {}).get("artifacts") or [{}]
+                try:  # launcher_v2.go: mergeRuntimeArtifacts(executor output's first artifact, the output artifact)
+                    metadata[name] = mlmd_round_trip({**outputs[name]["artifacts"][0]["metadata"],
+                                                      **(written[0].get("metadata") or {})}, name, self.pipeline_root)
+                except ValueError as error:  # RecordArtifact fails: uploadOutputArtifacts returns the error
+                    raise StepFailed(task, 1, f"{log}unable to produce MLMD artifact for output {name!r}: {error}")
                 uploaded += [f"{name}/{n}" if n else name for n in _upload(_local(mount, uri), uri)]
                 artifacts[name] = uri
-            return TaskResult(artifacts, result_parameters, log, uploaded)
+                self.recorded[uri] = metadata[name]
+            return TaskResult(artifacts, executor_output.get("parameterValues", {}), log, uploaded, metadata)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # the pod, and its emptyDir, are gone
 
@@ -274,6 +293,41 @@ class LauncherStandIn:
         return log
 
 
+def _to_mlmd_value(value):
+    """``metadata/converter.go`` ``StructValueToMLMDValue``: a JSON value as MLMD stores it."""
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        return ("int", int(value))
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, (int, float)):  # structpb has one number kind, a double
+        return ("double", float(value))
+    if isinstance(value, list):
+        return ("struct", {"list": value})
+    if isinstance(value, dict):
+        return ("struct", {"struct": value})
+    raise ValueError(f"unknown/unsupported value type {type(value).__name__}")  # "TODO: support null"
+
+
+def _from_mlmd_value(kind: str, value):
+    """``toRuntimeArtifact``'s ``propertiesToMetadata``: an MLMD value back as the metadata's JSON value."""
+    return float(value) if kind in ("double", "int") else value
+
+
+def mlmd_round_trip(metadata: dict, output_name: str, pipeline_root: str) -> dict:
+    """An output artifact's metadata as the next task's input gets it: recorded, then read back from MLMD.
+
+    ``toMLMDArtifact`` (every key but ``_kfp_workspace`` becomes a custom property), ``RecordArtifact``
+    (``display_name``, ``store_session_info`` unless present), ``toRuntimeArtifact`` (custom properties back).
+    """
+    custom = {key: _to_mlmd_value(value) for key, value in metadata.items() if key != "_kfp_workspace"}
+    custom.setdefault("display_name", ("string", output_name))
+    # json.Marshal(bucketConfig.SessionInfo) (objectstore/config.go): the provider and its parameters; the
+    # exact fields do not matter to a step, only that a string is there.
+    provider = pipeline_root.split("://", 1)[0]
+    custom.setdefault("store_session_info", ("string", json.dumps({"Provider": provider, "Params": {}})))
+    return {key: _from_mlmd_value(kind, value) for key, (kind, value) in custom.items()}
+
+
 def all_tasks(spec: dict) -> dict:
     """Every task of a compiled pipeline by name: the root DAG's and those inside conditions' sub-DAGs."""
     found = dict(spec["root"]["dag"]["tasks"])
@@ -299,8 +353,12 @@ def _upload(local: Path, uri: str) -> list[str]:
 
 
 def _download(uri: str, local: Path) -> None:
-    """What the launcher downloads for one input artifact: the object, or every object under the prefix."""
+    """What the launcher downloads for one input artifact: every object under the prefix, the object itself, or
+    nothing when there is none (``objectstore/object_store.go`` ``DownloadBlob`` lists the prefix and copies what
+    it finds: a Metrics artifact, which is all metadata, has no object and is no error)."""
     names = storage.list_names(uri)
+    if not names and not storage.exists(uri):
+        return
     if not names:
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(storage.read_bytes(uri))

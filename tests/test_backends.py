@@ -194,7 +194,7 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
 
     root, secrets = kubeflow_store
     arguments = {"tfds_data_dir": mnist_data_dir, "train_split": SMALL_TRAIN, "test_split": SMALL_TEST,
-                 "records_per_shard": 200, "epochs": 3, "blessing_threshold": 0.5}
+                 "records_per_shard": 200, "epochs": 3, "blessing_threshold": 0.5, "publish_uri": f"{root}/published"}
     assert "checkpoint_root" not in arguments
     unbroken = LauncherStandIn(compiled_for_kubeflow, root, "job-unbroken", arguments, secrets)
     ingest = unbroken.run_task("ingest")
@@ -227,6 +227,38 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
 
     evaluate = broken.run_task("evaluate", {"ingest": ingest, "train": retry})
     assert evaluate.parameters["blessed"] is True and evaluate.parameters["test_accuracy"] > 0.5
+
+    # publish reads evaluate's numbers from its Metrics artifact's metadata, which reaches it through MLMD
+    # (launcher_v2.go -> RecordArtifact -> toRuntimeArtifact): floats, and two custom properties of the launcher's.
+    metrics = evaluate.metadata["metrics"]
+    assert metrics["display_name"] == "metrics" and metrics["test_accuracy"] == evaluate.parameters["test_accuracy"]
+    upstream = {"ingest": ingest, "train": retry, "evaluate": evaluate, "validate": broken.run_task("validate", {"ingest": ingest})}
+    published = broken.run_task("publish", upstream)
+    assert f"test accuracy {metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}" in published.log
+    assert "from the evaluate step's metrics" in published.log
+    version = published.parameters["Output"]
+    assert storage.read_bytes(f"{arguments['publish_uri']}/LATEST").decode().strip() == version
+
+
+def test_artifact_metadata_comes_back_from_mlmd_as_the_backend_converts_it():
+    """What a later step reads of an earlier step's artifact metadata on Kubeflow: ``mlmd_round_trip`` mirrors
+    ``metadata/converter.go`` and ``RecordArtifact`` (kubeflow/pipelines 2.17.0)."""
+    from jobs.publishing import metrics_from_artifact
+    from kfp_launcher_stand_in import mlmd_round_trip
+
+    from artifacts.schemas import TEST_METRICS, validate
+
+    logged = {"test_accuracy": 0.9, "test_loss": 0.25, "macro_f1": 0.89, **{f"f1_class_{c}": 0.9 for c in range(10)}}
+    back = mlmd_round_trip(logged, "metrics", "minio://mlpipeline/v2/artifacts")
+    assert back["display_name"] == "metrics" and json.loads(back["store_session_info"])["Provider"] == "minio"
+    validate(dict(back), TEST_METRICS, "the evaluate step's metrics")  # what components.track checks
+    tested = metrics_from_artifact(back, "the evaluate step's metrics")  # what components.publish reads
+    assert (tested.test_accuracy, tested.test_loss, tested.num_classes) == (0.9, 0.25, 10)
+    assert mlmd_round_trip({"n": 10, "ok": True, "spans": [1, 2], "_kfp_workspace": True}, "d", "gs://b") == {
+        "n": 10.0, "ok": 1.0, "spans": {"list": [1, 2]}, "display_name": "d",
+        "store_session_info": '{"Provider": "gs", "Params": {}}'}
+    with pytest.raises(ValueError, match="unsupported value type"):
+        mlmd_round_trip({"champion": None}, "metrics", "gs://b")  # the launcher fails the step's upload
 
 
 def test_without_the_secret_the_train_step_has_no_keys_for_the_store(compiled_for_kubeflow, tmp_path, s3_server):
