@@ -61,11 +61,16 @@ def publish(
     # evaluate logs its numbers in its Metrics artifact's metadata (components.evaluate), no file; the backend
     # hands that metadata to this input (Kubeflow: MLMD's custom properties, backend/src/v2/metadata/converter.go
     # toRuntimeArtifact; kfp.local: kfp/local/executor_input_utils.py)
+    from platforms.vertex.model_registry import is_registry
+
     tested = metrics_from_artifact(test_metrics.metadata, "the evaluate step's metrics")
-    # model.uri: the same model in the object store (gs:// on Vertex AI), what a Model Registry version points at
+    # A folder version keeps copies of validate's files (read at their paths); a Model Registry version records
+    # where they are (the artifacts' URIs: gs:// on Vertex AI), as it records model.uri, what the version points at.
+    validation = ({STATISTICS_FILE: statistics.uri, SCHEMA_FILE: data_schema.uri} if is_registry(publish_uri)
+                  else {STATISTICS_FILE: statistics.path, SCHEMA_FILE: data_schema.path})
     published = publish_model(model.path, publish_uri, tested.test_accuracy, tested.test_loss, image, run_id,
                               tolerance=blessing_tolerance, model_uri=model.uri, champion_version=champion_version,
-                              validation={STATISTICS_FILE: statistics.path, SCHEMA_FILE: data_schema.path})
+                              validation=validation)
     print(metrics_line(tested, "from the evaluate step's metrics"))
     print(report(published, publish_uri))
     return published.version

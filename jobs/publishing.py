@@ -181,7 +181,8 @@ def publish_model(
     """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
 
     ``validation``: the validate step's files to keep with the version (``statistics.pb``, ``schema.pbtxt`` by
-    name: ``mlp_core.data.validation``), which the next runs' validation compares their data with.
+    name: ``mlp_core.data.validation``), which the next runs' validation compares their data with; for a
+    Model Registry target their URIs, recorded in the version's description (``_registry_provenance``).
 
     ``test_set``: the test split the numbers are from (``test_set_sha256`` in evaluate's metrics file), refused
     when it is not the model's own.
@@ -214,11 +215,12 @@ def publish_model(
     check_fraction("blessing_tolerance", tolerance)
     champion_version = str(champion_version or "")
     if model_registry.is_registry(publish_uri):
-        _, _, dataset, _ = load_model(model)  # refuses a broken model before anything is sent
+        _, config, dataset, history = load_model(model)  # refuses a broken model before anything is sent
         evaluated = Evaluated(test_accuracy, _test_set(dataset, test_set), champion_version, tolerance)
         version, promoted, reason = model_registry.publish(
             model, model_uri or str(model), publish_uri, test_accuracy, test_loss, image, run_id, tolerance,
-            lambda accuracy, champion: _beats(evaluated._replace(test_accuracy=accuracy), champion))
+            lambda accuracy, champion: _beats(evaluated._replace(test_accuracy=accuracy), champion),
+            provenance=_registry_provenance(evaluated, history, dataset, validation))
         return Published(version, promoted, reason)
     check_apart({"--model": model}, {"--publish-uri": publish_uri})
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
@@ -256,6 +258,29 @@ def publish_model(
     promote = _promote_remote if storage.is_remote(publish_uri) else _promote_local
     promoted, reason = promote(publish_uri, version, evaluated)
     return Published(version, promoted, reason)
+
+
+def _registry_provenance(evaluated: Evaluated, history: list, dataset: dict,
+                         validation: "dict[str, str | Path] | None") -> dict:
+    """What a Model Registry version records beside its metrics (its description): the data it was trained and
+    tested on, and where the validate step's files are.
+
+    A registry version holds no files of ours, so ``validation`` is recorded by URI, and only where another
+    machine can read it (``gs://``, ``s3://``: the pipeline passes the validate step's artifact URIs); a local
+    path is left out. The next run's validate step reads them as its baseline (``champion_baseline``), and
+    a champion's ``test_set_sha256`` lets a champion promoted meanwhile be compared (``_beats``).
+    """
+    from artifacts import storage
+
+    return {
+        "metrics": {"epochs": len(history), "test_set_sha256": evaluated.test_set},
+        "compared_with": evaluated.champion_version,
+        "dataset": {"name": dataset["name"], "version": dataset["version"], "image_shape": dataset["image_shape"],
+                    "class_names": dataset["class_names"], "train_set_sha256": test_set_sha256(dataset["shards"]["train"]),
+                    "test_set_sha256": evaluated.test_set},
+        "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
+        "validation": {name: str(uri) for name, uri in (validation or {}).items() if storage.is_remote(str(uri))},
+    }
 
 
 def _test_set(dataset: dict, scored_on: "str | None") -> str:
@@ -319,15 +344,20 @@ def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attemp
 def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
     """``(statistics URI, schema URI)`` stored beside the champion at ``publish_uri``; None for each absent.
 
-    Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a
-    Model Registry target keeps no such files, and an empty location or no champion has none.
+    Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a Model
+    Registry champion records their URIs in its description (``_registry_provenance``: the validate step's
+    artifacts of the run that published it), each None once gone; an empty location or no champion has none.
     """
     from artifacts import storage
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
     from platforms.vertex import model_registry
 
-    if not publish_uri or model_registry.is_registry(publish_uri):
+    if not publish_uri:
         return None, None
+    if model_registry.is_registry(publish_uri):
+        recorded = (model_registry.read_champion(publish_uri) or {}).get("validation") or {}
+        found = [recorded.get(name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
+        return tuple(uri if uri and storage.exists(uri) else None for uri in found)  # type: ignore[return-value]
     champion = read_champion(publish_uri)
     if champion is None:
         return None, None

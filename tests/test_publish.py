@@ -318,7 +318,46 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
     version = uploads[1]["model"]
     assert version["artifactUri"] == f"{model_uri}/saved_model/1"
     assert version["containerSpec"]["imageUri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.")
-    assert json.loads(version["versionDescription"])["metrics"] == {"test_accuracy": 0.95, "test_loss": 0.05}
+    record = json.loads(version["versionDescription"])
+    assert record["metrics"] == {"test_accuracy": 0.95, "test_loss": 0.05, "epochs": 1,
+                                 "test_set_sha256": record["dataset"]["test_set_sha256"]}
+    assert record["compared_with"] == "1" and record["validation"] == {}  # none given: nothing recorded
+    assert {"train_set_sha256", "class_names", "image_shape", "version"} <= record["dataset"].keys()
+
+
+def test_a_model_registry_champion_records_its_data_for_the_next_run(model, small_dataset, gcs_emulator, monkeypatch,
+                                                                      tmp_path):
+    """A registry version records its test and training data and the URIs of validate's files: the next run's
+    validation reads them as its baseline, and a champion promoted meanwhile is compared on the same test split."""
+    from components.validate import validate_dataset
+    from jobs.publishing import champion_baseline
+    from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
+    from vertex_api_stand_in import VertexModelRegistryStandIn
+
+    gcs_emulator.create_bucket("registry-data")
+    model_uri = "gs://registry-data/run-1/train/model"
+    storage.upload_tree(model, model_uri)
+    first = validate_dataset(small_dataset, tmp_path / "statistics.pb", tmp_path / "anomalies.pbtxt", tmp_path / "schema.pbtxt")
+    uris = {STATISTICS_FILE: "gs://registry-data/run-1/validate/statistics",
+            SCHEMA_FILE: "gs://registry-data/run-1/validate/output_schema"}
+    for name, local in ((STATISTICS_FILE, "statistics.pb"), (SCHEMA_FILE, "schema.pbtxt")):
+        storage.write_bytes(uris[name], (tmp_path / local).read_bytes())
+    with VertexModelRegistryStandIn() as vertex:
+        monkeypatch.setenv("JAX_MLP_VERTEX_ENDPOINT", vertex.url)
+        assert champion_baseline(REGISTRY) == (None, None)  # no champion yet
+        published = publish_model(model, REGISTRY, 0.90, 0.10, model_uri=model_uri, validation=uris)
+        assert published.promoted and read_champion(REGISTRY)["validation"] == uris
+        assert champion_baseline(REGISTRY) == (uris[STATISTICS_FILE], uris[SCHEMA_FILE])
+        second = validate_dataset(small_dataset, tmp_path / "s2.pb", tmp_path / "a2.pbtxt", publish_uri=REGISTRY)
+        # evaluate compared the next model with no champion; version 1 took the alias since, on the same test
+        # split: its numbers are compared (before, a registry champion had no test split recorded: never promoted)
+        storage.delete(uris[SCHEMA_FILE])  # the run's pipeline root, cleaned up since
+        gone = champion_baseline(REGISTRY)
+        raced = publish_model(model, REGISTRY, 0.95, 0.05, model_uri=model_uri, champion_version="")
+    assert first["baseline_source"] is None and second["baseline_source"] == uris[STATISTICS_FILE]
+    assert second["schema_source"] == f"from {uris[SCHEMA_FILE]}" and second["anomalies"] == []
+    assert raced.promoted and "0.9000" in raced.reason, raced.reason
+    assert gone == (uris[STATISTICS_FILE], None)  # a deleted file is no baseline
 
 
 def test_model_registry_refusals_are_one_line(model, gcs_emulator, monkeypatch):

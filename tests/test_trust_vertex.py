@@ -616,8 +616,8 @@ def _without_credentials(args, cwd, unset: bool) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("unset", [False, True], ids=["key-file-missing", "nothing-set"])
-@pytest.mark.parametrize("command", ["publish-registry", "publish-gcs", "evaluate", "train", "kserve", "track",
-                                     "submit-vertex"])
+@pytest.mark.parametrize("command", ["publish-registry", "publish-gcs", "evaluate", "validate-registry", "train", "kserve",
+                                     "track", "submit-vertex"])
 def test_missing_google_credentials_are_one_line_saying_how_to_provide_them(command, unset, trained, small_dataset,
                                                                             tmp_path):
     model, dataset = str(trained / "model"), str(small_dataset)
@@ -628,6 +628,9 @@ def test_missing_google_credentials_are_one_line_saying_how_to_provide_them(comm
                         "--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1"],
         "evaluate": ["-m", "components.evaluate", "--model", model, "--dataset", dataset, "--publish-uri",
                      "gs://my-bucket/mnist"],
+        # validate reads the registry champion's baseline (the URIs its version recorded)
+        "validate-registry": ["-m", "components.validate", "--dataset", dataset, "--statistics", str(tmp_path / "s.pb"),
+                              "--anomalies", str(tmp_path / "a.pbtxt"), "--publish-uri", REGISTRY_NAME],
         "train": ["-m", "components.train", "--dataset", dataset, "--model", str(tmp_path / "m"), "--epochs", "1",
                   "--checkpoint-dir", "gs://my-bucket/checkpoints"],
         "kserve": ["-m", "commands.kserve", "--name", "mnist-mlp", "--publish-uri", "gs://my-bucket/mnist"],

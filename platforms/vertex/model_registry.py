@@ -8,7 +8,9 @@ champion is the version holding the alias ``champion``: evaluate blesses against
 it, and publish moves the alias to the new version only when that version still
 beats the champion read just before (Vertex AI keeps an alias on one version of
 a model at a time, so adding it moves it). Each version carries its metrics and
-provenance as JSON in its description, and the ``managed-by`` label.
+provenance as JSON in its description (the test split's and the training data's fingerprints, and
+the URIs of the validate step's statistics and schema, the next runs' baseline), and the
+``managed-by`` label.
 
 Through the ``google-cloud-aiplatform`` GAPIC client (``ModelServiceClient``, REST
 transport): ``UploadModel`` (a long-running operation), ``GetModel`` with
@@ -83,10 +85,12 @@ def read_champion(publish_uri: str) -> "dict | None":
 
 
 def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, test_loss, image: str, run_id: str,
-            tolerance: float, beats) -> "tuple[str, bool, str]":
+            tolerance: float, beats, provenance: "dict | None" = None) -> "tuple[str, bool, str]":
     """Upload ``model_dir`` (in Cloud Storage at ``model_uri``) as a new version; move ``champion`` if it still wins.
 
     Returns ``(version id or "", promoted, reason)``; ``beats(test_accuracy, champion)`` is the blessing rule.
+    ``provenance``: more of the version's record (its data, validation files: ``jobs.publishing``); its
+    ``metrics`` join the test numbers.
     """
     from google.api_core import exceptions
 
@@ -107,8 +111,10 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
         exists = True
     except exceptions.NotFound:
         exists = False
-    record = {"metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss}, "content_sha256": content_hash(model_dir),
-              "image": image, "pipeline_run_id": run_id, "model_uri": str(model_uri)}
+    given = dict(provenance or {})
+    record = {**given, "metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss, **given.get("metrics", {})},
+              "content_sha256": content_hash(model_dir), "image": image, "pipeline_run_id": run_id,
+              "model_uri": str(model_uri)}
     version = {
         "display_name": model_id,
         "artifact_uri": f"{str(model_uri).rstrip('/')}/{SAVED_MODEL_DIR}/{SERVING_VERSION}",
