@@ -275,8 +275,10 @@ def _registry_provenance(evaluated: Evaluated, history: list, dataset: dict,
     return {
         "metrics": {"epochs": len(history), "test_set_sha256": evaluated.test_set},
         "compared_with": evaluated.champion_version,
+        # One fingerprint per split, no list per shard or class: the description's size limit is not documented
+        # (unverified), so the record stays small whatever the data (the class names are in the model's files).
         "dataset": {"name": dataset["name"], "version": dataset["version"], "image_shape": dataset["image_shape"],
-                    "class_names": dataset["class_names"], "train_set_sha256": test_set_sha256(dataset["shards"]["train"]),
+                    "num_classes": dataset["num_classes"], "train_set_sha256": test_set_sha256(dataset["shards"]["train"]),
                     "test_set_sha256": evaluated.test_set},
         "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
         "validation": {name: str(uri) for name, uri in (validation or {}).items() if storage.is_remote(str(uri))},

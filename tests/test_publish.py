@@ -322,7 +322,8 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
     assert record["metrics"] == {"test_accuracy": 0.95, "test_loss": 0.05, "epochs": 1,
                                  "test_set_sha256": record["dataset"]["test_set_sha256"]}
     assert record["compared_with"] == "1" and record["validation"] == {}  # none given: nothing recorded
-    assert {"train_set_sha256", "class_names", "image_shape", "version"} <= record["dataset"].keys()
+    assert {"train_set_sha256", "num_classes", "image_shape", "version"} <= record["dataset"].keys()
+    assert len(version["versionDescription"]) < 1500
 
 
 def test_a_model_registry_champion_records_its_data_for_the_next_run(model, small_dataset, gcs_emulator, monkeypatch,
