@@ -44,9 +44,12 @@ It mirrors these files of kubeflow/pipelines **2.17.0** (commit
   properties unless present) and ``metadata/converter.go`` (``toMLMDArtifact``,
   ``StructValueToMLMDValue``, ``toRuntimeArtifact``, which ``driver/resolve.go`` uses for
   the next task's input): an artifact's metadata reaches a later step only through
-  MLMD, so a number comes back as a float, a bool as 0 or 1, a list as
-  ``{"list": [...]}``, a dict as ``{"struct": {...}}``, a ``None`` fails the step's
-  upload, and the two custom properties come along (``mlmd_round_trip`` below).
+  MLMD, so a bool comes back as 0 or 1, a number as a double (which ``protojson``
+  writes as an int when integral: ``1.0`` comes back as ``1``), a list as
+  ``{"list": [...]}``, a dict as ``{"struct": {...}}``, a ``None`` fails the step
+  (after its upload), a ``NaN`` in the executor output fails it too, and the two
+  custom properties come along (``mlmd_round_trip`` below). The input's name is the
+  MLMD id and its type an empty ``instanceSchema``.
 
 The kfp SDK maps the URIs under ``/gcs/``, ``/minio/``, ``/s3/``
 (``kfp/dsl/types/artifact_types.py``); here those mount points are folders inside
@@ -68,6 +71,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +125,6 @@ class LauncherStandIn:
         self.scratch_dirs: list[Path] = []  # every attempt's scratch folder, to show they are gone
         self.executions: dict[str, tuple[int, str]] = {}  # task -> (DAG execution id, output URI salt), once per run
         self.environments: list[dict] = []  # every attempt's environment, as the step saw it
-        self.recorded: dict[str, dict] = {}  # artifact URI -> its metadata as MLMD holds it (what a later input gets)
 
     def _execution(self, task: str) -> tuple[int, str]:
         """What the driver decides once per task (the executor's retries reuse it): an id and the URI salt."""
@@ -229,9 +232,12 @@ class LauncherStandIn:
                     ref = source["taskOutputArtifact"]
                     uri = upstream[ref["producerTask"]].artifacts[ref["outputArtifactKey"]]
                 _download(uri, _local(mount, uri))
-                schema = component["inputDefinitions"]["artifacts"][name]["artifactType"]
-                inputs[name] = {"artifacts": [{"name": name, "uri": uri, "metadata": self.recorded.get(uri, {}),
-                                               "type": {"schemaTitle": schema["schemaTitle"]}}]}
+                # driver/resolve.go: the MLMD artifact as OutputArtifact.ToRuntimeArtifact gives it (metadata/
+                # client.go): its id as the name, its metadata, and an empty instanceSchema (the schema is not read
+                # back: "TODO(Bobgy)"), so kfp's executor takes the class from the parameter's annotation.
+                artifact_id, recorded = _recorded(uri, upstream)
+                inputs[name] = {"artifacts": [{"name": artifact_id, "uri": uri, "metadata": recorded,
+                                               "type": {"instanceSchema": ""}}]}
             prefix = self.task_root(task)
             outputs = {}
             for name, definition in component.get("outputDefinitions", {}).get("artifacts", {}).items():
@@ -251,20 +257,22 @@ class LauncherStandIn:
             log = self._execute([*container["command"], *args], scratch, task, kill_when, timeout, mount, env)
             executor_output = {}
             output_file = scratch / "outputs" / "executor_output.json"
-            if output_file.exists():
-                executor_output = json.loads(output_file.read_text())
+            if output_file.exists():  # launcher_v2.go getExecutorOutputFile: protojson, which has no NaN literal
+                try:
+                    executor_output = json.loads(output_file.read_text(), parse_constant=_no_constant)
+                except ValueError as error:
+                    raise StepFailed(task, 1, f"{log}failed to parse executor output file: {error}")
             artifacts, uploaded, metadata = {}, [], {}
-            for name in outputs:
+            for name in outputs:  # uploadOutputArtifacts: per artifact, upload, then RecordArtifact
                 uri = storage.join(prefix, name)
+                uploaded += [f"{name}/{n}" if n else name for n in _upload(_local(mount, uri), uri)]
+                artifacts[name] = uri
                 written = executor_output.get("artifacts", {}).get(name, {}).get("artifacts") or [{}]
-                try:  # launcher_v2.go: mergeRuntimeArtifacts(executor output's first artifact, the output artifact)
+                try:  # mergeRuntimeArtifacts(executor output's first artifact, the output artifact)
                     metadata[name] = mlmd_round_trip({**outputs[name]["artifacts"][0]["metadata"],
                                                       **(written[0].get("metadata") or {})}, name, self.pipeline_root)
                 except ValueError as error:  # RecordArtifact fails: uploadOutputArtifacts returns the error
                     raise StepFailed(task, 1, f"{log}unable to produce MLMD artifact for output {name!r}: {error}")
-                uploaded += [f"{name}/{n}" if n else name for n in _upload(_local(mount, uri), uri)]
-                artifacts[name] = uri
-                self.recorded[uri] = metadata[name]
             return TaskResult(artifacts, executor_output.get("parameterValues", {}), log, uploaded, metadata)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # the pod, and its emptyDir, are gone
@@ -308,9 +316,37 @@ def _to_mlmd_value(value):
     raise ValueError(f"unknown/unsupported value type {type(value).__name__}")  # "TODO: support null"
 
 
+def _as_protojson_gives_it(value):
+    """A JSON value as the step reads it: the launcher writes the executor input with ``protojson.Marshal``
+    (``launcher_v2.go``), which writes an integral double below 1e21 without a fraction (``10``, not ``10.0``),
+    so kfp's ``json.loads`` gives an int; lists and structs alike, all the way down."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        number = float(value)
+        return int(number) if number.is_integer() and abs(number) < 1e21 else number
+    if isinstance(value, list):
+        return [_as_protojson_gives_it(v) for v in value]
+    return {k: _as_protojson_gives_it(v) for k, v in value.items()}
+
+
 def _from_mlmd_value(kind: str, value):
-    """``toRuntimeArtifact``'s ``propertiesToMetadata``: an MLMD value back as the metadata's JSON value."""
-    return float(value) if kind in ("double", "int") else value
+    """``toRuntimeArtifact``'s ``propertiesToMetadata``: an MLMD value back as the step reads it (an int value
+    becomes a double, then as ``_as_protojson_gives_it`` writes it)."""
+    return _as_protojson_gives_it(float(value) if kind in ("double", "int") else value)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON (protojson.Unmarshal refuses it)")
+
+
+def _recorded(uri: str, upstream: dict) -> tuple[str, dict]:
+    """The MLMD artifact at ``uri`` among the upstream tasks' outputs: its id and its metadata."""
+    for result in upstream.values():
+        for name, produced in result.artifacts.items():
+            if produced == uri:
+                return str(zlib.crc32(uri.encode())), result.metadata.get(name, {})  # an id, as MLMD's
+    raise KeyError(f"{uri}: no upstream task produced it")
 
 
 def mlmd_round_trip(metadata: dict, output_name: str, pipeline_root: str) -> dict:
@@ -321,10 +357,11 @@ def mlmd_round_trip(metadata: dict, output_name: str, pipeline_root: str) -> dic
     """
     custom = {key: _to_mlmd_value(value) for key, value in metadata.items() if key != "_kfp_workspace"}
     custom.setdefault("display_name", ("string", output_name))
-    # json.Marshal(bucketConfig.SessionInfo) (objectstore/config.go): the provider and its parameters; the
-    # exact fields do not matter to a step, only that a string is there.
+    # json.Marshal(bucketConfig.SessionInfo) (objectstore/config.go: Provider, Params): compact JSON; the Params
+    # are the launcher's store configuration (endpoint, region, secret names), left empty here.
     provider = pipeline_root.split("://", 1)[0]
-    custom.setdefault("store_session_info", ("string", json.dumps({"Provider": provider, "Params": {}})))
+    custom.setdefault("store_session_info", ("string", json.dumps({"Provider": provider, "Params": {}},
+                                                                  separators=(",", ":"))))
     return {key: _from_mlmd_value(kind, value) for key, (kind, value) in custom.items()}
 
 

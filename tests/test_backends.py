@@ -254,9 +254,11 @@ def test_artifact_metadata_comes_back_from_mlmd_as_the_backend_converts_it():
     validate(dict(back), TEST_METRICS, "the evaluate step's metrics")  # what components.track checks
     tested = metrics_from_artifact(back, "the evaluate step's metrics")  # what components.publish reads
     assert (tested.test_accuracy, tested.test_loss, tested.num_classes) == (0.9, 0.25, 10)
-    assert mlmd_round_trip({"n": 10, "ok": True, "spans": [1, 2], "_kfp_workspace": True}, "d", "gs://b") == {
-        "n": 10.0, "ok": 1.0, "spans": {"list": [1, 2]}, "display_name": "d",
-        "store_session_info": '{"Provider": "gs", "Params": {}}'}
+    back = mlmd_round_trip({"n": 10.0, "x": 0.5, "ok": True, "spans": [1.0, 2], "_kfp_workspace": True}, "d", "gs://b")
+    assert back == {"n": 10, "x": 0.5, "ok": 1, "spans": {"list": [1, 2]}, "display_name": "d",
+                    "store_session_info": '{"Provider":"gs","Params":{}}'}
+    # as protojson writes them and json.loads reads them: an integral double is an int, a bool is gone
+    assert [type(back[k]) for k in ("n", "x", "ok")] == [int, float, int] and type(back["spans"]["list"][0]) is int
     with pytest.raises(ValueError, match="unsupported value type"):
         mlmd_round_trip({"champion": None}, "metrics", "gs://b")  # the launcher fails the step's upload
 
