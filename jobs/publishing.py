@@ -350,15 +350,21 @@ def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
     Registry champion records their URIs in its description (``_registry_provenance``: the validate step's
     artifacts of the run that published it), each None once gone; an empty location or no champion has none.
     """
-    from artifacts import storage
+    from artifacts import locations, storage
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
     from platforms.vertex import model_registry
 
     if not publish_uri:
         return None, None
     if model_registry.is_registry(publish_uri):
-        recorded = (model_registry.read_champion(publish_uri) or {}).get("validation") or {}
+        champion = model_registry.read_champion(publish_uri) or {}
+        recorded = champion.get("validation") or {}
         found = [recorded.get(name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
+        for uri in filter(None, found):  # a record names object-store URIs only; anything else is not ours to read
+            if not isinstance(uri, str) or not storage.is_remote(uri):
+                raise ChampionError(f"{publish_uri}@{model_registry.CHAMPION} (version {champion['version']}) records "
+                                    f"a validation file that is not in an object store: {str(uri)[:200]!r}")
+            locations.check_location(uri, f"the champion's {STATISTICS_FILE if uri == found[0] else SCHEMA_FILE}")
         return tuple(uri if uri and storage.exists(uri) else None for uri in found)  # type: ignore[return-value]
     champion = read_champion(publish_uri)
     if champion is None:

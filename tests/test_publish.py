@@ -332,6 +332,7 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
     validation reads them as its baseline, and a champion promoted meanwhile is compared on the same test split."""
     from components.validate import validate_dataset
     from jobs.publishing import champion_baseline
+    from mlp_core.blessing import ChampionError
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
     from vertex_api_stand_in import VertexModelRegistryStandIn
 
@@ -355,6 +356,14 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
         storage.delete(uris[SCHEMA_FILE])  # the run's pipeline root, cleaned up since
         gone = champion_baseline(REGISTRY)
         raced = publish_model(model, REGISTRY, 0.95, 0.05, model_uri=model_uri, champion_version="")
+        # a record naming a local file is not ours: one line, nothing read
+        version = publish_model(model, REGISTRY, 0.99, 0.01, model_uri=model_uri, champion_version="2",
+                                validation={STATISTICS_FILE: uris[STATISTICS_FILE]})
+        stored = vertex.models[REGISTRY][int(version.version) - 1]  # as someone else might have written it
+        stored["versionDescription"] = json.dumps({**json.loads(stored["versionDescription"]),
+                                                   "validation": {STATISTICS_FILE: "/etc/passwd"}})
+        with pytest.raises(ChampionError, match="not in an object store: '/etc/passwd'"):
+            champion_baseline(REGISTRY)
     assert first["baseline_source"] is None and second["baseline_source"] == uris[STATISTICS_FILE]
     assert second["schema_source"] == f"from {uris[SCHEMA_FILE]}" and second["anomalies"] == []
     assert raced.promoted and "0.9000" in raced.reason, raced.reason
