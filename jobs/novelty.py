@@ -11,13 +11,16 @@ nothing arrived, and trains as soon as something did.
 
 The champion's record is its publish manifest (``jobs.publishing``): ``config``
 and ``dataset.shards_sha256`` are written there at publish time. A Model Registry
-champion carries no such record, so a run publishing there always trains.
+champion's record is its version's description: ``config`` and one fingerprint per
+split (``dataset.splits_sha256``, ``mlp_core.blessing.test_set_sha256`` of the split's
+shard hashes), compared the same way.
 
 A model that was trained and then *lost* to the champion (not blessed) would be
 trained again by every later run on the same data, and lose again. So evaluate
 leaves a small record of it at the publish location
 (``<publish_uri>/candidates/<key>.json``, ``record_candidate``), and the same
-data and settings against the same champion are nothing new either.
+data and settings against the same champion are nothing new either. A Model
+Registry has no place for such a record: there, a loser is trained again.
 """
 
 from __future__ import annotations
@@ -34,13 +37,18 @@ def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dic
     """Is (``identity``, ``config``) different from what ``champion`` (a publish manifest, or None) was trained on?"""
     if champion is None:
         return Novelty(True, "no champion yet")
+    from mlp_core.blessing import test_set_sha256
+
     version = champion.get("version", "?")
-    trained_on = (champion.get("dataset") or {}).get("shards_sha256")
+    recorded = champion.get("dataset") or {}
+    trained_on, ours = recorded.get("shards_sha256"), identity["shards"]
+    if not isinstance(trained_on, dict) and isinstance(recorded.get("splits_sha256"), dict):
+        # a Model Registry record: one fingerprint per split
+        trained_on, ours = recorded["splits_sha256"], {split: test_set_sha256(shards) for split, shards in ours.items()}
     if not isinstance(trained_on, dict) or "config" not in champion:
         return Novelty(True, f"champion {version} has no record of its training data")
-    if trained_on != identity["shards"]:
-        changed = sorted(split for split in {*trained_on, *identity["shards"]}
-                         if trained_on.get(split) != identity["shards"].get(split))
+    if trained_on != ours:
+        changed = sorted(split for split in {*trained_on, *ours} if trained_on.get(split) != ours.get(split))
         return Novelty(True, f"new data since champion {version} (split {', '.join(changed)} changed)")
     if champion["config"] != config:
         keys = sorted(k for k in {*champion["config"], *config} if champion["config"].get(k) != config.get(k))
@@ -101,11 +109,9 @@ def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool
         return Novelty(True, "forced: training whatever the champion was trained on")
     if not publish_uri:
         return Novelty(True, "no publish location, so no champion to compare with")
-    if is_resource_name(publish_uri):
-        return Novelty(True, "a Model Registry champion carries no record of its training data")
     identity, champion = dataset_identity(metadata), read_champion(publish_uri)
     decision = compare(identity, config, champion)
-    if decision.new and champion is not None:
+    if decision.new and champion is not None and not is_resource_name(publish_uri):  # a registry keeps no candidates
         lost = _lost_before(publish_uri, identity["shards"], config, champion["version"])
         if lost is not None:
             return Novelty(False, f"no new data since champion {champion['version']}: a model of this data and these "

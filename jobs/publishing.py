@@ -220,7 +220,7 @@ def publish_model(
         version, promoted, reason = model_registry.publish(
             model, model_uri or str(model), publish_uri, test_accuracy, test_loss, image, run_id, tolerance,
             lambda accuracy, champion: _beats(evaluated._replace(test_accuracy=accuracy), champion),
-            provenance=_registry_provenance(evaluated, history, dataset, validation))
+            provenance=_registry_provenance(evaluated, config, history, dataset, validation))
         return Published(version, promoted, reason)
     check_apart({"--model": model}, {"--publish-uri": publish_uri})
     _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
@@ -260,15 +260,16 @@ def publish_model(
     return Published(version, promoted, reason)
 
 
-def _registry_provenance(evaluated: Evaluated, history: list, dataset: dict,
+def _registry_provenance(evaluated: Evaluated, config, history: list, dataset: dict,
                          validation: "dict[str, str | Path] | None") -> dict:
     """What a Model Registry version records beside its metrics (its description): the data it was trained and
-    tested on, and where the validate step's files are.
+    tested on (one fingerprint per split), its training settings, and where the validate step's files are.
 
     A registry version holds no files of ours, so ``validation`` is recorded by URI, and only where another
     machine can read it (``gs://``, ``s3://``: the pipeline passes the validate step's artifact URIs); a local
     path is left out. The next run's validate step reads them as its baseline (``champion_baseline``), and
-    a champion's ``test_set_sha256`` lets a champion promoted meanwhile be compared (``_beats``).
+    a champion's ``test_set_sha256`` lets a champion promoted meanwhile be compared (``_beats``), and the splits'
+    fingerprints with ``config`` tell a scheduled run whether anything is new (``jobs.novelty``).
     """
     from artifacts import storage
 
@@ -278,8 +279,9 @@ def _registry_provenance(evaluated: Evaluated, history: list, dataset: dict,
         # One fingerprint per split, no list per shard or class: the description's size limit is not documented
         # (unverified), so the record stays small whatever the data (the class names are in the model's files).
         "dataset": {"name": dataset["name"], "version": dataset["version"], "image_shape": dataset["image_shape"],
-                    "num_classes": dataset["num_classes"], "train_set_sha256": test_set_sha256(dataset["shards"]["train"]),
-                    "test_set_sha256": evaluated.test_set},
+                    "num_classes": dataset["num_classes"],
+                    "splits_sha256": {split: test_set_sha256(shards) for split, shards in dataset["shards"].items()}},
+        "config": config.to_dict(),
         "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
         "validation": {name: str(uri) for name, uri in (validation or {}).items() if storage.is_remote(str(uri))},
     }

@@ -48,3 +48,31 @@ def test_no_champion_and_bad_locations(small_dataset, tmp_path):
     assert "no champion yet" in _new_data(small_dataset, tmp_path / "nothing").stdout
     bad = _new_data(small_dataset, "gs://")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --publish-uri: 'gs://' names no bucket (gs://BUCKET/PATH)"]
+
+
+def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(small_dataset, champion, gcs_emulator,
+                                                                               tmp_path):
+    """A registry version records one fingerprint per split and its settings: a schedule publishing to the
+    registry stops after ingest when nothing arrived (before, it always trained)."""
+    from artifacts import storage
+    from jobs.publishing import publish_model
+    from vertex_api_stand_in import VertexModelRegistryStandIn
+
+    registry = "projects/my-project/locations/us-central1/models/mnist-mlp"
+    model = champion.parent / "model"
+    gcs_emulator.create_bucket("registry-novelty")
+    storage.upload_tree(model, "gs://registry-novelty/run-1/train/model")
+    with VertexModelRegistryStandIn() as vertex:
+        import os
+        from unittest import mock
+
+        env = {"JAX_MLP_VERTEX_ENDPOINT": vertex.url}
+        with mock.patch.dict(os.environ, env):
+            assert publish_model(model, registry, 0.5, 0.1, model_uri="gs://registry-novelty/run-1/train/model").promoted
+        same = run_cli("-m", "components.new_data", "--dataset", str(small_dataset), "--publish-uri", registry,
+                       "--epochs", "1", env=env, check=False)
+        other = run_cli("-m", "components.new_data", "--dataset", str(small_dataset), "--publish-uri", registry,
+                        "--epochs", "2", env=env, check=False)
+    assert same.returncode == 3, same.stderr[-2000:]
+    assert same.stdout.strip() == "no new data since champion 1: the same data and settings trained it"
+    assert other.returncode == 0 and "training settings differ from champion 1's (num_epochs)" in other.stdout

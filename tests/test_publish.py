@@ -320,9 +320,11 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
     assert version["containerSpec"]["imageUri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.")
     record = json.loads(version["versionDescription"])
     assert record["metrics"] == {"test_accuracy": 0.95, "test_loss": 0.05, "epochs": 1,
-                                 "test_set_sha256": record["dataset"]["test_set_sha256"]}
+                                 "test_set_sha256": record["dataset"]["splits_sha256"]["test"]}
     assert record["compared_with"] == "1" and record["validation"] == {}  # none given: nothing recorded
-    assert {"train_set_sha256", "num_classes", "image_shape", "version"} <= record["dataset"].keys()
+    assert {"splits_sha256", "num_classes", "image_shape", "version"} <= record["dataset"].keys()
+    assert record["dataset"]["splits_sha256"]["test"] == record["metrics"]["test_set_sha256"]
+    assert record["config"]["num_epochs"] == 1 and record["config"]["layer_sizes"][0] == 784
     assert len(version["versionDescription"]) < 1500
 
 
