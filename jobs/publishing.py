@@ -361,13 +361,18 @@ def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
     if model_registry.is_registry(publish_uri):
         champion = model_registry.read_champion(publish_uri) or {}
         recorded = champion.get("validation") or {}
-        found = [recorded.get(name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
-        for uri in filter(None, found):  # a record names object-store URIs only; anything else is not ours to read
+        found = []
+        for name in (STATISTICS_FILE, SCHEMA_FILE):  # a record names object-store URIs only; nothing else is read
+            uri = recorded.get(name)
+            if not uri:
+                found.append(None)
+                continue
             if not isinstance(uri, str) or not storage.is_remote(uri):
                 raise ChampionError(f"{publish_uri}@{model_registry.CHAMPION} (version {champion['version']}) records "
                                     f"a validation file that is not in an object store: {str(uri)[:200]!r}")
-            locations.check_location(uri, f"the champion's {STATISTICS_FILE if uri == found[0] else SCHEMA_FILE}")
-        return tuple(uri if uri and storage.exists(uri) else None for uri in found)  # type: ignore[return-value]
+            locations.check_location(uri, f"the champion's {name}")
+            found.append(uri if storage.exists(uri) else None)  # gone once its pipeline root was cleaned up
+        return tuple(found)  # type: ignore[return-value]
     champion = read_champion(publish_uri)
     if champion is None:
         return None, None

@@ -57,8 +57,8 @@ the attempt's scratch: a ``sitecustomize`` on the step's ``PYTHONPATH``
 (``kfp_stand_in_site/``) points the prefixes there, as kfp's own executor tests do.
 The object store is gcp-storage-emulator (``gs://``) or an S3 server
 (``s3://``, ``minio://``), through ``artifacts.storage``. Not modelled: Argo, MLMD's
-queries and lineage (only its round trip of an artifact's metadata), the cache, conditions between tasks (a test runs tasks in order and passes their
-outputs on).
+queries and lineage (only its round trip of an artifact's metadata), the cache,
+conditions between tasks (a test runs tasks in order and passes their outputs on).
 """
 
 from __future__ import annotations
@@ -394,11 +394,10 @@ def _download(uri: str, local: Path) -> None:
     nothing when there is none (``objectstore/object_store.go`` ``DownloadBlob`` lists the prefix and copies what
     it finds: a Metrics artifact, which is all metadata, has no object and is no error)."""
     names = storage.list_names(uri)
-    if not names and not storage.exists(uri):
-        return
     if not names:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(storage.read_bytes(uri))
+        if storage.exists(uri):
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(storage.read_bytes(uri))
         return
     for name in names:
         target = local / name

@@ -229,7 +229,8 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
     assert evaluate.parameters["blessed"] is True and evaluate.parameters["test_accuracy"] > 0.5
 
     # publish reads evaluate's numbers from its Metrics artifact's metadata, which reaches it through MLMD
-    # (launcher_v2.go -> RecordArtifact -> toRuntimeArtifact): floats, and two custom properties of the launcher's.
+    # (launcher_v2.go -> RecordArtifact -> toRuntimeArtifact): numbers as protojson writes them, and two custom
+    # properties of the launcher's.
     metrics = evaluate.metadata["metrics"]
     assert metrics["display_name"] == "metrics" and metrics["test_accuracy"] == evaluate.parameters["test_accuracy"]
     upstream = {"ingest": ingest, "train": retry, "evaluate": evaluate, "validate": broken.run_task("validate", {"ingest": ingest})}

@@ -8,9 +8,9 @@ champion is the version holding the alias ``champion``: evaluate blesses against
 it, and publish moves the alias to the new version only when that version still
 beats the champion read just before (Vertex AI keeps an alias on one version of
 a model at a time, so adding it moves it). Each version carries its metrics and
-provenance as JSON in its description (the test split's and the training data's fingerprints, and
-the URIs of the validate step's statistics and schema, the next runs' baseline), and the
-``managed-by`` label.
+provenance as JSON in its description (a fingerprint of each split, the training settings, and
+the URIs of the validate step's statistics and schema, the next runs' baseline: ``jobs.publishing``),
+and the ``managed-by`` label.
 
 Through the ``google-cloud-aiplatform`` GAPIC client (``ModelServiceClient``, REST
 transport): ``UploadModel`` (a long-running operation), ``GetModel`` with
