@@ -10,17 +10,18 @@ IMAGE ?= jax-mlp-pipeline:0.1.0
 
 .PHONY: setup test test-fast compile run image bench bench-npz bench-ingest lock check-python
 
-# Into .venv, uv (when the machine has it: on PATH, or as a module of BASE_PYTHON) installs the same locked,
-# hash-checked set as pip, many times faster (a fresh .venv here: 13 s with uv, 189-326 s with pip); pip otherwise,
-# and always into another PYTHON. --compile-bytecode: the .pyc files pip writes at install time and uv by default
-# does not; without them, where PYTHONDONTWRITEBYTECODE is set (as on this project's machines and in many images),
-# every process compiles TensorFlow again: `import tensorflow` 8.5 s instead of 3.2 s, the quick tier 1348 s
-# instead of 725 s. It costs about 15 s once.
-SETUP_UV ?= $(shell command -v uv 2>/dev/null || ($(BASE_PYTHON) -m uv --version >/dev/null 2>&1 && echo "$(BASE_PYTHON) -m uv"))
+# uv, hash-pinned in requirements/bootstrap.txt, goes in first with whatever pip the interpreter has (a stock
+# Python 3.11's bundled pip 23.2 cannot install dev.txt itself: it refuses a pinned package's extras in hash mode);
+# uv then installs the same locked, hash-checked set many times faster (a fresh .venv here: 29 s, cold cache).
+# --compile-bytecode: without .pyc files, where PYTHONDONTWRITEBYTECODE is set, every process compiles TensorFlow
+# again (`import tensorflow` 8.5 s instead of 3.2 s).
+# --python gets a path: uv takes a bare name (CI's PYTHON=python3) only for a virtualenv.
+UV_PIP = $(PYTHON) -m uv pip install --python "$$(command -v $(PYTHON))"
 
-setup: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)  ## the locked dependencies (requirements/dev.txt, hashes checked), the project, and MNIST for tfds
-	$(if $(and $(SETUP_UV),$(filter $(VENV)/bin/python,$(PYTHON))),$(SETUP_UV) pip install --require-hashes --compile-bytecode -r requirements/dev.txt --python $(PYTHON),$(PYTHON) -m pip install --require-hashes -r requirements/dev.txt)
-	$(PYTHON) -m pip install --no-deps -e .
+setup: $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)  ## uv (requirements/bootstrap.txt), the locked dependencies (requirements/dev.txt), the project, and MNIST for tfds
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/bootstrap.txt
+	$(UV_PIP) --require-hashes --compile-bytecode -r requirements/dev.txt
+	$(UV_PIP) --no-deps -e .
 	$(PYTHON) -m components.ingest seed-tfds-cache
 
 $(VENV)/bin/python:
@@ -72,7 +73,8 @@ bench-ingest: | check-python  ## image-folder ingest vs a plain tf.data decode l
 UV ?= $(PYTHON) -m uv
 LOCK = $(UV) pip compile pyproject.toml --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28
 
-lock:  ## regenerate requirements/{cpu,cuda,dev}.txt from pyproject.toml (needs uv: pip install uv)
+lock:  ## regenerate requirements/{cpu,cuda,dev,bootstrap}.txt from pyproject.toml (needs uv: pip install uv)
 	$(LOCK) -o requirements/cpu.txt
 	$(LOCK) --extra cuda -o requirements/cuda.txt
 	$(LOCK) --extra test --extra vertex --extra docker -o requirements/dev.txt
+	$(UV) pip compile requirements/bootstrap.in --quiet --generate-hashes --python-version 3.11 -o requirements/bootstrap.txt

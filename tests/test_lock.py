@@ -59,3 +59,11 @@ def test_the_cuda_lock_differs_from_the_cpu_lock_only_by_cuda_packages():
     cpu, cuda = locked_versions("cpu"), locked_versions("cuda")
     assert {k: v for k, v in cuda.items() if k in cpu} == cpu
     assert all(name.startswith(("nvidia-", "jax-cuda")) for name in set(cuda) - set(cpu))
+
+
+def test_the_bootstrap_lock_pins_the_uv_that_dev_locks_with_every_platforms_hashes():
+    # `make setup` installs requirements/bootstrap.txt with the interpreter's own pip, then dev.txt with that uv.
+    text = (ROOT / "requirements" / "bootstrap.txt").read_text()
+    assert set(_PIN.findall(text)) == {("uv", locked_versions("dev")["uv"])}
+    assert text.count("--hash=sha256:") >= 10  # one wheel per platform, not only this machine's
+    assert "uv pip compile requirements/bootstrap.in" in text

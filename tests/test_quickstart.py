@@ -41,6 +41,8 @@ def _as_run_here(set_up: str, upstream: Path) -> str:
 
 def _new_user_environment(tfds_data_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    # A stock machine has no uv: `make setup` must bring its own (requirements/bootstrap.txt).
+    env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep) if not (Path(d) / "uv").exists())
     # Run from `make test PYTHON=python3` (CI), make passes that to the clone's make twice: in MAKEFLAGS, and as an
     # environment variable (GNU make exports every variable set on its command line to its recipes), which
     # `PYTHON ?= .venv/bin/python` would then not override. A new user's shell has neither.
@@ -59,7 +61,7 @@ def test_a_new_user_has_none_of_the_make_variables_ci_passes(monkeypatch, tmp_pa
     env = _new_user_environment(tmp_path)
     assert not {"PYTHON", "MAKEFLAGS", "BASE_PYTHON", "VENV"} & env.keys()
     made = subprocess.run(["make", "-n", "setup"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert ".venv/bin/python -m pip install --no-deps -e ." in made.stdout
+    assert re.search(r"^\.venv/bin/python -m uv pip install .* --no-deps -e \.$", made.stdout, re.M), made.stdout
 
 
 def test_the_quick_start_is_set_up_activate_then_run():
@@ -87,7 +89,15 @@ def test_quick_start_as_printed_in_a_fresh_clone(tmp_path):
     clone = home / "jax-mlp-pipeline"
     venv_python = clone / ".venv" / "bin" / "python"
     assert f"python is {venv_python}\n" in result.stdout  # the activated .venv, not whichever python3 is first
-    assert "pipeline finished" in result.stdout + result.stderr and (clone / "runs").is_dir()
+    assert "pipeline finished" in result.stdout + result.stderr
+    # The venv kept the pip its interpreter bundles (a stock 3.11.7 brings 23.2.1): set-up needed no newer one.
+    bundled = subprocess.run([venv_python, "-c", "import ensurepip; print(ensurepip.version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    pip = subprocess.run([venv_python, "-m", "pip", "--version"], capture_output=True, text=True, check=True).stdout
+    assert pip.startswith(f"pip {bundled} "), (pip, bundled)
+    # `runs` with no flags lists the run the Quick start made (both use the default pipeline root).
+    listed = subprocess.run([venv_python, "pipeline.py", "runs"], cwd=clone, capture_output=True, text=True, check=True)
+    assert "finished" in listed.stdout, listed.stdout
     assert QUICK_TIER in (clone / "make-n-test-fast.txt").read_text().splitlines()
     plugins = subprocess.run([venv_python, "-m", "pytest", "-VV"], cwd=clone, capture_output=True, text=True, check=True)
     assert "pytest-xdist" in plugins.stdout + plugins.stderr  # what gives `make test-fast` its -n
