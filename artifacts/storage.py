@@ -31,6 +31,7 @@ works on Cloud Storage FUSE too; a folder rename does not).
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -200,25 +201,102 @@ def _s3_code(e: Exception) -> str:
 # ---- one interface
 
 
-def read_bytes(uri: str) -> bytes:
-    """The bytes at ``uri``; ``StorageError`` when missing."""
-    if not is_remote(uri):
-        try:
-            return Path(uri).read_bytes()
-        except FileNotFoundError:
-            raise StorageError(f"not found: {uri}") from None
+# The most this program reads of each kind of file (README, "Limits"); a bigger one is refused unread.
+MiB = 1 << 20
+RUN_JSON = 1 * MiB  # a local run's run.json
+RECORD = 1 * MiB  # LATEST, a publish or candidate record, a checkpoint's state, a completion marker
+METRICS = 16 * MiB  # metrics.json (history and confusion matrix), --test-metrics
+MANIFEST = 16 * MiB  # a manifest, an artifact's metadata.json or config.json
+SCHEMA = 16 * MiB  # validate's --schema
+STATISTICS = 256 * MiB  # validate's --baseline-statistics, a Dataset's statistics
+IMAGE = 64 * MiB  # one encoded image file
+PARAMS = 4096 * MiB  # a model's params.npz or a checkpoint's parameters
+FILE = 4096 * MiB  # any other file an artifact holds (a shard copied as it is)
+
+_KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _size_text(size: int) -> str:
+    return f"{size / MiB:g} MiB" if size >= MiB else f"{size} bytes"
+
+
+def _too_big(location, size: int, limit: int) -> StorageError:
+    return StorageError(f"{location} is {_size_text(size)}, more than the {_size_text(limit)} read for this kind of file")
+
+
+def check_regular(location: "str | Path") -> None:
+    """Refuse, by its name and without opening it, a local path that is not a regular file (links followed)."""
+    try:
+        mode = os.stat(location).st_mode
+    except FileNotFoundError:
+        raise StorageError(f"not found: {location}") from None
+    except OSError as e:  # a symlink loop, a name too long, no permission
+        raise StorageError(f"cannot read {location}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise StorageError(f"{location} is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a regular file")
+
+
+def _read_local(location: "str | Path", limit: int) -> bytes:
+    check_regular(location)
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the check cannot block the open; fstat then refuses it.
+        fd = os.open(location, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StorageError(f"not found: {location}") from None
+    except OSError as e:  # ENXIO: a socket swapped in
+        raise StorageError(f"cannot read {location}: {e.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"{location} is {_KINDS.get(stat.S_IFMT(info.st_mode), 'not a regular file')}, "
+                               "not a regular file")
+        if info.st_size > limit:
+            raise _too_big(location, info.st_size, limit)
+        chunks, total = [], 0
+        while total <= limit:  # the file may grow while it is read: never more than limit + 1 bytes
+            chunk = os.read(fd, min(limit + 1 - total, 16 * MiB))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise _too_big(location, total, limit)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_bytes(location: "str | Path", limit: int = FILE) -> bytes:
+    """The bytes of the file or object ``location``, refused (``StorageError``, one line) when it is not a regular
+    file or holds more than ``limit`` bytes; an object's size is taken from its metadata before its bytes."""
+    if not is_remote(location):
+        return _read_local(location, limit)
+    uri = str(location)
     if _parse(uri)[0] == "s3":
         s3, bucket, key = _s3(uri)
         try:
-            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            answer = s3.get_object(Bucket=bucket, Key=key)  # the size comes in the headers, before any body is read
+            if answer["ContentLength"] > limit:
+                answer["Body"].close()
+                raise _too_big(uri, answer["ContentLength"], limit)
+            data = answer["Body"].read(limit + 1)
         except _s3_errors() as e:
             raise _s3_error(e, uri) from None
-    from google.api_core import exceptions
+    else:
+        from google.api_core import exceptions
 
-    try:
-        return _blob(uri).download_as_bytes(retry=_retry())
-    except exceptions.NotFound:
-        raise StorageError(f"object not found: {uri}") from None
+        blob = _blob(uri)
+        try:
+            blob.reload(retry=_retry())
+            if blob.size > limit:
+                raise _too_big(uri, blob.size, limit)
+            data = blob.download_as_bytes(start=0, end=limit, retry=_retry()) if blob.size else b""
+        except exceptions.NotFound:
+            raise StorageError(f"object not found: {uri}") from None
+    if len(data) > limit:  # replaced by a bigger object between the two requests
+        raise _too_big(uri, len(data), limit)
+    return data
 
 
 def exists(uri: str) -> bool:
@@ -304,8 +382,8 @@ def list_names(uri: str) -> list[str]:
     return sorted(b.name[len(prefix) :] for b in client().list_blobs(bucket.name, prefix=prefix, retry=_retry()))
 
 
-def read_versioned(uri: str) -> "tuple[bytes | None, int | str]":
-    """``(bytes, version)`` of the object ``uri``; ``(None, 0)`` when there is none.
+def read_versioned(uri: str, limit: int = RECORD) -> "tuple[bytes | None, int | str]":
+    """``(bytes, version)`` of the object ``uri`` (at most ``limit`` bytes); ``(None, 0)`` when there is none.
 
     The version is what ``write_if_unchanged`` compares against: Cloud Storage's
     object generation (0 means "does not exist", as ``if_generation_match=0``), or
@@ -316,7 +394,10 @@ def read_versioned(uri: str) -> "tuple[bytes | None, int | str]":
         s3, bucket, key = _s3(uri)
         try:
             answer = s3.get_object(Bucket=bucket, Key=key)
-            return answer["Body"].read(), answer["ETag"]
+            if answer["ContentLength"] > limit:
+                answer["Body"].close()
+                raise _too_big(uri, answer["ContentLength"], limit)
+            return answer["Body"].read(limit + 1), answer["ETag"]
         except _s3_errors() as e:
             if _s3_code(e) in ("NoSuchKey", "404"):
                 return None, 0
@@ -327,11 +408,13 @@ def read_versioned(uri: str) -> "tuple[bytes | None, int | str]":
     try:
         blob.reload(retry=_retry())
         generation = int(blob.generation)  # before the download, which resets it from the response's headers
+        if blob.size > limit:
+            raise _too_big(uri, blob.size, limit)
         return blob.download_as_bytes(if_generation_match=generation, retry=_retry()), generation
     except exceptions.NotFound:
         return None, 0
     except exceptions.PreconditionFailed:
-        return read_versioned(uri)  # replaced between the two calls: read the newer one
+        return read_versioned(uri, limit)  # replaced between the two calls: read the newer one
 
 
 def write_if_unchanged(uri: str, data: bytes, version: "int | str") -> None:

@@ -121,3 +121,39 @@ def test_publish_to_s3_moves_latest_by_compare_and_swap(s3_server, small_dataset
     assert storage.read_bytes(f"{uri}/{LATEST}").decode().strip() == first.version
     assert not publish_model(model, uri, 0.5).promoted  # worse: LATEST stays
     assert not (tmp_path / "s3:").exists()
+
+
+def _special_files(folder):
+    """Every kind of local path that is not a regular file, by name: what each one is refused as."""
+    import os
+    import socket
+
+    os.mkfifo(folder / "fifo")
+    (folder / "zero").symlink_to("/dev/zero")
+    (folder / "folder").mkdir()
+    (folder / "loop").symlink_to("loop")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(folder / "socket"))
+    return {"fifo": "named pipe", "zero": "character device", "folder": "a folder", "loop": "symbolic links",
+            "socket": "a socket", "missing": "not found"}
+
+
+def test_a_local_read_refuses_what_is_not_a_regular_file_and_what_is_over_its_cap(tmp_path):
+    for name, said in _special_files(tmp_path).items():
+        with pytest.raises(storage.StorageError, match=said):
+            storage.read_bytes(tmp_path / name, storage.RECORD)
+    (tmp_path / "big.json").write_bytes(b"[" + b"0," * storage.MiB + b"0]")
+    with pytest.raises(storage.StorageError, match=r"big.json is 2 MiB, more than the 1 MiB"):
+        storage.read_bytes(tmp_path / "big.json", storage.RECORD)
+    assert storage.read_bytes(tmp_path / "big.json", storage.METRICS)[:3] == b"[0,"
+
+
+def test_an_object_over_its_cap_is_refused_before_its_bytes_are_read(store):
+    storage.write_bytes(f"{store}/big", b"x" * 2000)
+    with pytest.raises(storage.StorageError, match="is 2000 bytes, more than the 1000 bytes"):
+        storage.read_bytes(f"{store}/big", 1000)
+    assert storage.read_bytes(f"{store}/big", 2000) == b"x" * 2000
+    storage.write_bytes(f"{store}/empty", b"")
+    assert storage.read_bytes(f"{store}/empty", 10) == b""
+    with pytest.raises(storage.StorageError, match="more than the 1000 bytes"):
+        storage.read_versioned(f"{store}/big", 1000)
