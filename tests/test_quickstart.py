@@ -41,8 +41,13 @@ def _as_run_here(set_up: str, upstream: Path) -> str:
 
 def _new_user_environment(tfds_data_dir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    # A stock machine has no uv: `make setup` must bring its own (requirements/bootstrap.txt).
-    env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep) if not (Path(d) / "uv").exists())
+    # A stock machine has no uv: `make setup` must bring its own (requirements/bootstrap.txt). A uv that fails comes
+    # first on PATH (pyenv's shims folder, which may hold one, also holds python3.11, so it cannot simply go).
+    no_uv = tfds_data_dir.parent / "no-uv"
+    no_uv.mkdir(exist_ok=True)
+    (no_uv / "uv").write_text("#!/bin/sh\necho 'error: a new user has no uv on PATH' >&2\nexit 127\n")
+    (no_uv / "uv").chmod(0o755)
+    env["PATH"] = os.pathsep.join([str(no_uv), env["PATH"]])
     # Run from `make test PYTHON=python3` (CI), make passes that to the clone's make twice: in MAKEFLAGS, and as an
     # environment variable (GNU make exports every variable set on its command line to its recipes), which
     # `PYTHON ?= .venv/bin/python` would then not override. A new user's shell has neither.
