@@ -18,7 +18,7 @@ from kfp import compiler
 
 from artifacts.locations import check_local
 from commands.arguments import check_writable_folder, parse_params, validate_arguments
-from commands.local import RUNNERS
+from commands.local import DEFAULT_ROOT, RUNNERS
 from platforms.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions, check_image, check_image_accelerator
 from components._step import add_flags
 from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline, parameter_descriptions, pipeline_parameters
@@ -101,8 +101,8 @@ def _options(args, target: str) -> ClusterOptions:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python pipeline.py",
-                                description="The JAX docs' MLP as a kfp v2 pipeline: compile it, run it here, submit or "
-                                "schedule it on Kubeflow Pipelines or Vertex AI.")
+                                description="The JAX docs' MLP as a kfp v2 pipeline: compile it, run it here and list its "
+                                "runs, submit or schedule it on Kubeflow Pipelines or Vertex AI.")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compile", help="write the pipeline's IR YAML for Kubeflow or Vertex AI",
@@ -113,12 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "run",
         help="run the whole DAG on this machine with kfp.local",
-        description="Run ingest -> train -> evaluate on this machine with kfp.local: in this Python environment "
-        "(--runner subprocess, no Docker) or in the project image (--runner docker). Defaults are the seed notebook's. "
-        "Each run is a folder under --pipeline-root with its whole log (pipeline.log) and its record (run.json); "
-        "a run that stopped continues with --resume.",
+        description="Run the whole DAG on this machine with kfp.local: ingest -> new-data -> validate -> train -> "
+        "evaluate -> publish (given --publish-uri, when evaluate blesses the model). The steps run in this Python "
+        "environment (--runner subprocess, no Docker) or in the project image (--runner docker). Defaults are the seed "
+        "notebook's. Each run is a folder under --pipeline-root with its whole log (pipeline.log), its record "
+        "(run.json) and its reports (report.html, validation-report.html); a run that stopped continues with --resume.",
     )
-    r.add_argument("--pipeline-root", default="local_outputs", help="where kfp.local writes artifacts (default: %(default)s)")
+    r.add_argument("--pipeline-root", default=DEFAULT_ROOT, help="where kfp.local writes artifacts (default: %(default)s)")
     r.add_argument("--runner", choices=RUNNERS, default=None,
                    help="subprocess: this environment; docker: every step in --image (default: subprocess)")
     r.add_argument("--image", default=None, help=f"project image for --runner docker (default: {DEFAULT_IMAGE})")
@@ -135,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="list or remove the runs of `run` under a pipeline root",
                           description="List the runs `python pipeline.py run` made under --pipeline-root (newest last), "
                           "or remove some: only folders with the run.json `run` writes, never a running one.")
-    runs.add_argument("--pipeline-root", default="local_outputs", help="where the runs are (default: %(default)s)")
+    runs.add_argument("--pipeline-root", default=DEFAULT_ROOT, help="where the runs are (default: %(default)s)")
     removal = runs.add_mutually_exclusive_group()
     removal.add_argument("--remove", nargs="+", metavar="RUN", help="remove these runs (folder names under the root)")
     removal.add_argument("--keep", type=int, metavar="N", help="remove all but the newest N runs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ from commands import local_runs
 from platforms.options import ClusterError
 
 RUNNERS = ("subprocess", "docker")
+DEFAULT_ROOT = "local_outputs"  # the pipeline root of run and runs
 
 
 class Interrupted(BaseException):
@@ -30,7 +32,7 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-def plan_run(arguments: dict, pipeline_root: "str | Path" = "local_outputs", image: "str | None" = None,
+def plan_run(arguments: dict, pipeline_root: "str | Path" = DEFAULT_ROOT, image: "str | None" = None,
              runner: "str | None" = None, gpus: "bool | None" = None, resume: "str | None" = None) -> dict:
     """Check a run's inputs before any work: what ``run_local`` runs. ``None``: not given.
 
@@ -98,12 +100,12 @@ def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRu
 
     out, err = out or sys.stdout, err or sys.stderr
     root, arguments = plan["root"], dict(plan["arguments"])
+    if plan["runner"] == "docker":
+        _check_docker(arguments)  # before the run folder: a resumed run mounts the same folder
     root.mkdir(parents=True, exist_ok=True)
     # Every step cached, in a cache of this run's own: a hit is always one of its completed steps, on a resume.
     pipeline_func = build_pipeline(plan["image"], ClusterOptions(cache_every_step=True))
-    if plan["runner"] == "docker":
-        _docker_data_dir(arguments)  # before the record: a resumed run mounts the same folder
-    else:
+    if plan["runner"] != "docker":
         import warnings
 
         # Running the steps in this environment instead of the image is the point of this runner.
@@ -301,21 +303,19 @@ class LocalRun:
     def parameter(self, task: str, name: str):
         return ((self.outputs(task) or {}).get("parameterValues") or {}).get(name)
 
-    def report(self) -> "Path | None":
-        """``report.html`` in the run folder, a link to evaluate's report (kfp names it after the output, no
-        extension, which a browser would show as text); None when there is no report."""
-        target = Path("evaluate") / "report"
-        if not (self.folder / target).is_file():
+    def page(self, task: str, name: str) -> "Path | None":
+        """``name`` in the run folder: a copy of ``task``'s HTML report, or None when it wrote none.
+
+        kfp names an artifact after its output, with no extension: a browser shows that file, or a link to it
+        (it follows the link), as text.
+        """
+        report = self.folder / task / "report"
+        if not report.is_file():
             return None
-        link = self.folder / local_runs.REPORT_LINK
-        try:
-            if link.is_symlink():
-                link.unlink()
-            if not link.exists():
-                link.symlink_to(target)
-            return link
-        except OSError:  # a file system without links (some FUSE mounts): the report itself
-            return self.folder / target
+        page = self.folder / name
+        page.unlink(missing_ok=True)  # a link, as runs made before showed the report
+        shutil.copyfile(report, page)
+        return page
 
     def published(self) -> "tuple[str, str]":
         """(version, "") when this run published one, else ("", why not)."""
@@ -350,9 +350,11 @@ class LocalRun:
             return []
         lines = ["", f"pipeline {self.status} in {self.seconds:.1f} s: {_shown(self.folder)}",
                  f"  log        {log}"]
-        report = self.report()
-        if report is not None:
-            lines.append(f"  report     {report.absolute().as_uri()}")
+        for label, task, name in (("report", "evaluate", "report.html"),
+                                  ("validation", "validate", "validation-report.html")):
+            page = self.page(task, name)
+            if page is not None:
+                lines.append(f"  {label:<10} {page.absolute().as_uri()}")
         version, why = self.published()
         if self.status == "finished":
             lines.append(f"  published  {version or 'nothing: ' + why}")
@@ -365,19 +367,26 @@ class LocalRun:
         return lines
 
 
-def _docker_data_dir(arguments: dict) -> None:
-    """The TFDS data dir the steps' containers see: this machine's, resolved (``arguments`` gets its path)."""
+def _check_docker(arguments: dict) -> None:
+    """The docker package and a Docker engine that answers; ``arguments`` get the TFDS data dir the steps'
+    containers see (this machine's, resolved)."""
     try:
-        import docker  # noqa: F401 - before the run folder is made: the runner needs it
+        import docker
     except ImportError:
         raise ClusterError("--runner docker needs the docker package: pip install -e '.[docker]'") from None
+    try:
+        docker.from_env(timeout=10).close()  # it asks the engine for its API version
+    except docker.errors.DockerException:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise ClusterError(f"--runner docker: no Docker engine answers at {where}; start Docker (Docker Desktop, or "
+                           "sudo systemctl start docker) or run without --runner docker") from None
     data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
     if not data_dir.startswith("gs://"):
         arguments["tfds_data_dir"] = str(Path(data_dir).resolve())
 
 
 def _docker_runner(arguments: dict, gpus: bool, run_id: str):
-    """A DockerRunner that sees the TFDS data dir of ``arguments`` (``_docker_data_dir``), read-only."""
+    """A DockerRunner that sees the TFDS data dir of ``arguments`` (``_check_docker``), read-only."""
     from docker.types import DeviceRequest, Mount
     from kfp import local
 

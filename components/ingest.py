@@ -90,7 +90,8 @@ def component(base_image: str):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.ingest",
-        description="Write a TensorFlow Datasets image-classification dataset as a Dataset artifact "
+        description="Write a TensorFlow Datasets image-classification dataset, or a folder of your own images "
+        "(--source), as a Dataset artifact "
         "(sharded TFRecords + metadata.json). A dataset not prepared in the TFDS data dir is downloaded only when "
         "its download hosts answer within a few seconds; otherwise one line says how to prepare it. "
         "Subcommand 'seed-tfds-cache' prepares MNIST offline.",

@@ -105,7 +105,8 @@ def component(base_image: str):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m components.publish",
-        description="Publish a Model artifact to <publish-uri>/<version>/ (local folder or gs://) and move LATEST to it.",
+        description="Publish a Model artifact as a new version at --publish-uri (<publish-uri>/<version>/ in a folder, "
+        "gs:// or s3://, or a version of a Vertex AI Model Registry model) and make it the champion (LATEST).",
     )
     texts = descriptions(publish)
     p.add_argument("--model", required=True, help=texts["model"])

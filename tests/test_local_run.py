@@ -237,6 +237,13 @@ def test_resume_checks_the_recorded_parameters_as_given_ones(tmp_path, parameter
     _one_error_line(r, message)
 
 
+def test_the_docker_runner_without_an_engine_is_one_line_and_leaves_nothing(tmp_path):
+    r = run_cli("pipeline.py", "run", "--runner", "docker", "--pipeline-root", str(tmp_path / "runs"),
+                env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}, check=False)
+    _one_error_line(r, f"--runner docker: no Docker engine answers at unix://{tmp_path}/no-engine.sock; start Docker")
+    assert not (tmp_path / "runs").exists()
+
+
 # ---- whole runs (slow)
 
 EPOCHS = ["--epochs", "3"]
@@ -282,8 +289,10 @@ def test_a_run_prints_a_few_lines_and_logs_everything(uninterrupted):
     assert "Got executor_input" in log and "Executing task 'train'" in log and "Task 'train' outputs:" in log
     assert "\x1b" not in log and "\x1e" not in log
     assert f"  log        {folder / 'pipeline.log'}" in lines
-    report = folder / "report.html"
-    assert f"  report     {report.as_uri()}" in lines and report.resolve() == (folder / "evaluate" / "report")
+    for label, task, name in (("report", "evaluate", "report.html"), ("validation", "validate", "validation-report.html")):
+        page = folder / name  # a copy named .html, not a link: a browser follows a link and shows the source
+        assert f"  {label:<10} {page.as_uri()}" in lines and not page.is_symlink()
+        assert page.read_bytes() == (folder / task / "report").read_bytes()
     assert "  published  nothing: no --publish-uri" in lines
     assert re.fullmatch(r"test accuracy 0\.9\d{3}, test loss 0\.0\d{3} \(the notebook's loss: .*\)", lines[-1])
     record = json.loads((folder / "run.json").read_text())
