@@ -8,7 +8,7 @@ BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PYTHON ?= $(VENV)/bin/python
 IMAGE ?= jax-mlp-pipeline:0.1.0
 
-.PHONY: setup test test-fast compile run image bench bench-npz bench-ingest lock check-python
+.PHONY: setup test test-fast compile run image bench bench-npz bench-ingest bench-tune lock check-python
 
 # uv, hash-pinned in requirements/bootstrap.txt, goes in first with whatever pip the interpreter has (a stock
 # Python 3.11's bundled pip 23.2 cannot install dev.txt itself: it refuses a pinned package's extras in hash mode);
@@ -64,6 +64,9 @@ bench: out/dataset | check-python  ## the notebook's loop vs ours on full MNIST,
 bench-npz: out/dataset | check-python  ## data/mnist.npz, for the benchmark on a machine without TensorFlow (a GPU)
 	mkdir -p data
 	$(PYTHON) -m bench.train_speed --dataset out/dataset --write-npz data/mnist.npz
+
+bench-tune: out/dataset | check-python  ## tuning: 16 trials x 3 epochs as one vmapped population vs one after another vs 16 train processes
+	$(PYTHON) -m bench.tune_speed --dataset out/dataset --trials 16 --epochs 3
 
 bench-ingest: | check-python  ## image-folder ingest vs a plain tf.data decode loop on the same 22,000 MNIST PNGs (images/s per core)
 	$(PYTHON) -m bench.ingest_speed --images 20000

@@ -55,3 +55,13 @@ def test_the_multiprocess_benchmark_compares_one_process_and_two(small_dataset, 
     assert set(rows) == {"1 process, 1 device", "1 process, 2 devices", "2 processes, 1 device each"}
     assert len({r[-1] for r in rows.values()}) == 1  # the same test accuracy: the same training
     assert re.search(r"communication share of the 2-process epoch: \d+%", out)
+
+
+def test_the_tuning_benchmark_runs_without_tensorflow_and_prints_its_three_ways(small_dataset, tmp_path):
+    npz = tmp_path / "mnist.npz"
+    run_cli("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
+    no_tf = _NO_TF.replace("bench.train_speed", "bench.tune_speed")
+    out = run_cli("-c", no_tf, "--npz", str(npz), "--trials", "3", "--epochs", "2", "--population-sizes", "2").stdout
+    assert re.search(r"one population \(vmap, one program\) +\d", out) and "one after another, in process" in out
+    assert re.search(r"= \d+\.\d\d of one trial's epoch", out) and re.search(r"K=  2: epoch \d", out)
+    assert re.search(r"MiB per trial beyond the shared data; .*: K <= \d+ fits", out)
