@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from test_readme import _BLOCK, README
+from test_readme import _BLOCK, README, sh_blocks
 
 QUICK_TIER = '.venv/bin/python -m pytest -n auto -m "not slow and not docker"'
 
@@ -116,13 +116,14 @@ _WRITES = re.compile(r"""
   | >\s*(?P<redirect>[^\s&|;]+)
   | \$PWD/(?P<mount>[^:"'/\s]+)
   | (?:np\.save|Path)\(f?['"](?P<literal>[^'"]+)['"]
+  | \bmkdir\s+(?:-p\s+)?(?P<mkdir>[^\s;&|]+)
 """, re.X)
 
 
 def readme_local_paths() -> dict[str, bool]:
-    """Every top-level name the README's commands write or read in the working folder: ``{name: is_folder}``."""
+    """Every top-level name the README's and guides' commands write or read here: ``{name: is_folder}``."""
     names: dict[str, bool] = {}
-    for m in _BLOCK.finditer(README.read_text()):
+    for m in sh_blocks():
         for w in _WRITES.finditer(m["code"]):
             path = next(v for v in w.groupdict().values() if v)
             if "://" in path or path.startswith(("/", "~", "$", "-")) or ":" in path.split("/")[0]:
@@ -151,7 +152,7 @@ def test_dockerignore_leaves_out_what_the_readme_writes_and_keeps_what_the_docke
     from docker.utils.build import exclude_paths  # what docker-py sends as the context (docker/utils/build.py)
 
     outputs = readme_local_paths()
-    assert {"runs", "out", "published", "docker-runs", "first8.npy"} <= set(outputs), outputs  # the parse still works
+    assert {"spans", "out", "published", "docker-runs", "first8.npy"} <= set(outputs), outputs  # the parse still works
     left_out = {**outputs, ".venv": True, ".pytest_cache": True, ".hypothesis": True, "jax_mlp_pipeline.egg-info": True,
                 ".git": True, "tests": True}
     leftovers = {"mlp_core/__pycache__/model.cpython-311.pyc"}  # inside a copied folder

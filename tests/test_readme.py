@@ -1,15 +1,20 @@
-"""Every command in README.md runs as written.
+"""Every command in README.md and the guides under docs/ runs as written.
 
-Each ```sh block of the README is marked on the line before it:
+Each ```sh block is marked on the line before it:
 
-    <!-- run -->            run here, in README order, in one folder (later blocks use what earlier ones wrote)
-    <!-- run: fails -->     every line must fail with one `error: ...` line and exit status 2
-    <!-- run: kfp-api -->   run against RecordingKfpApi on localhost:8080, the README's --host
-    <!-- run: docker -->    run in the project image (tests/test_docker.py's build, tagged as the README names it)
-    <!-- not run: why -->   and why not (a registry, a cloud project, the set-up these tests run in)
+    <!-- run -->               run here, README then the guides in PAGES order, in one folder (later blocks use what
+                               earlier ones wrote)
+    <!-- run: fails -->        every line must fail with one `error: ...` line and exit status 2
+    <!-- run: kfp-api -->      run against RecordingKfpApi on localhost:8080, the guides' --host
+    <!-- run: docker -->       run in the project image (tests/test_docker.py's build, tagged as the guide names it)
+    <!-- run: retraining -->   the retraining story, run in a folder of its own by tests/test_retraining.py
+    <!-- as in: docs/X.md -->  a README excerpt: the same lines are a run block of that guide
+    <!-- not run: why -->      and why not (a registry, a cloud project, the set-up these tests run in)
 
-Where a block's output cannot vary (refusals, the KFP API's answers), it must be the
-```text block that follows it in the README, line for line.
+Where a block's output cannot vary (refusals, the KFP API's answers), it must be the ```text block that
+follows it, line for line. Where it shows a shuffled run's figures (accuracies, losses, probabilities), each
+shown line with figures must be printed, in order, with every figure within FIGURE_TOLERANCE (on small data,
+SMALL_DATA_TOLERANCE): the last digit varies by CPU, as XLA's CPU kernels differ by instruction set.
 """
 
 import os
@@ -23,19 +28,33 @@ import pytest
 from conftest import ROOT
 
 README = ROOT / "README.md"
+GUIDES = ("local", "own-data", "serving", "distributed", "docker", "kubeflow", "schedules", "vertex")
+PAGES = (README, *(ROOT / "docs" / f"{name}.md" for name in GUIDES))  # the order their commands run in
 _BLOCK = re.compile(r"(?:<!-- (?P<mark>[^>]*?) -->\n)?```sh\n(?P<code>.*?)```\n(?:\n*```text\n(?P<output>.*?)```)?", re.S)
-KINDS = ("run", "run: fails", "run: kfp-api", "run: docker")
+KINDS = ("run", "run: fails", "run: kfp-api", "run: docker", "run: retraining")
+RUN_HERE = ("run", "run: fails", "run: kfp-api")
+FIGURE_TOLERANCE = 0.001  # said in the README beside the Quick start's figures (10,000 test images)
+SMALL_DATA_TOLERANCE = {"own-data.md": 0.01}  # said there: a test split of 300 to 500 images, one image 0.002-0.0033
+_FIGURE = re.compile(r"(accuracy|loss|F1|p=)\s?(\d\.\d{4})\b")
 
 
-def blocks(kinds=KINDS) -> list[tuple[str, str, str | None]]:
-    """``(mark, code, the output shown after it)`` of the README's ```sh blocks of ``kinds``."""
-    return [(m["mark"], m["code"], m["output"]) for m in _BLOCK.finditer(README.read_text()) if m["mark"] in kinds]
+def sh_blocks(pages=PAGES) -> list[re.Match]:
+    """Every ```sh block of ``pages`` (README and the guides), in order."""
+    return [m for page in pages for m in _BLOCK.finditer(page.read_text())]
 
 
-def _shell(code: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+def blocks(kinds=KINDS, pages=PAGES) -> list[tuple[str, str, str | None]]:
+    """``(mark, code, the output shown after it)`` of the ```sh blocks of ``kinds``."""
+    return [(m["mark"], m["code"], m["output"]) for m in sh_blocks(pages) if m["mark"] in kinds]
+
+
+def _shell(code: str, cwd: Path, env: dict, check: bool = True, merged: bool = False) -> subprocess.CompletedProcess:
+    """Run ``code`` with bash; ``merged``: stderr into stdout, in the order a terminal shows them."""
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE)
     if check and result.returncode != 0:
-        raise AssertionError(f"README block failed (exit {result.returncode}):\n{code}\n{result.stderr[-3000:]}")
+        raise AssertionError(f"block failed (exit {result.returncode}):\n{code}\n{result.stdout[-3000:]}"
+                             f"\n{(result.stderr or '')[-3000:]}")
     return result
 
 
@@ -56,23 +75,74 @@ def _same_output(shown: str, printed: str) -> None:
     assert keep(printed) == keep(shown)
 
 
+def same_figures(shown: str, printed: str, tolerance: float = FIGURE_TOLERANCE) -> None:
+    """Each shown line with figures is printed, in order, with the same labels and each figure within ``tolerance``."""
+    lines = [(line, _FIGURE.findall(line)) for line in printed.splitlines()]
+    at = 0
+    for want in (line for line in shown.splitlines() if _FIGURE.search(line)):
+        figures = _FIGURE.findall(want)
+        for at in range(at, len(lines) + 1):
+            if at == len(lines):
+                raise AssertionError(f"not printed within {tolerance}: {want!r}\nprinted:\n{printed[-4000:]}")
+            got = lines[at][1]
+            if [label for label, _ in got] == [label for label, _ in figures] and all(
+                    abs(float(a) - float(b)) <= tolerance + 1e-9 for (_, a), (_, b) in zip(got, figures)):
+                at += 1
+                break
+
+
 def test_every_sh_block_says_whether_and_how_it_runs():
-    marks = [m["mark"] for m in _BLOCK.finditer(README.read_text())]
-    assert marks and all(m in KINDS or (m or "").startswith("not run: ") for m in marks), marks
-    assert sum(m == "run" for m in marks) >= 3 and "run: fails" in marks and "run: kfp-api" in marks
+    marks = [m["mark"] for m in sh_blocks()]
+    assert all(m in KINDS or (m or "").startswith(("not run: ", "as in: ")) for m in marks), marks
+    assert sum(m == "run" for m in marks) >= 3 and {"run: fails", "run: kfp-api", "run: docker"} <= set(marks)
+    assert sum(m == "run: docker" for m in marks) == 1  # tests/test_docker.py runs the one
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub makes of a page's headings."""
+    titles = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
+def test_every_guide_is_linked_from_the_readme_and_every_relative_link_resolves():
+    for page in PAGES[1:]:
+        assert f"]({page.relative_to(ROOT)}" in README.read_text(), page
+    for page in (*PAGES, ROOT / "docs" / "design.md"):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", page.read_text()):
+            if "://" in target:
+                continue
+            path = page.parent / target if target else page
+            assert path.exists(), (page.name, target)
+            assert not anchor or path.suffix != ".md" or anchor in _anchors(path), (page.name, target, anchor)
+
+
+def test_readme_excerpts_are_commands_the_guides_run():
+    for m in _BLOCK.finditer(README.read_text()):
+        if (m["mark"] or "").startswith("as in: "):
+            guide = ROOT / m["mark"].removeprefix("as in: ")
+            assert any(m["code"] in code for _, code, _ in blocks(KINDS, (guide,))), (guide, m["code"])
+
+
+def test_same_figures_allows_the_last_digits_and_nothing_more():
+    shown = "epoch 1/3: 7.73 s, loss 0.0478, train accuracy 0.9192\n...\ntest accuracy 0.9470\n"
+    same_figures(shown, "x\nepoch 1/3: 3.01 s, loss 0.0479, train accuracy 0.9191\nother\ntest accuracy 0.9471")
+    with pytest.raises(AssertionError, match="not printed"):
+        same_figures(shown, "epoch 1/3: 3.01 s, loss 0.0478, train accuracy 0.9192\ntest accuracy 0.9490")
+    with pytest.raises(AssertionError, match="not printed"):  # in order
+        same_figures(shown, "test accuracy 0.9470\nepoch 1/3: 3.01 s, loss 0.0478, train accuracy 0.9192")
 
 
 @pytest.mark.slow
-def test_readme_commands_run_as_written(mnist_data_dir, tmp_path):
+def test_readme_and_guide_commands_run_as_written(mnist_data_dir, tmp_path):
     from kfp_api_stand_in import RecordingKfpApi
 
     cwd, env = _workdir(tmp_path), _environment(mnist_data_dir)
     try:
         api = RecordingKfpApi(8080).__enter__()
-    except OSError as e:  # the README's --host; only a test run beside a real KFP port-forward would hold it
-        pytest.fail(f"localhost:8080 is taken ({e}); the README's Kubeflow commands need it")
+    except OSError as e:  # the guides' --host; only a test run beside a real KFP port-forward would hold it
+        pytest.fail(f"localhost:8080 is taken ({e}); the Kubeflow commands need it")
     try:
-        for mark, code, shown in blocks(("run", "run: fails", "run: kfp-api")):
+        for page, (mark, code, shown) in [(page, block) for page in PAGES for block in blocks(RUN_HERE, (page,))]:
             if mark == "run: fails":
                 printed = []
                 for line in code.strip().splitlines():
@@ -82,12 +152,17 @@ def test_readme_commands_run_as_written(mnist_data_dir, tmp_path):
                     printed.append(result.stderr.strip())
                 _same_output(shown, "\n".join(printed))
                 continue
-            result = _shell(code, cwd, env)
+            result = _shell(code, cwd, env, merged=mark != "run: kfp-api")  # the API's answers: stdout
             if mark == "run: kfp-api":
                 _same_output(shown, result.stdout)
+            elif shown:
+                same_figures(shown, result.stdout, SMALL_DATA_TOLERANCE.get(page.name, FIGURE_TOLERANCE))
     finally:
         api.__exit__(None, None, None)
     assert sum(r["path"] == "/apis/v2beta1/runs" and r["method"] == "POST" for r in api.requests) == 1
     assert (cwd / "published" / "LATEST").exists() and (cwd / "first8.npy").exists()
     assert "test accuracy" in (cwd / "out" / "report.md").read_text()
-    assert "process 1 done" in (cwd / "process-1.log").read_text()  # the second process of "More than one machine"
+    assert "process 1 done" in (cwd / "process-1.log").read_text()  # the second process of docs/distributed.md
+    made = {p.name + "/" * p.is_dir() for p in cwd.iterdir() if p.name != "pipeline.py"}  # what a clone would hold
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *made], cwd=ROOT, capture_output=True, text=True)
+    assert not made - set(ignored.stdout.split()), f"not in .gitignore: {made - set(ignored.stdout.split())}"

@@ -1,0 +1,21 @@
+"""A clone stays clean: .gitignore covers every path the README's and the guides' commands write."""
+
+import subprocess
+
+from conftest import ROOT
+from test_quickstart import readme_local_paths
+
+
+def test_gitignore_covers_what_the_readme_and_guides_write():
+    # local_outputs: the default pipeline root, which the Quick start's run uses without naming it.
+    written = {**readme_local_paths(), "local_outputs": True}
+    assert {"out", "published", "retrained", "spans", "incoming", "scans", "first8.npy"} <= set(written), written
+    paths = [f"{name}/" if is_folder else name for name, is_folder in written.items()]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert not set(paths) - set(ignored.stdout.split()), f"not in .gitignore: {set(paths) - set(ignored.stdout.split())}"
+
+
+def test_gitignore_keeps_the_project_files():
+    tracked = ["README.md", "docs/local.md", "pipeline.py", "requirements/cpu.txt", "tests/golden/"]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *tracked], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout == ""
