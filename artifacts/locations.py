@@ -162,12 +162,21 @@ def check_segment(name: str, flag: str, what: str = "name") -> str:
 
 
 def join(root: str, *parts: str, flag: str = "location") -> str:
-    """``root`` joined with ``parts``, each checked as an object path: the result never leaves ``root``."""
+    """``root`` joined with ``parts``, each checked as an object path: the result never leaves ``root`` (locally,
+    symlinks followed: nothing is read or written through a link planted out of it)."""
     for part in parts:
         check_object_path(part, flag, "name")
     if is_remote(root):
         return "/".join([str(root).rstrip("/"), *parts])
-    return str(Path(root, *parts))
+    return str(member(root, "/".join(parts), flag))
+
+
+def resolve(path: "str | Path", flag: str = "location") -> Path:
+    """``path`` absolute, symlinks followed; a symlink loop is a ``LocationError``, not a ``RuntimeError``."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, 3.13 OSError
+        raise LocationError(f"{flag} {_shown(str(path))} is a symlink loop (or a link that cannot be followed)") from None
 
 
 def member(folder: "str | Path", name: str, flag: str = "artifact") -> Path:
@@ -180,10 +189,10 @@ def member(folder: "str | Path", name: str, flag: str = "artifact") -> Path:
     check_object_path(name, f"{flag} {folder}", "member")
     folder = Path(folder)
     path = folder / name
-    root = folder.resolve()
-    resolved = path.resolve()
+    root = resolve(folder, flag)
+    resolved = resolve(path, f"{flag} {folder}: member")
     if resolved != root and root not in resolved.parents:
-        raise LocationError(f"{flag} {folder}: member {_shown(name)} resolves outside it ({resolved})")
+        raise LocationError(f"{flag} {folder}: member {_shown(name, 80)} resolves outside it, to {_shown(str(resolved), 80)}")
     return path
 
 

@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,7 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from artifacts.locations import LocationError, check_local, is_remote, member
+from artifacts import storage
+from artifacts.locations import LocationError, check_local, is_remote, member, resolve
 
 COMPLETE = "_COMPLETE.json"
 WRITING = "_WRITING.json"
@@ -63,9 +65,7 @@ def _files(folder: Path) -> list[str]:
 
 def _write_file(path: Path, text: str) -> None:
     """Write ``path`` whole (a temp file, then a file rename: ``storage.write_bytes``)."""
-    from artifacts.storage import write_bytes
-
-    write_bytes(str(path), text.encode())
+    storage.write_bytes(str(path), text.encode())
 
 
 def read_marker(folder: str | Path, kind: str, verify: bool = True) -> dict[str, Any]:
@@ -81,7 +81,9 @@ def read_marker(folder: str | Path, kind: str, verify: bool = True) -> dict[str,
         why = "it was not finished (the step that wrote it failed or was killed)" if (folder / WRITING).exists() else f"{COMPLETE} is missing"
         raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {why}")
     try:
-        marker = json.loads(path.read_text())
+        marker = json.loads(storage.read_bytes(path, storage.MANIFEST))
+    except storage.StorageError as e:
+        raise IncompleteArtifactError(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise IncompleteArtifactError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("files"), dict):
@@ -109,14 +111,14 @@ def read_marker(folder: str | Path, kind: str, verify: bool = True) -> dict[str,
 def _marker_or_none(folder: Path) -> dict[str, Any] | None:
     """``folder``'s marker as written, without checks; None when absent or unreadable."""
     try:
-        return json.loads((folder / COMPLETE).read_text())
+        return json.loads(storage.read_bytes(folder / COMPLETE, storage.MANIFEST))
     except (OSError, ValueError):
         return None
 
 
 def _writing_kind(folder: Path) -> str | None:
     try:
-        return json.loads((folder / WRITING).read_text()).get("kind")
+        return json.loads(storage.read_bytes(folder / WRITING, storage.RECORD)).get("kind")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -179,7 +181,7 @@ def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str 
     ``s3://``: ``artifacts.locations``) and unset ones are skipped. The names are the flags the user typed (``--model``).
     """
     def resolved(items):
-        return [(name, str(path), Path(path).resolve()) for name, path in items.items()
+        return [(name, str(path), resolve(path, name)) for name, path in items.items()
                 if path not in (None, "") and not is_remote(str(path))]
 
     ins, outs = resolved(inputs), resolved(outputs)
@@ -199,6 +201,18 @@ def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str 
                 f"{out_name} {out_text} {how} the {role} {name} {text}: writing it would destroy that {role}; "
                 "choose a location apart from it"
             )
+
+
+def check_outside_artifacts(path: "str | Path", flag: str) -> None:
+    """Refuse a local ``path`` that is or lies inside an artifact of this program (a Dataset, another run's
+    model: a folder with ``_COMPLETE.json`` or ``_WRITING.json``), symlinks followed; remote ones are skipped."""
+    if path in (None, "") or is_remote(str(path)):
+        return
+    for folder in (resolved := resolve(path, flag), *resolved.parents):
+        if (folder / COMPLETE).is_file() or (folder / WRITING).is_file():
+            how = "is" if folder == resolved else "lies inside"
+            raise OutputConflictError(f"{flag} {path} {how} the artifact {folder}: writing there would change that "
+                                      "artifact; choose a location apart from it")
 
 
 def check_writable_parent(path: Path) -> None:
@@ -314,6 +328,7 @@ def artifact_writer(path: str | Path, kind: str) -> Iterator[Path]:
         raise
     try:
         mode = check_artifact_output(path, kind, _holding_lock=True)  # again, under the lock: the folder may have changed meanwhile
+        _remove_staging(path)
         if mode == "replace":
             yield from _replace(path, kind)
             return
@@ -332,6 +347,15 @@ def artifact_writer(path: str | Path, kind: str) -> Iterator[Path]:
         os.close(fd)
 
 
+def _remove_staging(path: Path) -> None:
+    """Remove the staging folders that killed replaces of ``path`` left beside it (by the names ``_replace`` gives
+    them; the caller holds ``path``'s lock, so none is in use)."""
+    staged = re.compile(rf"^\.{re.escape(path.name)}\.partial-[a-z0-9_]{{8}}$")  # tempfile.mkdtemp's names
+    for stale in path.parent.iterdir():
+        if staged.match(stale.name) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+
+
 def _replace(path: Path, kind: str) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
@@ -340,7 +364,7 @@ def _replace(path: Path, kind: str) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)  # our own temp folder; the old artifact is untouched
         (path / WRITING).unlink(missing_ok=True)  # our lock file: the old artifact is as it was
         raise
-    old = json.loads((path / COMPLETE).read_text())
+    old = json.loads(storage.read_bytes(path / COMPLETE, storage.MANIFEST))
     # From here the old artifact is given up: first it stops being complete, then its files go.
     (path / COMPLETE).unlink()
     _remove_listed(path, list(old["files"]))

@@ -39,7 +39,7 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
         raise IncompleteArtifactError(f"{uri} is not a complete {kind} artifact: {why}")
     folder = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix=f"{kind}-"))
     folder.mkdir(parents=True, exist_ok=True)
-    raw_marker = storage.read_bytes(storage.join(uri, COMPLETE))
+    raw_marker = storage.read_bytes(storage.join(uri, COMPLETE), storage.MANIFEST)
     try:
         marker = json.loads(raw_marker)
         files = marker["files"]
@@ -48,7 +48,8 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
     except (ValueError, KeyError, TypeError, locations.LocationError) as e:
         raise IncompleteArtifactError(f"{uri}: its {COMPLETE} is not a marker of this program ({e})") from None
     for name, info in files.items():
-        data = storage.read_bytes(storage.join(uri, *name.split("/")))
+        listed = info.get("bytes") if isinstance(info, dict) else None
+        data = storage.read_bytes(storage.join(uri, *name.split("/")), listed if isinstance(listed, int) else storage.FILE)
         if isinstance(info, dict) and info.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
             raise IncompleteArtifactError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
         target = locations.member(folder, name)
@@ -61,7 +62,7 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
 
 def _json_or_none(uri: str) -> "dict | None":
     try:
-        value = json.loads(storage.read_bytes(uri))
+        value = json.loads(storage.read_bytes(uri, storage.MANIFEST))
     except (storage.StorageError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -98,8 +99,8 @@ def upload(folder: "str | Path", uri: str, kind: str) -> list[str]:
         storage.delete(storage.join(uri, COMPLETE))  # from here the old artifact is no longer complete
     names = list(marker["files"])
     for name in names:
-        storage.write_bytes(storage.join(uri, *name.split("/")), (folder / name).read_bytes())
-    storage.write_bytes(storage.join(uri, COMPLETE), (folder / COMPLETE).read_bytes())
+        storage.write_bytes(storage.join(uri, *name.split("/")), storage.read_bytes(folder / name))
+    storage.write_bytes(storage.join(uri, COMPLETE), storage.read_bytes(folder / COMPLETE, storage.MANIFEST))
     for name in sorted(set(old) - set(names) - {COMPLETE, WRITING}):
         storage.delete(storage.join(uri, *name.split("/")))
     storage.delete(storage.join(uri, WRITING))

@@ -219,6 +219,14 @@ class SchemaError(ValueError):
     """A JSON file we read is not valid JSON or does not have the shape we need."""
 
 
+def excerpt(value: Any, limit: int = 40) -> str:
+    """A short, printable excerpt of ``value`` (a file's bytes, a parsed value) for an error line: never the whole."""
+    if isinstance(value, bytes):
+        value = value[: limit * 4].decode("utf-8", "replace")
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _no_constants(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -239,7 +247,8 @@ def validate(document: Any, schema: dict, where: str) -> Any:
     if errors:
         error = errors[0]
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise SchemaError(f"{where}: {field}: {error.message}")
+        message = error.message.replace(repr(error.instance), excerpt(error.instance))  # never the whole file
+        raise SchemaError(f"{where}: {field}: {message[:200]}")
     return document
 
 

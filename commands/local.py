@@ -47,10 +47,14 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = DEFAULT_ROOT, image:
     root = Path(check_local(pipeline_root, "--pipeline-root"))
     if runner is not None and runner not in RUNNERS:
         raise ValueError(f"runner must be subprocess or docker, got {runner!r}")
+    from commands.arguments import LOCATION_PARAMETERS, parameter_types
+
+    arguments = local_runs.absolute(arguments, LOCATION_PARAMETERS)  # fixed now: a resume from elsewhere is the same run
     if resume is None:
         return {"root": root, "folder": None, "arguments": dict(arguments), "image": image or DEFAULT_IMAGE,
                 "runner": runner or "subprocess", "gpus": bool(gpus)}
     folder, record = local_runs.find(root, resume)
+    local_runs.check_parameters(folder, record, parameter_types())
     defaults = {name: p.default for name, p in pipeline_parameters().items()}
     recorded = {**defaults, **record["parameters"]}
     for name, value in arguments.items():
@@ -291,8 +295,10 @@ class LocalRun:
         """The task's executor output, or None when the task did not run."""
         import json
 
+        from artifacts import storage
+
         try:
-            return json.loads((self.folder / task / "executor_output.json").read_text())
+            return json.loads(storage.read_bytes(self.folder / task / "executor_output.json", storage.METRICS))
         except (OSError, ValueError):
             return None
 

@@ -18,6 +18,9 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from artifacts import storage
+from artifacts.locations import is_remote, is_resource_name, resolve
+from artifacts.schemas import excerpt
 from platforms.options import ClusterError
 
 RUN_FILE = "run.json"
@@ -29,22 +32,53 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 def read(folder: Path) -> "dict | None":
-    """The run record of ``folder``, or None when it has none (a folder this program did not make)."""
-    try:
-        record = json.loads((folder / RUN_FILE).read_text())
-    except (OSError, ValueError):
+    """The run record of ``folder``, or None when it has none (a folder this program did not make); one that
+    cannot be read or is not a run record is a ``ClusterError``."""
+    path = folder / RUN_FILE
+    if not os.path.lexists(path):
         return None
+    try:
+        raw = storage.read_bytes(path, storage.RUN_JSON)
+    except storage.StorageError as e:
+        raise ClusterError(f"{folder.name}: {RUN_FILE}: {e}") from None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        record = None
     if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("name"), str) \
             or not isinstance(record.get("parameters"), dict) or not isinstance(record.get("run_id"), str):
-        return None
+        raise ClusterError(f"{path} is malformed (not a run record of pipeline.py run): it begins {excerpt(raw)}")
     return record
+
+
+_KIND_WORDS = {int: "an integer", float: "a number", str: "a text", bool: "true or false"}
+
+
+def check_parameters(folder: Path, record: dict, types: "dict[str, type]") -> None:
+    """Every parameter ``run.json`` records is one the pipeline has, of its declared type (the values' own checks
+    are the command line's: ``commands.arguments.validate_arguments``)."""
+    for name, value in record["parameters"].items():
+        if name not in types:
+            raise ClusterError(f"{folder.name}: its {RUN_FILE} names a parameter the pipeline does not have: "
+                               f"{excerpt(name)}")
+        kind = types[name]
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, float if kind is float else kind):
+            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise ClusterError(f"{folder.name}: its {RUN_FILE} gives {name} {excerpt(value)}, not "
+                                   f"{_KIND_WORDS.get(kind, kind.__name__)}")
+
+
+def absolute(arguments: dict, names) -> dict:
+    """``arguments`` with each local location among ``names`` made absolute, so that a resumed run reads and writes
+    where the run did, from whatever folder it is resumed."""
+    return {name: str(Path(value).absolute()) if name in names and isinstance(value, str) and value
+            and not is_remote(value) and not is_resource_name(value) else value
+            for name, value in arguments.items()}
 
 
 def write(folder: Path, record: dict) -> None:
     """Replace ``folder``'s run record whole (a reader sees the old one or the new)."""
-    from artifacts.storage import write_bytes
-
-    write_bytes(str(folder / RUN_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    storage.write_bytes(str(folder / RUN_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 
 def lock(folder: Path) -> "int | None":
@@ -109,7 +143,10 @@ def runs(root: Path) -> "list[tuple[Path, dict]]":
     found = []
     for folder in root.iterdir():
         if folder.is_dir() and not folder.is_symlink():
-            record = read(folder)
+            try:
+                record = read(folder)
+            except ClusterError:  # not listed, as a folder without one: ``--resume`` and ``--remove`` say why
+                continue
             if record is not None:
                 found.append((folder, record))
     return sorted(found, key=lambda item: (item[1].get("started_at", ""), item[0].name))
@@ -141,7 +178,7 @@ def _under(root: Path, text: str, flag: str) -> Path:
     """``text`` as a run folder directly under ``root``: a name, or a path whose folder is ``root``."""
     path = Path(text)
     folder = root / text if len(path.parts) == 1 and text not in (".", "..") else path
-    if folder.resolve().parent != root.resolve():
+    if resolve(folder, flag).parent != resolve(root, "--pipeline-root"):
         raise ClusterError(f"{flag} {text}: not a run folder directly under --pipeline-root {root}")
     if not folder.is_dir():
         raise ClusterError(f"{flag} {text}: no run {folder.name} under {root} "

@@ -87,14 +87,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read(path: str, schema: dict) -> dict:
+    from artifacts import storage
     from components._cli import InputError
     from artifacts.schemas import loads, validate
 
     try:
-        with open(path, "rb") as f:
-            text = f.read()
+        text = storage.read_bytes(path, storage.METRICS)
     except OSError as e:
-        raise InputError(f"{path}: {e.strerror}") from None
+        raise InputError(str(e)) from None
     return validate(loads(text, path), schema, path)
 
 

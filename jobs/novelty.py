@@ -88,10 +88,14 @@ def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "di
     from artifacts import locations, storage
 
     try:
-        record = json.loads(storage.read_bytes(locations.join(publish_uri, CANDIDATES, candidate_key(shards, config) + ".json")))
-    except (storage.StorageError, ValueError):
+        record = json.loads(storage.read_bytes(locations.join(publish_uri, CANDIDATES, candidate_key(shards, config) + ".json"),
+                                               storage.RECORD))
+    except (storage.StorageError, locations.LocationError, ValueError):  # none, or not ours: train
         return None
-    return record if isinstance(record, dict) and record.get("champion_version") == champion_version else None
+    if not isinstance(record, dict) or record.get("champion_version") != champion_version \
+            or not all(isinstance(record.get(key), str) for key in ("evaluated_at", "reason")):
+        return None
+    return {key: " ".join(record[key].split())[:120] for key in ("evaluated_at", "reason")}  # quoted in one line
 
 
 def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, **hyper) -> Novelty:

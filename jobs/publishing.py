@@ -38,21 +38,35 @@ def _manifest(publish_uri: str, version: str) -> dict:
     """The validated manifest of ``version``; ``ChampionError`` when it is missing, not JSON or out of range."""
     import re
 
-    from artifacts import storage
-    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, loads, validate
+    from artifacts import locations, storage
+    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, excerpt, loads, validate
 
     latest = storage.join(publish_uri, LATEST)
     if not re.match(VERSION_PATTERN, version):
-        raise ChampionError(f"{latest} names {version[:80]!r}, not a published version; fix or remove {latest}")
-    where = storage.join(publish_uri, version, MANIFEST)
+        raise ChampionError(f"{latest} names {excerpt(version)}, not a published version; fix or remove {latest}")
+    where = locations.join(publish_uri, version, MANIFEST)
     try:
-        manifest = validate(loads(storage.read_bytes(where), where), PUBLISH_MANIFEST, where)
+        manifest = validate(loads(storage.read_bytes(where, storage.MANIFEST), where), PUBLISH_MANIFEST, where)
     except (SchemaError, storage.StorageError) as e:
         raise ChampionError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
                             f"fix it or remove {latest}") from None
     if manifest["version"] != version:
         raise ChampionError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
     return manifest
+
+
+def check_publish_folder(publish_uri: str) -> None:
+    """A local publish location is a folder (or none yet), and the names written in it stay inside it: a link
+    planted there (``candidates -> ../elsewhere``) is refused before anything is evaluated or written."""
+    from artifacts import locations, storage
+    from jobs.novelty import CANDIDATES
+
+    if storage.is_remote(publish_uri):
+        return
+    if os.path.exists(publish_uri) and not os.path.isdir(publish_uri):
+        raise ChampionError(f"publish location {publish_uri} is a file, not a folder")
+    for name in (LATEST, f".{LATEST}.lock", CANDIDATES):
+        locations.join(publish_uri, name, flag="publish location")
 
 
 def read_champion(publish_uri: str) -> "dict | None":
@@ -66,12 +80,12 @@ def read_champion(publish_uri: str) -> "dict | None":
 
     if model_registry.is_registry(publish_uri):
         return model_registry.read_champion(publish_uri)
-
+    check_publish_folder(publish_uri)
     latest = storage.join(publish_uri, LATEST)
-    if not storage.exists(latest):
+    if not (storage.exists(latest) if storage.is_remote(latest) else os.path.lexists(latest)):  # a broken link is said
         return None
     try:
-        version = storage.read_bytes(latest).decode().strip()
+        version = storage.read_bytes(latest, storage.RECORD).decode().strip()
     except UnicodeDecodeError:
         raise ChampionError(f"{latest} is not text; fix or remove it") from None
     return _manifest(publish_uri, version)
@@ -135,18 +149,34 @@ EVALUATION = {
 
 def read_evaluation(path: "str | Path") -> TestMetrics:
     """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``ConfigError`` else."""
+    from artifacts import storage
     from mlp_core.config import ConfigError
     from artifacts.schemas import loads, validate
 
     try:
-        text = Path(path).read_bytes()
+        text = storage.read_bytes(path, storage.METRICS)
     except OSError as e:
-        raise ConfigError(f"{path}: {e.strerror or e}") from None
+        raise ConfigError(str(e)) from None
     evaluation = validate(loads(text, str(path)), EVALUATION, str(path))
+    check_champion_version(evaluation["champion_version"], f"{path}: champion_version")
     if not evaluation["blessed"]:
         raise ConfigError(f"{path}: evaluate did not bless this model ({evaluation['reason']}); nothing is published")
     return TestMetrics(float(evaluation["test_accuracy"]), float(evaluation["test_loss"]),
                        evaluation["champion_version"], evaluation["test_set_sha256"], len(evaluation["class_names"]))
+
+
+def check_champion_version(version: str, what: str) -> str:
+    """``version`` if it is a published version's name (or "" for no champion); ``ConfigError`` else: a version
+    names a folder under the publish location (or a Model Registry version's number), never a path."""
+    import re
+
+    from artifacts.schemas import VERSION_PATTERN, excerpt
+    from mlp_core.config import ConfigError
+
+    if version and not re.match(VERSION_PATTERN, version) and not re.fullmatch(r"[0-9]{1,20}", version):
+        raise ConfigError(f"{what} {excerpt(version)} is not a published version's name (such as 20261126T184620Z-"
+                          "3f9a1c2b7d4e, or a Model Registry version's number)", field="champion_version")
+    return version
 
 
 def metrics_from_artifact(metadata: dict, where: str) -> TestMetrics:
@@ -213,7 +243,7 @@ def publish_model(
     test_accuracy = check_fraction("test_accuracy", test_accuracy)
     test_loss = check_loss("test_loss", test_loss)
     check_fraction("blessing_tolerance", tolerance)
-    champion_version = str(champion_version or "")
+    champion_version = check_champion_version(str(champion_version or ""), "champion_version")
     if model_registry.is_registry(publish_uri):
         _, config, dataset, history = load_model(model)  # refuses a broken model before anything is sent
         evaluated = Evaluated(test_accuracy, _test_set(dataset, test_set), champion_version, tolerance)
@@ -230,11 +260,10 @@ def publish_model(
         return Published("", False, f"not published: {reason}")
     digest = content_hash(model)
     version = f"{(now or datetime.now(timezone.utc)):%Y%m%dT%H%M%SZ}-{digest[:12]}"
-    target = storage.join(publish_uri, version)
-    files = _upload_model(model, target)
+    files = _upload_model(model, publish_uri, version)
     for name, path in (validation or {}).items():  # before the manifest: a version is complete when it is written
         locations.check_segment(name, "validation file", "file name")
-        storage.write_bytes(locations.join(target, name), Path(path).read_bytes())
+        storage.write_bytes(locations.join(publish_uri, version, name), storage.read_bytes(path, storage.STATISTICS))
         files.append(name)
     manifest = {
         "version": version,
@@ -253,7 +282,7 @@ def publish_model(
         "pipeline_run_id": run_id,
         "files": files,
     }
-    storage.write_bytes(storage.join(target, MANIFEST), dumps(manifest).encode())
+    storage.write_bytes(locations.join(publish_uri, version, MANIFEST), dumps(manifest).encode())
     # The commit point: only now does a reader (or the next run's blessing) see this version.
     promote = _promote_remote if storage.is_remote(publish_uri) else _promote_local
     promoted, reason = promote(publish_uri, version, evaluated)
@@ -298,7 +327,7 @@ def _test_set(dataset: dict, scored_on: "str | None") -> str:
     return ours
 
 
-def _upload_model(model: "str | Path", target: str) -> list[str]:
+def _upload_model(model: "str | Path", publish_uri: str, version: str) -> list[str]:
     """Copy the files ``model``'s marker lists (each proven inside it), then the marker; nothing else in the folder."""
     from artifacts import locations, storage
     from artifacts.outputs import COMPLETE, read_marker
@@ -306,7 +335,8 @@ def _upload_model(model: "str | Path", target: str) -> list[str]:
     # load_model verified every file's sha256 just before: the names (each proven inside) are what is needed here.
     names = [*read_marker(model, "model", verify=False)["files"], COMPLETE]
     for name in names:
-        storage.write_bytes(locations.join(target, name), locations.member(model, name).read_bytes())
+        storage.write_bytes(locations.join(publish_uri, version, name),
+                            storage.read_bytes(locations.member(model, name), storage.PARAMS))
     return names
 
 
@@ -314,9 +344,9 @@ def _promote_local(publish_uri: str, version: str, evaluated: Evaluated) -> "tup
     """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
     from filelock import FileLock
 
-    from artifacts import storage
+    from artifacts import locations, storage
 
-    with FileLock(str(Path(publish_uri) / f".{LATEST}.lock"), timeout=600):
+    with FileLock(locations.join(publish_uri, f".{LATEST}.lock"), timeout=600):  # never a link planted out of it
         beats, reason = _beats(evaluated, read_champion(publish_uri))
         if beats:
             storage.write_bytes(storage.join(publish_uri, LATEST), (version + "\n").encode())

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from mlp_core.config import ConfigError, TrainConfig, parse_layer_sizes
 from mlp_core.distributed import ProcessGroup, detect, initialize
-from artifacts.outputs import OutputConflictError, check_apart, check_output_file, write_json
+from artifacts.outputs import OutputConflictError, check_apart, check_output_file, check_outside_artifacts, write_json
 
 if TYPE_CHECKING:
     from mlp_core.train import BatchSource
@@ -108,11 +108,13 @@ def _train(here: "LocalArtifacts", group: ProcessGroup, hyper: dict, *, checkpoi
     from mlp_core.train import batch_layout, fit
 
     dataset, model, metrics, checkpoint_dir = here.dataset, here.model, here.metrics, here.checkpoint_dir
+    derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, model_uri, run_id, log)
+    location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
+    check_apart({"--dataset": dataset}, {"--model": model, "--metrics": metrics, "--checkpoint-dir": location})
+    check_outside_artifacts(location, "--checkpoint-dir")
     initialize(group, coordinator_timeout, heartbeat_timeout)  # before anything asks JAX for its devices
     if require_gpu:
         check_gpu()
-    check_apart({"--dataset": dataset},
-                {"--model": model, "--metrics": metrics, "--checkpoint-dir": checkpoint_dir})
     check_artifact_output(model, "model")
     if metrics is not None:
         check_output_file(metrics)
@@ -132,8 +134,6 @@ def _train(here: "LocalArtifacts", group: ProcessGroup, hyper: dict, *, checkpoi
     # float sums on how many devices share a batch.
     run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
            "devices": {"platform": jax.default_backend(), "count": jax.device_count() if mesh is not None else 1}}
-    derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, model_uri, run_id, log)
-    location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
     checkpoints = Checkpoints(location, run)
     log(
         f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "

@@ -31,7 +31,8 @@ from artifacts import storage
 from mlp_core.model import Params
 from mlp_core.model_io import ModelError, params_from_bytes, params_to_bytes
 
-_CKPT = re.compile(r"^ckpt-(\d{6})/(params\.npz|state\.json)$")
+# A checkpoint's files, and the temp files of a write killed before its rename (storage.write_bytes names them).
+_CKPT = re.compile(r"^ckpt-(\d{6})/(params\.npz|state\.json|\.(?:params\.npz|state\.json)\.partial-[a-z0-9_]{8})$")
 PARAMS = "params.npz"
 STATE = "state.json"
 KEEP = 2
@@ -78,14 +79,17 @@ class Checkpoints:
         state = {"epoch": epoch, "run": self.run, "history": history,
                  "params": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
         storage.write_bytes(self._name(epoch, STATE), (json.dumps(state, indent=2) + "\n").encode())  # the commit point
-        complete = sorted(e for e, files in self._ours().items() if STATE in files)
+        ours = self._ours()
+        complete = sorted(e for e, files in ours.items() if STATE in files)
         for old in complete[: -self.keep]:
-            self._delete(old)
+            self._delete(old, ours[old])
         return self._name(epoch, STATE)
 
-    def _delete(self, epoch: int) -> None:
-        storage.delete(self._name(epoch, STATE))  # uncommit first: a reader never sees a state without its params
-        storage.delete(self._name(epoch, PARAMS))
+    def _delete(self, epoch: int, files: "set[str]") -> None:
+        """Delete ``files`` of the checkpoint of ``epoch`` (its state first: a reader never sees a state without
+        its params), with the temp files a killed write left."""
+        for file in sorted(files, key=lambda name: name != STATE):
+            storage.delete(self._name(epoch, file))
         _rmdir_if_empty(storage.join(self.uri, f"ckpt-{epoch:06d}"))
 
     def latest(self, layer_sizes, log: Callable[[str], None] = print) -> Checkpoint | None:
@@ -93,10 +97,10 @@ class Checkpoints:
         for epoch in sorted((e for e, files in self._ours().items() if STATE in files), reverse=True):
             uri = self._name(epoch, STATE)
             try:
-                state = json.loads(storage.read_bytes(uri))
+                state = json.loads(storage.read_bytes(uri, storage.METRICS))  # it holds the history
                 if state.get("run") != self.run or state.get("epoch") != epoch:
                     raise ValueError("its state.json names another run or epoch")
-                data = storage.read_bytes(self._name(epoch, PARAMS))
+                data = storage.read_bytes(self._name(epoch, PARAMS), storage.PARAMS)
                 if hashlib.sha256(data).hexdigest() != state["params"]["sha256"]:
                     raise ValueError(f"{PARAMS} does not match the sha256 in its state.json")
                 params = params_from_bytes(data, self._name(epoch, PARAMS), tuple(layer_sizes))
@@ -113,8 +117,8 @@ class Checkpoints:
         The location itself goes too (if then empty) only when ``location_is_ours``
         (the default one train made); a folder the user named is never removed.
         """
-        for epoch in self._ours():
-            self._delete(epoch)
+        for epoch, files in self._ours().items():
+            self._delete(epoch, files)
         _rmdir_if_empty(self.uri)
         if location_is_ours:
             _rmdir_if_empty(self.location)

@@ -147,7 +147,7 @@ def _evaluation_file(evaluation, path, **changes):
     (["--test-metrics", "{evaluation}", "--champion-version", "20260101T000000Z-0123456789ab"],
      "--champion-version 20260101T000000Z-0123456789ab, but {evaluation} says evaluate compared the model with no "
      "champion: leave --champion-version out"),
-    (["--test-metrics", "{missing}"], "{missing}: No such file or directory"),
+    (["--test-metrics", "{missing}"], "not found: {missing}"),
     (["--test-metrics", "{not_blessed}"], "{not_blessed}: evaluate did not bless this model (below the threshold); "
                                           "nothing is published"),
     (["--test-metrics", "{typo}"], "{typo}: test_accuracy: 9.47 is greater than the maximum of 1"),

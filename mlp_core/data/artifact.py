@@ -25,6 +25,8 @@ import numpy as np
 from mlp_core.data.errors import DatasetError
 from mlp_core.data.fast_records import decode_uniform_records
 from mlp_core.data.records import read_shards, sha256_file
+from artifacts import storage
+from artifacts.locations import LocationError, resolve
 from artifacts.outputs import IncompleteArtifactError, read_marker
 from artifacts.schemas import SchemaError, check_dataset_metadata, loads
 
@@ -34,6 +36,10 @@ FORMAT_VERSION = 1
 
 def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
     dataset_dir = Path(dataset_dir)
+    try:
+        resolve(dataset_dir, "dataset")
+    except LocationError as e:
+        raise DatasetError(str(e)) from None
     if not dataset_dir.exists():
         raise DatasetError(f"dataset folder does not exist: {dataset_dir}")
     if not dataset_dir.is_dir():
@@ -46,14 +52,14 @@ def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
     except IncompleteArtifactError as e:
         raise DatasetError(str(e)) from None
     try:
-        metadata = loads(path.read_bytes(), str(path))
+        metadata = loads(storage.read_bytes(path, storage.MANIFEST), str(path))
         if isinstance(metadata, dict):  # the two facts most worth a friendly sentence of their own
             if metadata.get("format_version") != FORMAT_VERSION:
                 raise DatasetError(f"{path}: unsupported format_version {metadata.get('format_version')!r}")
             if metadata.get("image_dtype") != "uint8":
                 raise DatasetError(f"{path}: images must be uint8, metadata says {metadata.get('image_dtype')!r}")
         return check_dataset_metadata(metadata, str(path))
-    except SchemaError as e:
+    except (SchemaError, storage.StorageError) as e:
         raise DatasetError(str(e)) from None
 
 
@@ -72,6 +78,10 @@ def verify_shards(dataset_dir: str | Path, metadata: dict[str, Any], split: str,
     paths = []
     for shard in shards:
         path = dataset_dir / shard["name"]
+        try:
+            storage.check_regular(path)
+        except storage.StorageError as e:
+            raise DatasetError(f"shard {shard['name']}: {e}") from None
         size = path.stat().st_size
         if size != shard["num_bytes"]:
             raise DatasetError(f"shard {shard['name']} has {size} bytes, {METADATA_FILE} says {shard['num_bytes']} (truncated or altered)")
@@ -88,7 +98,7 @@ def _check_sha256(shard: dict[str, Any], digest: str) -> None:
 
 def _load_shard(path: Path, shard: dict[str, Any], image_shape: list[int], images: np.ndarray, labels: np.ndarray) -> int:
     """Read one shard once: check its sha256, decode it into ``images``/``labels``; returns its count."""
-    raw = path.read_bytes()
+    raw = storage.read_bytes(path, shard["num_bytes"])
     # Records' CRCs first: a flipped byte is then reported as the record it broke.
     decoded = decode_uniform_records(raw, int(np.prod(image_shape)), path.name)
     _check_sha256(shard, hashlib.sha256(raw).hexdigest())

@@ -274,9 +274,9 @@ def read_statistics(uri: str | Path) -> statistics_pb2.DatasetFeatureStatisticsL
 
     statistics = statistics_pb2.DatasetFeatureStatisticsList()
     try:
-        statistics.ParseFromString(storage.read_bytes(str(uri)))
+        statistics.ParseFromString(storage.read_bytes(str(uri), storage.STATISTICS))
     except DecodeError as e:
-        raise StatisticsError(f"{uri} is not a binary DatasetFeatureStatisticsList: {e}") from None
+        raise StatisticsError(f"{uri} is not a binary DatasetFeatureStatisticsList: {str(e)[:160]}") from None
     except storage.StorageError as e:
         raise StatisticsError(f"cannot read statistics: {e}") from None
     if not statistics.datasets:

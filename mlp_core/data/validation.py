@@ -154,7 +154,7 @@ def read_schema(uri: str | Path) -> schema_pb2.Schema:
     from artifacts import storage
 
     try:
-        text = storage.read_bytes(str(uri)).decode()
+        text = storage.read_bytes(str(uri), storage.SCHEMA).decode()
     except storage.StorageError as e:
         raise DataSchemaError(f"cannot read the schema: {e}") from None
     except UnicodeDecodeError:
@@ -163,7 +163,7 @@ def read_schema(uri: str | Path) -> schema_pb2.Schema:
     try:
         text_format.Parse(text, schema)
     except text_format.ParseError as e:
-        raise DataSchemaError(f"schema {uri} does not parse: {str(e).splitlines()[0]}") from None
+        raise DataSchemaError(f"schema {uri} does not parse: {str(e).splitlines()[0][:160]}") from None  # short: it may quote the file
     expected(schema, f"schema {uri}")
     return schema
 
