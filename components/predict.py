@@ -61,10 +61,17 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
 
 
 def check_server(server: str) -> str:
-    """``--server``: an ``http://`` or ``https://`` URL of a host (no query or fragment), without its trailing ``/``."""
+    """``--server``: an ``http://`` or ``https://`` URL of a host (no user name or password, query or fragment),
+    without its trailing ``/``."""
     from urllib.parse import urlsplit
 
+    from artifacts.bounded_http import HttpError, check_url
+
     parts = urlsplit(server) if isinstance(server, str) else None
+    try:
+        check_url(server, "--server")
+    except HttpError as e:
+        raise InputError(str(e)) from None
     if (not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
             or any(c.isspace() or ord(c) < 32 for c in server)):
         raise InputError(f"--server {server!r}: give the model server's URL, http://HOST[:PORT] or https://HOST[:PORT]")
@@ -140,28 +147,31 @@ def _model_url(server: str, model_name: str) -> str:
     return f"{server}/v1/models/{name}"
 
 
-def _call(url: str, body: "dict | None", timeout: float):
-    """The JSON a TF Serving REST endpoint answers (``POST`` with ``body``, else ``GET``), or one line on failure."""
+def _call(url: str, body: "dict | None", timeout: float, limit: "int | None" = None):
+    """The JSON a TF Serving REST endpoint answers (``POST`` with ``body``, else ``GET``), or one line on failure.
+
+    The answer is bounded: ``artifacts.bounded_http`` (its size, and ``timeout`` seconds for the whole request).
+    """
     import json
-    import urllib.error
-    import urllib.request
+
+    from artifacts.bounded_http import MAX_ANSWER, HttpError, request
 
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
-                                     method="GET" if body is None else "POST")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        try:
-            reason = json.loads(e.read()).get("error", e.reason)
-        except (ValueError, AttributeError):
-            reason = e.reason
-        raise InputError(f"{url} answered {e.code}: {' '.join(str(reason).split())[:300]}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise InputError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
+        status, raw = request(url, data, {"Content-Type": "application/json"}, "GET" if body is None else "POST",
+                              timeout, limit or MAX_ANSWER)
+    except HttpError as e:
+        raise InputError(str(e)) from None
+    try:
+        answer = json.loads(raw)
     except ValueError:
-        raise InputError(f"{url} did not answer JSON") from None
+        answer = None
+    if status >= 400:
+        reason = answer.get("error") if isinstance(answer, dict) else None
+        raise InputError(f"{url} answered {status}: {' '.join(str(reason or 'no reason given').split())[:200]}")
+    if answer is None:
+        raise InputError(f"{url} did not answer JSON")
+    return answer
 
 
 def served_image_shape(server: str, model_name: str, timeout: float = 60) -> list[int]:
@@ -272,6 +282,8 @@ def check_request(args: argparse.Namespace):
         if args.backend != "native":
             raise InputError("--backend is where --model runs here; with --server the server runs the model")
         _model_url(args.server, args.model_name)  # both checked, nothing sent
+    elif args.model_name:
+        raise InputError("--model-name names a served model: give it with --server URL")
     shape = _model_image_shape(args.model) if args.model else None
     inputs, notes = find_inputs(args.inputs)
     if shape is not None:

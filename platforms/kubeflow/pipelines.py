@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from platforms.cron import to_kfp
 from platforms.checks import ClusterError, check_dns1123_label
 from artifacts import redaction
+from artifacts.bounded_http import HttpError, bound_pool
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 # kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject, and the
@@ -209,11 +210,13 @@ def _client(conn: Connection):
     import kfp_server_api
 
     class Client(kfp.Client):
-        """kfp.Client whose healthz call is tried once (kfp retries 5 times, 5 s apart, even on 401)."""
+        """kfp.Client whose healthz call is tried once (kfp retries 5 times, 5 s apart, even on 401), every answer
+        bounded (``artifacts.bounded_http``: its constructor makes the pool, then may ask healthz first)."""
 
         backend: dict = {}  # the healthz answer, once read (kfp's constructor may read it)
 
         def get_kfp_healthz(self, sleep_duration: int = 5):
+            bound_pool(self._healthz_api.api_client.rest_client.pool_manager)  # one ApiClient serves every API
             response = self._healthz_api.healthz_service_get_healthz(_preload_content=False)
             try:
                 self.backend = json.loads(response.data)
@@ -242,7 +245,9 @@ def _client(conn: Connection):
         kwargs["cookies"] = _secret(conn.cookie_file, "--cookie-file")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
-        return Client(**kwargs)
+        client = Client(**kwargs)
+    bound_pool(client._healthz_api.api_client.rest_client.pool_manager)
+    return client
 
 
 def _reason(e: Exception) -> str:
@@ -258,6 +263,8 @@ def _reason(e: Exception) -> str:
 
 
 def _message(e, conn: Connection, what: str) -> str:
+    if isinstance(e, HttpError):
+        return f"{what} failed at {conn.host}: {e}"
     status = getattr(e, "status", None)
     body = {}
     try:

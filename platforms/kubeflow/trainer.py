@@ -45,6 +45,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from artifacts.bounded_http import HttpError, bound_pool
 from platforms.checks import ClusterError
 
 if TYPE_CHECKING:  # annotations only: trainer_job reads the compile options it is given
@@ -130,7 +131,9 @@ def _api():
         except (config.ConfigException, OSError) as e:
             raise TrainJobFailed(f"no Kubernetes API to create the TrainJob in: not in a pod, and no kubeconfig ({e})") from None
         namespace = (context.get("context") or {}).get("namespace") or "default"
-    return client.CustomObjectsApi(), namespace
+    api_client = client.ApiClient()
+    bound_pool(api_client.rest_client.pool_manager)  # every answer read bounded (artifacts.bounded_http)
+    return client.CustomObjectsApi(api_client), namespace
 
 
 def _api_error(e) -> str:
@@ -152,6 +155,13 @@ def _condition(job: dict, kind: str) -> "dict | None":
 
 def run(body: dict, poll_seconds: float = 10, log=functools.partial(print, flush=True)) -> dict:
     """Create the TrainJob ``body`` (or take over this run's) and wait until it completes; returns it."""
+    try:
+        return _run(body, poll_seconds, log)
+    except HttpError as e:  # an answer too large or too late (artifacts.bounded_http)
+        raise TrainJobFailed(f"TrainJob {body['metadata']['name']}: {e}") from None
+
+
+def _run(body: dict, poll_seconds: float, log) -> dict:
     from kubernetes.client.exceptions import ApiException
 
     api, namespace = _api()
