@@ -132,6 +132,25 @@ def rungs(num_epochs: int, eta: int) -> list[int]:
     return [eta**i for i in range(num_epochs) if eta**i < num_epochs] if eta > 1 else []
 
 
+def max_population(layer_sizes, batch_size: int, budget: "int | None" = None) -> int:
+    """How many trials of these shapes one device holds at once, in half its memory (``budget`` bytes if given).
+
+    Per trial: params, gradients and the updated params (float32), and the batch's activations forward and back;
+    bench/tune_speed.py measures 6 MiB per trial of the seed's MLP with XLA's memory analysis, this says 9.7.
+    """
+    if budget is None:
+        stats = jax.devices()[0].memory_stats() or {}
+        if "bytes_limit" in stats:
+            budget = stats["bytes_limit"] // 2
+        else:
+            import psutil
+
+            budget = psutil.virtual_memory().available // 2
+    params = sum(m * n + n for m, n in zip(layer_sizes[:-1], layer_sizes[1:]))
+    per_trial = 3 * 4 * params + 3 * 4 * batch_size * sum(layer_sizes[1:]) + batch_size * layer_sizes[0]
+    return max(1, int(budget // per_trial))
+
+
 def _take(tree, keep):
     return jax.tree.map(lambda x: x[keep], tree)
 
