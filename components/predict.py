@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from components._cli import InputError, error_line, exit_on_error
+from mlp_core.data.image_header import check_shape
 
 
 def predict_images(model: "str | Path", images, backend: str = "native", params=None, trained_on=None):
@@ -197,6 +198,7 @@ def served_image_shape(server: str, model_name: str, timeout: float = 60) -> lis
     sizes = [int(s) for s in sizes]
     if dtype != "DT_UINT8" or len(sizes) < 2 or sizes[0] != -1 or min(sizes[1:]) < 1:
         raise InputError(f"{url}: the served model takes {str(dtype)[:20]} {sizes}, not uint8 images [N, ...] of any N")
+    check_shape(url, sizes[1:], "the served model takes images of")  # before any image is converted to it
     return sizes[1:]
 
 

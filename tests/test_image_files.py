@@ -52,9 +52,14 @@ def test_a_folder_is_walked_recursively_in_sorted_order_other_files_skipped(tmp_
     (lambda p: None, "missing.png", "input not found: missing.png"),
     (lambda p: (p / "notes.txt").write_text("hello"), "notes.txt",
      "notes.txt: inputs are PNG or JPEG images (.jpg, .jpeg, .png), folders of them, or .npy batches"),
-    (lambda p: (p / "fake.png").write_text("hello"), "fake.png", "fake.png is not a PNG or JPEG image"),
-    (lambda p: Image.new("RGB", (4, 4)).save(p / "gif.png", format="GIF"), "gif.png", "gif.png is not a PNG or JPEG"),
-    (lambda p: (p / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00"), "cut.png", "cut.png is not a"),
+    (lambda p: (p / "fake.png").write_text("hello"), "fake.png", "fake.png: not a valid PNG/JPEG (its first bytes"),
+    (lambda p: Image.new("RGB", (4, 4)).save(p / "gif.png", format="GIF"), "gif.png", "gif.png: not a valid PNG/JPEG"),
+    (lambda p: (p / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00"), "cut.png",
+     "cut.png: not a valid PNG (the file ends inside its header, after 9 bytes)"),
+    (lambda p: (p / "in").mkdir() or os.mkfifo(p / "in" / "zz-fifo.png"), "in",
+     "in/zz-fifo.png is a named pipe (FIFO), not a regular file"),
+    (lambda p: (p / "in").mkdir() or os.symlink("/dev/zero", p / "in" / "zero.png"), "in",
+     "in/zero.png is a character device, not a regular file"),
 ])
 def test_what_is_not_an_image_is_refused_in_one_line(tmp_path, monkeypatch, setup, argument, message):
     monkeypatch.chdir(tmp_path)

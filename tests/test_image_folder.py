@@ -205,10 +205,10 @@ def test_bad_sources_are_one_line_and_write_nothing(mnist_folders, capsys, tmp_p
 
     broken = folder / "test" / "4" / "broken.png"
     broken.write_bytes((folder / "test" / "4").glob("*.png").__next__().read_bytes()[:40])  # a truncated PNG
-    _refused(capsys, argv, f"cannot decode image {broken}")
+    _refused(capsys, argv, f"{broken}: not a valid PNG (the file is truncated")
     broken.unlink()
     (folder / "train" / "7" / "notes.png").write_text("not an image")
-    _refused(capsys, argv, f"cannot decode image {folder / 'train' / '7' / 'notes.png'}")
+    _refused(capsys, argv, f"{folder / 'train' / '7' / 'notes.png'}: not a valid PNG/JPEG (its first bytes")
     (folder / "train" / "7" / "notes.png").unlink()
     (folder / "train" / "cat").mkdir()
     (folder / "train" / "cat" / ".DS_Store").write_bytes(b"\0")  # not an image: ignored, as tfds does
@@ -220,7 +220,7 @@ def test_bad_sources_are_one_line_and_write_nothing(mnist_folders, capsys, tmp_p
     (folder / "train" / "loose.png").write_bytes(b"")
     _refused(capsys, argv, "is directly in the split folder")
     (folder / "train" / "loose.png").unlink()
-    _refused(capsys, ["--output", str(out), "--source", str(tmp_path / "nowhere")], "holds no files (or does not exist)")
+    _refused(capsys, ["--output", str(out), "--source", str(tmp_path / "nowhere")], "does not exist")
     _refused(capsys, ["--output", str(out), "--source", str(base / "spans" / "week-{SPAN}")], "matches")
     _refused(capsys, ["--output", str(out), "--source", str(base / "spans" / "span-{SPAN}-{VERSION}")], "not supported")
     _refused(capsys, ["--output", str(out), "--source", str(base / "{SPAN}" / "{YYYY}-{MM}-{DD}")], "one or the other")

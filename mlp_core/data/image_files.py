@@ -2,12 +2,13 @@
 
 What predict reads. Two phases, so that bad input is refused before TensorFlow is imported:
 
-- ``find_inputs`` and ``check_shapes`` are light (numpy and Pillow): every file exists and is a PNG or
-  JPEG image (by its name or, for a name without an image extension, its first bytes) or a ``.npy``
-  batch; a folder is walked recursively for the image-folder ingest's image names
-  (``image_folder.IMAGE_EXTENSIONS``), in sorted order, other files skipped; an image's size and
-  channels are read from its header (Pillow's ``Image.open`` reads only the header) and compared with
-  the model's image shape.
+- ``find_inputs`` and ``check_shapes`` are light (numpy): every file is a regular file (read through
+  ``artifacts.storage.read_bytes``, with its cap) and a PNG or JPEG image (by its name or, for a name
+  without an image extension, its first bytes) or a ``.npy`` batch; a folder is walked recursively for
+  the image-folder ingest's image names (``image_folder.IMAGE_EXTENSIONS``), in sorted order, other
+  files skipped; an image's size and channels are read from its header (``image_header``: nothing
+  decoded, a decompression bomb refused) and compared with the model's image shape; a ``.npy``'s header
+  is checked against the file's size before its data is used (no allocation).
 - ``decode`` decodes the images with the ingest's own decoder (``image_folder.chunk_decoder``:
   TensorFlow's ``decode_image``, and with ``resize`` its channel conversion and
   ``tf.image.resize``, bilinear with antialiasing, rounded), so that an image is converted exactly
@@ -22,18 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from artifacts import storage
+from mlp_core.data import image_header
 from mlp_core.data.errors import DatasetError
 from mlp_core.data.image_folder import IMAGE_EXTENSIONS
 
-# The image formats the ingest decodes (tf.io.decode_image, as its docstring says): PNG and JPEG, by content.
-FORMATS = ("PNG", "JPEG")
 RESIZE_FLAG = "--resize"
-
-# Channels TensorFlow's decode_image(channels=0) gives each Pillow mode, as measured on TensorFlow 2.21 and Pillow 13
-# (tests/test_image_files.py holds the table to it): a palette PNG decodes to RGB, or RGBA when it has a tRNS chunk;
-# a grey or RGB PNG's tRNS chunk is ignored; a CMYK JPEG decodes to RGB. Modes missing here are left to the decoder.
-_PNG_CHANNELS = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I": 1, "LA": 2, "RGB": 3, "RGBA": 4}
-_JPEG_CHANNELS = {"L": 1, "RGB": 3, "CMYK": 3}
 
 
 @dataclass
@@ -43,8 +38,9 @@ class Input:
     shown: str
     path: Path
     kind: str  # "image" or "npy"
-    shape: "tuple[int | None, ...] | None" = None  # an image's (H, W, C) from its header (C None: the decoder says)
+    shape: "tuple[int, int, int] | None" = None  # an image's (H, W, C) from its header
     array: Any = None  # a .npy batch, uint8 [N, ...]
+    header: "image_header.Header | None" = None
 
 
 def shown(name: str) -> str:
@@ -95,60 +91,62 @@ def _walk(folder: str) -> tuple[list[tuple[str, ...]], int]:
     return sorted(members), skipped
 
 
+def _read(name: str, limit: int) -> bytes:
+    try:
+        return storage.read_bytes(name, limit)
+    except storage.StorageError as e:  # a FIFO, a device, a link to /dev/zero, too large: refused by name
+        raise DatasetError(shown(str(e))) from None
+
+
 def _file(argument: str) -> Input:
     """A file named on the command line: a ``.npy`` batch, or an image by its name or, failing that, its first bytes."""
-    path = Path(argument)
-    suffix = path.suffix.lower()
+    suffix = Path(argument).suffix.lower()
     if suffix == ".npy":
         return _npy(argument)
     if suffix in IMAGE_EXTENSIONS:
         return _image(argument)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise DatasetError(f"cannot read {shown(argument)}: {e.strerror or e}") from None
+    head = _read(argument, storage.FILE)[:8]
     if head.startswith(b"\x93NUMPY"):  # numpy/lib/format.py MAGIC_PREFIX
         return _npy(argument)
-    if head.startswith(b"\x89PNG\r\n\x1a\n") or head.startswith(b"\xff\xd8\xff"):  # the PNG signature, a JPEG's SOI
+    if image_header.kind_of(head):
         return _image(argument)
     raise DatasetError(f"{shown(argument)}: inputs are PNG or JPEG images ({', '.join(IMAGE_EXTENSIONS)}), folders "
                        "of them, or .npy batches; this file is none of them")
 
 
 def _image(name: str) -> Input:
-    """An image file, its shape read from its header by Pillow (nothing decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        # PIL/Image.py open(): "a lazy operation; this function identifies the file, but the file remains open and
-        # the actual image data is not read from the file until you try to process the data". formats= limits the
-        # plugins tried to those two.
-        with Image.open(name, formats=FORMATS) as image:
-            width, height = image.size
-            table = _PNG_CHANNELS if image.format == "PNG" else _JPEG_CHANNELS
-            channels = table.get(image.mode)
-            if image.mode == "P":
-                channels = 4 if "transparency" in image.info else 3
-    except UnidentifiedImageError:
-        raise DatasetError(f"{shown(name)} is not a PNG or JPEG image") from None
-    except Image.DecompressionBombError as e:  # a header claiming billions of pixels
-        raise DatasetError(f"{shown(name)}: {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:  # a truncated or damaged header
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DatasetError(f"{shown(name)} is not a readable PNG or JPEG image: {why}") from None
-    return Input(name, Path(name), "image", (height, width, channels))
+    """An image file, its shape read from its header (nothing decoded)."""
+    header = image_header.read_header(shown(name), _read(name, storage.IMAGE))
+    image_header.check_pixels(shown(name), header)
+    return Input(name, Path(name), "image", header.shape, header=header)
 
 
 def _npy(name: str) -> Input:
+    """A ``.npy`` uint8 batch, its header checked against the file's size before its data is used."""
+    import io
+
     import numpy as np
 
+    raw = _read(name, storage.FILE)
+    stream = io.BytesIO(raw)
     try:
-        array = np.load(name, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:  # a .npy of objects, a damaged header
-        raise DatasetError(f"{shown(name)} is not a readable .npy of images: {str(e).splitlines()[0]}") from None
-    if array.dtype != np.uint8:
-        raise DatasetError(f"{shown(name)}: images must be uint8 (0..255), got {array.dtype}")
+        version = np.lib.format.read_magic(stream)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
+        shape, fortran_order, dtype = reader(stream)
+    except (ValueError, KeyError, EOFError) as e:  # not a .npy, a damaged header, version 3 (text names)
+        why = str(e).splitlines()[0] if str(e) else "an unknown .npy version"
+        raise DatasetError(f"{shown(name)} is not a readable .npy of images: {why[:120]}") from None
+    if dtype != np.uint8:
+        raise DatasetError(f"{shown(name)}: images must be uint8 (0..255), got {dtype}")
+    count = 1
+    for v in shape:
+        count *= v
+    if count != len(raw) - stream.tell():
+        raise DatasetError(f"{shown(name)}: its header declares {list(shape)[:8]} ({count} bytes), the file holds "
+                           f"{len(raw) - stream.tell()} bytes of data")
+    if count == 0:
+        raise DatasetError(f"{shown(name)}: an empty batch (shape {list(shape)[:8]}): no image to predict")
+    array = np.frombuffer(raw, np.uint8, offset=stream.tell()).reshape(shape, order="F" if fortran_order else "C")
     return Input(name, Path(name), "npy", array=array)
 
 
@@ -169,8 +167,10 @@ def check_shapes(inputs: list[Input], image_shape: list[int], resize: bool) -> N
             if list(array.shape[1:]) != image_shape:
                 raise DatasetError(f"{shown(item.shown)}: images must be {image_shape}, got {list(array.shape[1:])} "
                                    f"({RESIZE_FLAG} converts image files, not .npy batches)")
-        elif not resize and (list(item.shape[:2]) != image_shape[:2] or item.shape[2] not in (None, image_shape[2])):
+        elif not resize and list(item.shape) != image_shape:
             _refuse_shape(item, item.shape, image_shape)
+        else:
+            image_header.check_pixels(shown(item.shown), item.header, tuple(image_shape), resize)
 
 
 def _refuse_shape(item: Input, got, image_shape: list[int]):
@@ -190,28 +190,16 @@ def decode(inputs: list[Input], image_shape: list[int], resize: bool):
     decoded: dict[int, Any] = {}
     resized = 0
     if images:
-        from mlp_core.data.image_folder import CHUNK, chunk_decoder, op_message
-        from mlp_core.data.tf import tf
+        from mlp_core.data.image_folder import CHUNK, chunk_decoder, decode_chunk
 
         decoder = chunk_decoder(tuple(image_shape), resize)  # the ingest's, so predict converts as ingest did
         for start in range(0, len(images), CHUNK):
             chunk = images[start:start + CHUNK]
-            data = []
-            for item in chunk:
-                try:
-                    data.append(item.path.read_bytes())
-                except OSError as e:
-                    raise DatasetError(f"cannot read {shown(item.shown)}: {e.strerror or e}") from None
-            try:
-                arrays, shapes = decoder(tf.constant(data, tf.string))
-            except tf.errors.OpError as e:
-                for item, blob in zip(chunk, data):  # the compiled call says only that one of them did not decode
-                    try:
-                        tf.io.decode_image(blob, channels=0, expand_animations=False)
-                    except tf.errors.OpError as one:
-                        raise DatasetError(f"{shown(item.shown)} does not decode: {op_message(one)}") from None
-                raise DatasetError(f"{shown(chunk[0].shown)} ... do not decode: {op_message(e)}") from None
-            arrays, shapes = arrays.numpy(), shapes.numpy()
+            data = [_read(str(item.path), storage.IMAGE) for item in chunk]
+            for item, blob in zip(chunk, data):  # read again: the file may have changed since its header was
+                image_header.check_pixels(shown(item.shown), image_header.read_header(shown(item.shown), blob),
+                                          tuple(image_shape), resize)
+            arrays, shapes = decode_chunk(decoder, [shown(i.shown) for i in chunk], data, tuple(image_shape), resize)
             for item, array, own in zip(chunk, arrays, shapes):
                 if list(own) != list(image_shape):
                     if not resize:

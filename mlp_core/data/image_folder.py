@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import locations, storage
+from mlp_core.data import image_header
 from mlp_core.data import spans as spans_lib
 from mlp_core.data.errors import DatasetError
 
@@ -73,6 +74,7 @@ def parse_image_shape(text: str, resize: bool) -> "tuple[int, int, int] | None":
     if not match or not all(0 < int(v) <= 65536 for v in match.groups()) or not 1 <= int(match.group(3)) <= 4:
         raise DatasetError(f"--image-shape: {text!r} is not HEIGHTxWIDTHxCHANNELS (e.g. 28x28x1; 1 to 4 channels)")
     shape = tuple(int(v) for v in match.groups())
+    image_header.check_shape("--image-shape", shape, "images of")
     if resize and shape[2] == 2:
         raise DatasetError("--image-shape: --resize converts to 1, 3 or 4 channels (grey, RGB, RGBA), not 2")
     return shape  # type: ignore[return-value]
@@ -183,37 +185,43 @@ def _scan(base: str, names: list[str], roots: list[str], split_folders: dict[str
 
 
 def read_file(location: str) -> bytes:
-    """The bytes of one source file, through the store's own client (one request per object)."""
-    if not storage.is_remote(location):
-        try:
-            return Path(location).read_bytes()
-        except OSError as e:
-            raise storage.StorageError(f"cannot read {location}: {e.strerror or e}") from None
-    kind, bucket, key = locations.split_uri(location, "--source")
+    """The bytes of one source file (a regular file or an object, at most ``storage.IMAGE``)."""
     try:
-        if kind == "gs":
-            from google.cloud.storage.retry import DEFAULT_RETRY
-
-            return storage.client().bucket(bucket).blob(key).download_as_bytes(retry=DEFAULT_RETRY)
-        # s3://, or minio:// (Kubeflow's bundled store: S3 at its own endpoint, artifacts.storage.s3_endpoint)
-        return storage.s3_client(bundled=kind == "minio").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return storage.read_bytes(location, storage.IMAGE)
+    except storage.StorageError:
+        raise
     except Exception as e:  # google.api_core / botocore errors: the object vanished, no access, no network
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise storage.StorageError(f"cannot read {location}: {text}") from None
 
 
-def _decode_first(location: str, data: bytes):
+def check_image(location: str, data: bytes, shape: "tuple[int, int, int] | None", resize: bool):
+    """The image's header, checked before any pixel is decoded: valid, within the cap, ``shape`` or ``resize``."""
+    header = image_header.read_header(location, data)
+    image_header.check_pixels(location, header, shape, resize)
+    if shape is not None and not resize and header.shape != tuple(shape):
+        raise DatasetError(f"image {location} is {_shape_text(header.shape)}, not {_shape_text(shape)} like the "
+                           "others (give --resize to convert it)")
+    return header
+
+
+def _decode_one(data, shape: tuple[int, int, int], resize: bool):
+    """One encoded image -> ``(uint8 [H, W, C] at shape, its own shape int32 [3])`` (see ``chunk_decoder``)."""
     from mlp_core.data.tf import tf
 
-    try:
-        return tf.io.decode_image(data, channels=0, expand_animations=False).numpy()
-    except tf.errors.OpError as e:
-        raise DatasetError(f"cannot decode image {location}: {op_message(e)}") from None
-
-
-def op_message(error) -> str:
-    message = getattr(error, "message", "") or str(error)
-    return message.splitlines()[0].strip() if message else type(error).__name__
+    height, width, channels = shape
+    target = tf.constant(shape, tf.int32)
+    image = tf.io.decode_image(data, channels=0, expand_animations=False)
+    own = tf.stack(tf.unstack(tf.shape(image), num=3))  # a plain int32 tensor (a shape one warns in map_fn)
+    if resize:
+        # decode_image converts channels itself (grey <-> RGB, alpha dropped or added) when asked for C.
+        image = tf.cond(own[2] == channels, lambda: image,
+                        lambda: tf.io.decode_image(data, channels=channels, expand_animations=False))
+        image = tf.cond(tf.reduce_all(own[:2] == target[:2]), lambda: image, lambda: tf.cast(
+            tf.clip_by_value(tf.round(tf.image.resize(image, [height, width], antialias=True)), 0, 255), tf.uint8))
+    else:
+        image = tf.cond(tf.reduce_all(own == target), lambda: image, lambda: tf.zeros(shape, tf.uint8))
+    return tf.ensure_shape(image, shape), own
 
 
 def chunk_decoder(shape: tuple[int, int, int], resize: bool):
@@ -223,28 +231,31 @@ def chunk_decoder(shape: tuple[int, int, int], resize: bool):
     """
     from mlp_core.data.tf import tf
 
-    height, width, channels = shape
-    target = tf.constant(shape, tf.int32)
-
-    def one(data):
-        image = tf.io.decode_image(data, channels=0, expand_animations=False)
-        own = tf.stack(tf.unstack(tf.shape(image), num=3))  # a plain int32 tensor (a shape one warns in map_fn)
-        if resize:
-            # decode_image converts channels itself (grey <-> RGB, alpha dropped or added) when asked for C.
-            image = tf.cond(own[2] == channels, lambda: image,
-                            lambda: tf.io.decode_image(data, channels=channels, expand_animations=False))
-            image = tf.cond(tf.reduce_all(own[:2] == target[:2]), lambda: image, lambda: tf.cast(
-                tf.clip_by_value(tf.round(tf.image.resize(image, [height, width], antialias=True)), 0, 255), tf.uint8))
-        else:
-            image = tf.cond(tf.reduce_all(own == target), lambda: image, lambda: tf.zeros(shape, tf.uint8))
-        return tf.ensure_shape(image, shape), own
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def decode(batch):
-        return tf.map_fn(one, batch, fn_output_signature=(tf.TensorSpec(shape, tf.uint8), tf.TensorSpec([3], tf.int32)),
-                         parallel_iterations=64)
+        return tf.map_fn(lambda data: _decode_one(data, shape, resize), batch, parallel_iterations=64,
+                         fn_output_signature=(tf.TensorSpec(shape, tf.uint8), tf.TensorSpec([3], tf.int32)))
 
     return decode
+
+
+def decode_chunk(decoder, names: list[str], data: list[bytes], shape: tuple[int, int, int], resize: bool):
+    """``decoder``'s ``(images, own shapes)`` as numpy; a file that does not decode is named, in plain words.
+
+    The compiled call says only that one of them failed: each is decoded again, alone, to find which.
+    """
+    from mlp_core.data.tf import tf
+
+    try:
+        images, shapes = decoder(tf.constant(data, tf.string))
+    except tf.errors.OpError as error:
+        for name, blob in zip(names, data):
+            try:
+                _decode_one(tf.constant(blob), shape, resize)
+            except tf.errors.OpError as e:
+                raise image_header.undecodable(name, blob, e) from None
+        raise image_header.undecodable(f"{names[0]} ...", data[0], error) from None
+    return images.numpy(), shapes.numpy()
 
 
 class ImageReader:
@@ -259,22 +270,18 @@ class ImageReader:
     def examples(self, files: list[ImageFile]):
         import numpy as np
 
-        from mlp_core.data.tf import tf
-
         remote = any(storage.is_remote(f.location) for f in files[:1])
         with ThreadPoolExecutor(max_workers=REMOTE_READERS) as pool:
             for start in range(0, len(files), CHUNK):
                 chunk = files[start : start + CHUNK]
                 # A local read takes microseconds, less than handing it to a thread.
                 data = list(pool.map(lambda f: read_file(f.location), chunk)) if remote else [read_file(f.location) for f in chunk]
+                for f, d in zip(chunk, data):  # every header before any pixel is decoded
+                    check_image(f.location, d, self.shape, self.resize)
                 self.records += [spans_lib.file_record(f.name, d) for f, d in zip(chunk, data)]
-                try:
-                    images, shapes = self._decode(tf.constant(data, tf.string))
-                except tf.errors.OpError as e:
-                    raise self._culprit(chunk, data, e) from None
-                images, shapes = images.numpy(), shapes.numpy()
+                images, shapes = decode_chunk(self._decode, [f.location for f in chunk], data, self.shape, self.resize)
                 differ = np.flatnonzero((shapes != np.array(self.shape)).any(axis=1))
-                if len(differ) and not self.resize:
+                if len(differ) and not self.resize:  # the decoder's shape is the final word
                     i = differ[0]
                     raise DatasetError(f"image {chunk[i].location} is {_shape_text(shapes[i])}, not "
                                        f"{_shape_text(self.shape)} like the others (give --resize to convert it)")
@@ -282,27 +289,15 @@ class ImageReader:
                 for image, f in zip(images, chunk):
                     yield image, f.label
 
-    @staticmethod
-    def _culprit(chunk: list[ImageFile], data: list[bytes], error) -> DatasetError:
-        """The first file of ``chunk`` that does not decode, named (the compiled call says only that one did not)."""
-        from mlp_core.data.tf import tf
-
-        for f, d in zip(chunk, data):
-            try:
-                tf.io.decode_image(d, channels=0, expand_animations=False)
-            except tf.errors.OpError as e:
-                return DatasetError(f"cannot decode image {f.location}: {op_message(e)}")
-        return DatasetError(f"cannot decode images {chunk[0].location} ...: {op_message(error)}")
-
 
 def _shape_text(shape) -> str:
     return "x".join(str(int(v)) for v in shape)
 
 
 def first_image_shape(source: FolderSource) -> tuple[tuple[int, int, int], str]:
-    """The shape of the first train image in name order, and its location: what fixes the dataset's shape."""
+    """The shape of the first train image in name order (its header), and its location: what fixes the dataset's shape."""
     first = min(source.files["train"], key=lambda f: f.name)
-    return tuple(int(v) for v in _decode_first(first.location, read_file(first.location)).shape), first.location
+    return check_image(first.location, read_file(first.location), None, False).shape, first.location
 
 
 def ingest_image_folder(
