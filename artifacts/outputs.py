@@ -288,7 +288,10 @@ def _lock(path: Path, kind: str) -> int:
     artifact URI, so one output has one writer by construction (``docs/design.md``).
     """
     for _ in range(5):
-        fd = os.open(path / WRITING, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path / WRITING, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:  # ELOOP: a link planted in its place is never written through
+            raise OutputConflictError(f"{path / WRITING} cannot be opened ({e.strerror}); it is left alone") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

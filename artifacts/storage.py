@@ -218,7 +218,7 @@ _KINDS = {stat.S_IFDIR: "a folder", stat.S_IFIFO: "a named pipe (FIFO)", stat.S_
 
 
 def _size_text(size: int) -> str:
-    return f"{size / MiB:g} MiB" if size >= MiB else f"{size} bytes"
+    return f"{size // MiB} MiB" if size % MiB == 0 else f"{size:,} bytes"
 
 
 def _too_big(location, size: int, limit: int) -> StorageError:

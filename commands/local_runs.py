@@ -40,7 +40,7 @@ def read(folder: Path) -> "dict | None":
     try:
         raw = storage.read_bytes(path, storage.RUN_JSON)
     except storage.StorageError as e:
-        raise ClusterError(f"{folder.name}: {RUN_FILE}: {e}") from None
+        raise ClusterError(str(e)) from None
     try:
         record = json.loads(raw)
     except ValueError:

@@ -9,6 +9,7 @@ How: ``platforms.vertex.experiments``.
 """
 
 import argparse
+import os
 import sys
 
 from kfp import dsl
@@ -100,6 +101,7 @@ def _read(path: str, schema: dict) -> dict:
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
+    from artifacts.locations import is_remote
     from components._cli import InputError
     from platforms.vertex.experiments import check_experiment, check_job, check_tensorboard, track_run
     from artifacts.schemas import TEST_METRICS, TRAIN_METRICS
@@ -111,6 +113,8 @@ def main(argv: "list[str] | None" = None) -> int:
         check_tensorboard(args.tensorboard_instance)
         if not args.tensorboard_dir:
             raise InputError("--tensorboard-instance needs --tensorboard-dir, the event files to upload")
+    if args.tensorboard_dir and not is_remote(args.tensorboard_dir) and not os.path.isdir(args.tensorboard_dir):
+        raise InputError(f"--tensorboard-dir {args.tensorboard_dir} is not a folder (of TensorBoard event files)")
     params, metrics = run_record(_read(args.train_metrics, TRAIN_METRICS), _read(args.test_metrics, TEST_METRICS))
     run = track_run(args.job, args.experiment, params, metrics, args.tensorboard_dir, args.tensorboard_instance)
     print(f"logged run {run} to Vertex AI experiment {args.experiment}"

@@ -15,7 +15,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from platforms.options import StepPolicy
-from components._cli import exit_on_error
+from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, argv, bind, defaults, descriptions, values
 from mlp_core.config import PLACEMENTS, TrainConfig
 
@@ -58,6 +58,17 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
                             processes=processes,
                             coordinator_timeout=coordinator_timeout, heartbeat_timeout=heartbeat_timeout, log=log,
                             **given)
+
+
+def check_training(params: dict) -> None:
+    """The training settings in ``params`` (a step's parameters) checked as ``TrainConfig`` checks them, before any
+    data is read: the input and output widths are the default's, the data's come later."""
+    from jobs.training import build_config
+
+    sizes = DEFAULT.layer_sizes
+    build_config({"image_shape": [sizes[0]], "num_classes": sizes[-1]}, params["hidden_sizes"],
+                 step_size=params["step_size"], batch_size=params["batch_size"], num_epochs=params["epochs"],
+                 seed=params["seed"], shuffle=params["shuffle"])
 
 
 # Parameters about where the step runs, which the step itself handles (train_model), not its library function.
@@ -187,8 +198,8 @@ def _parser() -> argparse.ArgumentParser:
         "more than one process", "train as one of several processes (hosts) over all their devices; without these, "
         "Vertex AI's CLUSTER_SPEC or Kubeflow Trainer's variables say, else one process")
     group.add_argument("--coordinator", default="", help="host:port of process 0's coordinator")
-    group.add_argument("--num-processes", type=int, default=0, help="how many processes train together")
-    group.add_argument("--process-id", type=int, default=-1, help="this process: 0 .. num-processes - 1")
+    group.add_argument("--num-processes", type=int, help="how many processes train together")
+    group.add_argument("--process-id", type=int, help="this process: 0 .. num-processes - 1")
     group.add_argument("--coordinator-timeout", type=int, default=300,
                        help="seconds to wait for the coordinator and the other processes (default: %(default)s)")
     group.add_argument("--heartbeat-timeout", type=int, default=100,
@@ -200,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: "list[str] | None" = None) -> int:
     import os
 
-    from mlp_core.distributed import detect
+    from mlp_core.distributed import check_process_flags, detect
 
     args = _parser().parse_args(argv)
     from artifacts.locations import check_flags, check_segment
@@ -210,12 +221,16 @@ def main(argv: "list[str] | None" = None) -> int:
                  "--checkpoint-root": args.checkpoint_root}, local=("--tensorboard",))
     if args.run_id:
         check_segment(args.run_id, "--run-id", "run id")
+    check_inputs({"--dataset": args.dataset})
+    check_training(values(args, train))
     from artifacts.outputs import check_apart
 
     # Before anything else (the process group included): outputs apart from the input and from each other.
     check_apart({"--dataset": args.dataset}, {"--model": args.model, "--metrics": args.metrics,
                                               "--checkpoint-dir": args.checkpoint_dir, "--tensorboard": args.tensorboard})
-    processes = detect(os.environ, args.coordinator, args.num_processes, args.process_id)
+    check_process_flags(args.num_processes, args.process_id, args.coordinator_timeout, args.heartbeat_timeout)
+    processes = detect(os.environ, args.coordinator, 0 if args.num_processes is None else args.num_processes,
+                       -1 if args.process_id is None else args.process_id)
     if args.tensorboard and processes.is_primary:
         from artifacts.outputs import check_artifact_output
 

@@ -49,7 +49,7 @@ def _manifest(publish_uri: str, version: str) -> dict:
         manifest = validate(loads(storage.read_bytes(where, storage.MANIFEST), where), PUBLISH_MANIFEST, where)
     except (SchemaError, storage.StorageError) as e:
         raise ChampionError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
-                            f"fix it or remove {latest}") from None
+                            f"fix it or remove its {LATEST}") from None
     if manifest["version"] != version:
         raise ChampionError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
     return manifest

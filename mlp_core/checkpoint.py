@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from artifacts import storage
+from artifacts import locations, storage
 from mlp_core.model import Params
 from mlp_core.model_io import ModelError, params_from_bytes, params_to_bytes
 
@@ -59,10 +59,12 @@ class Checkpoints:
         self.location = str(location)
         self.run = run
         self.keep = keep
-        self.uri = storage.join(self.location, run_key(run))
+        self.key = run_key(run)
+        self.uri = locations.join(self.location, self.key, flag="--checkpoint-dir")
 
     def _name(self, epoch: int, file: str) -> str:
-        return storage.join(self.uri, f"ckpt-{epoch:06d}", file)
+        # Locally, links followed, inside the location: nothing is written through a link planted in it.
+        return locations.join(self.location, self.key, f"ckpt-{epoch:06d}", file, flag="--checkpoint-dir")
 
     def _ours(self) -> dict[int, set[str]]:
         """``{epoch: files}`` of this run's checkpoint files (complete or not)."""

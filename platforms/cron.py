@@ -16,6 +16,14 @@ def validate(expression: str) -> str:
         raise ClusterError(f"cron must have five fields (minute hour day month weekday), got {fields!r}")
     if not croniter.is_valid(fields):
         raise ClusterError(f"invalid cron expression {fields!r}")
+    for field in fields.split():
+        for part in field.split(","):
+            low, dash, high = part.partition("/")[0].partition("-")
+            # croniter wraps 5-1 around; Kubeflow's robfig/cron refuses it ("beginning of range beyond end of range")
+            if dash and low.isdigit() and high.isdigit() and int(low) > int(high):
+                raise ClusterError(f"cron range {part!r} in {fields!r} runs backwards: write it low-high")
+    if tz == "":
+        raise ClusterError(f"cron {expression.strip()!r}: TZ= names no time zone")
     zone = timezone.utc
     if tz:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -143,17 +143,17 @@ def test_a_local_read_refuses_what_is_not_a_regular_file_and_what_is_over_its_ca
         with pytest.raises(storage.StorageError, match=said):
             storage.read_bytes(tmp_path / name, storage.RECORD)
     (tmp_path / "big.json").write_bytes(b"[" + b"0," * storage.MiB + b"0]")
-    with pytest.raises(storage.StorageError, match=r"big.json is 2 MiB, more than the 1 MiB"):
+    with pytest.raises(storage.StorageError, match=r"big.json is 2,097,155 bytes, more than the 1 MiB"):
         storage.read_bytes(tmp_path / "big.json", storage.RECORD)
     assert storage.read_bytes(tmp_path / "big.json", storage.METRICS)[:3] == b"[0,"
 
 
 def test_an_object_over_its_cap_is_refused_before_its_bytes_are_read(store):
     storage.write_bytes(f"{store}/big", b"x" * 2000)
-    with pytest.raises(storage.StorageError, match="is 2000 bytes, more than the 1000 bytes"):
+    with pytest.raises(storage.StorageError, match="is 2,000 bytes, more than the 1,000 bytes"):
         storage.read_bytes(f"{store}/big", 1000)
     assert storage.read_bytes(f"{store}/big", 2000) == b"x" * 2000
     storage.write_bytes(f"{store}/empty", b"")
     assert storage.read_bytes(f"{store}/empty", 10) == b""
-    with pytest.raises(storage.StorageError, match="more than the 1000 bytes"):
+    with pytest.raises(storage.StorageError, match="more than the 1,000 bytes"):
         storage.read_versioned(f"{store}/big", 1000)

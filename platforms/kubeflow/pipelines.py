@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from platforms.cron import to_kfp
 from platforms.checks import ClusterError, check_dns1123_label
-from artifacts import redaction
+from artifacts import redaction, storage
 from artifacts.bounded_http import HttpError, bound_pool
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
@@ -117,9 +117,9 @@ def _connection(target: "str | Connection") -> Connection:
 def _read_secret(path: str, flag: str) -> str:
     """The file's text without its final line ending; refused when empty, unreadable or several lines."""
     try:
-        raw = Path(path).read_bytes()
+        raw = storage.read_bytes(path, storage.RECORD)
     except OSError as e:
-        raise ClusterError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
+        raise ClusterError(f"{flag}: {e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -160,9 +160,8 @@ def _cookie(path: str) -> str:
         for field in line.split("\t"):
             redaction.remember(field.strip())
     if _is_cookie_jar(value):
-        raise ClusterError(f"--cookie-file {path} is a Netscape cookie-jar file; give the Cookie header's value instead, "
-                           "one line NAME=VALUE (the jar's 6th and 7th fields): awk -F'\\t' 'NF==7 {print $6\"=\"$7}' "
-                           f"{path}, then keep the auth proxy's cookie (e.g. oauth2_proxy_kubeflow=...)")
+        raise ClusterError(f"--cookie-file {path} is a Netscape cookie-jar file; give the Cookie header's value instead: "
+                           "one line NAME=VALUE, the auth proxy's cookie (the jar's 6th and 7th fields)")
     if "\r" in value or "\n" in value:
         raise ClusterError(f"--cookie-file {path} holds more than one line (or a CR/LF inside): write the Cookie header's "
                            "value as one line, NAME=VALUE[; NAME2=VALUE2]")
