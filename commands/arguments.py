@@ -48,8 +48,8 @@ def validate_arguments(arguments: dict) -> dict:
     A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
     ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
     """
-    from mlp_core.config import ConfigError, TrainConfig
-    from jobs.training import build_config
+    from components.train import check_training
+    from mlp_core.config import ConfigError
     from mlp_core.blessing import check_fraction
     from mlp_core.memory import choose_placement
     from pipeline import pipeline_parameters
@@ -62,11 +62,7 @@ def validate_arguments(arguments: dict) -> dict:
                           field="records_per_shard")
     if not values["dataset_name"]:
         raise ConfigError("dataset_name must not be empty", field="dataset_name")
-    # The input and output widths come from the data at run time; any stand-ins check the rest.
-    sizes = TrainConfig().layer_sizes
-    build_config({"image_shape": [sizes[0]], "num_classes": sizes[-1]}, values["hidden_sizes"],
-                 step_size=values["step_size"], batch_size=values["batch_size"], num_epochs=values["epochs"],
-                 seed=values["seed"], shuffle=values["shuffle"])
+    check_training(values)
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
     check_fraction("blessing_threshold", values["blessing_threshold"])
     check_fraction("blessing_tolerance", values["blessing_tolerance"])

@@ -18,7 +18,7 @@ from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from platforms.options import StepPolicy
-from components._cli import exit_on_error, loss_note
+from components._cli import check_inputs, exit_on_error, loss_note
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from artifacts.outputs import check_output_file, write_json
@@ -151,8 +151,9 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.publish_uri:
         check_publish_target(args.publish_uri, "--publish-uri")
 
-    check_apart({"--model": args.model, "--dataset": args.dataset},
-                {"--metrics": args.metrics, "--report": args.report, "--report-markdown": args.report_markdown})
+    inputs = {"--model": args.model, "--dataset": args.dataset}
+    check_inputs(inputs)
+    check_apart(inputs, {"--metrics": args.metrics, "--report": args.report, "--report-markdown": args.report_markdown})
     if args.metrics:
         check_output_file(args.metrics)
     result = evaluate_model(args.model, args.dataset, args.report, args.report_markdown, **values(args, evaluate))

@@ -14,7 +14,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Output
 
 from platforms.options import StepPolicy
-from components._cli import exit_on_error
+from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 
 DEFAULT_RECORDS_PER_SHARD = 10_000
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_flags({"--output": args.output, "--tfds-data-dir": args.tfds_data_dir, "--source": args.source},
                 local=("--output",))
+    check_inputs({"--tfds-data-dir": args.tfds_data_dir, "--source": "" if "{" in args.source else args.source})
     metadata = ingest_dataset(args.output, progress=not args.no_progress, **values(args, ingest))
     if source := metadata.get("source"):
         print(_source_line(source, metadata))

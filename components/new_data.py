@@ -14,9 +14,9 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input
 
 from platforms.options import StepPolicy
-from components._cli import exit_on_error
+from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, defaults, descriptions, values
-from components.train import DEFAULT, DEFAULT_HIDDEN
+from components.train import DEFAULT, DEFAULT_HIDDEN, check_training
 
 # Small and quick: reads the Dataset's metadata and the champion's manifest. Never cached: the champion is not an input.
 CLUSTER = StepPolicy("0.5", "1", "1Gi", "2Gi", cacheable=False)
@@ -82,7 +82,9 @@ def main(argv: "list[str] | None" = None) -> int:
 
     args = _parser().parse_args(argv)
     check_flags({"--dataset": args.dataset}, local=("--dataset",))
+    check_inputs({"--dataset": args.dataset})
     given = values(args, new_data)
+    check_training(given)
     decision = check_dataset(args.dataset, given.pop("publish_uri"), given.pop("hidden_sizes"),
                              force=given.pop("force"), num_epochs=given.pop("epochs"), **given)
     print(decision.reason)

@@ -22,7 +22,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 from platforms.options import StepPolicy
-from components._cli import exit_on_error
+from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, bind, defaults, descriptions, values
 from mlp_core.data.validation import DEFAULT_MAX_LABEL_LINF, DEFAULT_MAX_LEAKED_IMAGES, DEFAULT_MAX_PIXEL_JS
 
@@ -169,8 +169,9 @@ def main(argv: "list[str] | None" = None) -> int:
                  **outputs}, local=("--dataset", *(flag for flag, path in outputs.items() if path is not None)))
     if args.publish_uri:
         check_publish_target(args.publish_uri, "--publish-uri")
-    check_apart({"--dataset": args.dataset, "--schema": args.schema, "--baseline-statistics": args.baseline_statistics},
-                outputs)
+    inputs = {"--dataset": args.dataset, "--schema": args.schema, "--baseline-statistics": args.baseline_statistics}
+    check_inputs(inputs)
+    check_apart(inputs, outputs)
     for path in outputs.values():
         if path is not None:
             check_output_file(path)

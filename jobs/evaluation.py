@@ -14,8 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlp_core.blessing import ChampionError, bless_against_champion, check_fraction, test_set_sha256
-from mlp_core.evaluation import class_comparison, confusion_matrix
-from mlp_core.evaluation import evaluate as evaluate_split
 from artifacts.outputs import check_apart, check_output_file
 
 # How many of the most confidently misclassified test images the report shows.
@@ -43,17 +41,6 @@ def evaluate_on_dataset(
     ``run_id`` (the pipeline run that trained the model) and ``model_uri`` (where the Model
     artifact lives; default ``model``) only name the run in the result and the report.
     """
-    from datetime import datetime, timezone
-
-    import numpy as np
-
-    from mlp_core import report as report_lib
-    from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
-    from artifacts.outputs import read_marker
-    from mlp_core.model_io import load_model
-    from artifacts.locations import is_resource_name
-    from jobs.publishing import read_champion
-
     threshold = check_fraction("--blessing-threshold", blessing_threshold)
     tolerance = check_fraction("--blessing-tolerance", blessing_tolerance)
     check_apart({"--model": model, "--dataset": dataset},
@@ -61,6 +48,19 @@ def evaluate_on_dataset(
     for path in (report, report_markdown):
         if path is not None:
             check_output_file(path)
+    # After the checks: JAX and TensorFlow take 4-10 s to load, a refusal before them comes at once.
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from mlp_core import report as report_lib
+    from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
+    from mlp_core.evaluation import class_comparison
+    from artifacts.outputs import read_marker
+    from mlp_core.model_io import load_model
+    from artifacts.locations import is_resource_name
+    from jobs.publishing import read_champion
+
     params, config, trained_on, history = load_model(model)
     trained_at = read_marker(model, "model", verify=False).get("completed_at")  # load_model has checked it
     metadata = load_metadata(dataset)
@@ -129,6 +129,7 @@ def evaluate_on_dataset(
 
 def _score(params, images, labels, class_names: list[str]) -> dict:
     """Loss, accuracy, confusion matrix and per-class metrics of ``params`` on one split (with its predictions)."""
+    from mlp_core.evaluation import confusion_matrix, evaluate as evaluate_split
     from mlp_core.metrics import macro_f1, per_class_metrics
 
     test_loss, test_accuracy, predicted, confidence = evaluate_split(params, images, labels, keep_predictions=True)

@@ -17,14 +17,16 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlp_core.config import ConfigError, TrainConfig
-from mlp_core.model import Params
 from artifacts.outputs import IncompleteArtifactError, read_marker
 from artifacts.schemas import SchemaError, check_model_files, loads
+
+if TYPE_CHECKING:  # a name for annotations: reading a model's files needs no JAX (publish's CLI starts without it)
+    from mlp_core.model import Params
 
 PARAMS_FILE = "params.npz"
 CONFIG_FILE = "config.json"

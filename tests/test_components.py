@@ -99,12 +99,34 @@ def test_offline_mnist_has_mnists_label_counts(full_dataset):
     assert [s["num_records"] for s in meta["splits"]["train"]["shards"]] == [10_000] * 6
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path, small_dataset):
-    missing = run_cli("-m", "components.train", "--dataset", str(tmp_path / "nope"), "--model", str(tmp_path / "m"), check=False)
-    assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1] == f"error: dataset folder does not exist: {tmp_path / 'nope'}"
-    bad_batch = run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "m"),
-                        "--batch-size", "0", check=False)
-    assert bad_batch.returncode == 2
-    assert bad_batch.stderr.strip().splitlines()[-1] == "error: --batch-size must be a positive integer, got 0"
-    assert not (tmp_path / "m").exists()
+# Each step's command line with bad input: {tmp} is an existing folder, {tmp}/none is not.
+BAD_INPUT = [
+    ("train", ["--dataset", "{tmp}", "--model", "{tmp}/m", "--batch-size", "0"],
+     "--batch-size must be a positive integer, got 0"),
+    ("train", ["--dataset", "{tmp}/none", "--model", "{tmp}/m", "--epochs", "3"], "--dataset {tmp}/none does not exist"),
+    ("ingest", ["--output", "{tmp}/o", "--records-per-shard", "0"], "--records-per-shard must be a positive integer"),
+    ("ingest", ["--output", "{tmp}/o", "--source", "{tmp}/none"], "--source {tmp}/none does not exist"),
+    ("new_data", ["--dataset", "{tmp}", "--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+    ("validate", ["--dataset", "{tmp}/none", "--statistics", "{tmp}/s", "--anomalies", "{tmp}/a"],
+     "--dataset {tmp}/none does not exist"),
+    ("evaluate", ["--model", "{tmp}", "--dataset", "{tmp}", "--blessing-threshold", "2"],
+     "--blessing-threshold must be a number from 0 to 1, got 2.0"),
+    ("evaluate", ["--model", "{tmp}/none", "--dataset", "{tmp}"], "--model {tmp}/none does not exist"),
+    ("publish", ["--model", "{tmp}/none", "--publish-uri", "{tmp}/p", "--metrics-by-hand", "--test-accuracy", "0.9",
+                 "--test-loss", "0.1"], "model folder does not exist: {tmp}/none"),
+    ("track", ["--job", "projects/stand-in-project/locations/us-central1/pipelineJobs/jax-mlp-pipeline-1",
+               "--experiment", "mnist-mlp", "--train-metrics", "{tmp}/none", "--test-metrics", "{tmp}/none"], "{tmp}/none"),
+]
+
+
+@pytest.mark.parametrize(("step", "args", "message"), BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2_before_tensorflow_and_jax_load(tmp_path, step, args, message):
+    """Before: 4-11 s each, the refusal after TensorFlow and JAX had loaded."""
+    loaded = ("import atexit, runpy, sys; atexit.register(lambda: print(sorted({'tensorflow', 'jax'} & set(sys.modules)), "
+              f"file=sys.stderr)); sys.argv[0] = {step!r}; runpy.run_module('components.{step}', run_name='__main__')")
+    r = run_cli("-c", loaded, *[a.format(tmp=tmp_path) for a in args], check=False)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    error, modules = r.stderr.splitlines()
+    assert error.startswith("error: ") and message.format(tmp=tmp_path) in error, r.stderr
+    assert modules == "[]", r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

@@ -64,7 +64,7 @@ def test_unknown_tfds_dataset_names_close_ones(tmp_path, mnist_data_dir):
 
 def test_missing_tfds_data_dir(tmp_path):
     r = run_cli("-m", "components.ingest", "--tfds-data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out" / "ds"), check=False)
-    _assert_refused(r, f"TFDS data dir does not exist: {tmp_path / 'nowhere'}", tmp_path / "out")
+    _assert_refused(r, f"--tfds-data-dir {tmp_path / 'nowhere'} does not exist", tmp_path / "out")
 
 
 def test_tfds_data_dir_that_is_a_file(tmp_path):

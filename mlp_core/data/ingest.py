@@ -23,8 +23,12 @@ def ingest(
 ) -> dict[str, Any]:
     """The ingest step: ``source`` "" reads the tfds dataset ``dataset_name``; else the image folder (or span
     pattern) ``source`` (``mlp_core.data.image_folder``). Returns the metadata written."""
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.config import ConfigError
+    from mlp_core.data.errors import DatasetError
 
+    if records_per_shard <= 0:  # before TensorFlow loads
+        raise ConfigError(f"records_per_shard must be a positive integer, got {records_per_shard}",
+                          field="records_per_shard")
     if source:
         from mlp_core.data.image_folder import ingest_image_folder
 
@@ -69,8 +73,6 @@ def ingest_tfds(
     source = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
     check_apart({"--tfds-data-dir": source}, {"--output": output})
     check_artifact_output(output, "dataset")
-    if records_per_shard <= 0:
-        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
     builder = tfds_source.open_builder(dataset, tfds_data_dir, progress=progress)
     info = tfds_source.source_info(builder)
     splits: dict[str, Any] = {}
