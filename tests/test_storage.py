@@ -157,3 +157,18 @@ def test_an_object_over_its_cap_is_refused_before_its_bytes_are_read(store):
     assert storage.read_bytes(f"{store}/empty", 10) == b""
     with pytest.raises(storage.StorageError, match="more than the 1,000 bytes"):
         storage.read_versioned(f"{store}/big", 1000)
+
+
+def test_the_readme_states_each_cap_as_the_code_has_it():
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+
+    def size(n):
+        return f"{n >> 30} GiB" if n % (1 << 30) == 0 else f"{n >> 20} MiB"
+
+    for label, cap in [("a `run.json`", storage.RUN_JSON), ("a marker", storage.RECORD),
+                       ("a metrics file", storage.METRICS), ("`metadata.json`", storage.MANIFEST),
+                       ("a schema", storage.SCHEMA), ("statistics", storage.STATISTICS), ("an image", storage.IMAGE),
+                       ("a model's parameters", storage.PARAMS), ("any other artifact file", storage.FILE)]:
+        assert f"{label} {size(cap)}" in readme, label
