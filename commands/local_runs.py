@@ -25,7 +25,6 @@ from platforms.options import ClusterError
 
 RUN_FILE = "run.json"
 LOG_FILE = "pipeline.log"
-REPORT_LINK = "report.html"
 CACHE_FOLDER = ".kfp_cache"
 FORMAT = "jax-mlp-pipeline local run"
 STATUSES = ("running", "finished", "failed", "interrupted")
