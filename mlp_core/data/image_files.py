@@ -129,13 +129,14 @@ def _npy(name: str) -> Input:
 
     raw = _read(name, storage.FILE)
     stream = io.BytesIO(raw)
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
         version = np.lib.format.read_magic(stream)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
-        shape, fortran_order, dtype = reader(stream)
-    except (ValueError, KeyError, EOFError) as e:  # not a .npy, a damaged header, version 3 (text names)
-        why = str(e).splitlines()[0] if str(e) else "an unknown .npy version"
-        raise DatasetError(f"{shown(name)} is not a readable .npy of images: {why[:120]}") from None
+        if version not in readers:  # 3.0 (names in UTF-8) too: numpy writes it only for such names
+            raise ValueError(f"format version {version[0]}.{version[1]}, not 1.0 or 2.0")
+        shape, fortran_order, dtype = readers[version](stream)
+    except (ValueError, EOFError) as e:  # not a .npy, a damaged header
+        raise DatasetError(f"{shown(name)}: not a readable .npy of images ({str(e).splitlines()[0][:120]})") from None
     if dtype != np.uint8:
         raise DatasetError(f"{shown(name)}: images must be uint8 (0..255), got {dtype}")
     count = 1
