@@ -48,6 +48,27 @@ def test_no_champion_and_bad_locations(small_dataset, tmp_path):
     assert "no champion yet" in _new_data(small_dataset, tmp_path / "nothing").stdout
     bad = _new_data(small_dataset, "gs://")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == ["error: --publish-uri: 'gs://' names no bucket (gs://BUCKET/PATH)"]
+    (tmp_path / "a-file").write_text("not a publish location")
+    a_file = _new_data(small_dataset, tmp_path / "a-file")  # before: "no champion yet", exit 0
+    assert a_file.returncode == 2 and a_file.stderr.strip().splitlines() == [
+        f"error: publish location {tmp_path / 'a-file'} is a file, not a folder"]
+
+
+def test_a_broken_champion_record_is_refused_in_a_short_line(small_dataset, champion, tmp_path):
+    """LATEST linked to /dev/zero (before: read until memory ran out); a candidate record that is a FIFO is skipped."""
+    import os
+    import shutil
+
+    published = tmp_path / "published"
+    shutil.copytree(champion, published, symlinks=True)
+    (published / "candidates").mkdir(exist_ok=True)
+    os.mkfifo(published / "candidates" / ("0" * 64 + ".json"))
+    assert _new_data(small_dataset, published).returncode == 3  # a record it does not look for is never opened
+    (published / "LATEST").unlink()
+    (published / "LATEST").symlink_to("/dev/zero")
+    result = _new_data(small_dataset, published)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: publish location {published}: member 'LATEST' resolves outside it, to '/dev/zero'"]
 
 
 def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(small_dataset, champion, gcs_emulator,

@@ -148,6 +148,9 @@ def _evaluation_file(evaluation, path, **changes):
      "--champion-version 20260101T000000Z-0123456789ab, but {evaluation} says evaluate compared the model with no "
      "champion: leave --champion-version out"),
     (["--test-metrics", "{missing}"], "not found: {missing}"),
+    (["--test-metrics", "/dev/zero"], "/dev/zero is a character device, not a regular file"),
+    (["--metrics-by-hand", "--test-accuracy", "0.9", "--test-loss", "0.1", "--champion-version", "../x"],
+     "--champion-version '../x' is not a published version's name"),
     (["--test-metrics", "{not_blessed}"], "{not_blessed}: evaluate did not bless this model (below the threshold); "
                                           "nothing is published"),
     (["--test-metrics", "{typo}"], "{typo}: test_accuracy: 9.47 is greater than the maximum of 1"),
