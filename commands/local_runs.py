@@ -54,13 +54,12 @@ _KIND_WORDS = {int: "an integer", float: "a number", str: "a text", bool: "true 
 
 
 def check_parameters(folder: Path, record: dict, types: "dict[str, type]") -> None:
-    """Every parameter ``run.json`` records is one the pipeline has, of its declared type (the values' own checks
+    """Every parameter ``run.json`` records that the pipeline has is of its declared type (the values' own checks
     are the command line's: ``commands.arguments.validate_arguments``)."""
     for name, value in record["parameters"].items():
-        if name not in types:
-            raise ClusterError(f"{folder.name}: its {RUN_FILE} names a parameter the pipeline does not have: "
-                               f"{excerpt(name)}")
-        kind = types[name]
+        kind = types.get(name)
+        if kind is None:  # plan_run names them all
+            continue
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, float if kind is float else kind):
             if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
                 raise ClusterError(f"{folder.name}: its {RUN_FILE} gives {name} {excerpt(value)}, not "

@@ -332,7 +332,7 @@ RUN_RECORD = {"format": "jax-mlp-pipeline local run", "name": "r1", "run_id": "i
     (json.dumps({**RUN_RECORD, "parameters": {"epochs": "3"}}), "gives epochs '3', not an integer"),
     (json.dumps({**RUN_RECORD, "parameters": {"epochs": True}}), "not an integer"),
     (json.dumps({**RUN_RECORD, "parameters": {"hidden_sizes": 5}}), "not a text"),
-    (json.dumps({**RUN_RECORD, "parameters": {"no_such": 1}}), "a parameter the pipeline does not have"),
+    (json.dumps({**RUN_RECORD, "parameters": {"no_such": 1}}), "parameters the pipeline does not have: no_such"),
     (json.dumps({**RUN_RECORD, "parameters": {"epochs": 0}}), "must be a positive integer"),
     (json.dumps({**RUN_RECORD, "parameters": {"publish_uri": "gcs://x/y"}}), "'gcs://x/y' is not a location"),
 ])
