@@ -10,6 +10,11 @@ Why slicing is exact: record 0 is parsed with protobuf to locate the image
 bytes and the label byte; every other record must equal record 0 outside those
 bytes, and its label byte must be a one-byte varint. Protobuf parsing is a
 function of the bytes, so each record then parses to exactly its slices.
+
+Any other shard goes through ``decode_records``: each record framed, its CRCs
+checked and its Example parsed by protobuf, one at a time. Either way a damaged
+shard (cut short, a length field past its end, an image of another size) is one
+``RecordCorruption`` line naming the shard, the record and the fault.
 """
 
 from __future__ import annotations
@@ -18,10 +23,7 @@ import numpy as np
 
 from mlp_core.data.errors import DatasetError
 
-try:
-    import google_crc32c
-except ImportError:  # the tf.data path still works
-    google_crc32c = None
+import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -35,15 +37,39 @@ class RecordCorruption(DatasetError):
     """A TFRecord's framing or checksum is wrong."""
 
 
-def read_uniform_shard(path, image_size: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(uint8 [n, image_size], int64 [n])`` of one shard, or None if it is not uniform."""
-    with open(path, "rb") as f:
-        return decode_uniform_records(f.read(), image_size, path)
+def decode_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray]:
+    """``(uint8 [n, image_size], int64 [n])`` of any shard's bytes, every record's framing, CRCs and Example checked."""
+    images, labels, at, index = [], [], 0, 0
+    while at < len(raw):
+        if at + 12 > len(raw):
+            raise RecordCorruption(f"{path}: truncated: record {index} at byte {at} has no complete length field")
+        if int.from_bytes(raw[at + 8:at + 12], "little") != _masked_crc(raw[at:at + 8]):
+            raise RecordCorruption(f"{path}: record {index} at byte {at}: its length field fails its checksum (CRC)")
+        length = int.from_bytes(raw[at:at + 8], "little")
+        end = at + 12 + length + 4
+        if end > len(raw):
+            raise RecordCorruption(f"{path}: truncated: record {index} at byte {at} declares {length} bytes, "
+                                   f"{end - len(raw)} more than the shard holds")
+        data = raw[at + 12:at + 12 + length]
+        if int.from_bytes(raw[end - 4:end], "little") != _masked_crc(data):
+            raise RecordCorruption(f"{path}: corrupted record {index} (CRC mismatch)")
+        parsed = _parse(data, path, index)
+        if parsed is None:
+            raise RecordCorruption(f"{path}: record {index} is not an Example of one image and one label")
+        if len(parsed[0]) != image_size:
+            raise RecordCorruption(f"{path}: record {index}'s image holds {len(parsed[0])} bytes, the metadata's "
+                                   f"uint8 image_shape needs {image_size}")
+        images.append(np.frombuffer(parsed[0], np.uint8))
+        labels.append(parsed[1])
+        at, index = end, index + 1
+    if not images:
+        return np.zeros((0, image_size), np.uint8), np.zeros((0,), np.int64)
+    return np.stack(images), np.array(labels, np.int64)
 
 
 def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray] | None:
-    """Like ``read_uniform_shard``, from the shard's bytes already in memory."""
-    if google_crc32c is None or len(raw) < 16:
+    """``(uint8 [n, image_size], int64 [n])`` of a shard's bytes, or None if its records are not uniform."""
+    if len(raw) < 16:
         return None
     length = int.from_bytes(raw[:8], "little")
     frame = length + 16
@@ -60,7 +86,7 @@ def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple
         if _masked_crc(raw[start : start + length]) != stored[i]:
             raise RecordCorruption(f"{path}: corrupted record {i} (CRC mismatch)")
     payload = framed[:, 12 : 12 + length]
-    layout = _layout(bytes(payload[0]), image_size)
+    layout = _layout(bytes(payload[0]), image_size, path)
     if layout is None:
         return None
     image_at, label_at = layout
@@ -74,17 +100,21 @@ def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple
         return None
     images = payload[:, image_at : image_at + image_size]
     for i in {0, len(payload) // 2, len(payload) - 1}:  # belt and braces: protobuf agrees
-        example = _parse(bytes(payload[i]))
+        example = _parse(bytes(payload[i]), path, i)
         if example is None or example != (images[i].tobytes(), int(labels[i])):
             return None
     return images, labels
 
 
-def _parse(record: bytes) -> tuple[bytes, int] | None:
-    """``(image bytes, label)`` of a serialized Example, parsed by protobuf."""
+def _parse(record: bytes, path, index: int) -> tuple[bytes, int] | None:
+    """``(image bytes, label)`` of a serialized Example, parsed by protobuf (None: not that Example)."""
+    from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
 
-    features = example_pb2.Example.FromString(record).features.feature
+    try:
+        features = example_pb2.Example.FromString(record).features.feature
+    except DecodeError:
+        raise RecordCorruption(f"{path}: record {index} is not a tf.train.Example (protobuf cannot parse it)") from None
     if "image" not in features or "label" not in features:
         return None
     image = features["image"].bytes_list.value
@@ -94,11 +124,12 @@ def _parse(record: bytes) -> tuple[bytes, int] | None:
     return image[0], label[0]
 
 
-def _layout(record: bytes, image_size: int) -> tuple[int, int] | None:
+def _layout(record: bytes, image_size: int, path) -> tuple[int, int] | None:
     """Offsets of the image bytes and the one-byte label varint in an Example."""
-    parsed = _parse(record)
+    parsed = _parse(record, path, 0)
     if parsed is not None and len(parsed[0]) != image_size:
-        raise DatasetError(f"an image holds {len(parsed[0])} bytes, the metadata's uint8 image_shape needs {image_size}")
+        raise RecordCorruption(f"{path}: record 0's image holds {len(parsed[0])} bytes, the metadata's uint8 "
+                               f"image_shape needs {image_size}")
     if parsed is None or not 0 <= parsed[1] < 0x80:
         return None
     image, label = (parsed[0],), (parsed[1],)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlp_core.data.fast_records import read_uniform_shard
+from artifacts import storage
+from mlp_core.data.fast_records import decode_records, decode_uniform_records
 from mlp_core.data.tf import tf
 
 IMAGE_KEY = "image"
@@ -125,20 +126,19 @@ def record_dataset(
 def read_shards(paths: Sequence[str | Path], image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """All records of ``paths`` (in order) as ``(uint8 [N, *image_shape], int64 [N])``.
 
-    Shards of equal-length records take the vectorised path (``fast_records``);
-    any other shard is read with tf.data. Both check every record's CRC.
+    Shards of equal-length records take the vectorised path; any other shard is read
+    record by record (``fast_records``). Both check every record's CRC, and name the shard
+    and record of any damage in one line.
     """
     image_size = int(np.prod(image_shape))
     images, labels = [], []
     for path in paths:
-        fast = read_uniform_shard(path, image_size)
-        if fast is not None:
-            images.append(fast[0].reshape(-1, *image_shape))
-            labels.append(fast[1])
-            continue
-        for batch_images, batch_labels in record_dataset([path], image_shape).as_numpy_iterator():
-            images.append(batch_images)
-            labels.append(batch_labels)
+        raw = storage.read_bytes(path, storage.FILE)
+        decoded = decode_uniform_records(raw, image_size, path)
+        if decoded is None:
+            decoded = decode_records(raw, image_size, path)
+        images.append(decoded[0].reshape(-1, *image_shape))
+        labels.append(decoded[1])
     if not images:
         return np.zeros((0, *image_shape), np.uint8), np.zeros((0,), np.int64)
     return np.concatenate(images), np.concatenate(labels)
