@@ -26,8 +26,8 @@ DEADLINE = 60.0
 _CHUNK = 1 << 16
 
 
-class HttpError(ValueError):
-    """A request failed, or its answer was too large or too late."""
+class HttpError(OSError):
+    """A request failed, or its answer was too large or too late (an OSError, as a failed connection is)."""
 
 
 def check_url(url: str, flag: str) -> str:

@@ -227,8 +227,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="Model artifact folder (from components.train or a published version); with "
                    "--server, where the image shape and class names come from")
     p.add_argument("--server", help="a TF Serving REST endpoint serving the model, e.g. http://localhost:8501 "
-                   "(KServe: the InferenceService's URL); without --model, the image shape comes from its model "
-                   "metadata")
+                   "(KServe: the InferenceService's URL; no user:password@); without --model, the image shape comes "
+                   "from its model metadata. Each answer is read up to 64 MiB, within 60 s")
     p.add_argument("--model-name", help="with --server: the served model's name")
     p.add_argument("--backend", choices=("native", "saved_model"), default="native",
                    help="native: params.npz with JAX; saved_model: the SavedModel (saved_model/1) with TensorFlow (default: native)")
@@ -238,7 +238,8 @@ def _parser() -> argparse.ArgumentParser:
                    "bilinear, antialiased); without it such an image is refused")
     p.add_argument("inputs", nargs="+", help="PNG or JPEG images, folders of them (walked recursively, sorted; other "
                    "files skipped) or .npy uint8 batches [N, *image shape], at the image shape of the model's dataset "
-                   "(its dataset.json, or the served signature's input)")
+                   "(its dataset.json, or the served signature's input). An image file is at most 64 MiB and 64 MiB "
+                   "decoded (height x width x channels)")
     return p
 
 

@@ -209,7 +209,17 @@ def test_credentials_in_the_server_url_are_refused_before_any_lookup(server, tmp
     assert "s3cret-pw" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_model_name_without_server_is_refused(tmp_path):
+def test_model_name_without_server_is_refused(tmp_path, capsys):
     from components.predict import main
 
     assert main(["--model", str(tmp_path), "--model-name", "m", "x.npy"]) == 2
+    assert capsys.readouterr().err == "error: --model-name names a served model: give it with --server URL\n"
+
+
+def test_credentials_in_the_vertex_endpoint_are_refused_before_any_client(monkeypatch):
+    from platforms.vertex.endpoint import ENDPOINT_ENV, endpoint
+
+    monkeypatch.setenv(ENDPOINT_ENV, "https://user:s3cret-pw@aiplatform.example")
+    with pytest.raises(OSError) as refused:  # an expected error at every boundary: one line, exit 2
+        endpoint()
+    assert "carries a user name or password" in str(refused.value) and "s3cret-pw" not in str(refused.value)

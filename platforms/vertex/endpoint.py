@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from artifacts.bounded_http import check_url
+
 ENDPOINT_ENV = "JAX_MLP_VERTEX_ENDPOINT"
 # The scope the google-cloud-aiplatform clients ask for (aiplatform_v1 ModelServiceClient AUTH_SCOPES).
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -58,6 +60,8 @@ def default_credentials():
 def endpoint() -> "tuple[str | None, object | None]":
     """``(endpoint or None for the default, the credentials to call it with)``."""
     given = os.environ.get(ENDPOINT_ENV) or None
+    if given:
+        check_url(given, ENDPOINT_ENV)  # user:password@ refused before any client looks the host up
     if given and given.startswith("http://"):
         from google.auth.credentials import AnonymousCredentials
 
