@@ -441,3 +441,25 @@ def test_a_refused_artifact_is_left_byte_identical(tmp_path, crafted):
         with artifact_writer(out, "model") as folder:
             (folder / "params.npz").write_text("new")
     assert _snapshot(tmp_path) == before
+
+
+def test_track_refuses_a_tensorboard_dir_that_is_a_file_before_any_request(tmp_path, capsys):
+    from components import track
+
+    (tmp_path / "events").write_text("a file")
+    (tmp_path / "m.json").write_text("{}")
+    code = track.main(["--job", "projects/p-123456/locations/us-central1/pipelineJobs/job-1", "--experiment", "mnist-exp",
+                       "--train-metrics", str(tmp_path / "m.json"), "--test-metrics", str(tmp_path / "m.json"),
+                       "--tensorboard-dir", str(tmp_path / "events")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: --tensorboard-dir {tmp_path / 'events'} is not a folder (of " \
+                                              "TensorBoard event files)"
+
+
+@pytest.mark.parametrize("cron", ["5-1 * * * *", "0 22-2 * * *", "TZ= 0 3 * * *"])
+def test_a_cron_kubeflow_would_refuse_is_refused_here(cron):
+    from platforms import cron as cron_lib
+    from platforms.checks import ClusterError
+
+    with pytest.raises(ClusterError):
+        cron_lib.validate(cron)
