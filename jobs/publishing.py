@@ -363,7 +363,7 @@ def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attemp
     latest = storage.join(publish_uri, LATEST)
     for attempt in range(attempts):
         current, generation = storage.read_versioned(latest)
-        champion = _manifest(publish_uri, current.decode().strip()) if current is not None else None
+        champion = _manifest(publish_uri, current.decode(errors="replace").strip()) if current is not None else None
         beats, reason = _beats(evaluated, champion)
         if not beats:
             return False, reason
