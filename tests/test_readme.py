@@ -14,7 +14,8 @@ Each ```sh block is marked on the line before it:
 Where a block's output cannot vary (refusals, the KFP API's answers), it must be the ```text block that
 follows it, line for line. Where it shows a shuffled run's figures (accuracies, losses, probabilities), each
 shown line with figures must be printed, in order, with every figure within FIGURE_TOLERANCE (on small data,
-SMALL_DATA_TOLERANCE): the last digit varies by CPU, as XLA's CPU kernels differ by instruction set.
+SMALL_DATA_TOLERANCE): the last digit varies by CPU, as XLA's CPU kernels differ by instruction set. And every
+shown line but `...` must be one the program prints, numbers and ids aside (a message changed in the code fails).
 """
 
 import os
@@ -91,6 +92,20 @@ def same_figures(shown: str, printed: str, tolerance: float = FIGURE_TOLERANCE) 
                 break
 
 
+def _shape(line: str) -> str:
+    """A line with its numbers, ids and lists of numbers made alike: what stays is what the program says."""
+    line = re.sub(r"\d+", "0", re.sub(r"\b[0-9a-f]{12,}\b", "x", line.rstrip()))
+    return re.sub(r"0(?:, 0)+", "0", line)
+
+
+def same_lines(shown: str, printed: str) -> None:
+    """Every shown line (but ``...`` and a path of the writer's machine) is a line printed, numbers and ids aside."""
+    said = {_shape(line) for line in printed.splitlines()}
+    missing = [line for line in shown.splitlines()
+               if line.strip() != "..." and "/home/me/" not in line and _shape(line) not in said]
+    assert not missing, f"shown but not printed: {missing}\nprinted:\n{printed[-4000:]}"
+
+
 def test_every_sh_block_says_whether_and_how_it_runs():
     marks = [m["mark"] for m in sh_blocks()]
     assert all(m in KINDS or (m or "").startswith(("not run: ", "as in: ")) for m in marks), marks
@@ -132,6 +147,13 @@ def test_same_figures_allows_the_last_digits_and_nothing_more():
         same_figures(shown, "test accuracy 0.9470\nepoch 1/3: 3.01 s, loss 0.0478, train accuracy 0.9192")
 
 
+def test_same_lines_sees_a_changed_message_and_not_changed_numbers():
+    shown = "checkpoints: /home/me/x\n...\nchampion 20261207T013857Z-3a9e27d64217: worse on 2 class(es): 3, 4\n"
+    same_lines(shown, "champion 20261208T000000Z-0123456789ab: worse on 3 class(es): 1, 2, 9\nmore")
+    with pytest.raises(AssertionError, match="shown but not printed"):
+        same_lines("test accuracy 0.9470, test loss 0.0185", "test accuracy 0.9470, test loss 0.0185 (the loss: ...)")
+
+
 @pytest.mark.slow
 def test_readme_and_guide_commands_run_as_written(mnist_data_dir, tmp_path):
     from kfp_api_stand_in import RecordingKfpApi
@@ -157,6 +179,7 @@ def test_readme_and_guide_commands_run_as_written(mnist_data_dir, tmp_path):
                 _same_output(shown, result.stdout)
             elif shown:
                 same_figures(shown, result.stdout, SMALL_DATA_TOLERANCE.get(page.name, FIGURE_TOLERANCE))
+                same_lines(shown, result.stdout)
     finally:
         api.__exit__(None, None, None)
     assert sum(r["path"] == "/apis/v2beta1/runs" and r["method"] == "POST" for r in api.requests) == 1
