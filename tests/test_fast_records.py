@@ -72,7 +72,7 @@ def _damaged_shards(raw: bytes) -> dict:
             bigger = encode_example(np.zeros(size, np.uint8), 3)
             cases[f"image of {size} bytes, record {i}"] = (
                 raw[:i * frame] + _frame(bigger) + raw[(i + 1) * frame:],
-                f"record {i}'s image holds {size} bytes, the metadata's uint8 image_shape needs 784")
+                f"record {i}: an image holds {size} bytes, the metadata's uint8 image_shape needs 784")
         cases[f"not protobuf, record {i}"] = (raw[:i * frame] + _frame(b"\xff" * 40) + raw[(i + 1) * frame:],
                                               f"record {i} is not a tf.train.Example")
         cases[f"no label, record {i}"] = (

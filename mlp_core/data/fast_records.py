@@ -57,7 +57,7 @@ def decode_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndar
         if parsed is None:
             raise RecordCorruption(f"{path}: record {index} is not an Example of one image and one label")
         if len(parsed[0]) != image_size:
-            raise RecordCorruption(f"{path}: record {index}'s image holds {len(parsed[0])} bytes, the metadata's "
+            raise RecordCorruption(f"{path}: record {index}: an image holds {len(parsed[0])} bytes, the metadata's "
                                    f"uint8 image_shape needs {image_size}")
         images.append(np.frombuffer(parsed[0], np.uint8))
         labels.append(parsed[1])
@@ -128,7 +128,7 @@ def _layout(record: bytes, image_size: int, path) -> tuple[int, int] | None:
     """Offsets of the image bytes and the one-byte label varint in an Example."""
     parsed = _parse(record, path, 0)
     if parsed is not None and len(parsed[0]) != image_size:
-        raise RecordCorruption(f"{path}: record 0's image holds {len(parsed[0])} bytes, the metadata's uint8 "
+        raise RecordCorruption(f"{path}: record 0: an image holds {len(parsed[0])} bytes, the metadata's uint8 "
                                f"image_shape needs {image_size}")
     if parsed is None or not 0 <= parsed[1] < 0x80:
         return None
