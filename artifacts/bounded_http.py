@@ -77,6 +77,9 @@ def _shut(sock) -> None:
 
 def read_body(response, url: str, deadline: Deadline, limit: int = MAX_ANSWER) -> bytes:
     """The body of ``response`` (``read1``: what has arrived), refused past ``limit`` bytes or ``deadline``."""
+    declared = (response.headers.get("Content-Length") or "").strip()
+    if declared.isdigit() and int(declared) > limit:  # refused before its first byte
+        raise HttpError(f"{url} answered {_size(int(declared))}; the limit is {_size(limit)}")
     parts, size = [], 0
     try:
         while chunk := response.read1(_CHUNK):
