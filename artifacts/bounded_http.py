@@ -95,8 +95,8 @@ def read_body(response, url: str, deadline: Deadline, limit: int = MAX_ANSWER) -
         raise
     except Exception as e:  # http.client's and urllib3's errors for a broken answer, a socket shut at the deadline
         if not deadline.passed():
-            why = redaction.one_line(repr(e) if isinstance(e, http.client.IncompleteRead) else str(e) or type(e).__name__, 120)
-            raise HttpError(f"{url} broke off its answer: {why}") from None
+            why = repr(e) if isinstance(e, http.client.IncompleteRead) else str(e) or type(e).__name__
+            raise HttpError(f"{url} broke off its answer: {redaction.one_line(why, 120)}") from None
     if deadline.passed():
         raise HttpError(f"{url} did not answer within {deadline.seconds:g} s")
     return b"".join(parts)

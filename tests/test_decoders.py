@@ -53,7 +53,8 @@ def _with_sof(jpeg: bytes, height=None, width=None, components=None) -> bytes:
 
 GOOD_PNG = _png_bytes(np.random.default_rng(0).integers(0, 256, (14, 14), dtype=np.uint8))
 GOOD_JPEG = _jpeg_bytes(Image.fromarray(np.random.default_rng(1).integers(0, 256, (14, 14), dtype=np.uint8)))
-CMYK_JPEG = _jpeg_bytes(Image.fromarray(np.random.default_rng(2).integers(0, 256, (14, 14, 3), np.uint8)).convert("CMYK"))
+CMYK_JPEG = _jpeg_bytes(Image.fromarray(np.random.default_rng(2).integers(0, 256, (14, 14, 3), np.uint8))
+                        .convert("CMYK"))
 IDAT_AT = GOOD_PNG.index(b"IDAT") - 4
 
 

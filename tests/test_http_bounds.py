@@ -144,7 +144,8 @@ def test_a_good_answer_within_the_bounds_is_read():
     payload = json.dumps({"predictions": []}).encode()
     with Misbehaving(lambda send: send(_headers(length=len(payload)) + payload)) as server:
         assert bounded_http.request(server.url, timeout=DEADLINE, limit=len(payload)) == (200, payload)
-        with pytest.raises(bounded_http.HttpError, match=f"answered {len(payload)} bytes; the limit is {len(payload) - 1}"):
+        refused = f"answered {len(payload)} bytes; the limit is {len(payload) - 1}"
+        with pytest.raises(bounded_http.HttpError, match=refused):
             bounded_http.request(server.url, timeout=DEADLINE, limit=len(payload) - 1)
 
 

@@ -295,7 +295,7 @@ def _shape_text(shape) -> str:
 
 
 def first_image_shape(source: FolderSource) -> tuple[tuple[int, int, int], str]:
-    """The shape of the first train image in name order (its header), and its location: what fixes the dataset's shape."""
+    """The shape of the first train image in name order (its header), and its location: it fixes the dataset's."""
     first = min(source.files["train"], key=lambda f: f.name)
     return check_image(first.location, read_file(first.location), None, False).shape, first.location
 
