@@ -2,6 +2,8 @@
 line naming the file, in plain words, before any pixel is decoded where the header tells; nothing written."""
 
 import io
+import os
+import socket
 import struct
 import zlib
 
@@ -99,7 +101,7 @@ RESIZE_CASES = {  # good files that --resize cannot convert to the model's chann
 def _one_line(capsys, name, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and len(err[0]) < 300, err
-    assert f"{name}: " in err[0] and words in err[0], err
+    assert str(name) in err[0] and words in err[0], err
     assert not any(w in err[0] for w in FRAMEWORK_WORDS), err
     return err[0]
 
@@ -230,3 +232,27 @@ def test_a_served_shape_too_large_to_convert_to_is_refused_before_decoding(sizes
         assert predict_cli.main(["--server", server.url, "--model-name", "m", "--resize", str(tmp_path / "a.png")]) == 2
     line = _one_line(capsys, f"{server.url}/v1/models/m/metadata", "")
     assert "MiB per image, more than the 64 MiB an image may" in line or "no known shape" in line, line
+
+
+SPECIAL_FILES = {
+    "fifo": (lambda path: os.mkfifo(path), "is a named pipe (FIFO), not a regular file"),
+    "link to /dev/zero": (lambda path: os.symlink("/dev/zero", path), "is a character device, not a regular file"),
+    "socket": (lambda path: socket.socket(socket.AF_UNIX).bind(str(path)), "is a socket, not a regular file"),
+    "link loop": (lambda path: os.symlink(path.name, path), "cannot read"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SPECIAL_FILES))
+def test_a_special_file_among_the_images_is_refused_by_name(kind, tmp_path, capsys, grey_server, monkeypatch):
+    """Never opened, so never waited on: ingest and predict (a folder of images) refuse it in one line."""
+    plant, words = SPECIAL_FILES[kind]
+    bad = _source(tmp_path, "special.png", b"")
+    bad.unlink()
+    plant(bad)
+    out = tmp_path / "ds"
+    assert ingest_cli.main(["--output", str(out), "--source", str(tmp_path / "src"), "--no-progress"]) == 2
+    _one_line(capsys, bad, words)
+    assert not out.exists()
+    monkeypatch.chdir(tmp_path / "src" / "train")
+    assert predict_cli.main(["--server", grey_server.url, "--model-name", "m", "b"]) == 2
+    _one_line(capsys, "b/zz-special.png", words)
