@@ -1,4 +1,4 @@
-"""The kfp v2 pipeline: ingest -> new data? -> validate -> train -> evaluate -> publish (when blessed).
+"""The kfp v2 pipeline: ingest -> new data? -> validate -> [tune] -> train -> evaluate -> publish (when blessed).
 
 A run whose data and training settings are the champion's stops after ``new_data`` (one
 line, nothing trained); a Dataset with anomalies stops at ``validate``, before training.
@@ -22,17 +22,18 @@ from kfp.dsl import Dataset
 from platforms.kubeflow.trainer import trainer_job
 from platforms.options import ClusterOptions, vertex_custom_job
 from platforms.options import apply as apply_options
-from components import evaluate, ingest, new_data, publish, track, train, validate
+from components import evaluate, ingest, new_data, publish, track, train, tune, validate
 from components._step import descriptions, parameters
 
 PIPELINE_NAME = "jax-mlp-pipeline"
 # The project image; `make image` builds it under this tag.
 DEFAULT_IMAGE = "jax-mlp-pipeline:0.1.0"
-STEPS = (ingest.ingest, new_data.new_data, validate.validate, train.train, evaluate.evaluate, publish.publish)
+STEPS = (ingest.ingest, new_data.new_data, validate.validate, tune.tune_plan, tune.tune, tune.tune_choose, train.train,
+         evaluate.evaluate, publish.publish)
 # Step inputs the DAG fills itself (another step's output, a placeholder, a compile option): not pipeline parameters.
 # No {{$.pipeline_root}}: the Kubeflow backend never substitutes it (backend/src/v2/driver/resolve.go); the train
 # step finds its durable location from its own Model artifact's URI instead (training_job.pipeline_checkpoint_dir).
-WIRED = ("run_id", "require_gpu", "trainer_job", "image", "champion_version")
+WIRED = ("run_id", "require_gpu", "trainer_job", "image", "champion_version", "population", "best_hyperparameters")
 
 
 def pipeline_parameters() -> dict[str, inspect.Parameter]:
@@ -86,12 +87,36 @@ def use_artifact_store_credentials(task) -> None:
                                  optional=True)
 
 
+def _tune(args, given, image, options, ingest_task, validate_task):
+    """With trials > 0: plan -> one tune task per population (ParallelFor) -> choose; else untuned. Returns the
+    chosen hyperparameters' JSON ("{}" untuned) as one value for train (a dsl.OneOf of the two branches)."""
+    plan_component, tune_component, choose_component, untuned_component = tune.components(image)
+    with dsl.If(args["trials"] > 0, name="tune"):
+        plan_task = plan_component(**given(tune.tune_plan))
+        plan_task.after(validate_task)  # only data that passed validation is tuned on
+        apply_options(plan_task, tune.LIGHT, options)
+        # One population (batch and hidden sizes) per iteration, each on a device of its own on a cluster.
+        with dsl.ParallelFor(plan_task.output, parallelism=tune.PARALLELISM, name="populations") as population:
+            tune_task = tune_component(dataset=ingest_task.outputs["dataset"], population=population,
+                                       **given(tune.tune))
+            apply_options(tune_task, tune.CLUSTER, options)
+        choose_task = choose_component(populations=dsl.Collected(tune_task.outputs["trials_out"]),
+                                       **given(tune.tune_choose))
+        apply_options(choose_task, tune.LIGHT, options)
+    with dsl.Else(name="no-tuning"):
+        untuned_task = untuned_component()
+        apply_options(untuned_task, tune.LIGHT, options)
+    return dsl.OneOf(choose_task.outputs["Output"], untuned_task.output)
+
+
 def _train_and_publish(args, given, image, options, ingest_task, validate_task, train_component, evaluate_component,
                        publish_component) -> None:
-    """train -> evaluate -> publish (a location given, the model blessed) -> track: the DAG after validate."""
+    """[tune] -> train -> evaluate -> publish (a location given, the model blessed) -> track: the DAG after validate."""
+    best_hyperparameters = _tune(args, given, image, options, ingest_task, validate_task)
     train_task = train_component(
         dataset=ingest_task.outputs["dataset"],
         **given(train.train),
+        best_hyperparameters=best_hyperparameters,
         # A whole value: the Kubeflow backend substitutes a placeholder only then (driver/resolve.go).
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         require_gpu=bool(options.accelerator),

@@ -49,6 +49,7 @@ def validate_arguments(arguments: dict) -> dict:
     ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
     """
     from components.train import check_training
+    from components.tune import search_space
     from mlp_core.config import ConfigError
     from mlp_core.blessing import check_fraction
     from mlp_core.memory import choose_placement
@@ -63,6 +64,8 @@ def validate_arguments(arguments: dict) -> dict:
     if not values["dataset_name"]:
         raise ConfigError("dataset_name must not be empty", field="dataset_name")
     check_training(values)
+    search_space(values["trials"], values["tune_step_size_range"], values["tune_batch_sizes"],
+                 values["tune_hidden_sizes"], values["validation_fraction"], values["tune_eta"])
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
     check_fraction("blessing_threshold", values["blessing_threshold"])
     check_fraction("blessing_tolerance", values["blessing_tolerance"])

@@ -356,7 +356,7 @@ class LocalRun:
             return []
         lines = ["", f"pipeline {self.status} in {self.seconds:.1f} s: {_shown(self.folder)}",
                  f"  log        {log}"]
-        for label, task, name in (("report", "evaluate", "report.html"),
+        for label, task, name in (("report", "evaluate", "report.html"), ("tuning", "tune-choose", "tune-report.html"),
                                   ("validation", "validate", "validation-report.html")):
             page = self.page(task, name)
             if page is not None:

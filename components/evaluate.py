@@ -29,7 +29,7 @@ CLUSTER = StepPolicy("1", "2", "2Gi", "4Gi", cacheable=False)
 
 def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Path | None" = None,
                    report_markdown: "str | Path | None" = None, run_id: str = "", model_uri: str = "",
-                   **params) -> dict:
+                   tuned: str = "", **params) -> dict:
     """The evaluate step on artifact paths; ``params`` are its parameters (``evaluate`` declares their defaults).
 
     ``run_id`` and ``model_uri`` name the run and the Model in the result and the report.
@@ -37,7 +37,7 @@ def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Pa
     from jobs.evaluation import evaluate_on_dataset
 
     return evaluate_on_dataset(model, dataset, report=report, report_markdown=report_markdown, run_id=run_id,
-                               model_uri=model_uri, **bind(evaluate, params))
+                               model_uri=model_uri, tuned=tuned, **bind(evaluate, params))
 
 
 @defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="", force=False)
@@ -77,6 +77,7 @@ def evaluate(
     # The run id: the train step puts it on its Model's metadata, which kfp hands on with the artifact.
     result = evaluate_model(model.path, dataset.path, report.path, report_markdown.path,
                             run_id=str(model.metadata.get("run_id", "")), model_uri=model.uri,
+                            tuned=str(model.metadata.get("tuned", "")),
                             blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
                             publish_uri=publish_uri, force=force)
     metrics.log_metric("test_accuracy", result["test_accuracy"])

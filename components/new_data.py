@@ -24,7 +24,7 @@ NOTHING_NEW = 3  # the CLI's exit status when there is nothing to train
 
 
 @defaults(publish_uri="", hidden_sizes=DEFAULT_HIDDEN, step_size=DEFAULT.step_size, batch_size=DEFAULT.batch_size,
-          epochs=DEFAULT.num_epochs, seed=DEFAULT.seed, shuffle=DEFAULT.shuffle, force=False)
+          epochs=DEFAULT.num_epochs, seed=DEFAULT.seed, shuffle=DEFAULT.shuffle, force=False, trials=0)
 def new_data(
     dataset: Input[Dataset],
     publish_uri: str,
@@ -35,6 +35,7 @@ def new_data(
     seed: int,
     shuffle: bool,
     force: bool,
+    trials: int,
 ) -> bool:
     """Decide whether to train: false when the champion was trained on this very data with these settings.
 
@@ -49,11 +50,13 @@ def new_data(
         seed: PRNG seed for init and shuffling
         shuffle: shuffle each epoch on the device; false keeps the seed's order
         force: train (and replace an incomparable champion) even when nothing is new
+        trials: configurations the tune step tries (0: no tuning); a tuned run's data alone decides, with the
+            settings tuning does not choose (epochs, shuffle)
     """
     import components  # noqa: F401 - pipeline.py run shows what this step prints (components/__init__.py)
     from jobs.novelty import check_dataset
 
-    decision = check_dataset(dataset.path, publish_uri, hidden_sizes, force=force, step_size=step_size,
+    decision = check_dataset(dataset.path, publish_uri, hidden_sizes, force=force, trials=trials, step_size=step_size,
                              batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
     print(decision.reason)
     return decision.new
@@ -86,7 +89,8 @@ def main(argv: "list[str] | None" = None) -> int:
     given = values(args, new_data)
     check_training(given)
     decision = check_dataset(args.dataset, given.pop("publish_uri"), given.pop("hidden_sizes"),
-                             force=given.pop("force"), num_epochs=given.pop("epochs"), **given)
+                             force=given.pop("force"), trials=given.pop("trials"), num_epochs=given.pop("epochs"),
+                             **given)
     print(decision.reason)
     return 0 if decision.new else NOTHING_NEW
 

@@ -17,7 +17,7 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, argv, bind, defaults, descriptions, values
-from mlp_core.config import PLACEMENTS, TrainConfig
+from mlp_core.config import PLACEMENTS, ConfigError, TrainConfig
 
 DEFAULT = TrainConfig()
 # On a cluster: peak RSS 1.33 GB on full MNIST; the GPU request goes here. Retried after a failure (exit code not 0),
@@ -45,7 +45,7 @@ def train_model(dataset: "str | Path", model: "str | Path", metrics: "str | Path
     """
     from jobs.training import train_on_dataset
 
-    given = bind(train, params)
+    given = with_best(bind(train, params))
     trainer_job = given.pop("trainer_job")
     if trainer_job:
         import json
@@ -71,8 +71,28 @@ def check_training(params: dict) -> None:
                  seed=params["seed"], shuffle=params["shuffle"])
 
 
-# Parameters about where the step runs, which the step itself handles (train_model), not its library function.
-WHERE = ("trainer_job",)
+TUNED = ("step_size", "seed", "batch_size", "hidden_sizes")
+
+
+def with_best(params: dict) -> dict:
+    """``params`` with the tune step's choice (``best_hyperparameters``, its JSON; empty: as given) in place."""
+    import json
+
+    params = dict(params)
+    text = params.pop("best_hyperparameters", "") or "{}"
+    try:
+        best = json.loads(text)
+    except ValueError:
+        best = None
+    if not isinstance(best, dict) or not set(best) >= (set(TUNED) if best else set()):
+        raise ConfigError(f"best_hyperparameters must be the tune step's JSON object (with {', '.join(TUNED)}), "
+                          f"got {text[:60]!r}", field="best_hyperparameters")
+    params.update({name: best[name] for name in TUNED if name in best})
+    return params
+
+
+# Parameters the step itself handles (train_model), not its library function: where it runs, and tuning's choice.
+WHERE = ("trainer_job", "best_hyperparameters")
 
 
 @defaults(
@@ -87,6 +107,7 @@ WHERE = ("trainer_job",)
     run_id="",
     require_gpu=False,
     trainer_job="",
+    best_hyperparameters="",
 )
 def train(
     dataset: Input[Dataset],
@@ -104,6 +125,7 @@ def train(
     run_id: str,
     require_gpu: bool,
     trainer_job: str,
+    best_hyperparameters: str,
 ):
     """Train the seed's MLP with JAX (components.train).
 
@@ -126,12 +148,14 @@ def train(
         require_gpu: fail at once unless JAX sees a GPU (the pipeline sets it when the step requests one)
         trainer_job: empty: train in this step's pod; else train as a Kubeflow Trainer TrainJob of N pods
             (JSON, platforms.kubeflow.trainer.job_spec; compile --target kfp --replicas N sets it)
+        best_hyperparameters: the tune step's choice (JSON: step_size, seed, batch_size, hidden_sizes), which
+            replaces those four parameters; empty: train with them as given
     """
     import os
     import sys
     import tempfile
 
-    from components.train import train_model
+    from components.train import train_model, with_best
     from mlp_core.distributed import detect
     from artifacts.outputs import write_json
     from mlp_core.tensorboard import trained_on, write_events
@@ -141,6 +165,7 @@ def train(
     params = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, epochs=epochs, seed=seed,
                   shuffle=shuffle, placement=placement, checkpoint_root=checkpoint_root, run_id=run_id,
                   require_gpu=require_gpu, trainer_job=trainer_job)
+    params = with_best({**params, "best_hyperparameters": best_hyperparameters})
     checkpoint_dir = None  # kfp.local: the model URI is a local folder, and they go beside it
     if storage.is_remote(model.uri) and not trainer_job:
         # Durable and the same for every attempt of this task; when there is no such place, in this pod only,
@@ -165,10 +190,12 @@ def train(
     for name, value in {**final_metrics(history), **hyper}.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(name, value)
-    metrics.metadata["hidden_sizes"] = hidden_sizes
+    metrics.metadata["hidden_sizes"] = params["hidden_sizes"]
     write_json(metrics.path, {"history": history, "hyperparameters": hyper})
     write_events(history, tensorboard.path, hyper, run_id=run_id, dataset=trained_on(model.path))
     model.metadata["framework"] = "jax"
+    if best_hyperparameters not in ("", "{}"):  # evaluate's report says the tune step chose the configuration
+        model.metadata["tuned"] = best_hyperparameters
     if run_id:  # evaluate's report names the run (the Model's metadata reaches the next step's input)
         model.metadata["run_id"] = run_id
     model.metadata["test_accuracy"] = history[-1]["test_accuracy"]
@@ -222,7 +249,8 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.run_id:
         check_segment(args.run_id, "--run-id", "run id")
     check_inputs({"--dataset": args.dataset})
-    check_training(values(args, train))
+    given = with_best(values(args, train))
+    check_training(given)
     from artifacts.outputs import check_apart
 
     # Before anything else (the process group included): outputs apart from the input and from each other.
@@ -237,7 +265,7 @@ def main(argv: "list[str] | None" = None) -> int:
         check_artifact_output(args.tensorboard, "tensorboard")  # before any work
     history = train_model(args.dataset, args.model, metrics=args.metrics, checkpoint_dir=args.checkpoint_dir,
                           processes=processes, coordinator_timeout=args.coordinator_timeout,
-                          heartbeat_timeout=args.heartbeat_timeout, **values(args, train))
+                          heartbeat_timeout=args.heartbeat_timeout, **given)
     if not processes.is_primary:
         print(f"process {processes.process_id} done (process 0 writes {args.model})")
         return 0
@@ -245,7 +273,7 @@ def main(argv: "list[str] | None" = None) -> int:
         from mlp_core.tensorboard import trained_on, write_events
         from jobs.training import hyperparameters
 
-        write_events(history, args.tensorboard, hyperparameters(values(args, train)), run_id=args.run_id,
+        write_events(history, args.tensorboard, hyperparameters(given), run_id=args.run_id,
                      dataset=trained_on(args.model))
         print(f"wrote {args.tensorboard} (tensorboard --logdir {args.tensorboard})")
     print(f"wrote {args.model} (test accuracy {history[-1]['test_accuracy']:.4f})")

@@ -8,7 +8,6 @@ pipeline: ``tune_plan`` draws the trials, ``tune`` trains one population per ``d
 reads. With ``trials`` 0 nothing is trained and train uses its own parameters. The CLI runs it all in one process.
 """
 
-from __future__ import annotations
 
 import argparse
 import json
@@ -181,19 +180,21 @@ def tune_choose(populations: Input[List[Artifact]], best_hyperparameters: Output
                 report: Output[HTML], report_markdown: Output[Markdown], tensorboard: Output[Artifact],
                 trials: int = 0, tune_step_size_range: str = "0.001,0.1", tune_batch_sizes: str = "128",
                 tune_hidden_sizes: str = "512,512", validation_fraction: float = 0.1, tune_eta: int = 3,
-                epochs: int = 10):
-    """Choose the best trial on validation accuracy; write best_hyperparameters and the report (components.tune)."""
+                epochs: int = 10) -> str:
+    """Choose the best trial on validation accuracy; write best_hyperparameters and the report (components.tune).
+
+    Returns best_hyperparameters' JSON too: train takes it as a parameter (kfp.local passes a dsl.OneOf of
+    parameters, not of artifacts).
+    """
     import json
 
     import components  # noqa: F401
+    from artifacts import storage
     from components.tune import choose, search_space, write_outputs
 
     space = search_space(trials, tune_step_size_range, tune_batch_sizes, tune_hidden_sizes, validation_fraction,
                          tune_eta)
-    found = []
-    for artifact in populations:
-        with open(artifact.path) as f:
-            found.append(json.load(f))
+    found = [json.loads(storage.read_bytes(artifact.path, storage.METRICS)) for artifact in populations]
     best, summary, tried = choose(found, space, epochs)
     write_outputs(best, summary, tried, best_hyperparameters.path, report.path, report_markdown.path, tensorboard.path)
     best_hyperparameters.metadata.update(best)
@@ -202,13 +203,19 @@ def tune_choose(populations: Input[List[Artifact]], best_hyperparameters: Output
             metrics.log_metric(name, best[name])
     print(f"chose trial {best['trial']} of {best['trials']}: step size {best['step_size']:.4g}, seed {best['seed']}, "
           f"batch {best['batch_size']}, hidden {best['hidden_sizes']} (validation accuracy "
-          f"{best['validation_accuracy']:.4f})" if best else "no tuning (trials 0): train uses its own parameters")
+          f"{best['validation_accuracy']:.4f})")
+    return json.dumps(best)
+
+
+def untuned() -> str:
+    """No tuning (trials 0): train uses its own parameters (components.tune)."""
+    return "{}"
 
 
 def components(base_image: str):
-    """The three tuning components on ``base_image``: plan, tune (one population), choose."""
+    """The tuning components on ``base_image``: plan, tune (one population), choose, and untuned (no tuning)."""
     return tuple(dsl.component(f, base_image=base_image, install_kfp_package=False)
-                 for f in (tune_plan, tune, tune_choose))
+                 for f in (tune_plan, tune, tune_choose, untuned))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ def evaluate_on_dataset(
     force: bool,
     run_id: str = "",
     model_uri: str = "",
+    tuned: str = "",
 ) -> dict:
     """Test metrics, per-class metrics, confusion matrix and blessing of ``model``.
 
@@ -39,7 +40,8 @@ def evaluate_on_dataset(
     (``components.evaluate.evaluate`` declares them and their defaults; none is
     defaulted here). With ``report``/``report_markdown``, also writes the report there.
     ``run_id`` (the pipeline run that trained the model) and ``model_uri`` (where the Model
-    artifact lives; default ``model``) only name the run in the result and the report.
+    artifact lives; default ``model``) only name the run in the result and the report; ``tuned`` (the tune step's
+    best_hyperparameters JSON) says the settings were chosen by tuning.
     """
     threshold = check_fraction("--blessing-threshold", blessing_threshold)
     tolerance = check_fraction("--blessing-tolerance", blessing_tolerance)
@@ -96,7 +98,7 @@ def evaluate_on_dataset(
         "class_comparison": comparison,
         "worse_classes": [c["class"] for c in comparison if c["worse"]],
         # What the numbers are of: the run, the data and the settings the model was trained with.
-        "run": {"run_id": run_id, "model": str(model_uri or model), "trained_at": trained_at,
+        "run": {"run_id": run_id, "model": str(model_uri or model), "trained_at": trained_at, "tuned": tuned,
                 "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "dataset": report_lib.dataset_facts(metadata, trained_on),
         "hyperparameters": config.to_dict(),

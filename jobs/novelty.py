@@ -33,8 +33,16 @@ class Novelty(NamedTuple):
     reason: str
 
 
-def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dict[str, Any] | None") -> Novelty:
-    """Is (``identity``, ``config``) different from what ``champion`` (a publish manifest, or None) was trained on?"""
+# What tuning chooses (components.tune): a tuned run compares the champion's other settings only.
+TUNED = ("layer_sizes", "step_size", "batch_size", "seed")
+
+
+def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dict[str, Any] | None",
+            tuned: bool = False) -> Novelty:
+    """Is (``identity``, ``config``) different from what ``champion`` (a publish manifest, or None) was trained on?
+
+    ``tuned``: the tune step chooses the ``TUNED`` settings, so only the data and the others count.
+    """
     if champion is None:
         return Novelty(True, "no champion yet")
     from mlp_core.blessing import test_set_sha256
@@ -50,8 +58,9 @@ def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dic
     if trained_on != ours:
         changed = sorted(split for split in {*trained_on, *ours} if trained_on.get(split) != ours.get(split))
         return Novelty(True, f"new data since champion {version} (split {', '.join(changed)} changed)")
-    if champion["config"] != config:
-        keys = sorted(k for k in {*champion["config"], *config} if champion["config"].get(k) != config.get(k))
+    keys = sorted(k for k in {*champion["config"], *config} if champion["config"].get(k) != config.get(k)
+                  and not (tuned and k in TUNED))
+    if keys:
         return Novelty(True, f"the training settings differ from champion {version}'s ({', '.join(keys)})")
     return Novelty(False, f"no new data since champion {version}: the same data and settings trained it")
 
@@ -98,8 +107,10 @@ def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "di
     return {key: " ".join(record[key].split())[:120] for key in ("evaluated_at", "reason")}  # quoted in one line
 
 
-def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, **hyper) -> Novelty:
-    """``compare`` for the Dataset artifact at ``dataset`` and the champion at ``publish_uri`` ("" = none)."""
+def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, trials: int = 0,
+                  **hyper) -> Novelty:
+    """``compare`` for the Dataset artifact at ``dataset`` and the champion at ``publish_uri`` ("" = none);
+    ``trials`` > 0: the run tunes, so the champion's tuned settings are not compared."""
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from artifacts.locations import check_publish_target, is_resource_name
     from jobs.publishing import read_champion
@@ -114,7 +125,7 @@ def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool
     if not publish_uri:
         return Novelty(True, "no publish location, so no champion to compare with")
     identity, champion = dataset_identity(metadata), read_champion(publish_uri)
-    decision = compare(identity, config, champion)
+    decision = compare(identity, config, champion, tuned=trials > 0)
     if decision.new and champion is not None and not is_resource_name(publish_uri):  # a registry keeps no candidates
         lost = _lost_before(publish_uri, identity["shards"], config, champion["version"])
         if lost is not None:

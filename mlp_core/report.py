@@ -149,7 +149,16 @@ def _run_rows(result: dict) -> list[tuple[str, str]]:
         ("model", run.get("model", "")),
         ("trained", _when(run.get("trained_at"))),
         ("evaluated", _when(run.get("evaluated_at"))),
+        *([("hyperparameters", _tuned(run["tuned"]))] if run.get("tuned") not in (None, "", "{}") else []),
     ]
+
+
+def _tuned(text: str) -> str:
+    """The tune step's choice (its best_hyperparameters JSON) in words."""
+    best = json.loads(text)
+    return (f"chosen by the tune step: trial {best['trial']} of {best['trials']} (step size {best['step_size']:.4g}, "
+            f"seed {best['seed']}, batch {best['batch_size']}, hidden {best['hidden_sizes']}; validation accuracy "
+            f"{best['validation_accuracy']:.4f})")
 
 
 def _dataset_rows(result: dict) -> list[tuple[str, str]]:

@@ -204,7 +204,7 @@ class LauncherStandIn:
                 values[name] = self._substitute(source["runtimeValue"]["constant"], task)
             elif "taskOutputParameter" in source:
                 ref = source["taskOutputParameter"]
-                values[name] = upstream[ref["producerTask"]].parameters[ref["outputParameterKey"]]
+                values[name] = self._task_output(ref["producerTask"], ref["outputParameterKey"], upstream)
         for name, definition in component.get("inputDefinitions", {}).get("parameters", {}).items():
             if name not in values and "defaultValue" in definition:
                 values[name] = definition["defaultValue"]
@@ -212,6 +212,26 @@ class LauncherStandIn:
             if kind == "NUMBER_INTEGER" and values.get(name) is not None:
                 values[name] = int(values[name])
         return values
+
+    def _task_output(self, producer: str, key: str, upstream: dict[str, TaskResult]):
+        """Output parameter ``key`` of ``producer``: a task the test ran, or a sub-DAG (a condition, or the branches
+        of a ``dsl.OneOf``) whose output is a selector of a subtask's output. ``driver/resolve.go``
+        (``resolveUpstreamParameters``): ``valueFromParameter`` names one subtask, ``valueFromOneof`` the first
+        of its selectors whose task ran."""
+        if producer in upstream:
+            return upstream[producer].parameters[key]
+        component = self.spec["components"][all_tasks(self.spec)[producer]["componentRef"]["name"]]
+        output = component.get("dag", {}).get("outputs", {}).get("parameters", {}).get(key)
+        if output is None:
+            raise KeyError(f"{producer}.{key}: the test ran no such task")
+        selectors = ([output["valueFromParameter"]] if "valueFromParameter" in output
+                     else output["valueFromOneof"]["parameterSelectors"])
+        for selector in selectors:
+            try:
+                return self._task_output(selector["producerSubtask"], selector["outputParameterKey"], upstream)
+            except KeyError:
+                continue
+        raise KeyError(f"{producer}.{key}: none of its branches ran")
 
     def run_task(self, task: str, upstream: dict[str, TaskResult] | None = None,
                  kill_when: Callable[[str], bool] | None = None, timeout: float = 900) -> TaskResult:

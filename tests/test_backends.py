@@ -200,13 +200,15 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
     ingest = unbroken.run_task("ingest")
     assert ingest.artifacts["dataset"].startswith(f"{root}/jax-mlp-pipeline/job-unbroken/ingest/")
     assert storage.list_names(ingest.artifacts["dataset"])[0] == "_COMPLETE.json"
-    reference = unbroken.run_task("train", {"ingest": ingest})
+    untuned = unbroken.run_task("untuned")  # trials 0: the no-tuning branch gives train "{}" (dsl.OneOf)
+    assert untuned.parameters["Output"] == "{}"
+    reference = unbroken.run_task("train", {"ingest": ingest, "untuned": untuned})
     # Only the artifact paths reached the store: nothing the step needs was kept beside them.
     assert sorted({name.split("/")[0] for name in reference.uploaded}) == ["metrics", "model", "tensorboard"]
 
     broken = LauncherStandIn(compiled_for_kubeflow, root, "job-preempted", arguments, secrets)
     with pytest.raises(StepFailed) as killed:
-        broken.run_task("train", {"ingest": ingest}, kill_when=lambda line: line.startswith("epoch 2/3"))
+        broken.run_task("train", {"ingest": ingest, "untuned": untuned}, kill_when=lambda line: line.startswith("epoch 2/3"))
     assert killed.value.returncode == -9
     assert not broken.scratch_dirs[-1].exists()  # the pod and its emptyDir are gone
     task_root = broken.task_root("train")
@@ -217,7 +219,7 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
     if secrets:  # the step wrote them with the keys the pipeline wired from the secret, not the launcher's
         assert broken.environments[-1]["AWS_ACCESS_KEY_ID"] == secrets["mlpipeline-minio-artifact"]["accesskey"]
 
-    retry = broken.run_task("train", {"ingest": ingest})  # same run, same task: Argo's retry of the executor pod
+    retry = broken.run_task("train", {"ingest": ingest, "untuned": untuned})  # same run, same task: Argo's retry of the executor pod
     assert f"resuming from {task_root}/.model.checkpoints/run-" in retry.log
     assert "(2 epoch(s) done)" in retry.log and "epoch 1/3" not in retry.log
     assert retry.artifacts["model"] == f"{task_root}/model"
@@ -283,12 +285,14 @@ def test_without_the_secret_the_train_step_has_no_keys_for_the_store(compiled_fo
 
 def test_kubeflow_launcher_gives_a_placeholder_only_as_a_whole_value(compiled_for_kubeflow):
     """What resolve.go substitutes (seven names, whole values) and nothing else; the spec asks for nothing more."""
-    from kfp_launcher_stand_in import PLACEHOLDERS, LauncherStandIn
+    from kfp_launcher_stand_in import PLACEHOLDERS, LauncherStandIn, TaskResult
 
     launcher = LauncherStandIn(compiled_for_kubeflow, "gs://kfp/root", "job-1")
     task = all_tasks(launcher.spec)["train"]
     component = launcher.spec["components"][task["componentRef"]["name"]]
-    values = launcher._parameters("train", task, component, {})
+    untuned = TaskResult(artifacts={}, parameters={"Output": "{}"}, log="")
+    values = launcher._parameters("train", task, component, {"untuned": untuned})
+    assert values["best_hyperparameters"] == "{}"  # through the dsl.OneOf of the tuning branches
     assert values["run_id"] == "job-1" and "pipeline_root" not in values
     assert launcher._substitute("{{$.pipeline_root}}", "train") == "{{$.pipeline_root}}"  # never substituted
     assert launcher._substitute("{{$.pipeline_job_uuid}}/x", "train") == "{{$.pipeline_job_uuid}}/x"  # not whole

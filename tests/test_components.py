@@ -116,6 +116,22 @@ BAD_INPUT = [
                  "--test-loss", "0.1"], "model folder does not exist: {tmp}/none"),
     ("track", ["--job", "projects/stand-in-project/locations/us-central1/pipelineJobs/jax-mlp-pipeline-1",
                "--experiment", "mnist-mlp", "--train-metrics", "{tmp}/none", "--test-metrics", "{tmp}/none"], "{tmp}/none"),
+    *[("tune", ["--dataset", "{tmp}", "--best-hyperparameters", "{tmp}/b.json", *more], message) for more, message in [
+        (["--trials", "0"], "--trials and --epochs must be at least 1, got 0 and 10"),
+        (["--trials", "5000"], "--trials must be from 0 (no tuning) to 4096, got 5000"),
+        (["--epochs", "0"], "--trials and --epochs must be at least 1, got 16 and 0"),
+        (["--tune-step-size-range", "0.1,0.001"], "--tune-step-size-range must be LOW,HIGH with 0 < LOW <= HIGH"),
+        (["--tune-step-size-range", "0.1"], "--tune-step-size-range must be LOW,HIGH"),
+        (["--tune-step-size-range", "0,0.1"], "--tune-step-size-range must be positive floats"),
+        (["--tune-step-size-range", "nan,1"], "--tune-step-size-range must be positive floats"),
+        (["--tune-step-size-range", "a,b"], "--tune-step-size-range must be floats"),
+        (["--tune-batch-sizes", ""], "--tune-batch-sizes must be positive ints"),
+        (["--tune-batch-sizes", "64,-1"], "--tune-batch-sizes must be positive ints"),
+        (["--tune-hidden-sizes", "512;;256"], "--tune-hidden-sizes must be positive ints"),
+        (["--validation-fraction", "0"], "--validation-fraction must be between 0 and 1, got 0.0"),
+        (["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1, got 1.0"),
+        (["--tune-eta", "1"], "--tune-eta must be 2 or more, got 1")]],
+    ("tune", ["--dataset", "{tmp}/none", "--best-hyperparameters", "{tmp}/b.json"], "--dataset {tmp}/none does not exist"),
 ]
 
 

@@ -282,7 +282,7 @@ def test_a_run_prints_a_few_lines_and_logs_everything(uninterrupted):
     assert result.stderr == ""
     assert lines[0] == f"run {folder.name} under {folder.parent} (its whole log: {folder / 'pipeline.log'})"
     assert [line for line in lines if line and not line.startswith((" ", "test accuracy", "pipeline "))] == [
-        lines[0], "ingest", "new-data", "validate", "train", "evaluate"]
+        lines[0], "ingest", "new-data", "validate", "untuned", "train", "evaluate"]
     assert "  epoch 3/3: " in result.stdout and "  not blessed: test accuracy" in result.stdout
     assert "\x1b" not in result.stdout and "executor_input" not in result.stdout and "INFO" not in result.stdout
     log = (folder / "pipeline.log").read_text()

@@ -14,7 +14,7 @@ import pipeline
 from commands.cli import compile_pipeline
 from commands import cli
 from commands.arguments import parse_params
-from components import evaluate, ingest, new_data, publish, train, validate
+from components import evaluate, ingest, new_data, publish, train, tune, validate
 from components._step import flag
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from mlp_core.config import TrainConfig
@@ -46,6 +46,26 @@ def _component_parameters(module) -> dict:
             for name, spec in inputs.items() if spec.type in KFP_TYPES}
 
 
+def _tune_parameters() -> list[dict]:
+    """``_component_parameters`` of each of the tune step's components."""
+    types = {**KFP_TYPES, "Dict": dict}  # a population: one item of the plan's list (dsl.ParallelFor)
+    return [{name: (types[spec.type], spec.default, spec.default is None and not spec.optional)
+             for name, spec in (c.component_spec.inputs or {}).items() if spec.type in types}
+            for c in tune.components("registry.example/img:1")]
+
+
+def test_the_tune_command_line_has_the_tune_components_parameters():
+    flags = _flags(tune._parser())
+    inputs = {name: spec for c in _tune_parameters() for name, spec in c.items() if name != "population"}
+    for name, (kind, default, _) in inputs.items():
+        action = flags[flag(name)]
+        assert action.dest == name and _flag_type(action) is kind, name
+        # trials: 0 in the pipeline (no tuning), 16 on the command line, which exists to tune
+        assert action.default == default or (name, action.default) == ("trials", 16), name
+    assert set(flags) - {flag(n) for n in inputs} == {"--dataset", "--best-hyperparameters", "--report",
+                                                      "--report-markdown", "--tensorboard"}
+
+
 def _flags(parser: argparse.ArgumentParser) -> dict:
     """--flag -> its argparse action."""
     return {a.option_strings[0]: a for a in parser._actions if a.option_strings and a.dest != "help"}
@@ -75,8 +95,8 @@ def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
     compile_pipeline(tmp_path / "p.yaml", options=None)
     compiled = yaml.safe_load((tmp_path / "p.yaml").read_text())["root"]["inputDefinitions"]["parameters"]
     expected = {}
-    for module in STEP_MODULES:
-        for name, (kind, default, required) in _component_parameters(module).items():
+    for inputs in [*map(_component_parameters, STEP_MODULES), *_tune_parameters()]:
+        for name, (kind, default, required) in inputs.items():
             if name not in pipeline.WIRED:
                 expected.setdefault(name, (kind, default))
     assert set(compiled) == set(expected)
@@ -86,7 +106,8 @@ def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
         assert kind(spec["defaultValue"]) == default, name  # the IR writes integers as floats
         assert spec["description"], f"pipeline parameter {name} has no description"
     # Every wired input is an input of some step, and filled by the DAG (not left to a default).
-    all_inputs = {name for m in STEP_MODULES for name in _component_parameters(m)}
+    all_inputs = {name for inputs in [*map(_component_parameters, STEP_MODULES), *_tune_parameters()]
+                  for name in inputs}
     assert set(pipeline.WIRED) <= all_inputs
 
 

@@ -43,7 +43,8 @@ def test_compiled_yaml_equals_golden(tmp_path, target, flags, name):
 def test_every_step_runs_on_the_image_without_pip(tmp_path):
     spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml", IMAGE).read_text())
     executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 6  # ingest, new_data, validate, train, evaluate, publish
+    # ingest, new_data, validate, tune-plan, tune, tune-choose, untuned, train, evaluate, publish
+    assert len(executors) == 10
     for executor in executors.values():
         assert executor["container"]["image"] == IMAGE
         assert "pip install" not in " ".join(executor["container"]["command"])
@@ -59,7 +60,10 @@ def test_every_hyperparameter_is_a_pipeline_parameter_with_the_seeds_default(tmp
     # Everything after new_data runs under its condition: validate, then train on what passed, then evaluate.
     dag = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert dag["validate"]["componentRef"]["name"] == "comp-validate"
-    assert sorted(dag["train"]["dependentTasks"]) == ["validate"]
+    # train waits for validate and for the tune branches (tuned or not: one of them gives best_hyperparameters)
+    assert sorted(dag["train"]["dependentTasks"]) == ["condition-branches-2", "validate"]
+    assert dag["train"]["inputs"]["parameters"]["best_hyperparameters"]["taskOutputParameter"]["producerTask"] \
+        == "condition-branches-2"
     assert sorted(dag["evaluate"]["dependentTasks"]) == ["train"]
 
 

@@ -162,10 +162,11 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
                  "records_per_shard": 200, "epochs": 2, "blessing_threshold": 0.5}
     launcher = LauncherStandIn(compiled_for_trainer, root, "job-trainjob", arguments, secrets)
     ingest = launcher.run_task("ingest")
+    untuned = launcher.run_task("untuned")
     with KubernetesApiStandIn(logs=tmp_path) as api:
         api.secrets = secrets
         monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
-        train = launcher.run_task("train", {"ingest": ingest})
+        train = launcher.run_task("train", {"ingest": ingest, "untuned": untuned})
         created = [r["body"] for r in api.requests if r["method"] == "POST"]
         assert len(created) == 1
         trainer = created[0]["spec"]["trainer"]
@@ -190,7 +191,7 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
         assert storage.list_names(f"{staging}/.model.checkpoints") == []  # the pods removed theirs
         assert storage.exists(f"{staging}/model/_COMPLETE.json")
 
-        retry = launcher.run_task("train", {"ingest": ingest})  # a retry of the step: no second TrainJob
+        retry = launcher.run_task("train", {"ingest": ingest, "untuned": untuned})  # a retry of the step: no second TrainJob
         assert "already wrote" in retry.log and len([r for r in api.requests if r["method"] == "POST"]) == 1
 
         evaluate = launcher.run_task("evaluate", {"ingest": ingest, "train": train})
@@ -198,7 +199,7 @@ def test_the_train_step_runs_as_a_two_node_trainjob_and_its_model_is_the_steps_a
 
         failing = LauncherStandIn(compiled_for_trainer, root, "job-failing", {**arguments, "epochs": 0}, secrets)
         with pytest.raises(StepFailed) as failed:
-            failing.run_task("train", {"ingest": ingest})
+            failing.run_task("train", {"ingest": ingest, "untuned": untuned})
     assert "failed: JobsFailed: jobset failed: pod jax-mlp-train-" in failed.value.log
     assert "exited with code 2" in failed.value.log and "kubectl -n team-a logs" in failed.value.log
 

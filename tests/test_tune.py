@@ -117,3 +117,79 @@ def test_trials_are_drawn_log_uniformly_within_the_range_and_reproducibly():
     steps = np.log10([t.step_size for t in trials])
     assert steps.min() >= -4 and steps.max() <= -1 and 70 < (steps < -2.5).sum() < 130  # half the decades, half the draws
     assert {t.batch_size for t in trials} == {64, 128} and {t.hidden_sizes for t in trials} == {(512, 512), (256,)}
+
+
+@pytest.mark.slow
+def test_a_tuned_run_fans_out_per_population_and_trains_the_chosen_configuration(mnist_data_dir, tmp_path):
+    """pipeline.py run --trials: tune-plan -> one tune task per population (dsl.ParallelFor) -> tune-choose
+    (dsl.Collected) -> train with the choice; evaluate's report names it; runs lists the run as tuned."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SMALL_TEST, SMALL_TRAIN
+
+    root = tmp_path / "runs"
+    result = subprocess.run([sys.executable, "pipeline.py", "run", "--trials", "4", "--epochs", "2",
+                             "--tune-batch-sizes", "32,64", "--tfds-data-dir", mnist_data_dir, "--train-split",
+                             SMALL_TRAIN, "--test-split", SMALL_TEST, "--pipeline-root", str(root)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (folder,) = [p for p in root.iterdir() if (p / "run.json").is_file()]
+    tasks = [line for line in result.stdout.splitlines() if line and not line.startswith((" ", "run ", "pipeline ",
+                                                                                           "test accuracy"))]
+    assert tasks == ["ingest", "new-data", "validate", "tune-plan", "tune", "tune", "tune-choose", "train", "evaluate"]
+    chosen = json.loads((folder / "tune-choose" / "best_hyperparameters").read_text())
+    assert chosen["trials"] == 4 and chosen["batch_size"] in (32, 64)
+    config = json.loads((folder / "train" / "model" / "config.json").read_text())
+    assert (config["step_size"], config["seed"], config["batch_size"]) == (
+        chosen["step_size"], chosen["seed"], chosen["batch_size"])
+    page = folder / "tune-report.html"
+    assert f"  tuning     {page.as_uri()}" in result.stdout.splitlines()
+    assert "Validation accuracy against step size" in page.read_text() and "data:image/png;base64," in page.read_text()
+    assert f"chosen by the tune step: trial {chosen['trial']} of 4" in (folder / "report.html").read_text()
+    listed = subprocess.run([sys.executable, "pipeline.py", "runs", "--pipeline-root", str(root)], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    assert "trials=4" in listed
+
+
+@pytest.mark.slow
+def test_the_tune_command_line_chooses_and_train_takes_its_choice(small_dataset, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    out = run_cli("-m", "components.tune", "--dataset", str(small_dataset), "--best-hyperparameters",
+                  str(tmp_path / "best.json"), "--report", str(tmp_path / "tune.html"), "--report-markdown",
+                  str(tmp_path / "tune.md"), "--tensorboard", str(tmp_path / "tb"), "--trials", "3", "--epochs", "2",
+                  "--tune-hidden-sizes", "64;32,32").stdout
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert out.splitlines()[-1].startswith(f"chose trial {best['trial']} of 3: step size ")
+    assert "| trial | step size | seed |" in (tmp_path / "tune.md").read_text()
+    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "model"),
+            "--epochs", "1", "--best-hyperparameters", json.dumps(best))
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["layer_sizes"][1:-1] == [int(h) for h in best["hidden_sizes"].split(",")]
+    assert (config["step_size"], config["seed"], config["batch_size"]) == (best["step_size"], best["seed"], 128)
+    # A validation split that leaves a class without an example: one line, nothing written.
+    r = run_cli("-m", "components.tune", "--dataset", str(small_dataset), "--best-hyperparameters",
+                str(tmp_path / "other.json"), "--validation-fraction", "0.001", check=False)
+    assert r.returncode == 2 and r.stderr.startswith("error: --validation-fraction 0.001 leaves class ")
+    assert len(r.stderr.splitlines()) == 1 and not (tmp_path / "other.json").exists()
+
+
+def test_the_hparams_dashboard_lists_every_trial_with_its_status(tmp_path):
+    from mlp_core.tensorboard import read_hparams
+    from mlp_core.tune_report import write_hparams
+
+    trials = [{"number": 0, "step_size": 0.01, "seed": 1, "batch_size": 128, "hidden_sizes": [512, 512],
+               "status": "completed", "val_accuracy": [0.9, 0.95]},
+              {"number": 1, "step_size": 1e-4, "seed": 2, "batch_size": 128, "hidden_sizes": [512, 512],
+               "status": "stopped", "val_accuracy": [0.5]}]
+    write_hparams(trials, tmp_path / "tb")
+    sessions = read_hparams(tmp_path / "tb")
+    assert sessions["trial-0000"]["hparams"] == {"hidden_sizes": "512,512", "seed": 1.0, "step_size": 0.01,
+                                                 "status": "completed", "batch_size": 128.0}
+    assert sessions["trial-0001"]["hparams"]["status"] == "stopped"
+    assert sessions["trial-0000"]["metrics"] == {"validation/accuracy": pytest.approx(0.95)}
+    assert sessions["trial-0001"]["metrics"] == {"validation/accuracy": 0.5}  # its last rung
