@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from components import ingest as ingest_cli
+from mlp_core.data.errors import DatasetError
 from components import predict as predict_cli
 from loopback_json_server import LoopbackJsonServer
 
@@ -98,8 +99,8 @@ RESIZE_CASES = {  # good files that --resize cannot convert to the model's chann
 }
 
 
-def _one_line(capsys, name, words):
-    err = capsys.readouterr().err.strip().splitlines()
+def _one_line(capfd, name, words):
+    err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and len(err[0]) < 300, err
     assert str(name) in err[0] and words in err[0], err
     assert not any(w in err[0] for w in FRAMEWORK_WORDS), err
@@ -119,23 +120,23 @@ def _source(tmp_path, bad_name, data, channels=1):
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
-def test_ingest_refuses_a_bad_image_in_plain_words(name, tmp_path, capsys):
+def test_ingest_refuses_a_bad_image_in_plain_words(name, tmp_path, capfd):
     data, words = BAD_IMAGES[name]
     bad = _source(tmp_path, name, data)
     out = tmp_path / "ds"
     assert ingest_cli.main(["--output", str(out), "--source", str(tmp_path / "src"), "--no-progress"]) == 2
-    _one_line(capsys, bad, words)
+    _one_line(capfd, bad, words)
     assert not out.exists()
 
 
 @pytest.mark.parametrize("name", sorted(RESIZE_CASES))
-def test_ingest_resize_names_the_file_it_cannot_convert(name, tmp_path, capsys):
+def test_ingest_resize_names_the_file_it_cannot_convert(name, tmp_path, capfd):
     data, channels, words = RESIZE_CASES[name]
     bad = _source(tmp_path, name, data)
     out = tmp_path / "ds"
     assert ingest_cli.main(["--output", str(out), "--source", str(tmp_path / "src"), "--no-progress", "--resize",
                             "--image-shape", f"14x14x{channels}"]) == 2
-    _one_line(capsys, bad, words)
+    _one_line(capfd, bad, words)
     assert not out.exists()
 
 
@@ -161,7 +162,7 @@ def grey_server():
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES) + sorted(RESIZE_CASES))
-def test_predict_refuses_a_bad_image_in_plain_words(name, tmp_path, capsys, grey_server, monkeypatch):
+def test_predict_refuses_a_bad_image_in_plain_words(name, tmp_path, capfd, grey_server, monkeypatch):
     if name in RESIZE_CASES:
         data, channels, words = RESIZE_CASES[name]
         server = _Metadata([-1, 14, 14, channels]).__enter__()
@@ -177,7 +178,7 @@ def test_predict_refuses_a_bad_image_in_plain_words(name, tmp_path, capsys, grey
         if server is not grey_server:
             server.__exit__(None, None, None)
     assert code == 2
-    _one_line(capsys, f"in/{name}", words)
+    _one_line(capfd, f"in/{name}", words)
     assert not any(r["path"].endswith(":predict") for r in server.requests)
 
 
@@ -210,11 +211,11 @@ BAD_BATCHES = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD_BATCHES))
-def test_predict_refuses_a_bad_batch_in_one_line(name, tmp_path, capsys, grey_server):
+def test_predict_refuses_a_bad_batch_in_one_line(name, tmp_path, capfd, grey_server):
     data, words = BAD_BATCHES[name]
     (tmp_path / name).write_bytes(data)
     assert predict_cli.main(["--server", grey_server.url, "--model-name", "m", str(tmp_path / name)]) == 2
-    _one_line(capsys, tmp_path / name, words)
+    _one_line(capfd, tmp_path / name, words)
 
 
 def test_a_fortran_order_batch_is_read_as_numpy_reads_it(tmp_path):
@@ -226,11 +227,11 @@ def test_a_fortran_order_batch_is_read_as_numpy_reads_it(tmp_path):
 
 
 @pytest.mark.parametrize("sizes", [[-1, 100000, 100000, 3], [-1, 4096, 4097, 4], [-1, 2**31, 2, 1]])
-def test_a_served_shape_too_large_to_convert_to_is_refused_before_decoding(sizes, tmp_path, capsys):
+def test_a_served_shape_too_large_to_convert_to_is_refused_before_decoding(sizes, tmp_path, capfd):
     (tmp_path / "a.png").write_bytes(GOOD_PNG)
     with _Metadata(sizes) as server:
         assert predict_cli.main(["--server", server.url, "--model-name", "m", "--resize", str(tmp_path / "a.png")]) == 2
-    line = _one_line(capsys, f"{server.url}/v1/models/m/metadata", "")
+    line = _one_line(capfd, f"{server.url}/v1/models/m/metadata", "")
     assert "MiB per image, more than the 64 MiB an image may" in line or "no known shape" in line, line
 
 
@@ -243,7 +244,7 @@ SPECIAL_FILES = {
 
 
 @pytest.mark.parametrize("kind", sorted(SPECIAL_FILES))
-def test_a_special_file_among_the_images_is_refused_by_name(kind, tmp_path, capsys, grey_server, monkeypatch):
+def test_a_special_file_among_the_images_is_refused_by_name(kind, tmp_path, capfd, grey_server, monkeypatch):
     """Never opened, so never waited on: ingest and predict (a folder of images) refuse it in one line."""
     plant, words = SPECIAL_FILES[kind]
     bad = _source(tmp_path, "special.png", b"")
@@ -251,8 +252,19 @@ def test_a_special_file_among_the_images_is_refused_by_name(kind, tmp_path, caps
     plant(bad)
     out = tmp_path / "ds"
     assert ingest_cli.main(["--output", str(out), "--source", str(tmp_path / "src"), "--no-progress"]) == 2
-    _one_line(capsys, bad, words)
+    _one_line(capfd, bad, words)
     assert not out.exists()
     monkeypatch.chdir(tmp_path / "src" / "train")
     assert predict_cli.main(["--server", grey_server.url, "--model-name", "m", "b"]) == 2
-    _one_line(capsys, "b/zz-special.png", words)
+    _one_line(capfd, "b/zz-special.png", words)
+
+
+def test_a_jpeg_with_bytes_after_its_end_marker_or_an_exif_thumbnail_is_an_image(tmp_path):
+    """Cameras append data after EOI and embed thumbnails (with their own EOI) before the frame: both decode."""
+    from mlp_core.data.image_header import read_header
+
+    thumbnail = b"\xff\xe1" + (2 + 6 + len(GOOD_JPEG)).to_bytes(2, "big") + b"Exif\0\0" + GOOD_JPEG
+    for data in (GOOD_JPEG + b"trailer" * 10, GOOD_JPEG[:2] + thumbnail + GOOD_JPEG[2:]):
+        assert read_header("x.jpg", data).shape == (14, 14, 1)
+    with pytest.raises(DatasetError, match="no end marker"):  # the thumbnail's EOI does not hide a cut image
+        read_header("x.jpg", (GOOD_JPEG[:2] + thumbnail + GOOD_JPEG[2:])[:-40])

@@ -53,12 +53,19 @@ def _refuse(name: str, kind: str, why: str) -> DatasetError:
 
 
 def read_header(name: str, data: bytes) -> Header:
-    """The header of the PNG or JPEG file ``name`` whose bytes are ``data``; refused in plain words."""
+    """The header of the PNG or JPEG file ``name`` whose bytes are ``data``, and its structure (a PNG's chunks and
+    their CRCs, a JPEG's end marker: a cut file never reaches the decoder, whose library prints to stderr)."""
     kind = kind_of(data)
     if kind is None:
         why = "the file is empty" if not data else "its first bytes are neither a PNG signature nor a JPEG start"
         raise _refuse(name, "PNG/JPEG", why)
-    return _png(name, data) if kind == "PNG" else _jpeg(name, data)
+    if kind == "JPEG":
+        return _jpeg(name, data)
+    header = _png(name, data)
+    fault = _png_fault(data)
+    if fault:
+        raise _refuse(name, kind, fault)
+    return header
 
 
 def _png(name: str, data: bytes) -> Header:
@@ -119,6 +126,10 @@ def _jpeg(name: str, data: bytes) -> Header:
                 raise _refuse(name, "JPEG", f"it declares {width}x{height} pixels")
             if components not in (1, 3, 4):
                 raise _refuse(name, "JPEG", f"it declares {components} colour components (1, 3 or 4 decode)")
+            # Past the frame header only the image's own end marker can be FF D9 (entropy-coded FF bytes are
+            # stuffed with 00; an EXIF thumbnail's EOI comes before), and bytes after it are allowed.
+            if b"\xff\xd9" not in data[at:]:
+                raise _refuse(name, "JPEG", "the file is truncated: it has no end marker (EOI)")
             return Header("JPEG", height, width, 1 if components == 1 else 3, cmyk=components == 4)
         if length < 2:
             raise _refuse(name, "JPEG", f"a segment at byte {at} declares a length of {length}")
@@ -150,20 +161,17 @@ def check_shape(name: str, shape: "tuple[int, ...] | list[int]", what: str) -> N
 
 
 def undecodable(name: str, data: bytes, error: BaseException) -> DatasetError:
-    """Why ``data`` (whose header passed) did not decode, in plain words: its structure's fault, else Pillow's
-    words (``image file is truncated``, ``broken data stream``), else the decoder's own text without its op names."""
+    """Why ``data`` (whose header and structure passed) did not decode, in plain words: Pillow's (``broken data
+    stream``), else the decoder's own text without its op names."""
     from PIL import Image
 
-    kind = kind_of(data) or "PNG/JPEG"
-    why = _png_fault(data) if kind == "PNG" else _jpeg_fault(data)
-    if why is None:
-        try:
-            with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
-                image.load()
-            why = _plain(getattr(error, "message", "") or str(error))
-        except Exception as pillow:
-            why = _plain(str(pillow)) or type(pillow).__name__
-    return _refuse(name, kind, why)
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:
+            image.load()
+        why = _plain(getattr(error, "message", "") or str(error))
+    except Exception as pillow:
+        why = _plain(str(pillow)) or type(pillow).__name__
+    return _refuse(name, kind_of(data) or "PNG/JPEG", why)
 
 
 def _png_fault(data: bytes) -> "str | None":
@@ -180,10 +188,6 @@ def _png_fault(data: bytes) -> "str | None":
             return None
         at += 12 + length
     return "the file is truncated: it ends before its IEND chunk"
-
-
-def _jpeg_fault(data: bytes) -> "str | None":
-    return None if data.rstrip(b"\0").endswith(b"\xff\xd9") else "the file is truncated: it has no end marker (EOI)"
 
 
 def _plain(text: str) -> str:
