@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from jobs.publishing import CANDIDATES
+
 
 class Novelty(NamedTuple):
     new: bool
@@ -65,7 +67,6 @@ def compare(identity: "dict[str, Any]", config: "dict[str, Any]", champion: "dic
     return Novelty(False, f"no new data since champion {version}: the same data and settings trained it")
 
 
-CANDIDATES = "candidates"
 
 
 def candidate_key(shards: "dict[str, list[str]]", config: "dict[str, Any]") -> str:

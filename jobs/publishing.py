@@ -31,6 +31,8 @@ from artifacts.schemas import TEST_METRICS
 from mlp_core.model_io import content_hash
 
 LATEST = "LATEST"
+# Beside the versions, evaluate's records of models that lost to the champion (jobs.novelty.record_candidate).
+CANDIDATES = "candidates"
 MANIFEST = "manifest.json"
 
 
@@ -59,7 +61,6 @@ def check_publish_folder(publish_uri: str) -> None:
     """A local publish location is a folder (or none yet), and the names written in it stay inside it: a link
     planted there (``candidates -> ../elsewhere``) is refused before anything is evaluated or written."""
     from artifacts import locations, storage
-    from jobs.novelty import CANDIDATES
 
     if storage.is_remote(publish_uri):
         return
