@@ -5,7 +5,7 @@ which lists every file of the artifact with its size and sha256 and is written
 after all of them. Readers refuse a folder without it. Nothing here renames a
 folder: Cloud Storage FUSE (Vertex AI's ``/gcs``) cannot rename a non-empty one,
 and Kubeflow's launcher uploads only the artifact path, so files are written in
-place, inside that path (../shared/BACKENDS.md).
+place, inside that path (docs/design.md, "Kubeflow backend internals").
 
 Writing (``artifact_writer``):
 

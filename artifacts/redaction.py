@@ -69,12 +69,6 @@ def remember_cookies(header: "str | None") -> None:
         remember(value.strip('"'), pair.strip())
 
 
-def forget(*secrets: "str | None") -> None:
-    for secret in secrets:
-        if secret:
-            _known.difference_update(_forms(secret))
-
-
 @contextlib.contextmanager
 def holding(token: "str | None" = None, cookie: "str | None" = None, password: "str | None" = None):
     """Remember these secrets for the ``with`` block only."""

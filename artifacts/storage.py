@@ -56,10 +56,6 @@ def is_remote(uri: str) -> bool:
     return locations.is_remote(str(uri))
 
 
-def is_gcs(uri: str) -> bool:
-    return str(uri).startswith("gs://")
-
-
 def _parse(uri: str) -> "tuple[str, str, str, bool]":
     """``(kind, bucket, key, bundled)``: kind ``gs`` or ``s3``; ``bundled`` for Kubeflow's ``minio://`` store."""
     text = str(uri)

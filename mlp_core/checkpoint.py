@@ -10,7 +10,7 @@ count): every run that would compute the same numbers shares it, and no other
 run ever reads, prunes or deletes its files. ``state.json`` holds the epoch, the
 full identity, the history so far and the sha256 of ``params.npz``, so a
 checkpoint is complete exactly when its ``state.json`` exists and matches. Only
-whole-file writes are used (no folder rename: ../shared/BACKENDS.md), through
+whole-file writes are used (no folder rename: Cloud Storage FUSE refuses one), through
 the store's client library for an object store (``artifacts.storage``). The shuffle key of each epoch is a pure
 function of (seed, epoch), so no RNG state beyond the epoch number is needed to
 continue exactly where the run stopped.

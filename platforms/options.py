@@ -63,7 +63,7 @@ class StepPolicy:
     (``/usr/bin/time -v``), with headroom. ``retry``: kfp's ``set_retry`` arguments,
     for steps a preemption or a transient error can fail. ``cacheable``: False for a
     step whose result depends on state that is not one of its inputs (kfp's cache
-    key is the component spec plus the inputs, ../shared/BACKENDS.md).
+    key is the component spec plus the inputs: backend/src/v2/cacheutils/cache.go).
     ``accelerated``: the step the GPU request goes to.
     """
 

@@ -2,7 +2,7 @@
 
 No Vertex AI runs in these tests. This is a pass-through FUSE file system over a
 local folder (libfuse 3 through the ``mfusepy`` binding) that refuses what gcsfuse
-refuses with its default flags on a flat bucket (../shared/BACKENDS.md;
+refuses with its default flags on a flat bucket (
 GoogleCloudPlatform/gcsfuse ``docs/semantics.md`` and ``internal/fs/fs.go``):
 
 - renaming a **non-empty directory** fails with EMFILE ("too many open files"; the

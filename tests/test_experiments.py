@@ -181,7 +181,7 @@ def test_compiled_for_vertex_the_step_gets_the_job_and_the_instance(tmp_path):
     task = all_tasks(spec)["track"]
     params = {k: v["runtimeValue"]["constant"] for k, v in task["inputs"]["parameters"].items()}
     assert params == {"experiment": "mnist-mlp", "tensorboard_instance": TENSORBOARD,
-                      "job": "{{$.pipeline_job_resource_name}}"}  # whole values (../shared/BACKENDS.md)
+                      "job": "{{$.pipeline_job_resource_name}}"}  # whole values (driver/resolve.go)
     artifacts = {k: (v["taskOutputArtifact"]["producerTask"], v["taskOutputArtifact"]["outputArtifactKey"])
                  for k, v in task["inputs"]["artifacts"].items()}
     assert artifacts == {"train_metrics": ("train", "metrics"), "test_metrics": ("evaluate", "metrics"),

@@ -10,8 +10,7 @@ import re
 
 
 # KServe validates an InferenceService's name against IsvcNameFmt, "[a-z]([-a-z0-9]*[a-z0-9])?" (a DNS-1035 label;
-# kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_validation.go, ../shared/upstream/kserve/v0.20.0/
-# validation_facts.json) and derives Knative service and host names from it: at most 45 leaves room for their suffixes.
+# kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_validation.go) and derives Knative service and host names from it: at most 45 leaves room for their suffixes.
 NAME_LONGEST = 45
 # What KServe downloads a model from: its default ClusterStorageContainer's supportedUriFormats (kserve charts),
 # pvc:// (mounted by the controller) and oci:// (modelcars). A local folder is none of them.

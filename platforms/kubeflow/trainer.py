@@ -78,7 +78,7 @@ def job_name(run_id: str) -> str:
     """One TrainJob per pipeline run: a DNS-1035 label (<= 63 chars) derived from the run id.
 
     Whatever the run id holds, the name is 30 characters of ``[a-z0-9-]``, a letter first. The JAX plugin's
-    coordinator is ``{name}-node-0-0.{name}`` (../shared/upstream/kubeflow-trainer/jax_plugin_facts.json): a
+    coordinator is ``{name}-node-0-0.{name}`` (Kubeflow Trainer's JAX runtime plugin): a
     headless Service named ``{name}``, and Service names are DNS-1035 labels (Kubernetes "Object Names and IDs"),
     and a pod host name ``{name}-node-0-0``, a DNS-1123 label of at most 63 characters
     (tests/test_trust_clusters.py checks both for generated run ids).
