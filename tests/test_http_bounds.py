@@ -2,6 +2,7 @@
 Kubernetes client, each against a real loopback server that misbehaves; credentials in a URL never looked up."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -224,3 +225,25 @@ def test_credentials_in_the_vertex_endpoint_are_refused_before_any_client(monkey
     with pytest.raises(OSError) as refused:  # an expected error at every boundary: one line, exit 2
         endpoint()
     assert "carries a user name or password" in str(refused.value) and "s3cret-pw" not in str(refused.value)
+
+
+# Product code that speaks HTTP itself, each line as it stands: a new one must read its answer through
+# artifacts.bounded_http (or be added here with the reason it reads no body).
+HTTP_CALLS = re.compile(r"\burlopen\(|urllib\.request|http\.client|\brequests\.(get|post|put|head|request|Session)\b"
+                        r"|\burllib3\.(PoolManager|ProxyManager|request)\b|\bhttpx\b|\baiohttp\b")
+READS_NO_BODY = {"mlp_core/data/tfds_download.py": "requests.head(url, timeout=timeout, allow_redirects=False).close()"}
+
+
+def test_no_product_code_reads_an_http_body_but_through_the_bounded_reader():
+    from conftest import ROOT
+
+    found = {}
+    for package in ("commands", "components", "jobs", "platforms", "mlp_core", "artifacts"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = path.relative_to(ROOT).as_posix()
+            for line in path.read_text().splitlines():
+                code = line.split("#")[0]
+                if HTTP_CALLS.search(code) and name != "artifacts/bounded_http.py" and not code.strip().startswith(
+                        ("``", '"', "'")):
+                    found.setdefault(name, []).append(code.strip())
+    assert found == {name: [line] for name, line in READS_NO_BODY.items()}, found
