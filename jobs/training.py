@@ -184,11 +184,15 @@ def batch_source(dataset: "str | Path", metadata: dict, config: TrainConfig, pla
 
     if placement == "stream":
         from mlp_core.data.artifact import verify_shards
-        from mlp_core.data.records import record_dataset
+        from mlp_core.data.records import read_shards, record_dataset
         from mlp_core.train import BatchStream
 
         shape = metadata["image_shape"]
         shards = {split: verify_shards(dataset, metadata, split) for split in ("train", "test")}
+        for path in shards["train"] + shards["test"]:
+            # Framing, CRCs and records checked once, a shard at a time: a damaged length field that matches its
+            # sha256 (a crafted artifact) would crash TensorFlow's record reader, not raise.
+            read_shards([path], shape)
 
         def read(split: str, batch_size: int, shuffle_epoch: "int | None"):
             ds = record_dataset(shards[split], shape, batch_size=batch_size, shuffle_seed=shuffle_epoch,

@@ -83,6 +83,18 @@ def test_truncated_shard(small_dataset, tmp_path):
     _assert_refused(_train(ds, tmp_path / "out"), "train-00001-of-00003.tfrecord: truncated: record 199", tmp_path / "out")
 
 
+def test_a_huge_length_field_is_refused_before_tf_data_streams_it(small_dataset, tmp_path):
+    """--placement stream hands shards to TensorFlow's reader, which a length field of 2**60 crashes (a segfault)."""
+    ds = _copy(small_dataset, tmp_path)
+    shard = ds / "train-00001-of-00003.tfrecord"
+    raw = bytearray(shard.read_bytes())
+    raw[:8] = (1 << 60).to_bytes(8, "little")
+    shard.write_bytes(raw)
+    _refresh_shard(ds, shard.name)  # the metadata agrees: only the record-level check can object
+    _assert_refused(_train(ds, tmp_path / "out", "--placement", "stream"), "train-00001-of-00003.tfrecord: ",
+                    tmp_path / "out")
+
+
 def _recommit(ds: Path) -> None:
     from artifacts.outputs import COMPLETE, commit
 
