@@ -239,9 +239,12 @@ def _check_backend_flags(args) -> None:
 
 
 def _connection(args):
+    from artifacts.locations import check_location
     from platforms.kubeflow.pipelines import Connection, check_identity
 
     _check_backend_flags(args)
+    if args.pipeline_root:  # well formed before any credentials are looked up or any request is made
+        check_location(args.pipeline_root, "--pipeline-root")
     if args.vertex:
         return None
     if args.token_file and args.client_id:

@@ -322,3 +322,10 @@ def test_vertex_submit_and_schedule_send_the_compiled_caching(gcs_emulator):
     schedule = next(r["body"] for r in posts if r["path"].endswith("/schedules"))
     for spec in (job["pipelineSpec"], schedule["createPipelineJobRequest"]["pipelineJob"]["pipelineSpec"]):
         assert {name for name, on in _caching(spec).items() if on} == set()
+
+
+@pytest.mark.parametrize("command", [["submit"], ["schedule", "--cron", "0 3 * * *"]])
+def test_a_malformed_pipeline_root_is_refused_before_any_credentials_are_looked_up(command):
+    r = run_cli("pipeline.py", *command, "--vertex", "--project", "my-proj", "--region", "us-central1",
+                "--pipeline-root", "gs:///root", check=False, env={"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent"})
+    assert r.returncode == 2 and r.stderr == "error: --pipeline-root: 'gs:///root' names no bucket (gs://BUCKET/PATH)\n"
