@@ -23,7 +23,7 @@ DEFAULT = TrainConfig()
 # On a cluster: peak RSS 1.33 GB on full MNIST; the GPU request goes here. Retried after a failure (exit code not 0),
 # each attempt resuming from the checkpoints beside its Model artifact's URI (the same URI on every attempt:
 # training_job.pipeline_checkpoint_dir). On Kubeflow a pod lost with its node is not retried (Argo's default
-# retryPolicy OnFailure; the kfp compiler sets no other: README "Retries").
+# retryPolicy OnFailure; the kfp compiler sets no other: docs/design.md "Failure behaviour").
 # Never cached: its cache key would hold the run id (a new one every run: backend/src/v2/cacheutils/cache.go), so a
 # hit could never happen across runs; the new_data step is what skips training when nothing is new.
 CLUSTER = StepPolicy("4", "8", "4Gi", "8Gi", accelerated=True, cacheable=False,

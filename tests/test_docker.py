@@ -137,7 +137,7 @@ def test_components_in_docker_match_outside(image, mnist_data_dir, tmp_path):
 
 
 def test_readme_docker_commands_run_as_written(image, mnist_data_dir, small_dataset, tmp_path):
-    """The README's "Run in Docker" block, with this test's image in place of jax-mlp-pipeline:0.1.0.
+    """docs/docker.md's Docker block (the README links it), with this test's image in place of jax-mlp-pipeline:0.1.0.
 
     It evaluates out/model inside the image, then runs the whole DAG with kfp.local's
     DockerRunner (one epoch of full MNIST), as a cluster runs it.
@@ -151,7 +151,7 @@ def test_readme_docker_commands_run_as_written(image, mnist_data_dir, small_data
     [(_, code, _)] = blocks(("run: docker",))
     started = time.perf_counter()
     result = _shell(code.replace("jax-mlp-pipeline:0.1.0", image), cwd, _environment(mnist_data_dir))
-    print(f"\nREADME docker block (evaluate in the image, DockerRunner DAG of 1 epoch): {time.perf_counter() - started:.0f} s")
+    print(f"\ndocs/docker.md block (evaluate in the image, DockerRunner DAG of 1 epoch): {time.perf_counter() - started:.0f} s")
     assert json.loads((cwd / "out" / "docker_metrics.json").read_text())["num_examples"] == 256
     last = result.stdout.strip().splitlines()[-1]
     assert float(re.match(r"test accuracy ([\d.]+)", last).group(1)) >= 0.92, last
