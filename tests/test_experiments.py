@@ -160,7 +160,7 @@ def test_metrics_files_of_the_wrong_shape_are_refused_before_any_call(trained, v
     for train, test, message in (
         (trained / "test_metrics.json", trained / "test_metrics.json", "'history' is a required property"),
         (tmp_path / "nan.json", trained / "test_metrics.json", "is not valid JSON"),
-        (trained / "train_metrics.json", tmp_path / "missing.json", "No such file or directory"),
+        (trained / "train_metrics.json", tmp_path / "missing.json", "not found: "),
     ):
         result = run_cli("-m", "components.track", "--job", JOB, "--experiment", "mnist-mlp", "--train-metrics",
                          str(train), "--test-metrics", str(test), check=False,
