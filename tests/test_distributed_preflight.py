@@ -40,7 +40,10 @@ def _spec(port: int, processes: int, process_id: int) -> str:
 
 def _train(tmp_path, *flags: str, env: dict | None = None, dataset=None, name: str = "m",
            stdout=subprocess.PIPE) -> subprocess.Popen:
-    """``python -m components.train`` as one replica; the pre-flight fails before the dataset is read."""
+    """``python -m components.train`` as one replica; the pre-flight fails before the dataset (an empty folder,
+    which passes the check that it exists) is read."""
+    if dataset is None:
+        (tmp_path / "no-dataset").mkdir(exist_ok=True)
     base = {k: v for k, v in os.environ.items()
             if k not in ("XLA_FLAGS", "CLUSTER_SPEC", "JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")}
     return subprocess.Popen(

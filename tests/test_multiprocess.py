@@ -147,7 +147,7 @@ model, metrics = Model(name="model", uri=sys.argv[2]), Metrics(name="metrics", u
 train(dataset=Dataset(name="dataset", uri=sys.argv[1]), model=model, metrics=metrics,
       tensorboard=Artifact(name="tensorboard", uri=sys.argv[2] + "-tensorboard"), hidden_sizes="512,512",
       step_size=0.01, batch_size=96, epochs=1, seed=0, shuffle=True, placement="auto", checkpoint_root="",
-      run_id="", require_gpu=False, trainer_job="")
+      run_id="", require_gpu=False, trainer_job="", best_hyperparameters="{}")
 print("returned to kfp's executor with metrics", sorted(metrics.metadata))
 """
 
