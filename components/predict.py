@@ -252,6 +252,7 @@ def _model_image_shape(model: str) -> "list[int] | None":
     import json
 
     from artifacts.locations import LocationError
+    from artifacts import storage
     from artifacts.outputs import IncompleteArtifactError, read_marker
 
     folder = Path(model)
@@ -264,7 +265,7 @@ def _model_image_shape(model: str) -> "list[int] | None":
     except (IncompleteArtifactError, LocationError) as e:
         raise InputError(str(e)) from None
     try:
-        shape = json.loads((folder / "dataset.json").read_text())["image_shape"]
+        shape = json.loads(storage.read_bytes(folder / "dataset.json", storage.MANIFEST))["image_shape"]
     except (OSError, ValueError, TypeError, KeyError):
         return None
     ok = isinstance(shape, list) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)

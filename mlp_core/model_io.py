@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlp_core.config import ConfigError, TrainConfig
+from artifacts import storage
 from artifacts.outputs import IncompleteArtifactError, read_marker
 from artifacts.schemas import SchemaError, check_model_files, loads
 
@@ -63,7 +64,7 @@ def load_params(path: str | Path, layer_sizes: tuple[int, ...] | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model params not found: {path}")
-    return params_from_bytes(path.read_bytes(), str(path), layer_sizes)
+    return params_from_bytes(storage.read_bytes(path, storage.PARAMS), str(path), layer_sizes)
 
 
 def params_from_bytes(data: bytes, path: str, layer_sizes: tuple[int, ...] | None = None) -> Params:
@@ -91,7 +92,7 @@ def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise ModelError(f"model file missing: {path}")
     try:
-        return loads(path.read_bytes(), str(path))
+        return loads(storage.read_bytes(path, storage.MANIFEST), str(path))
     except SchemaError as e:
         raise ModelError(str(e)) from None
 
@@ -141,5 +142,5 @@ def content_hash(model_dir: "str | Path") -> str:
     # verify=False: it hashes every listed file itself here; names are still proven inside the model.
     for name in sorted(Path(n) for n in read_marker(model_dir, "model", verify=False)["files"]):
         digest.update(name.as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(locations.member(model_dir, name.as_posix()).read_bytes()).digest())
+        digest.update(hashlib.sha256(storage.read_bytes(locations.member(model_dir, name.as_posix()), storage.PARAMS)).digest())
     return digest.hexdigest()
