@@ -82,15 +82,6 @@ def epoch_bytes(images, labels, k: int) -> int:
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
-def device_memory() -> "tuple[int, str]":
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return stats["bytes_limit"], "the device's bytes_limit"
-    import psutil
-
-    return psutil.virtual_memory().available, "available host memory (a CPU device)"
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -140,7 +131,7 @@ def main(argv=None) -> int:
 
     one, many = epoch_bytes(images, labels, 1), epoch_bytes(images, labels, k)
     per_trial = (many - one) / (k - 1) if k > 1 else one
-    limit, which = device_memory()
+    limit, which = tune.device_memory()
     fits = int((limit - (one - per_trial)) // per_trial)
     print(f"\nmemory (XLA memory_analysis of the compiled epoch): 1 trial {one / 2**20:.1f} MiB, {k} trials "
           f"{many / 2**20:.1f} MiB, {per_trial / 2**20:.2f} MiB per trial beyond the shared data; "

@@ -126,6 +126,13 @@ def choose(populations: list[dict], space: dict, epochs: int) -> "tuple[dict, di
     return best, summary, trials
 
 
+def chosen_line(best: dict) -> str:
+    """The one line that says which trial was chosen."""
+    return (f"chose trial {best['trial']} of {best['trials']}: step size {best['step_size']:.4g}, seed {best['seed']}, "
+            f"batch {best['batch_size']}, hidden {best['hidden_sizes']} (validation accuracy "
+            f"{best['validation_accuracy']:.4f})")
+
+
 def write_outputs(best: dict, summary: dict, trials: list[dict], best_path: str, report: "str | None" = None,
                   report_markdown: "str | None" = None, tensorboard: "str | None" = None) -> None:
     """best_hyperparameters (JSON), and when something was tuned the reports and the HParams runs."""
@@ -190,7 +197,7 @@ def tune_choose(populations: Input[List[Artifact]], best_hyperparameters: Output
 
     import components  # noqa: F401
     from artifacts import storage
-    from components.tune import choose, search_space, write_outputs
+    from components.tune import choose, chosen_line, search_space, write_outputs
 
     space = search_space(trials, tune_step_size_range, tune_batch_sizes, tune_hidden_sizes, validation_fraction,
                          tune_eta)
@@ -201,9 +208,7 @@ def tune_choose(populations: Input[List[Artifact]], best_hyperparameters: Output
     for name in ("step_size", "batch_size", "seed", "validation_accuracy", "trials"):
         if name in best:
             metrics.log_metric(name, best[name])
-    print(f"chose trial {best['trial']} of {best['trials']}: step size {best['step_size']:.4g}, seed {best['seed']}, "
-          f"batch {best['batch_size']}, hidden {best['hidden_sizes']} (validation accuracy "
-          f"{best['validation_accuracy']:.4f})")
+    print(chosen_line(best))
     return json.dumps(best)
 
 
@@ -243,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     from artifacts.locations import check_flags
-    from artifacts.outputs import check_output_file
+    from artifacts.outputs import check_apart, check_output_file
 
     args = _parser().parse_args(argv)
     if args.trials < 1 or args.epochs < 1:
@@ -252,6 +257,8 @@ def main(argv: "list[str] | None" = None) -> int:
                          args.validation_fraction, args.tune_eta)
     check_flags({"--dataset": args.dataset}, local=("--dataset",))
     check_inputs({"--dataset": args.dataset})
+    check_apart({"--dataset": args.dataset}, {"--best-hyperparameters": args.best_hyperparameters, "--report": args.report,
+                                              "--report-markdown": args.report_markdown, "--tensorboard": args.tensorboard})
     for path in (args.best_hyperparameters, args.report, args.report_markdown):
         if path:
             check_output_file(path)
@@ -259,9 +266,7 @@ def main(argv: "list[str] | None" = None) -> int:
                    for p in plan(space, args.search_seed)]
     best, summary, trials = choose(populations, space, args.epochs)
     write_outputs(best, summary, trials, args.best_hyperparameters, args.report, args.report_markdown, args.tensorboard)
-    print(f"chose trial {best['trial']} of {len(trials)}: step size {best['step_size']:.4g}, seed {best['seed']}, "
-          f"batch {best['batch_size']}, hidden {best['hidden_sizes']}, validation accuracy "
-          f"{best['validation_accuracy']:.4f}")
+    print(chosen_line(best))
     return 0
 
 

@@ -77,7 +77,6 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
     from mlp_core.data.tf import tf  # never takes a GPU from JAX
-    from artifacts.outputs import artifact_writer
 
     scratch = Path(tempfile.mkdtemp(prefix="tensorboard-"))
     try:
@@ -95,14 +94,21 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
                     if entry.get(key) is not None:
                         tf.summary.scalar(tag, float(entry[key]), step=int(entry["epoch"]))
         writer.close()
-        names = sorted(p.relative_to(scratch).as_posix() for p in scratch.rglob("*") if p.is_file())
-        with artifact_writer(folder, "tensorboard") as out:
-            for name in names:
-                (out / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(scratch / name, out / name)
-        return names
+        return copy_events(scratch, folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # our own temp folder
+
+
+def copy_events(scratch: Path, folder: "str | Path") -> list[str]:
+    """Every event file under ``scratch`` into the artifact ``folder``, file by file, marker last; returns the names."""
+    from artifacts.outputs import artifact_writer
+
+    names = sorted(p.relative_to(scratch).as_posix() for p in scratch.rglob("*") if p.is_file())
+    with artifact_writer(folder, "tensorboard") as out:
+        for name in names:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(scratch / name, out / name)
+    return names
 
 
 def read_scalars(folder: "str | Path") -> dict[str, list[tuple[int, float]]]:

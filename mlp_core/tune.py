@@ -132,6 +132,16 @@ def rungs(num_epochs: int, eta: int) -> list[int]:
     return [eta**i for i in range(num_epochs) if eta**i < num_epochs] if eta > 1 else []
 
 
+def device_memory() -> "tuple[int, str]":
+    """Bytes of the device's memory, and what they are: a GPU's ``bytes_limit``, else the host's available memory."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return stats["bytes_limit"], "the device's bytes_limit"
+    import psutil
+
+    return psutil.virtual_memory().available, "available host memory (a CPU device)"
+
+
 def max_population(layer_sizes, batch_size: int, budget: "int | None" = None) -> int:
     """How many trials of these shapes one device holds at once, in half its memory (``budget`` bytes if given).
 
@@ -139,13 +149,7 @@ def max_population(layer_sizes, batch_size: int, budget: "int | None" = None) ->
     bench/tune_speed.py measures 6 MiB per trial of the seed's MLP with XLA's memory analysis, this says 9.7.
     """
     if budget is None:
-        stats = jax.devices()[0].memory_stats() or {}
-        if "bytes_limit" in stats:
-            budget = stats["bytes_limit"] // 2
-        else:
-            import psutil
-
-            budget = psutil.virtual_memory().available // 2
+        budget = device_memory()[0] // 2
     params = sum(m * n + n for m, n in zip(layer_sizes[:-1], layer_sizes[1:]))
     per_trial = 3 * 4 * params + 3 * 4 * batch_size * sum(layer_sizes[1:]) + batch_size * layer_sizes[0]
     return max(1, int(budget // per_trial))

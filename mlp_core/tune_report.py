@@ -77,8 +77,8 @@ def write_hparams(trials: list[dict], folder: "str | Path") -> None:
     from tensorboard.plugins.hparams import summary as hparams_v1
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
-    from artifacts.outputs import artifact_writer
     from mlp_core.data.tf import tf
+    from mlp_core.tensorboard import copy_events
 
     scratch = Path(tempfile.mkdtemp(prefix="tune-tensorboard-"))
     try:
@@ -93,9 +93,6 @@ def write_hparams(trials: list[dict], folder: "str | Path") -> None:
                 for epoch, accuracy in enumerate(t["val_accuracy"], start=1):
                     tf.summary.scalar("validation/accuracy", accuracy, step=epoch)
             writer.close()
-        with artifact_writer(folder, "tensorboard") as out:
-            for path in sorted(p for p in scratch.rglob("*") if p.is_file()):
-                (out / path.relative_to(scratch)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, out / path.relative_to(scratch))
+        copy_events(scratch, folder)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # our own temp folder

@@ -158,6 +158,21 @@ def test_whole_dag_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_
     assert list((gcs_fuse / "root").rglob("*.checkpoints")) == []  # this run's checkpoints removed once the model was written
 
 
+def test_a_tuned_run_with_its_pipeline_root_on_cloud_storage_fuse(gcs_fuse, mnist_data_dir):
+    """The tune steps' artifacts (a population's trials, best_hyperparameters, the report, the HParams runs) are
+    whole-file writes that Cloud Storage FUSE takes, as the other steps' are."""
+    result = run_cli("pipeline.py", "run", "--pipeline-root", str(gcs_fuse / "tuned"), "--tfds-data-dir", mnist_data_dir,
+                     "--train-split", SMALL_TRAIN, "--test-split", SMALL_TEST, "--epochs", "2", "--trials", "4",
+                     "--tune-batch-sizes", "32,64")  # the search seed's 4 draws take both batch sizes
+    run = Path(re.search(r"^pipeline finished in [\d.]+ s: (.+)$", result.stdout, re.M).group(1))
+    assert run.parent == gcs_fuse / "tuned"
+    assert json.loads((run / "tune-choose" / "best_hyperparameters").read_text())["trials"] == 4
+    assert (run / "tune-choose" / "tensorboard" / "_COMPLETE.json").is_file()
+    assert "Tuning report" in (run / "tune-choose" / "report").read_text()
+    populations = sorted(run.glob("for-loop-*-iteration-*/tune/trials_out"))  # kfp.local: one folder per iteration
+    assert len(populations) == 2 and all(json.loads(p.read_text())["trials"] for p in populations)
+
+
 # ---- Kubeflow's launcher, with the object store on gcp-storage-emulator or an S3 server
 
 @pytest.fixture(scope="module")

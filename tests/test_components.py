@@ -132,6 +132,8 @@ BAD_INPUT = [
         (["--validation-fraction", "1"], "--validation-fraction must be between 0 and 1, got 1.0"),
         (["--tune-eta", "1"], "--tune-eta must be 2 or more, got 1")]],
     ("tune", ["--dataset", "{tmp}/none", "--best-hyperparameters", "{tmp}/b.json"], "--dataset {tmp}/none does not exist"),
+    ("tune", ["--dataset", "{tmp}", "--best-hyperparameters", "{tmp}/b.json", "--trials", "2"],
+     "--best-hyperparameters {tmp}/b.json lies inside the input --dataset {tmp}"),
 ]
 
 
