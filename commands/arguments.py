@@ -50,19 +50,19 @@ def validate_arguments(arguments: dict) -> dict:
     """
     from components.train import check_training
     from components.tune import search_space
-    from mlp_core.config import ConfigError
+    from mlp_core.errors import UserError
     from mlp_core.blessing import check_fraction
     from mlp_core.memory import choose_placement
     from pipeline import pipeline_parameters
 
     values = {name: p.default for name, p in pipeline_parameters().items()} | arguments
-    # Each error names its parameter as a ConfigError field: the command line says it as the user gave it
+    # Each error names its parameter as a UserError field: the command line says it as the user gave it
     # (components._cli.error_line: --records-per-shard for pipeline.py run).
     if not isinstance(values["records_per_shard"], int) or values["records_per_shard"] <= 0:
-        raise ConfigError(f"records_per_shard must be a positive integer, got {values['records_per_shard']!r}",
+        raise UserError(f"records_per_shard must be a positive integer, got {values['records_per_shard']!r}",
                           field="records_per_shard")
     if not values["dataset_name"]:
-        raise ConfigError("dataset_name must not be empty", field="dataset_name")
+        raise UserError("dataset_name must not be empty", field="dataset_name")
     check_training(values)
     search_space(values["trials"], values["tune_step_size_range"], values["tune_batch_sizes"],
                  values["tune_hidden_sizes"], values["validation_fraction"], values["tune_eta"])
@@ -83,13 +83,13 @@ def validate_arguments(arguments: dict) -> dict:
 
 @contextmanager
 def _naming(name: str):
-    """A location error about parameter ``name`` (its message begins with the name) as a ConfigError about it."""
-    from mlp_core.config import ConfigError
+    """A location error about parameter ``name`` (its message begins with the name) as a UserError about it."""
+    from mlp_core.errors import UserError
 
     try:
         yield
     except (ClusterError, LocationError) as e:
-        raise ConfigError(str(e), field=name) from None
+        raise UserError(str(e), field=name) from None
 
 
 # Parameters whose value is a location, and the rule of artifacts.locations each must pass (an empty value is the

@@ -22,7 +22,8 @@ import argparse
 import sys
 
 from artifacts.locations import check_location, check_segment, join
-from components._cli import InputError, exit_on_error
+from components._cli import exit_on_error
+from mlp_core.errors import UserError
 from platforms.kubeflow.kserve import KSERVE_STORAGE, NAME_LONGEST, inference_service
 from platforms.checks import ClusterError, check_dns1035_label, check_dns1123_label, check_dns1123_subdomain
 
@@ -36,16 +37,16 @@ def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, s
     if version is None:
         champion = read_champion(publish_uri)
         if champion is None:
-            raise InputError(f"no champion at {publish_uri} (nothing published, or LATEST missing): give --version")
+            raise UserError(f"no champion at {publish_uri} (nothing published, or LATEST missing): give --version")
         version = champion["version"]
     # A version is one name part inside the publish location (LATEST is input too): never ../x, never a path.
     check_segment(version, "--version", "published version")
     folder = join(publish_uri, version, flag="--version")
     names = storage.list_names(folder)
     if MANIFEST not in names:
-        raise InputError(f"{folder} is not a published version (no {MANIFEST}: missing, or its publish never finished)")
+        raise UserError(f"{folder} is not a published version (no {MANIFEST}: missing, or its publish never finished)")
     if f"{SAVED_MODEL_DIR}/{SERVING_VERSION}/saved_model.pb" not in names:
-        raise InputError(f"{folder} holds its SavedModel outside TF Serving's layout ({SAVED_MODEL_DIR}/"
+        raise UserError(f"{folder} holds its SavedModel outside TF Serving's layout ({SAVED_MODEL_DIR}/"
                          f"{SERVING_VERSION}/): it was published by an older version of this project; publish it again")
     return version, join(folder, SAVED_MODEL_DIR, flag="--version")
 
@@ -74,7 +75,7 @@ def main(argv: "list[str] | None" = None) -> int:
         if args.service_account is not None:
             check_dns1123_subdomain(args.service_account, "--service-account")  # a ServiceAccount's name
     except ClusterError as e:
-        raise InputError(str(e)) from None
+        raise UserError(str(e)) from None
     check_location(args.publish_uri, "--publish-uri")
     version, uri = storage_uri(args.publish_uri, args.version)
     print(f"# version {version} of {args.publish_uri}", file=sys.stderr)

@@ -12,15 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from artifacts.locations import is_remote
-from mlp_core.config import ConfigError
-
-
-class InputError(ValueError):
-    """A command-line input (an image, a file) cannot be used."""
+from mlp_core.errors import UserError
 
 
 # Errors that describe bad input or a bad environment, not a bug in this code.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ConfigError, InputError, OSError)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
 
 
 # Where the other expected errors are declared. An error can only come from a module that is loaded: looking for
@@ -47,7 +43,7 @@ def check_inputs(given: "dict[str, str | None]") -> None:
     """Every local input ``{flag: path}`` given is there (an object-store one is read later)."""
     for flag, path in given.items():
         if path and not is_remote(str(path)) and not Path(path).exists():
-            raise InputError(f"{flag} {path} does not exist")
+            raise UserError(f"{flag} {path} does not exist")
 
 
 def loss_note(num_classes: "int | None" = None) -> str:
@@ -68,7 +64,7 @@ def flag_for(field: str) -> str:
 def error_line(error: BaseException, name: Callable[[str], str] = flag_for) -> str:
     """The one line an expected error prints; for a Google credentials error, how to provide credentials.
 
-    A ``ConfigError`` about one field names it as the user gave it: ``name(field)``, by default its flag
+    A ``UserError`` about one field names it as the user gave it: ``name(field)``, by default its flag
     (the library keeps the field's name for Python callers: ``TrainConfig(num_epochs=0)``).
     """
     if isinstance(error, _google_auth_errors()):
@@ -77,7 +73,7 @@ def error_line(error: BaseException, name: Callable[[str], str] = flag_for) -> s
         return credentials_message(error)
     from artifacts.redaction import redact  # every error line passes the one redaction function
 
-    named = isinstance(error, ConfigError) and error.field
+    named = isinstance(error, UserError) and error.field
     text = redact(error.naming(name(error.field)) if named else error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

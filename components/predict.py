@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from components._cli import InputError, error_line, exit_on_error
+from components._cli import error_line, exit_on_error
+from mlp_core.errors import UserError
 from mlp_core.data.image_header import check_shape
 
 
@@ -72,10 +73,10 @@ def check_server(server: str) -> str:
     try:
         check_url(server, "--server")
     except HttpError as e:
-        raise InputError(str(e)) from None
+        raise UserError(str(e)) from None
     if (not parts or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment
             or any(c.isspace() or ord(c) < 32 for c in server)):
-        raise InputError(f"--server {server!r}: give the model server's URL, http://HOST[:PORT] or https://HOST[:PORT]")
+        raise UserError(f"--server {server!r}: give the model server's URL, http://HOST[:PORT] or https://HOST[:PORT]")
     return server.rstrip("/")
 
 
@@ -96,38 +97,38 @@ def check_answer(url: str, answer, count: int, class_names: "list[str] | None" =
 
     predictions = answer.get("predictions") if isinstance(answer, dict) else None
     if not isinstance(predictions, list) or len(predictions) != count:
-        raise InputError(f"{url} answered no predictions for the {count} image(s)")
+        raise UserError(f"{url} answered no predictions for the {count} image(s)")
     rows, classes, served_names, named = [], [], [], False
     for i, p in enumerate(predictions):
         probs = p.get("probabilities") if isinstance(p, dict) else None
         cls = p.get("classes") if isinstance(p, dict) else None
         what = f"{url}: the served model's answer for image {i + 1}"
         if not isinstance(probs, list) or not probs or cls is None:
-            raise InputError(f"{url}: the served model's outputs are not probabilities and classes")
+            raise UserError(f"{url}: the served model's outputs are not probabilities and classes")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in probs):
-            raise InputError(f"{what} has probabilities that are not numbers")
+            raise UserError(f"{what} has probabilities that are not numbers")
         if rows and len(probs) != len(rows[0]):
-            raise InputError(f"{what} has {len(probs)} probabilities, image 1 had {len(rows[0])}")
+            raise UserError(f"{what} has {len(probs)} probabilities, image 1 had {len(rows[0])}")
         if class_names is not None and len(probs) != len(class_names):
-            raise InputError(f"{what} has {len(probs)} probabilities, the model has {len(class_names)} classes")
+            raise UserError(f"{what} has {len(probs)} probabilities, the model has {len(class_names)} classes")
         if not all(math.isfinite(v) and 0 <= v <= 1 for v in probs) or abs(math.fsum(probs) - 1) > 1e-3:
-            raise InputError(f"{what} has probabilities that are not finite numbers in [0, 1] summing to 1")
+            raise UserError(f"{what} has probabilities that are not finite numbers in [0, 1] summing to 1")
         if not isinstance(cls, int) or isinstance(cls, bool) or not 0 <= cls < len(probs):
-            raise InputError(f"{what} has class {str(cls)[:20]!r}, not an index of its {len(probs)} classes")
+            raise UserError(f"{what} has class {str(cls)[:20]!r}, not an index of its {len(probs)} classes")
         if probs[cls] < max(probs):
-            raise InputError(f"{what} has class {cls}, which is not its most probable class")
+            raise UserError(f"{what} has class {cls}, which is not its most probable class")
         if i == 0:
             named = "class_names" in p
         elif ("class_names" in p) != named:
-            raise InputError(f"{what} {'lacks' if named else 'has'} class_names, unlike image 1")
+            raise UserError(f"{what} {'lacks' if named else 'has'} class_names, unlike image 1")
         if named:
             name = p["class_names"]
             if not isinstance(name, str) or not name or not name.isprintable() or len(name) > 200:  # printed below
-                raise InputError(f"{what} has class name {str(name)[:40]!r}, not a name")
+                raise UserError(f"{what} has class name {str(name)[:40]!r}, not a name")
             if class_names is not None and name != class_names[cls]:
-                raise InputError(f"{what} names class {cls} {name[:40]!r}, the model calls it {class_names[cls]!r}")
+                raise UserError(f"{what} names class {cls} {name[:40]!r}, the model calls it {class_names[cls]!r}")
             if any(c == cls and n != name for c, n in zip(classes, served_names)):
-                raise InputError(f"{what} names class {cls} {name[:40]!r}, an earlier image named it otherwise")
+                raise UserError(f"{what} names class {cls} {name[:40]!r}, an earlier image named it otherwise")
             served_names.append(name)
         rows.append(probs)
         classes.append(cls)
@@ -162,16 +163,16 @@ def _call(url: str, body: "dict | None", timeout: float, limit: "int | None" = N
         status, raw = request(url, data, {"Content-Type": "application/json"}, "GET" if body is None else "POST",
                               timeout, limit or MAX_ANSWER)
     except HttpError as e:
-        raise InputError(str(e)) from None
+        raise UserError(str(e)) from None
     try:
         answer = json.loads(raw)
     except ValueError:
         answer = None
     if status >= 400:
         reason = answer.get("error") if isinstance(answer, dict) else None
-        raise InputError(f"{url} answered {status}: {' '.join(str(reason or 'no reason given').split())[:200]}")
+        raise UserError(f"{url} answered {status}: {' '.join(str(reason or 'no reason given').split())[:200]}")
     if answer is None:
-        raise InputError(f"{url} did not answer JSON")
+        raise UserError(f"{url} did not answer JSON")
     return answer
 
 
@@ -191,13 +192,13 @@ def served_image_shape(server: str, model_name: str, timeout: float = 60) -> lis
         dtype, shape = images["dtype"], images["tensor_shape"]
         sizes = None if shape.get("unknown_rank") else [d["size"] for d in shape["dim"]]
     except (KeyError, TypeError, AttributeError):
-        raise InputError(f"{url}: the served model has no serving_default signature taking images") from None
+        raise UserError(f"{url}: the served model has no serving_default signature taking images") from None
     if not sizes or not all(isinstance(s, (str, int)) and not isinstance(s, bool) and str(s).lstrip("-").isdigit()
                             and len(str(s)) < 10 for s in sizes):
-        raise InputError(f"{url}: the served model's images input has no known shape")
+        raise UserError(f"{url}: the served model's images input has no known shape")
     sizes = [int(s) for s in sizes]
     if dtype != "DT_UINT8" or len(sizes) < 2 or sizes[0] != -1 or min(sizes[1:]) < 1:
-        raise InputError(f"{url}: the served model takes {str(dtype)[:20]} {sizes}, not uint8 images [N, ...] of any N")
+        raise UserError(f"{url}: the served model takes {str(dtype)[:20]} {sizes}, not uint8 images [N, ...] of any N")
     check_shape(url, sizes[1:], "the served model takes images of")  # before any image is converted to it
     return sizes[1:]
 
@@ -257,13 +258,13 @@ def _model_image_shape(model: str) -> "list[int] | None":
 
     folder = Path(model)
     if not folder.exists():
-        raise InputError(f"model folder does not exist: {model}")
+        raise UserError(f"model folder does not exist: {model}")
     if not folder.is_dir():
-        raise InputError(f"model path is a file, expected a folder: {model}")
+        raise UserError(f"model path is a file, expected a folder: {model}")
     try:
         read_marker(folder, "model", verify=False)  # every file there at its size; the hashes: load_model
     except (IncompleteArtifactError, LocationError) as e:
-        raise InputError(str(e)) from None
+        raise UserError(str(e)) from None
     try:
         shape = json.loads(storage.read_bytes(folder / "dataset.json", storage.MANIFEST))["image_shape"]
     except (OSError, ValueError, TypeError, KeyError):
@@ -278,16 +279,16 @@ def check_request(args: argparse.Namespace):
     from mlp_core.data.image_files import check_shapes, find_inputs
 
     if not args.model and not args.server:
-        raise InputError("give --model DIR (a Model artifact), --server URL --model-name NAME (a served model), "
+        raise UserError("give --model DIR (a Model artifact), --server URL --model-name NAME (a served model), "
                          "or both")
     if args.server:
         if not args.model_name:
-            raise InputError("--server needs --model-name (the name the model is served under)")
+            raise UserError("--server needs --model-name (the name the model is served under)")
         if args.backend != "native":
-            raise InputError("--backend is where --model runs here; with --server the server runs the model")
+            raise UserError("--backend is where --model runs here; with --server the server runs the model")
         _model_url(args.server, args.model_name)  # both checked, nothing sent
     elif args.model_name:
-        raise InputError("--model-name names a served model: give it with --server URL")
+        raise UserError("--model-name names a served model: give it with --server URL")
     shape = _model_image_shape(args.model) if args.model else None
     inputs, notes = find_inputs(args.inputs)
     if shape is not None:
@@ -304,7 +305,7 @@ def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     try:
         inputs, notes = check_request(args)
-    except (InputError, DatasetError, LocationError, OSError) as e:
+    except (UserError, DatasetError, LocationError, OSError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return _predict((args, inputs, notes))

@@ -15,7 +15,8 @@ from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model
 
 from platforms.options import StepPolicy
-from components._cli import InputError, exit_on_error, loss_note
+from components._cli import exit_on_error, loss_note
+from mlp_core.errors import UserError
 from components._step import add_parameter_flags, defaults, descriptions
 from mlp_core.blessing import DEFAULT_TOLERANCE
 from jobs.publishing import Published, TestMetrics, publish_model
@@ -159,23 +160,23 @@ def _test_metrics(args: argparse.Namespace) -> "tuple[TestMetrics, str]":
              if value is not None]
     if args.test_metrics:
         if typed or args.metrics_by_hand:
-            raise InputError(f"--test-metrics gives evaluate's numbers, {(typed or ['--metrics-by-hand'])[0]} types "
+            raise UserError(f"--test-metrics gives evaluate's numbers, {(typed or ['--metrics-by-hand'])[0]} types "
                              "them again: give one or the other")
         tested = read_evaluation(args.test_metrics)
         if args.champion_version and args.champion_version != tested.champion_version:
             scored = f"champion {tested.champion_version}" if tested.champion_version else "no champion"
-            raise InputError(f"--champion-version {args.champion_version}, but {args.test_metrics} says evaluate "
+            raise UserError(f"--champion-version {args.champion_version}, but {args.test_metrics} says evaluate "
                              f"compared the model with {scored}: leave --champion-version out")
         return tested, f"from {args.test_metrics}"
     if not args.metrics_by_hand:
         if typed:
-            raise InputError(f"{typed[0]} is typed by hand: give --test-metrics FILE (what evaluate --metrics wrote), "
+            raise UserError(f"{typed[0]} is typed by hand: give --test-metrics FILE (what evaluate --metrics wrote), "
                              "or add --metrics-by-hand to publish numbers typed by hand")
-        raise InputError("--test-metrics FILE is required: the JSON evaluate --metrics wrote "
+        raise UserError("--test-metrics FILE is required: the JSON evaluate --metrics wrote "
                          "(or --metrics-by-hand with --test-accuracy and --test-loss)")
     missing = [flag for flag in ("--test-accuracy", "--test-loss") if flag not in typed]
     if missing:
-        raise InputError(f"--metrics-by-hand needs {' and '.join(missing)}")
+        raise UserError(f"--metrics-by-hand needs {' and '.join(missing)}")
     return TestMetrics(args.test_accuracy, args.test_loss, args.champion_version, None, None), "typed by hand"
 
 

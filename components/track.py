@@ -89,20 +89,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read(path: str, schema: dict) -> dict:
     from artifacts import storage
-    from components._cli import InputError
+    from mlp_core.errors import UserError
     from artifacts.schemas import loads, validate
 
     try:
         text = storage.read_bytes(path, storage.METRICS)
     except OSError as e:
-        raise InputError(str(e)) from None
+        raise UserError(str(e)) from None
     return validate(loads(text, path), schema, path)
 
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     from artifacts.locations import is_remote
-    from components._cli import InputError
+    from mlp_core.errors import UserError
     from platforms.vertex.experiments import check_experiment, check_job, check_tensorboard, track_run
     from artifacts.schemas import TEST_METRICS, TRAIN_METRICS
 
@@ -112,9 +112,9 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.tensorboard_instance:
         check_tensorboard(args.tensorboard_instance)
         if not args.tensorboard_dir:
-            raise InputError("--tensorboard-instance needs --tensorboard-dir, the event files to upload")
+            raise UserError("--tensorboard-instance needs --tensorboard-dir, the event files to upload")
     if args.tensorboard_dir and not is_remote(args.tensorboard_dir) and not os.path.isdir(args.tensorboard_dir):
-        raise InputError(f"--tensorboard-dir {args.tensorboard_dir} is not a folder (of TensorBoard event files)")
+        raise UserError(f"--tensorboard-dir {args.tensorboard_dir} is not a folder (of TensorBoard event files)")
     params, metrics = run_record(_read(args.train_metrics, TRAIN_METRICS), _read(args.test_metrics, TEST_METRICS))
     run = track_run(args.job, args.experiment, params, metrics, args.tensorboard_dir, args.tensorboard_instance)
     print(f"logged run {run} to Vertex AI experiment {args.experiment}"

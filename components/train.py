@@ -17,7 +17,8 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, argv, bind, defaults, descriptions, values
-from mlp_core.config import PLACEMENTS, ConfigError, TrainConfig
+from mlp_core.config import PLACEMENTS, TrainConfig
+from mlp_core.errors import UserError
 
 DEFAULT = TrainConfig()
 # On a cluster: peak RSS 1.33 GB on full MNIST; the GPU request goes here. Retried after a failure (exit code not 0),
@@ -85,7 +86,7 @@ def with_best(params: dict) -> dict:
     except ValueError:
         best = None
     if not isinstance(best, dict) or not set(best) >= (set(TUNED) if best else set()):
-        raise ConfigError(f"best_hyperparameters must be the tune step's JSON object (with {', '.join(TUNED)}), "
+        raise UserError(f"best_hyperparameters must be the tune step's JSON object (with {', '.join(TUNED)}), "
                           f"got {text[:60]!r}", field="best_hyperparameters")
     params.update({name: best[name] for name in TUNED if name in best})
     return params

@@ -19,7 +19,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from components._cli import check_inputs, exit_on_error
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 from platforms.options import StepPolicy
 
 # The population's epochs want the train step's device; the plan and the choice are light.
@@ -32,27 +32,27 @@ MAX_TRIALS = 4096
 
 def search_space(trials: int, step_size_range: str, batch_sizes: str, hidden_sizes: str, validation_fraction: float,
                  eta: int) -> dict:
-    """The search, checked: ``ConfigError`` naming the parameter for anything out of range."""
+    """The search, checked: ``UserError`` naming the parameter for anything out of range."""
     def numbers(text: str, name: str, kind=int, sep=","):
         try:
             values = [kind(v) for v in text.split(sep) if v.strip()]
         except ValueError:
-            raise ConfigError(f"{name} must be {kind.__name__}s separated by '{sep}', got {text!r}", field=name) from None
+            raise UserError(f"{name} must be {kind.__name__}s separated by '{sep}', got {text!r}", field=name) from None
         if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-            raise ConfigError(f"{name} must be positive {kind.__name__}s separated by '{sep}', got {text!r}", field=name)
+            raise UserError(f"{name} must be positive {kind.__name__}s separated by '{sep}', got {text!r}", field=name)
         return values
 
     if not 0 <= trials <= MAX_TRIALS:
-        raise ConfigError(f"trials must be from 0 (no tuning) to {MAX_TRIALS}, got {trials}", field="trials")
+        raise UserError(f"trials must be from 0 (no tuning) to {MAX_TRIALS}, got {trials}", field="trials")
     low_high = numbers(step_size_range, "tune_step_size_range", float)
     if len(low_high) != 2 or low_high[0] > low_high[1]:
-        raise ConfigError(f"tune_step_size_range must be LOW,HIGH with 0 < LOW <= HIGH, got {step_size_range!r}",
+        raise UserError(f"tune_step_size_range must be LOW,HIGH with 0 < LOW <= HIGH, got {step_size_range!r}",
                           field="tune_step_size_range")
     if not 0 < validation_fraction < 1:
-        raise ConfigError(f"validation_fraction must be between 0 and 1, got {validation_fraction}",
+        raise UserError(f"validation_fraction must be between 0 and 1, got {validation_fraction}",
                           field="validation_fraction")
     if eta < 2:
-        raise ConfigError(f"tune_eta must be 2 or more, got {eta}", field="tune_eta")
+        raise UserError(f"tune_eta must be 2 or more, got {eta}", field="tune_eta")
     return {"trials": trials, "step_size_range": low_high, "batch_sizes": numbers(batch_sizes, "tune_batch_sizes"),
             "hidden_sizes": [numbers(h, "tune_hidden_sizes") for h in hidden_sizes.split(";")],
             "validation_fraction": validation_fraction, "eta": eta}
@@ -110,7 +110,7 @@ def choose(populations: list[dict], space: dict, epochs: int) -> "tuple[dict, di
         return {}, {}, []
     completed = [t for t in trials if t["status"] == "completed"]
     if not completed:
-        raise ConfigError("every trial diverged: try a lower tune_step_size_range", field="tune_step_size_range")
+        raise UserError("every trial diverged: try a lower tune_step_size_range", field="tune_step_size_range")
     winner = max(completed, key=lambda t: (t["val_accuracy"][-1], -t["number"]))
     best = {"step_size": winner["step_size"], "seed": winner["seed"], "batch_size": winner["batch_size"],
             "hidden_sizes": ",".join(map(str, winner["hidden_sizes"])), "trial": winner["number"],
@@ -252,7 +252,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     args = _parser().parse_args(argv)
     if args.trials < 1 or args.epochs < 1:
-        raise ConfigError(f"--trials and --epochs must be at least 1, got {args.trials} and {args.epochs}")
+        raise UserError(f"--trials and --epochs must be at least 1, got {args.trials} and {args.epochs}")
     space = search_space(args.trials, args.tune_step_size_range, args.tune_batch_sizes, args.tune_hidden_sizes,
                          args.validation_fraction, args.tune_eta)
     check_flags({"--dataset": args.dataset}, local=("--dataset",))

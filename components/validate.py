@@ -46,7 +46,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     from google.protobuf import text_format
 
     from mlp_core.blessing import check_fraction
-    from mlp_core.config import ConfigError
+    from mlp_core.errors import UserError
     from mlp_core.data import validation
     from mlp_core.data.statistics import compute_statistics, read_statistics, write_statistics
     from jobs.publishing import champion_baseline
@@ -56,7 +56,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     max_label_linf = check_fraction("--max-label-linf", given["max_label_linf"])
     max_pixel_js = check_fraction("--max-pixel-js", given["max_pixel_js"])
     if given["max_leaked_images"] < 0:
-        raise ConfigError(f"--max-leaked-images must be >= 0, got {given['max_leaked_images']}")
+        raise UserError(f"--max-leaked-images must be >= 0, got {given['max_leaked_images']}")
     champion_statistics, champion_schema = champion_baseline(given["publish_uri"])
     schema_uri = given["schema"] or champion_schema
     baseline_uri = given["baseline_statistics"] or champion_statistics

@@ -149,33 +149,33 @@ EVALUATION = {
 
 
 def read_evaluation(path: "str | Path") -> TestMetrics:
-    """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``ConfigError`` else."""
+    """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``UserError`` else."""
     from artifacts import storage
-    from mlp_core.config import ConfigError
+    from mlp_core.errors import UserError
     from artifacts.schemas import loads, validate
 
     try:
         text = storage.read_bytes(path, storage.METRICS)
     except OSError as e:
-        raise ConfigError(str(e)) from None
+        raise UserError(str(e)) from None
     evaluation = validate(loads(text, str(path)), EVALUATION, str(path))
     check_champion_version(evaluation["champion_version"], f"{path}: champion_version")
     if not evaluation["blessed"]:
-        raise ConfigError(f"{path}: evaluate did not bless this model ({evaluation['reason']}); nothing is published")
+        raise UserError(f"{path}: evaluate did not bless this model ({evaluation['reason']}); nothing is published")
     return TestMetrics(float(evaluation["test_accuracy"]), float(evaluation["test_loss"]),
                        evaluation["champion_version"], evaluation["test_set_sha256"], len(evaluation["class_names"]))
 
 
 def check_champion_version(version: str, what: str) -> str:
-    """``version`` if it is a published version's name (or "" for no champion); ``ConfigError`` else: a version
+    """``version`` if it is a published version's name (or "" for no champion); ``UserError`` else: a version
     names a folder under the publish location (or a Model Registry version's number), never a path."""
     import re
 
     from artifacts.schemas import VERSION_PATTERN, excerpt
-    from mlp_core.config import ConfigError
+    from mlp_core.errors import UserError
 
     if version and not re.match(VERSION_PATTERN, version) and not re.fullmatch(r"[0-9]{1,20}", version):
-        raise ConfigError(f"{what} {excerpt(version)} is not a published version's name (such as 20261126T184620Z-"
+        raise UserError(f"{what} {excerpt(version)} is not a published version's name (such as 20261126T184620Z-"
                           "3f9a1c2b7d4e, or a Model Registry version's number)", field="champion_version")
     return version
 
@@ -318,12 +318,12 @@ def _registry_provenance(evaluated: Evaluated, config, history: list, dataset: d
 
 
 def _test_set(dataset: dict, scored_on: "str | None") -> str:
-    """The model's test split (its fingerprint); ``ConfigError`` when the numbers given are from another one."""
-    from mlp_core.config import ConfigError
+    """The model's test split (its fingerprint); ``UserError`` when the numbers given are from another one."""
+    from mlp_core.errors import UserError
 
     ours = test_set_sha256(dataset["shards"]["test"])
     if scored_on is not None and scored_on != ours:
-        raise ConfigError(f"the test metrics are from another test split ({scored_on[:12]}) than the model's "
+        raise UserError(f"the test metrics are from another test split ({scored_on[:12]}) than the model's "
                           f"({ours[:12]}): they are not this model's evaluation; evaluate it and publish with its metrics")
     return ours
 

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from mlp_core.config import ConfigError, TrainConfig, parse_layer_sizes
+from mlp_core.config import TrainConfig, parse_layer_sizes
+from mlp_core.errors import UserError
 from mlp_core.distributed import ProcessGroup, detect, initialize
 from artifacts.outputs import OutputConflictError, check_apart, check_output_file, check_outside_artifacts, write_json
 
@@ -127,7 +128,7 @@ def _train(here: "LocalArtifacts", group: ProcessGroup, hyper: dict, *, checkpoi
     placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), hyper["placement"])
     identity = dataset_identity(metadata)
     if group.num_processes > 1 and placement != "device":
-        raise ConfigError(f"training as {group.num_processes} processes keeps the data on the devices: "
+        raise UserError(f"training as {group.num_processes} processes keeps the data on the devices: "
                           f"placement {placement} is not possible (use device or auto)")
     mesh = data_mesh(jax.devices()) if placement == "device" else None
     # Everything that changes the numbers: the shuffled order depends on the placement,
@@ -271,7 +272,7 @@ def check_gpu() -> None:
     backend = jax.default_backend()
     if backend != "gpu":
         devices = ", ".join(sorted({d.platform for d in jax.devices()}))
-        raise ConfigError(
+        raise UserError(
             f"this step requested a GPU but JAX sees only {devices}: the image is the CPU variant "
             "(build it with --build-arg ACCELERATOR=cuda) or the node has no GPU driver"
         )

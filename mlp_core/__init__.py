@@ -9,7 +9,8 @@ Imports: ``artifacts`` (files, markers, object stores) and nothing else of this 
 is imported (``mlp_core.model`` and the modules using it), not by the package itself.
 """
 
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import TrainConfig
+from mlp_core.errors import UserError
 
 _MODEL_FUNCTIONS = ("accuracy", "batched_predict", "init_network_params", "loss", "one_hot", "predict", "update")
 
@@ -24,7 +25,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ConfigError",
+    "UserError",
     "TrainConfig",
     "accuracy",
     "batched_predict",

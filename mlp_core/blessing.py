@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 
 class ChampionError(ValueError):
     """The published champion cannot be trusted (unreadable, not JSON, out of range): blessing against it stops."""
@@ -23,23 +23,23 @@ DEFAULT_TOLERANCE = 0.002
 
 
 def _field(name: str) -> "str | None":
-    """``name`` as a ``ConfigError`` field when it is a parameter (``test_accuracy``) or a flag, not words."""
+    """``name`` as a ``UserError`` field when it is a parameter (``test_accuracy``) or a flag, not words."""
     return name if name.isidentifier() or name.startswith("--") else None
 
 
 def check_fraction(name: str, value: Any) -> float:
-    """``value`` as a float in [0, 1] (an accuracy, a threshold); ``ConfigError`` naming ``name`` otherwise."""
+    """``value`` as a float in [0, 1] (an accuracy, a threshold); ``UserError`` naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
-        raise ConfigError(f"{name} must be a number from 0 to 1, got {value!r}", field=_field(name))
+        raise UserError(f"{name} must be a number from 0 to 1, got {value!r}", field=_field(name))
     return float(value)
 
 
 def check_loss(name: str, value: Any) -> float | None:
-    """``value`` as a finite float >= 0, or None; ``ConfigError`` naming ``name`` otherwise."""
+    """``value`` as a finite float >= 0, or None; ``UserError`` naming ``name`` otherwise."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}", field=_field(name))
+        raise UserError(f"{name} must be a finite number >= 0, got {value!r}", field=_field(name))
     return float(value)
 
 
@@ -48,7 +48,7 @@ def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy
 
     With no champion (nothing published yet), only the threshold applies. Every
     number must be finite and in range: a NaN would compare False everywhere and
-    bless or refuse for no reason (``ConfigError`` instead).
+    bless or refuse for no reason (``UserError`` instead).
     """
     check_fraction("test accuracy", accuracy)
     if threshold != float("-inf"):  # publish's re-check has no threshold

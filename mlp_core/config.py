@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mlp_core.errors import UserError
+
 
 # Where training data lives: "auto" (the default) picks by size, "device" holds the whole split on the
 # device (one compiled call per epoch), "stream" feeds batches from tf.data (mlp_core.train.choose_placement).
@@ -18,27 +20,9 @@ PLACEMENTS = ("auto", "device", "stream")
 PARAMETER_NAMES = {"num_epochs": "epochs", "layer_sizes": "hidden_sizes"}
 
 
-class ConfigError(ValueError):
-    """A hyperparameter has a value training cannot use.
-
-    ``field``: the one field or parameter the message begins with (None when it names no single one), so
-    that a command line can say the flag the user typed instead (``components._cli.error_line``) while a
-    Python caller reads the field's name.
-    """
-
-    def __init__(self, message: str, field: "str | None" = None):
-        super().__init__(message)
-        self.field = field if field and message.startswith(field) else None
-
-    def naming(self, name: str) -> str:
-        """The message with ``name`` (a flag, a parameter) in place of the field it begins with."""
-        text = str(self)
-        return name + text[len(self.field):] if self.field else text
-
-
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}", field=name)
+        raise UserError(f"{name} must be a positive integer, got {value!r}", field=name)
 
 
 @dataclass(frozen=True)
@@ -57,25 +41,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         sizes = self.layer_sizes
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            raise ConfigError(f"layer_sizes must be a sequence of positive integers, got {sizes!r}")
+            raise UserError(f"layer_sizes must be a sequence of positive integers, got {sizes!r}")
         sizes = tuple(sizes)
         object.__setattr__(self, "layer_sizes", sizes)
         if len(sizes) < 2:
-            raise ConfigError(f"layer_sizes needs at least an input and an output size, got {sizes!r}")
+            raise UserError(f"layer_sizes needs at least an input and an output size, got {sizes!r}")
         for i, size in enumerate(sizes):  # no field: the index counts the input and output sizes, no flag's
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-                raise ConfigError(f"layer_sizes[{i}] must be a positive integer, got {size!r}")
+                raise UserError(f"layer_sizes[{i}] must be a positive integer, got {size!r}")
         _positive_int("batch_size", self.batch_size)
         _positive_int("num_epochs", self.num_epochs)
         for name in ("step_size", "init_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}", field=name)
+                raise UserError(f"{name} must be a finite number > 0, got {value!r}", field=name)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             # jax.random.key takes a 64-bit integer: a larger one is an OverflowError deep inside JAX
-            raise ConfigError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}", field="seed")
+            raise UserError(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}", field="seed")
         if not isinstance(self.shuffle, bool):
-            raise ConfigError(f"shuffle must be true or false, got {self.shuffle!r}", field="shuffle")
+            raise UserError(f"shuffle must be true or false, got {self.shuffle!r}", field="shuffle")
 
     @property
     def num_classes(self) -> int:
@@ -95,7 +79,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+            raise UserError(f"unknown config field(s): {', '.join(unknown)}")
         d = dict(d)
         if "layer_sizes" in d and isinstance(d["layer_sizes"], list):
             d["layer_sizes"] = tuple(d["layer_sizes"])
@@ -116,6 +100,6 @@ def parse_layer_sizes(text: str) -> tuple[int, ...]:
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) <= 0:
-        raise ConfigError(f"layer_sizes must be positive integers separated by commas, got {text!r}",
+        raise UserError(f"layer_sizes must be positive integers separated by commas, got {text!r}",
                           field="layer_sizes")
     return sizes

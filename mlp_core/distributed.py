@@ -58,7 +58,7 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 
 # The worker pools whose replicas take part, in process order (pool 2 is Vertex's reduction
 # server or parameter servers, pool 3 its evaluators: neither trains here).
@@ -108,24 +108,24 @@ def _integer(name: str, text: str | None, lowest: int = 0) -> int:
     try:
         value = int(text)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an integer, got {text!r}") from None
+        raise UserError(f"{name} must be an integer, got {text!r}") from None
     if value < lowest:
-        raise ConfigError(f"{name} must be >= {lowest}, got {value}")
+        raise UserError(f"{name} must be >= {lowest}, got {value}")
     return value
 
 
 def _checked(coordinator: str, num_processes: int, process_id: int, source: str) -> ProcessGroup:
-    """The group, or ``ConfigError`` for anything JAX would abort on: a bad address or port, a count, an id."""
+    """The group, or ``UserError`` for anything JAX would abort on: a bad address or port, a count, an id."""
     if not isinstance(coordinator, str) or not _ADDRESS.fullmatch(coordinator) or not coordinator.rpartition(":")[0]:
-        raise ConfigError(f"{source}: the coordinator address must be host:port, got {coordinator!r:.200}")
+        raise UserError(f"{source}: the coordinator address must be host:port, got {coordinator!r:.200}")
     port = int(coordinator.rpartition(":")[2])
     if not 1 <= port <= 65535:
-        raise ConfigError(f"{source}: the coordinator port must be 1 .. 65535, got {port} in {coordinator!r}")
+        raise UserError(f"{source}: the coordinator port must be 1 .. 65535, got {port} in {coordinator!r}")
     if not 1 <= num_processes <= MAX_PROCESSES:
-        raise ConfigError(f"{source}: the number of processes must be 1 .. {MAX_PROCESSES} (MAX_PROCESSES), "
+        raise UserError(f"{source}: the number of processes must be 1 .. {MAX_PROCESSES} (MAX_PROCESSES), "
                           f"got {num_processes}")
     if not 0 <= process_id < num_processes:
-        raise ConfigError(f"{source}: process id {process_id} is not in 0 .. {num_processes - 1} "
+        raise UserError(f"{source}: process id {process_id} is not in 0 .. {num_processes - 1} "
                           f"(below the number of processes {num_processes})")
     return ProcessGroup(coordinator, num_processes, process_id, source)
 
@@ -136,24 +136,24 @@ def from_cluster_spec(text: str) -> ProcessGroup:
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{source} is not JSON ({e.msg} at character {e.pos})") from None
+        raise UserError(f"{source} is not JSON ({e.msg} at character {e.pos})") from None
     except (TypeError, ValueError, RecursionError) as e:  # not text, a number too long to read
-        raise ConfigError(f"{source} cannot be read: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+        raise UserError(f"{source} cannot be read: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
     cluster = spec.get("cluster") if isinstance(spec, dict) else None
     task = spec.get("task") if isinstance(spec, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise ConfigError(f"{source} has no 'cluster' and 'task' objects")
+        raise UserError(f"{source} has no 'cluster' and 'task' objects")
     pools = [cluster.get(pool) or [] for pool in TRAINING_POOLS]
     if not all(isinstance(p, list) and all(isinstance(a, str) for a in p) for p in pools) or len(pools[0]) != 1:
-        raise ConfigError(f"{source}: workerpool0 must list exactly one replica (the primary), "
+        raise UserError(f"{source}: workerpool0 must list exactly one replica (the primary), "
                           f"got {cluster.get('workerpool0')!r:.200}")
     kind, index = task.get("type"), task.get("index")
     if kind not in TRAINING_POOLS or isinstance(index, bool) or not isinstance(index, int):
-        raise ConfigError(f"{source}: this task ({kind!r:.100}, index {index!r:.100}) is not a replica of "
+        raise UserError(f"{source}: this task ({kind!r:.100}, index {index!r:.100}) is not a replica of "
                           f"{' or '.join(TRAINING_POOLS)}")
     position = TRAINING_POOLS.index(kind)
     if not 0 <= index < len(pools[position]):
-        raise ConfigError(f"{source}: task index {index} is not among the {len(pools[position])} replicas of {kind}")
+        raise UserError(f"{source}: task index {index} is not among the {len(pools[position])} replicas of {kind}")
     process_id = sum(len(p) for p in pools[:position]) + index
     return _checked(pools[0][0], sum(len(p) for p in pools), process_id, source)
 
@@ -166,7 +166,7 @@ def _environment_groups(environ: Mapping[str, str]) -> list[ProcessGroup]:
     trainer_v2 = [name for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if name in environ]
     if trainer_v2:
         if "JAX_COORDINATOR_ADDRESS" not in environ:
-            raise ConfigError(f"{' and '.join(trainer_v2)} set without JAX_COORDINATOR_ADDRESS "
+            raise UserError(f"{' and '.join(trainer_v2)} set without JAX_COORDINATOR_ADDRESS "
                               "(Kubeflow Trainer's jax-distributed runtime sets all three)")
         groups.append(_checked(environ["JAX_COORDINATOR_ADDRESS"],
                                _integer("JAX_NUM_PROCESSES", environ.get("JAX_NUM_PROCESSES"), 1),
@@ -188,20 +188,20 @@ def check_process_flags(num_processes: "int | None", process_id: "int | None", c
                                ("--coordinator-timeout", coordinator_timeout, 1),
                                ("--heartbeat-timeout", heartbeat_timeout, 1)):
         if value is not None and value < least:
-            raise ConfigError(f"{flag} must be {least} or more, got {value}")
+            raise UserError(f"{flag} must be {least} or more, got {value}")
 
 
 def detect(environ: Mapping[str, str], coordinator: str = "", num_processes: int = 0,
            process_id: int = -1) -> ProcessGroup:
     """The process group this process belongs to, from explicit values and the engines' variables.
 
-    Every source present must say the same; ``ConfigError`` (one line, naming two
+    Every source present must say the same; ``UserError`` (one line, naming two
     of them) when they do not.
     """
     groups = []
     if coordinator or num_processes != 0 or process_id != -1:
         if not coordinator or num_processes == 0 or process_id == -1:
-            raise ConfigError("--coordinator, --num-processes and --process-id go together: give all three")
+            raise UserError("--coordinator, --num-processes and --process-id go together: give all three")
         groups.append(_checked(coordinator, num_processes, process_id, "the command line"))
     groups += _environment_groups(environ)
     if not groups:
@@ -209,7 +209,7 @@ def detect(environ: Mapping[str, str], coordinator: str = "", num_processes: int
     first = groups[0]
     for other in groups[1:]:
         if other[:3] != first[:3]:
-            raise ConfigError(f"two sets of cluster variables disagree: {first.says()}; {other.says()}. "
+            raise UserError(f"two sets of cluster variables disagree: {first.says()}; {other.says()}. "
                               f"Give only one of them")
     return first
 
@@ -218,7 +218,7 @@ def check_open_files(group: ProcessGroup, soft_limit: int) -> None:
     """Process 0 keeps a connection to every peer twice over (handshake, gRPC): refuse a limit too low for that."""
     needed = 2 * (group.num_processes - 1) + RESERVED_FILES
     if group.is_primary and 0 <= soft_limit < needed:
-        raise ConfigError(f"process 0 of {group.num_processes} ({group.source}) needs {needed} open files "
+        raise UserError(f"process 0 of {group.num_processes} ({group.source}) needs {needed} open files "
                           f"(two connections per process, {RESERVED_FILES} for itself) but may open {soft_limit}: "
                           "raise `ulimit -n` or train as fewer processes")
 
@@ -237,7 +237,7 @@ def initialize(group: ProcessGroup, timeout_seconds: int = 300, heartbeat_second
     """Join the process group (``jax.distributed.initialize``); nothing for a single process.
 
     First the pre-flight rendezvous on the coordinator port (this module's docstring):
-    every misconfiguration it finds is a ``ConfigError``, within ``timeout_seconds``.
+    every misconfiguration it finds is a ``UserError``, within ``timeout_seconds``.
     Then JAX; a process that stops before ``training_done`` ends the others with one
     line (status 2). A process silent without closing its connections (a host gone)
     is JAX's: after ``heartbeat_seconds`` its coordination service ends every other
@@ -265,7 +265,7 @@ def initialize(group: ProcessGroup, timeout_seconds: int = 300, heartbeat_second
                                    initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=heartbeat_seconds)
     except Exception as e:  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE), RuntimeError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"process {group.process_id} of {group.num_processes} could not join the coordinator "
+        raise UserError(f"process {group.process_id} of {group.num_processes} could not join the coordinator "
                           f"{group.coordinator} within {timeout_seconds} s ({group.source}): {first[:300]}") from None
 
 
@@ -322,12 +322,12 @@ def _listen(group: ProcessGroup) -> socket.socket:
         except OSError as e:
             listener.close()
             if e.errno in (98, 13, 48):  # EADDRINUSE (Linux, macOS), EACCES
-                raise ConfigError(f"process 0 of {group.num_processes}: the coordinator port {port} "
+                raise UserError(f"process 0 of {group.num_processes}: the coordinator port {port} "
                                   f"({group.coordinator}, from {group.source}) cannot be bound on this host "
                                   f"({e.strerror}): another program or an earlier run holds it; free it or "
                                   "choose another port") from None
             last = e  # no IPv6 on this host: try IPv4
-    raise ConfigError(f"process 0 of {group.num_processes}: cannot listen on the coordinator port {port} "
+    raise UserError(f"process 0 of {group.num_processes}: cannot listen on the coordinator port {port} "
                       f"({group.source}): {last.strerror or last}") from None
 
 
@@ -403,7 +403,7 @@ def _gather(group: ProcessGroup, listener: socket.socket, timeout_seconds: float
             for connection in [*joined.values(), *pending]:
                 _send_line(connection, f"refused {problem}")
                 connection.close()
-            raise ConfigError(problem)
+            raise UserError(problem)
         for connection in pending:  # connected but silent: not one of ours
             connection.close()
         listener.close()  # before go: no peer's gRPC connection may land in this listener's queue
@@ -455,7 +455,7 @@ def _join(group: ProcessGroup, timeout_seconds: float) -> socket.socket:
             break
         except OSError as e:
             if time.monotonic() >= deadline:
-                raise ConfigError(f"{me}: the coordinator {group.coordinator} ({group.source}) did not answer "
+                raise UserError(f"{me}: the coordinator {group.coordinator} ({group.source}) did not answer "
                                   f"within {timeout_seconds:g} s ({e.strerror or e}); is process 0 running?") from None
             time.sleep(0.5)
     hello = {"hello": _HELLO, "num_processes": group.num_processes, "process_id": group.process_id,
@@ -473,7 +473,7 @@ def _join(group: ProcessGroup, timeout_seconds: float) -> socket.socket:
             reply += data
     except socket.timeout:
         connection.close()
-        raise ConfigError(f"{me}: the coordinator {group.coordinator} ({group.source}) took this process's hello "
+        raise UserError(f"{me}: the coordinator {group.coordinator} ({group.source}) took this process's hello "
                           f"but did not start the run within {timeout_seconds:g} s") from None
     except OSError:
         pass
@@ -483,14 +483,14 @@ def _join(group: ProcessGroup, timeout_seconds: float) -> socket.socket:
         return connection
     connection.close()
     if line.startswith("refused "):
-        raise ConfigError(f"{me}: process 0 refused to start the run: {line[len('refused '):]}")
-    raise ConfigError(f"{me}: the coordinator {group.coordinator} ({group.source}) answered, but not as process 0 "
+        raise UserError(f"{me}: process 0 refused to start the run: {line[len('refused '):]}")
+    raise UserError(f"{me}: the coordinator {group.coordinator} ({group.source}) answered, but not as process 0 "
                       "of this train step: another program holds that port, or process 0 started without this "
                       "process (restart them together)")
 
 
 def _wait_for_coordinator(group: ProcessGroup, timeout_seconds: float) -> None:
-    """Return once the coordinator accepts TCP connections; ``ConfigError`` after ``timeout_seconds``."""
+    """Return once the coordinator accepts TCP connections; ``UserError`` after ``timeout_seconds``."""
     host, _, port = group.coordinator.rpartition(":")
     deadline = time.monotonic() + timeout_seconds
     while True:
@@ -499,7 +499,7 @@ def _wait_for_coordinator(group: ProcessGroup, timeout_seconds: float) -> None:
                 return
         except OSError as e:
             if time.monotonic() >= deadline:
-                raise ConfigError(f"{group.me()}: the coordinator {group.coordinator} ({group.source}) did not answer "
+                raise UserError(f"{group.me()}: the coordinator {group.coordinator} ({group.source}) did not answer "
                                   f"within {timeout_seconds:g} s ({e.strerror or e}); is process 0 running?") from None
             time.sleep(0.2)
 

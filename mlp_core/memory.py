@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mlp_core.config import PLACEMENTS, ConfigError
+from mlp_core.config import PLACEMENTS
+from mlp_core.errors import UserError
 
 _UNLIMITED_V1 = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX
 
@@ -156,7 +157,7 @@ def choose_placement(data_bytes: int, placement: str = "auto", budget: int | Non
     The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
     """
     if placement not in PLACEMENTS:
-        raise ConfigError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}",
+        raise UserError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}",
                           field="placement")
     if placement != "auto":
         return placement

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import TrainConfig
+from mlp_core.errors import UserError
 from artifacts import storage
 from artifacts.outputs import IncompleteArtifactError, read_marker
 from artifacts.schemas import SchemaError, check_model_files, loads
@@ -120,7 +121,7 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
     try:
         check_model_files(raw[CONFIG_FILE], raw[DATASET_FILE], raw[HISTORY_FILE], str(directory))
         config = TrainConfig.from_dict(raw[CONFIG_FILE])
-    except (SchemaError, ConfigError, TypeError) as e:
+    except (SchemaError, UserError, TypeError) as e:
         raise ModelError(str(e).splitlines()[0]) from None
     params = load_params(directory / PARAMS_FILE, config.layer_sizes)
     for i, (w, b) in enumerate(params):

@@ -20,7 +20,7 @@ import numpy as np
 from jax import random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 from mlp_core.distributed import training_done, training_failed
 from mlp_core.evaluation import evaluate
 from mlp_core.model import Params
@@ -88,7 +88,7 @@ class ProcessShare(BatchSource):
     def place(self, runner: EpochRunner, params: Params) -> Params:
         if runner.mesh is None:
             devices, processes = self.mesh.devices.size, jax.process_count()
-            raise ConfigError(f"batch_size {runner.config.batch_size} does not divide over the {devices} devices of "
+            raise UserError(f"batch_size {runner.config.batch_size} does not divide over the {devices} devices of "
                               f"{processes} processes: choose a batch size that is a multiple of {devices}",
                               field="batch_size")
         return replicate(jax.tree.map(np.asarray, params), self.mesh)

@@ -31,7 +31,8 @@ import numpy as np
 from jax import lax, random
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import TrainConfig
+from mlp_core.errors import UserError
 from mlp_core.evaluation import CHUNK, evaluate, evaluate_batches
 from mlp_core.mesh import mesh_split
 from mlp_core.model import Params, init_network_params, loss, one_hot, sgd
@@ -69,9 +70,9 @@ class EpochMetrics:
 def batch_layout(num_examples: int, batch_size: int) -> tuple[int, int]:
     """``(full_batches, remainder)`` of the seed's loop over ``num_examples``."""
     if num_examples <= 0:
-        raise ConfigError("the training split is empty")
+        raise UserError("the training split is empty")
     if batch_size > num_examples:
-        raise ConfigError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)",
+        raise UserError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)",
                           field="batch_size")
     return divmod(num_examples, batch_size)
 
@@ -326,7 +327,7 @@ def fit(
     only) and handed to ``on_epoch(params, metrics, history)``.
     """
     if source.features is not None and source.features != config.layer_sizes[0]:
-        raise ConfigError(f"images have {source.features} values each but layer_sizes[0] is {config.layer_sizes[0]}")
+        raise UserError(f"images have {source.features} values each but layer_sizes[0] is {config.layer_sizes[0]}")
     runner = EpochRunner(config, source.num_examples, mesh=source.mesh)
     resume = checkpoints.latest(config.layer_sizes, log) if checkpoints is not None else None
     if resume is not None:

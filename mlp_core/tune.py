@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax, random
 
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import TrainConfig
+from mlp_core.errors import UserError
 from mlp_core.evaluation import CHUNK
 from mlp_core.model import batched_predict, init_network_params
 from mlp_core.train import _SHUFFLE_STREAM, _step, batch_layout, flatten_images
@@ -46,7 +47,7 @@ class TrialResult:
 def validation_split(labels: np.ndarray, fraction: float, num_classes: int, seed: int = 0):
     """``(train indices, validation indices)``: ``fraction`` of each class, drawn with ``seed``, both sorted."""
     if not 0 < fraction < 1:
-        raise ConfigError(f"validation_fraction must be between 0 and 1, got {fraction}", field="validation_fraction")
+        raise UserError(f"validation_fraction must be between 0 and 1, got {fraction}", field="validation_fraction")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     held = []
@@ -54,7 +55,7 @@ def validation_split(labels: np.ndarray, fraction: float, num_classes: int, seed
         members = np.flatnonzero(labels == c)
         n = round(fraction * len(members))
         if n == 0 or n == len(members):
-            raise ConfigError(f"validation_fraction {fraction} leaves class {c} ({len(members)} examples) with no "
+            raise UserError(f"validation_fraction {fraction} leaves class {c} ({len(members)} examples) with no "
                               f"{'validation' if n == 0 else 'training'} example", field="validation_fraction")
         held.append(rng.permutation(members)[:n])
     validation = np.sort(np.concatenate(held))
@@ -66,9 +67,9 @@ def sample_trials(num_trials: int, step_size_range: tuple[float, float], batch_s
     """``num_trials`` draws: step size log-uniform over the range, a random seed, batch and hidden sizes chosen."""
     lo, hi = step_size_range
     if not 0 < lo <= hi or not math.isfinite(hi):
-        raise ConfigError(f"the step size range must be 0 < low <= high, got {lo}..{hi}", field="step_size_range")
+        raise UserError(f"the step size range must be 0 < low <= high, got {lo}..{hi}", field="step_size_range")
     if num_trials < 1:
-        raise ConfigError(f"trials must be at least 1, got {num_trials}", field="trials")
+        raise UserError(f"trials must be at least 1, got {num_trials}", field="trials")
     rng = np.random.default_rng(search_seed)
     return [Trial(number=i, step_size=float(np.exp(rng.uniform(np.log(lo), np.log(hi)))),
                   seed=int(rng.integers(0, 2**31)), batch_size=int(batch_sizes[rng.integers(len(batch_sizes))]),
@@ -206,5 +207,5 @@ def best(results: list[TrialResult]) -> TrialResult:
     number)."""
     completed = [r for r in results if r.status == "completed"]
     if not completed:
-        raise ConfigError("every trial diverged: try a smaller step size range", field="step_size_range")
+        raise UserError("every trial diverged: try a smaller step size range", field="step_size_range")
     return max(completed, key=lambda r: (r.val_accuracy[-1], -r.trial.number))

@@ -302,15 +302,15 @@ def test_a_checkpoint_write_killed_before_its_rename_leaves_nothing_after_the_ne
 @pytest.mark.parametrize("version", ["../x", "/etc/passwd", "a/b", "..", VERSION + "/../x", "x" * 500, "1e3", "v1\n"])
 def test_a_version_name_is_a_name_wherever_it_comes_from(tmp_path, version):
     from jobs.publishing import check_champion_version, read_evaluation
-    from mlp_core.config import ConfigError
+    from mlp_core.errors import UserError
 
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(UserError) as refused:
         check_champion_version(version, "champion_version")
     assert len(str(refused.value)) < 300 and "\n" not in str(refused.value)
     metrics = tmp_path / "m.json"
     metrics.write_text(json.dumps({"test_accuracy": 0.9, "test_loss": 0.1, "blessed": True, "reason": "better",
                                    "champion_version": version, "test_set_sha256": "0" * 64, "class_names": ["a"]}))
-    with pytest.raises(ConfigError, match="is not a published version's name"):
+    with pytest.raises(UserError, match="is not a published version's name"):
         read_evaluation(metrics)
 
 

@@ -3,7 +3,8 @@ import re
 
 import pytest
 
-from mlp_core.config import ConfigError, TrainConfig, parse_layer_sizes
+from mlp_core.config import TrainConfig, parse_layer_sizes
+from mlp_core.errors import UserError
 
 
 def test_defaults_are_the_seeds():
@@ -30,7 +31,7 @@ def test_defaults_are_the_seeds():
     ],
 )
 def test_invalid_values_fail_where_built_naming_the_field(change, field):
-    with pytest.raises(ConfigError, match="^" + re.escape(field) + " "):
+    with pytest.raises(UserError, match="^" + re.escape(field) + " "):
         TrainConfig(**change)
 
 
@@ -39,29 +40,29 @@ def test_frozen_and_round_trips_through_json_dict():
     with pytest.raises(AttributeError):
         c.num_epochs = 4  # type: ignore[misc]
     assert TrainConfig.from_dict(c.to_dict()) == c
-    with pytest.raises(ConfigError, match="unknown config field"):
+    with pytest.raises(UserError, match="unknown config field"):
         TrainConfig.from_dict({"epochs": 3})
 
 
 def test_parse_layer_sizes():
     assert parse_layer_sizes("784, 512,10") == (784, 512, 10)
     for text in ("784,abc", "512,0", "512,-3", ",", ""):
-        with pytest.raises(ConfigError, match="^layer_sizes must be positive integers separated by commas, got "):
+        with pytest.raises(UserError, match="^layer_sizes must be positive integers separated by commas, got "):
             parse_layer_sizes(text)
 
 
 def test_a_python_caller_reads_the_field_a_command_line_reads_its_flag():
     from components._cli import error_line
 
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(UserError) as refused:
         TrainConfig(num_epochs=0)
     assert str(refused.value) == "num_epochs must be a positive integer, got 0" and refused.value.field == "num_epochs"
     assert error_line(refused.value) == "--epochs must be a positive integer, got 0"
     # a message naming no single field (or words, not a name) is printed as it is
-    with pytest.raises(ConfigError) as refused:
+    with pytest.raises(UserError) as refused:
         TrainConfig(layer_sizes=(784,))
     assert refused.value.field is None and error_line(refused.value) == str(refused.value)
-    assert ConfigError("the threshold must be ...", field="threshold").field is None  # not what the message begins with
+    assert UserError("the threshold must be ...", field="threshold").field is None  # not what the message begins with
 
 
 # ---- every TrainConfig field, given a bad value through each command line that takes it, is named by its flag

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 from mlp_core.distributed import SINGLE, detect, from_cluster_spec
 
 
@@ -43,10 +43,10 @@ def test_explicit_values_must_agree_with_the_environment_and_nothing_found_is_on
     assert detect({}, "127.0.0.1:1234", 2, 1).source == "the command line"
     agreeing = {"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1234", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"}
     assert detect(agreeing, "127.0.0.1:1234", 2, 1).source == "the command line"
-    with pytest.raises(ConfigError, match=r"the command line says process 0 of 2, coordinator 127.0.0.1:1234; "
+    with pytest.raises(UserError, match=r"the command line says process 0 of 2, coordinator 127.0.0.1:1234; "
                                           r"Kubeflow Trainer \(TrainJob, jax-distributed runtime\) says process 1 of 2"):
         detect(agreeing, "127.0.0.1:1234", 2, 0)
-    with pytest.raises(ConfigError, match="Vertex AI CLUSTER_SPEC is not JSON"):  # an environment that cannot be read
+    with pytest.raises(UserError, match="Vertex AI CLUSTER_SPEC is not JSON"):  # an environment that cannot be read
         detect({"CLUSTER_SPEC": "not json"}, "127.0.0.1:1234", 2, 1)
     assert detect({}) == SINGLE and SINGLE.num_processes == 1 and SINGLE.is_primary
 
@@ -67,10 +67,10 @@ def test_explicit_values_must_agree_with_the_environment_and_nothing_found_is_on
      "the number of processes must be 1 .. 4096"),
 ])
 def test_a_bad_environment_is_one_clear_line(environ, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         detect(environ)
 
 
 def test_partial_explicit_values_are_refused():
-    with pytest.raises(ConfigError, match="go together"):
+    with pytest.raises(UserError, match="go together"):
         detect({}, "127.0.0.1:1", 0, -1)

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import ROOT
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 from mlp_core.distributed import MAX_PROCESSES, SINGLE, ProcessGroup, _environment_groups, check_open_files, detect
 
 ABORT_SIGNS = ("Traceback", "SIGABRT", "Aborted", "Check failure stack trace", "Segmentation fault", "*** ")
@@ -263,11 +263,11 @@ def _environments(draw) -> tuple[dict, tuple]:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_environments())
 def test_detect_gives_a_consistent_group_or_one_line(case):
-    """Any variables and flags: a group every source agrees with and JAX can take, or a one-line ConfigError."""
+    """Any variables and flags: a group every source agrees with and JAX can take, or a one-line UserError."""
     environ, flags = case
     try:
         group = detect(environ, *flags)
-    except ConfigError as e:
+    except UserError as e:
         assert str(e) and "\n" not in str(e) and len(str(e)) < 1000, repr(str(e))
         event("refused with one line")
         return
@@ -294,13 +294,13 @@ def test_each_engine_alone_and_two_that_agree():
 
 
 def test_trainer_variables_without_their_address_are_refused():
-    with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID set without JAX_COORDINATOR_ADDRESS"):
+    with pytest.raises(UserError, match="JAX_NUM_PROCESSES and JAX_PROCESS_ID set without JAX_COORDINATOR_ADDRESS"):
         detect({"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"})
 
 
 def test_process_0_needs_two_open_files_per_peer():
     group = ProcessGroup("127.0.0.1:6666", 100, 0, "the command line")
     check_open_files(group, 2 * 99 + 64)
-    with pytest.raises(ConfigError, match=r"process 0 of 100 \(the command line\) needs 262 open files .* may open 100"):
+    with pytest.raises(UserError, match=r"process 0 of 100 \(the command line\) needs 262 open files .* may open 100"):
         check_open_files(group, 100)
     check_open_files(group._replace(process_id=1), 100)  # only process 0 holds them

@@ -305,7 +305,7 @@ def test_predict_over_tf_serving_names_the_classes_of_a_model_of_another_image_s
 
 
 def test_served_class_names_are_checked_against_the_classes():
-    from components._cli import InputError
+    from mlp_core.errors import UserError
     from components.predict import check_answer
 
     def answer(*names):
@@ -327,14 +327,14 @@ def test_served_class_names_are_checked_against_the_classes():
             (("one", 7, "one"), None, "image 2 has class name '7', not a name"),
             (("one", "zero\nx.png: two", "one"), None, "image 2 has class name 'zero\\nx.png: two', not a name"),
             (("one", "zero", "one"), NAMED[:2], "image 1 has 3 probabilities, the model has 2 classes")]:
-        with pytest.raises(InputError) as refused:
+        with pytest.raises(UserError) as refused:
             check_answer("URL", answer(*names), 3, expected)
         assert str(refused.value) == f"URL: the served model's answer for {message}"
 
 
 def test_the_served_image_shape_comes_from_the_signatures_images_input(monkeypatch):
     import components.predict as predict
-    from components._cli import InputError
+    from mlp_core.errors import UserError
 
     def metadata(dtype="DT_UINT8", sizes=("-1", "14", "14", "3"), unknown_rank=False, key="images"):
         shape = {"dim": [{"size": s, "name": ""} for s in sizes], "unknown_rank": unknown_rank}
@@ -355,7 +355,7 @@ def test_the_served_image_shape_comes_from_the_signatures_images_input(monkeypat
         if message is None:
             assert predict.served_image_shape("http://serving:8501", "m") == [14, 14, 3]
             continue
-        with pytest.raises(InputError) as refused:
+        with pytest.raises(UserError) as refused:
             predict.served_image_shape("http://serving:8501", "m")
         assert str(refused.value).startswith(f"{url}: {message}") and len(str(refused.value).splitlines()) == 1
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from artifacts import bounded_http
-from components._cli import InputError
+from mlp_core.errors import UserError
 
 DEADLINE = 1.0  # seconds: each case ends within it (the product's is 60 s)
 LIMIT = 1 << 16
@@ -138,7 +138,7 @@ def test_predict_server_answers_are_bounded(case, call):
         url = f"{server.url}/v1/models/m" + ("/metadata" if call == "metadata" else ":predict")
         body = None if call == "metadata" else {"instances": [[0] * 784]}
         error = _ends_in_one_line(lambda: predict._call(url, body, DEADLINE, LIMIT), message)
-    assert isinstance(error, InputError)
+    assert isinstance(error, UserError)
 
 
 def test_a_good_answer_within_the_bounds_is_read():

@@ -9,7 +9,7 @@ import pytest
 from jax import jit, random
 
 from mlp_core import TrainConfig, init_network_params, one_hot, update
-from mlp_core.config import ConfigError
+from mlp_core.errors import UserError
 from mlp_core.data.artifact import read_split
 from mlp_core.train import EpochRunner, SplitOnDevice, batch_layout, fit, flatten_images
 
@@ -25,9 +25,9 @@ def small(small_dataset):
 
 def test_batch_layout_is_the_seeds():
     assert batch_layout(60_000, 128) == (468, 96)
-    with pytest.raises(ConfigError, match="larger than the training split"):
+    with pytest.raises(UserError, match="larger than the training split"):
         batch_layout(100, 128)
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(UserError, match="empty"):
         batch_layout(0, 128)
 
 
@@ -149,7 +149,7 @@ def test_placement_by_size():
     assert choose_placement(60_000 * 788, budget=1 << 30) == "device"
     assert choose_placement(60_000 * 788, budget=50 << 20) == "stream"
     assert choose_placement(10, "stream") == "stream"
-    with pytest.raises(ConfigError, match="placement"):
+    with pytest.raises(UserError, match="placement"):
         choose_placement(10, "gpu")
 
 

@@ -409,7 +409,7 @@ def check_tensorboard_name(name: str, experiments, trained) -> None:
 
 
 def check_served_name(name: str, serving) -> None:
-    from components._cli import InputError
+    from mlp_core.errors import UserError
     from components.predict import predict_served
     from artifacts.locations import LocationError
 
@@ -418,12 +418,12 @@ def check_served_name(name: str, serving) -> None:
     if broken is None:
         try:
             predict_served(serving.url, name, _images())
-        except InputError as e:  # not served: answered 404, which is one line
+        except UserError as e:  # not served: answered 404, which is one line
             assert name != "mnist-mlp" and "404" in str(e)
         (request,) = serving.requests[before:]
         assert request["path"] == f"/v1/models/{name}:predict"
         return
-    with pytest.raises((LocationError, InputError)) as refused:
+    with pytest.raises((LocationError, UserError)) as refused:
         predict_served(serving.url, name, _images())
     assert "--model-name" in str(refused.value), f"{name!r} ({broken}): {refused.value}"
     assert serving.requests[before:] == [], f"{name!r} ({broken}): the request reached the server"
@@ -432,7 +432,7 @@ def check_served_name(name: str, serving) -> None:
 def check_server_answer(answer, serving) -> None:
     import numpy as np
 
-    from components._cli import InputError
+    from mlp_core.errors import UserError
     from components.predict import predict_served
 
     broken = answer_broken_rule(answer, 2)
@@ -445,7 +445,7 @@ def check_server_answer(answer, serving) -> None:
             return
         try:
             probabilities, classes = predict_served(serving.url, "mnist-mlp", _images())
-        except InputError as e:
+        except UserError as e:
             assert len(str(e).splitlines()) == 1
             return
         except Exception as e:  # noqa: BLE001 - what the code did instead of one line

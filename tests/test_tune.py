@@ -7,7 +7,8 @@ import pytest
 from jax import random
 
 from mlp_core import tune
-from mlp_core.config import ConfigError, TrainConfig
+from mlp_core.config import TrainConfig
+from mlp_core.errors import UserError
 from mlp_core.data.artifact import read_split
 from mlp_core.evaluation import evaluate
 from mlp_core.model import init_network_params
@@ -95,19 +96,19 @@ def test_the_validation_split_is_stratified_deterministic_and_apart():
                                              (0.0, "between 0 and 1"), (1.5, "between 0 and 1")])
 def test_a_validation_split_that_leaves_a_class_empty_is_refused(fraction, words):
     labels = np.repeat(np.arange(3), [100, 20, 10])
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(UserError, match=words):
         tune.validation_split(labels, fraction, 3)
 
 
 def test_a_class_with_no_example_at_all_is_refused():
-    with pytest.raises(ConfigError, match="class 2 .0 examples"):
+    with pytest.raises(UserError, match="class 2 .0 examples"):
         tune.validation_split(np.repeat([0, 1], 50), 0.1, 3)
 
 
 @pytest.mark.parametrize("trials, low, high, words", [(0, 0.001, 0.1, "at least 1"), (4, 0.1, 0.001, "low <= high"),
                                                       (4, 0.0, 0.1, "0 < low"), (4, 0.001, float("inf"), "0 < low")])
 def test_bad_search_spaces_are_refused(trials, low, high, words):
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(UserError, match=words):
         tune.sample_trials(trials, (low, high), [128], [(512, 512)])
 
 

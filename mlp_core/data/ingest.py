@@ -23,11 +23,11 @@ def ingest(
 ) -> dict[str, Any]:
     """The ingest step: ``source`` "" reads the tfds dataset ``dataset_name``; else the image folder (or span
     pattern) ``source`` (``mlp_core.data.image_folder``). Returns the metadata written."""
-    from mlp_core.config import ConfigError
+    from mlp_core.errors import UserError
     from mlp_core.data.errors import DatasetError
 
     if records_per_shard <= 0:  # before TensorFlow loads
-        raise ConfigError(f"records_per_shard must be a positive integer, got {records_per_shard}",
+        raise UserError(f"records_per_shard must be a positive integer, got {records_per_shard}",
                           field="records_per_shard")
     if source:
         from mlp_core.data.image_folder import ingest_image_folder
