@@ -37,7 +37,9 @@ class LoopbackJsonServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # poll_interval: how long shutdown() may wait for the serving loop to notice (default 0.5 s, paid on every
+        # exit: the Hypothesis tests start a stand-in per generated case)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     def answer(self, method: str, path: str, headers, raw: bytes) -> "tuple[int, object]":
         raise NotImplementedError
