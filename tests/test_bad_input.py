@@ -24,10 +24,8 @@ def _digest(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(small_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trained") / "model"
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1")
-    return out
+def trained(small_model):
+    return small_model / "model"  # one epoch on small_dataset (conftest)
 
 
 def _refused(result, message: str) -> None:

@@ -174,10 +174,8 @@ def test_empty_split(small_dataset, tmp_path, mnist_data_dir):
 
 # 10, 13: models
 @pytest.fixture(scope="module")
-def trained(small_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trained")
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"), "--epochs", "1")
-    return out / "model"
+def trained(small_model):
+    return small_model / "model"  # one epoch on small_dataset (conftest)
 
 
 def _evaluate(model, dataset, out: Path):

@@ -9,14 +9,12 @@ import pytest
 
 from artifacts import storage
 from jobs.publishing import LATEST, publish_model, read_champion
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 @pytest.fixture(scope="module")
-def model(small_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "model"
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1")
-    return out
+def model(small_model):
+    return small_model / "model"  # one epoch on small_dataset (conftest)
 
 
 def _check_publish_location(uri: str, model) -> None:
@@ -203,7 +201,7 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
 @pytest.fixture(scope="module")
 def other_model(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("model") / "model"
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1", "--seed", "1")
+    run_main("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out), "--epochs", "1", "--seed", "1")
     return out
 
 

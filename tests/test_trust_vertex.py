@@ -274,16 +274,9 @@ def assert_one_line_refusal(result: subprocess.CompletedProcess, *needles: str) 
 
 
 @pytest.fixture(scope="module")
-def trained(small_dataset, tmp_path_factory):
-    """A real model (1 epoch), its train metrics, event files and test metrics."""
-    from conftest import run_cli
-
-    out = tmp_path_factory.mktemp("trust-vertex")
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"),
-            "--metrics", str(out / "train_metrics.json"), "--tensorboard", str(out / "tensorboard"), "--epochs", "1")
-    run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
-            "--metrics", str(out / "test_metrics.json"))
-    return out
+def trained(small_model):
+    """A real model (1 epoch), its train metrics, event files and test metrics (conftest's small_model)."""
+    return small_model
 
 
 @pytest.fixture(scope="module")
