@@ -3,8 +3,9 @@
 import re
 
 import numpy as np
+import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 # Refuses any TensorFlow import, as on a GPU machine that has JAX but no TF.
 _NO_TF = """
@@ -19,9 +20,15 @@ runpy.run_module("bench.train_speed", run_name="__main__")
 """
 
 
-def test_npz_mode_runs_without_tensorflow(small_dataset, tmp_path):
-    npz = tmp_path / "mnist.npz"
-    run_cli("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
+@pytest.fixture(scope="module")
+def npz(small_dataset, tmp_path_factory):
+    """small_dataset as the benchmarks' .npz, written once (in process) for the three benchmarks below."""
+    npz = tmp_path_factory.mktemp("bench") / "mnist.npz"
+    run_main("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
+    return npz
+
+
+def test_npz_mode_runs_without_tensorflow(npz):
     with np.load(npz, allow_pickle=False) as data:
         assert data["train_x"].shape == (512, 784) and data["train_x"].dtype == np.uint8
     out = run_cli("-c", _NO_TF, "--npz", str(npz), "--epochs", "2", "--unroll", "1", "4", "--quiet").stdout
@@ -47,9 +54,7 @@ def test_the_notebook_runs_the_seeds_code_cells_verbatim():
     assert [i for i, (a, b) in enumerate(zip(cells, with_npz)) if a != b] == [7]
 
 
-def test_the_multiprocess_benchmark_compares_one_process_and_two(small_dataset, tmp_path):
-    npz = tmp_path / "mnist.npz"
-    run_cli("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
+def test_the_multiprocess_benchmark_compares_one_process_and_two(npz):
     out = run_cli("-m", "bench.multiprocess_speed", "--npz", str(npz), "--epochs", "2").stdout
     rows = {line[:32].strip(): line[32:].split() for line in out.splitlines() if "process" in line[:32]}
     assert set(rows) == {"1 process, 1 device", "1 process, 2 devices", "2 processes, 1 device each"}
@@ -57,9 +62,7 @@ def test_the_multiprocess_benchmark_compares_one_process_and_two(small_dataset, 
     assert re.search(r"communication share of the 2-process epoch: \d+%", out)
 
 
-def test_the_tuning_benchmark_runs_without_tensorflow_and_prints_its_three_ways(small_dataset, tmp_path):
-    npz = tmp_path / "mnist.npz"
-    run_cli("-m", "bench.train_speed", "--dataset", str(small_dataset), "--write-npz", str(npz))
+def test_the_tuning_benchmark_runs_without_tensorflow_and_prints_its_three_ways(npz):
     no_tf = _NO_TF.replace("bench.train_speed", "bench.tune_speed")
     out = run_cli("-c", no_tf, "--npz", str(npz), "--trials", "3", "--epochs", "2", "--population-sizes", "2").stdout
     assert re.search(r"one population \(vmap, one program\) +\d", out) and "one after another, in process" in out

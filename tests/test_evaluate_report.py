@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from mlp_core.blessing import bless
 from mlp_core.metrics import per_class_metrics
 
@@ -15,9 +15,9 @@ from mlp_core.metrics import per_class_metrics
 @pytest.fixture(scope="module")
 def evaluated(small_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"), "--epochs", "2",
-            "--step-size", "0.05", "--batch-size", "64", "--seed", "3", "--tensorboard", str(out / "tensorboard"))
-    result = run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
+    run_main("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"), "--epochs", "2",
+             "--step-size", "0.05", "--batch-size", "64", "--seed", "3", "--tensorboard", str(out / "tensorboard"))
+    result = run_main("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
                      "--metrics", str(out / "metrics.json"), "--report", str(out / "report.html"),
                      "--report-markdown", str(out / "report.md"), "--blessing-threshold", "0.3")
     return out, result

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from kfp_launcher_stand_in import all_tasks
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 from mlp_core.tensorboard import SCALARS, read_scalars
 
@@ -26,10 +26,10 @@ STORE = f"projects/{PROJECT}/locations/{REGION}/metadataStores/default"
 def trained(small_dataset, tmp_path_factory):
     """A real train (2 epochs, with its event files) and evaluate, through their CLIs."""
     out = tmp_path_factory.mktemp("tracked")
-    run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"),
-            "--metrics", str(out / "train_metrics.json"), "--tensorboard", str(out / "tensorboard"), "--epochs", "2")
-    run_cli("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
-            "--metrics", str(out / "test_metrics.json"))
+    run_main("-m", "components.train", "--dataset", str(small_dataset), "--model", str(out / "model"),
+             "--metrics", str(out / "train_metrics.json"), "--tensorboard", str(out / "tensorboard"), "--epochs", "2")
+    run_main("-m", "components.evaluate", "--model", str(out / "model"), "--dataset", str(small_dataset),
+             "--metrics", str(out / "test_metrics.json"))
     return out
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 from mlp_core.data.artifact import read_split
 from mlp_core.data.tf import tf
 from test_champion import NAMED, named_rgb  # noqa: F401 - named_rgb is a fixture: 14x14x3 images, 3 named classes
@@ -12,7 +12,7 @@ from test_champion import NAMED, named_rgb  # noqa: F401 - named_rgb is a fixtur
 @pytest.fixture(scope="module")
 def trained(full_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("served") / "model"
-    run_cli("-m", "components.train", "--dataset", str(full_dataset), "--model", str(out), "--epochs", "1")
+    run_main("-m", "components.train", "--dataset", str(full_dataset), "--model", str(out), "--epochs", "1")
     return out
 
 
@@ -146,7 +146,7 @@ def named_model(named_rgb, tmp_path_factory):
     from mlp_core.model_io import load_model
 
     root = tmp_path_factory.mktemp("named")
-    run_cli("-m", "components.train", "--dataset", str(named_rgb), "--model", str(root / "model"), "--epochs", "1")
+    run_main("-m", "components.train", "--dataset", str(named_rgb), "--model", str(root / "model"), "--epochs", "1")
     params = load_model(root / "model")[0]
     export_saved_model(params, [14, 14, 3], root / "named" / "saved_model" / "1", NAMED)
     export_saved_model(params, [14, 14, 3], root / "unnamed" / "saved_model" / "1")

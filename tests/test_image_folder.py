@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from components import ingest as ingest_cli
-from conftest import run_cli
+from conftest import run_cli, run_main
 from image_folders import mnist_slice, upload, write_images, write_split_folder
 from mlp_core.data.artifact import load_metadata, read_split
 from mlp_core.data.errors import DatasetError
@@ -261,9 +261,9 @@ def test_train_and_evaluate_on_an_ingested_image_folder(mnist_folders, tmp_path)
                   str(base / "spans" / "span-{SPAN}"), "--span-window", "2", "--no-progress").stdout
     assert f"read span-1, span-2 of {base / 'spans' / 'span-{SPAN}'}: 600 images 28x28x1, 10 classes" in out
     assert "train: 400 examples in 1 shard(s)" in out and "test: 200 examples" in out
-    run_cli("-m", "components.train", "--dataset", str(tmp_path / "dataset"), "--model", str(tmp_path / "model"),
-            "--epochs", "1", "--batch-size", "16")
-    evaluated = run_cli("-m", "components.evaluate", "--model", str(tmp_path / "model"), "--dataset",
+    run_main("-m", "components.train", "--dataset", str(tmp_path / "dataset"), "--model", str(tmp_path / "model"),
+             "--epochs", "1", "--batch-size", "16")  # in process: the CLIs' own runs are test_components' story
+    evaluated = run_main("-m", "components.evaluate", "--model", str(tmp_path / "model"), "--dataset",
                         str(tmp_path / "dataset"), "--metrics", str(tmp_path / "metrics.json")).stdout
     assert "test accuracy" in evaluated
     import json
