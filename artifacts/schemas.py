@@ -133,14 +133,14 @@ _NUMBER_OR_NULL = {"type": ["number", "null"]}
 # The Model artifact's files (mlp_core.model_io).
 MODEL_CONFIG = {
     "type": "object",
-    "required": ["layer_sizes", "step_size", "batch_size", "num_epochs", "seed", "shuffle", "init_scale"],
+    "required": ["layer_sizes", "step_size", "batch_size", "epochs", "seed", "shuffle", "init_scale"],
     "additionalProperties": False,
     "properties": {
         "layer_sizes": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**24},
                         "minItems": 2, "maxItems": 64},
         "step_size": {"type": "number", "exclusiveMinimum": 0},
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 2**31},
-        "num_epochs": {"type": "integer", "minimum": 1, "maximum": 2**31},
+        "epochs": {"type": "integer", "minimum": 1, "maximum": 2**31},
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
         "shuffle": {"type": "boolean"},
         "init_scale": {"type": "number", "exclusiveMinimum": 0},

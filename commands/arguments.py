@@ -48,7 +48,7 @@ def validate_arguments(arguments: dict) -> dict:
     A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
     ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
     """
-    from components.train import check_training
+    from components.train import config_of
     from components.tune import search_space
     from mlp_core.errors import UserError
     from mlp_core.blessing import check_fraction
@@ -63,7 +63,8 @@ def validate_arguments(arguments: dict) -> dict:
                           field="records_per_shard")
     if not values["dataset_name"]:
         raise UserError("dataset_name must not be empty", field="dataset_name")
-    check_training(values)
+    config_of(values["hidden_sizes"], values["step_size"], values["batch_size"], values["epochs"], values["seed"],
+              values["shuffle"])
     search_space(values["trials"], values["tune_step_size_range"], values["tune_batch_sizes"],
                  values["tune_hidden_sizes"], values["validation_fraction"], values["tune_eta"])
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None

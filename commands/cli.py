@@ -431,10 +431,7 @@ def _printable(e: Exception, command: str = "") -> str:
     from components._cli import error_line, flag_for  # a Google credentials error: how to provide them
 
     if command in ("submit", "schedule"):
-        from mlp_core.config import PARAMETER_NAMES
-
-        return error_line(e, name=lambda field: field if field.startswith("-") else
-                          "--param " + PARAMETER_NAMES.get(field, field))
+        return error_line(e, name=lambda field: field if field.startswith("-") else "--param " + field)
     return error_line(e, name=flag_for)
 
 

@@ -53,12 +53,8 @@ def loss_note(num_classes: "int | None" = None) -> str:
 
 
 def flag_for(field: str) -> str:
-    """The flag a command line gives ``field`` by: ``num_epochs`` -> ``--epochs``, ``blessing_threshold`` ->
-    ``--blessing-threshold`` (a TrainConfig field by the train step's parameter: ``mlp_core.config.PARAMETER_NAMES``)."""
-    from components._step import flag
-    from mlp_core.config import PARAMETER_NAMES
-
-    return field if field.startswith("-") else flag(PARAMETER_NAMES.get(field, field))
+    """The flag a command line gives ``field`` by: ``blessing_threshold`` -> ``--blessing-threshold``."""
+    return field if field.startswith("-") else "--" + field.replace("_", "-")
 
 
 def error_line(error: BaseException, name: Callable[[str], str] = flag_for) -> str:

@@ -19,8 +19,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metri
 
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error, loss_note
-from components._step import add_parameter_flags, bind, defaults, descriptions, values
-from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
+from components._step import add_parameter_flags, bind, descriptions, values
 from artifacts.outputs import check_output_file, write_json
 
 # On a cluster: peak RSS 0.83 GB on full MNIST; never cached: its blessing reads the champion at publish_uri,
@@ -40,7 +39,6 @@ def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Pa
                                model_uri=model_uri, tuned=tuned, **bind(evaluate, params))
 
 
-@defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="", force=False)
 def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
@@ -48,10 +46,10 @@ def evaluate(
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     report_markdown: Output[Markdown],
-    blessing_threshold: float,
-    blessing_tolerance: float,
-    publish_uri: str,
-    force: bool,
+    blessing_threshold: float = 0.95,
+    blessing_tolerance: float = 0.002,
+    publish_uri: str = "",
+    force: bool = False,
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("test_accuracy", float), ("test_loss", float),
                                     ("champion_version", str)]):
     """Evaluate the trained MLP on the test split and decide its blessing (components.evaluate).

@@ -15,27 +15,25 @@ from kfp.dsl import Dataset, Input
 
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error
-from components._step import add_parameter_flags, defaults, descriptions, values
-from components.train import DEFAULT, DEFAULT_HIDDEN, check_training
+from components._step import add_parameter_flags, descriptions
+from components.train import config_of
 
 # Small and quick: reads the Dataset's metadata and the champion's manifest. Never cached: the champion is not an input.
 CLUSTER = StepPolicy("0.5", "1", "1Gi", "2Gi", cacheable=False)
 NOTHING_NEW = 3  # the CLI's exit status when there is nothing to train
 
 
-@defaults(publish_uri="", hidden_sizes=DEFAULT_HIDDEN, step_size=DEFAULT.step_size, batch_size=DEFAULT.batch_size,
-          epochs=DEFAULT.num_epochs, seed=DEFAULT.seed, shuffle=DEFAULT.shuffle, force=False, trials=0)
 def new_data(
     dataset: Input[Dataset],
-    publish_uri: str,
-    hidden_sizes: str,
-    step_size: float,
-    batch_size: int,
-    epochs: int,
-    seed: int,
-    shuffle: bool,
-    force: bool,
-    trials: int,
+    publish_uri: str = "",
+    hidden_sizes: str = "512,512",
+    step_size: float = 0.01,
+    batch_size: int = 128,
+    epochs: int = 10,
+    seed: int = 0,
+    shuffle: bool = True,
+    force: bool = False,
+    trials: int = 0,
 ) -> bool:
     """Decide whether to train: false when the champion was trained on this very data with these settings.
 
@@ -54,10 +52,11 @@ def new_data(
             settings tuning does not choose (epochs, shuffle)
     """
     import components  # noqa: F401 - pipeline.py run shows what this step prints (components/__init__.py)
+    from components.train import config_of
     from jobs.novelty import check_dataset
 
-    decision = check_dataset(dataset.path, publish_uri, hidden_sizes, force=force, trials=trials, step_size=step_size,
-                             batch_size=batch_size, num_epochs=epochs, seed=seed, shuffle=shuffle)
+    config = config_of(hidden_sizes, step_size, batch_size, epochs, seed, shuffle)
+    decision = check_dataset(dataset.path, publish_uri, config, force=force, trials=trials)
     print(decision.reason)
     return decision.new
 
@@ -86,11 +85,8 @@ def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
     check_flags({"--dataset": args.dataset}, local=("--dataset",))
     check_inputs({"--dataset": args.dataset})
-    given = values(args, new_data)
-    check_training(given)
-    decision = check_dataset(args.dataset, given.pop("publish_uri"), given.pop("hidden_sizes"),
-                             force=given.pop("force"), trials=given.pop("trials"), num_epochs=given.pop("epochs"),
-                             **given)
+    config = config_of(args.hidden_sizes, args.step_size, args.batch_size, args.epochs, args.seed, args.shuffle)
+    decision = check_dataset(args.dataset, args.publish_uri, config, force=args.force, trials=args.trials)
     print(decision.reason)
     return 0 if decision.new else NOTHING_NEW
 

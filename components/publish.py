@@ -17,25 +17,23 @@ from kfp.dsl import Artifact, Input, Metrics, Model
 from platforms.options import StepPolicy
 from components._cli import exit_on_error, loss_note
 from mlp_core.errors import UserError
-from components._step import add_parameter_flags, defaults, descriptions
-from mlp_core.blessing import DEFAULT_TOLERANCE
+from components._step import add_parameter_flags, descriptions
 from jobs.publishing import Published, TestMetrics, publish_model
 
 # On a cluster: never cached, since it moves LATEST, state that is not one of its inputs.
 CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
 
 
-@defaults(blessing_tolerance=DEFAULT_TOLERANCE, image="", run_id="", champion_version="")
 def publish(
     model: Input[Model],
     test_metrics: Input[Metrics],
     statistics: Input[Artifact],
     data_schema: Input[Artifact],
     publish_uri: str,
-    blessing_tolerance: float,
-    image: str,
-    run_id: str,
-    champion_version: str,
+    blessing_tolerance: float = 0.002,
+    image: str = "",
+    run_id: str = "",
+    champion_version: str = "",
 ) -> str:
     """Publish the blessed model and move LATEST to it if the champion is still the one evaluate compared it with (components.publish).
 

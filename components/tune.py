@@ -87,7 +87,7 @@ def train_population(dataset: str, population: dict, epochs: int, validation_fra
     images, labels = read_split(dataset, "train", metadata)
     num_classes = metadata["num_classes"]
     train, held = validation_split(labels, validation_fraction, num_classes)
-    base = TrainConfig(layer_sizes=(int(np.prod(images.shape[1:])), num_classes), num_epochs=epochs)
+    base = TrainConfig(layer_sizes=(int(np.prod(images.shape[1:])), num_classes), epochs=epochs)
     trials = [Trial(int(t["number"]), float(t["step_size"]), int(t["seed"]), int(population["batch_size"]),
                     tuple(int(h) for h in population["hidden_sizes"])) for t in population["trials"]]
     fits = max_population((base.layer_sizes[0], *trials[0].hidden_sizes, num_classes), trials[0].batch_size)

@@ -25,9 +25,13 @@ Registry has no place for such a record: there, a loser is trained again.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import math
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jobs.publishing import CANDIDATES
+
+if TYPE_CHECKING:
+    from mlp_core.config import TrainConfig
 
 
 class Novelty(NamedTuple):
@@ -108,19 +112,18 @@ def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "di
     return {key: " ".join(record[key].split())[:120] for key in ("evaluated_at", "reason")}  # quoted in one line
 
 
-def check_dataset(dataset: str, publish_uri: str, hidden_sizes: str, force: bool = False, trials: int = 0,
-                  **hyper) -> Novelty:
+def check_dataset(dataset: str, publish_uri: str, config: "TrainConfig", force: bool = False,
+                  trials: int = 0) -> Novelty:
     """``compare`` for the Dataset artifact at ``dataset`` and the champion at ``publish_uri`` ("" = none);
     ``trials`` > 0: the run tunes, so the champion's tuned settings are not compared."""
     from mlp_core.data.artifact import dataset_identity, load_metadata
     from artifacts.locations import check_publish_target, is_resource_name
     from jobs.publishing import read_champion
-    from jobs.training import build_config
 
     if publish_uri:
         check_publish_target(publish_uri, "--publish-uri")
     metadata = load_metadata(dataset)
-    config = build_config(metadata, hidden_sizes, **hyper).to_dict()
+    config = config.for_data(math.prod(metadata["image_shape"]), metadata["num_classes"]).to_dict()
     if force:
         return Novelty(True, "forced: training whatever the champion was trained on")
     if not publish_uri:

@@ -66,7 +66,7 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
                  run_id: str = "", dataset: "dict | None" = None) -> list[str]:
     """Write one scalar per ``SCALARS`` key and epoch (step = epoch) into ``folder``; returns the files written.
 
-    With ``hyperparameters`` (``jobs.training.hyperparameters``), also the TEXT table and the HParams
+    With ``hyperparameters`` (``mlp_core.metrics.hyperparameters``), also the TEXT table and the HParams
     session (``session_hparams``); its trial id is ``run_id`` (the pipeline run id), else a new random one, so
     two runs with the same settings stay two rows.
     """

@@ -322,7 +322,7 @@ def fit(
 
     Starts from the newest complete checkpoint of ``checkpoints``
     (``mlp_core.checkpoint.Checkpoints``: this run's), else from the seed's init;
-    then each epoch ``start..num_epochs`` is trained from ``source``, timed, checked
+    then each epoch ``start..epochs`` is trained from ``source``, timed, checked
     for a non-finite loss, evaluated, recorded, checkpointed (``source.primary``
     only) and handed to ``on_epoch(params, metrics, history)``.
     """
@@ -338,7 +338,7 @@ def fit(
         start_epoch, history = 0, []
     params = source.place(runner, params)
     try:
-        for epoch in range(start_epoch, config.num_epochs):
+        for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             params, epoch_loss, class_counts, first_bad = source.run_epoch(runner, params, epoch)
             epoch_loss = float(epoch_loss)  # waits for the epoch to finish

@@ -128,9 +128,9 @@ def init_population(layer_sizes, seeds, init_scale: float):
     return jax.vmap(lambda k: init_network_params(layer_sizes, k, init_scale))(_keys(jnp.asarray(seeds)))
 
 
-def rungs(num_epochs: int, eta: int) -> list[int]:
-    """The epochs after which successive halving compares the trials: 1, eta, eta**2, ... below ``num_epochs``."""
-    return [eta**i for i in range(num_epochs) if eta**i < num_epochs] if eta > 1 else []
+def rungs(epochs: int, eta: int) -> list[int]:
+    """The epochs after which successive halving compares the trials: 1, eta, eta**2, ... below ``epochs``."""
+    return [eta**i for i in range(epochs) if eta**i < epochs] if eta > 1 else []
 
 
 def device_memory() -> "tuple[int, str]":
@@ -162,7 +162,7 @@ def _take(tree, keep):
 
 def train_population(base: TrainConfig, trials: list[Trial], train, validation, *, eta: int = 3,
                      log=print) -> list[TrialResult]:
-    """Train trials sharing batch and layer sizes together for ``base.num_epochs``, halving at each rung."""
+    """Train trials sharing batch and layer sizes together for ``base.epochs``, halving at each rung."""
     images, labels = jax.device_put((flatten_images(train[0]), np.asarray(train[1], np.int32)))
     val_images, val_labels = jax.device_put((flatten_images(validation[0]), np.asarray(validation[1], np.int32)))
     batch_size, sizes = trials[0].batch_size, (images.shape[1], *trials[0].hidden_sizes, base.num_classes)
@@ -172,8 +172,8 @@ def train_population(base: TrainConfig, trials: list[Trial], train, validation, 
     live = list(range(len(trials)))
     seeds = jnp.asarray([t.seed for t in trials])
     params = init_population(sizes, seeds, base.init_scale)
-    halving = set(rungs(base.num_epochs, eta))
-    for epoch in range(base.num_epochs):
+    halving = set(rungs(base.epochs, eta))
+    for epoch in range(base.epochs):
         step_sizes = jnp.asarray([trials[i].step_size for i in live], jnp.float32)
         params, losses, diverged = population_epoch(
             params, step_sizes, _keys(seeds[jnp.asarray(live)], epoch), images, labels,

@@ -105,7 +105,7 @@ def test_report_says_which_run_data_and_settings_its_numbers_are_of(evaluated, s
     assert not any(k.startswith("the model was trained on other data") for k in data)
 
     config = json.loads((out / "model" / "config.json").read_text())
-    assert hyper == {"layer_sizes": "784-512-512-10", "step_size": "0.05", "batch_size": "64", "num_epochs": "2",
+    assert hyper == {"layer_sizes": "784-512-512-10", "step_size": "0.05", "batch_size": "64", "epochs": "2",
                      "seed": "3", "init_scale": str(config["init_scale"]), "shuffle": "yes"}
     assert metrics["hyperparameters"] == config
 
@@ -140,7 +140,7 @@ def test_report_names_the_run_and_the_champion_it_was_compared_with(small_datase
     for line in ("| run id | 3f2a9c1e-run |", f"| champion | {version} |",
                  f"| champion's test accuracy (this split) | {result['champion']['test_accuracy']:.4f} |",
                  f"| fingerprint (sha256 of its shards' sha256s) | {result['dataset']['fingerprint']} |",
-                 "| layer_sizes | 784-512-512-10 |", "| num_epochs | 1 |"):
+                 "| layer_sizes | 784-512-512-10 |", "| epochs | 1 |"):
         assert line in markdown, line
 
 

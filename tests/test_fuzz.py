@@ -97,10 +97,11 @@ def _check_outcome(call, expected) -> str:
 
 @pytest.fixture(scope="module")
 def model(small_dataset, tmp_path_factory):
-    from components.train import train_model
+    from components.train import train_on_dataset
+    from mlp_core.config import TrainConfig
 
     out = tmp_path_factory.mktemp("fuzz") / "model"
-    train_model(small_dataset, out, epochs=1, log=lambda *_: None)
+    train_on_dataset(small_dataset, out, TrainConfig(epochs=1), log=lambda *_: None)
     return out
 
 

@@ -96,4 +96,4 @@ def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(
                         "--epochs", "2", env=env, check=False)
     assert same.returncode == 3, same.stderr[-2000:]
     assert same.stdout.strip() == "no new data since champion 1: the same data and settings trained it"
-    assert other.returncode == 0 and "training settings differ from champion 1's (num_epochs)" in other.stdout
+    assert other.returncode == 0 and "training settings differ from champion 1's (epochs)" in other.stdout

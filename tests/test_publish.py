@@ -186,7 +186,7 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     inputs = publish.component("registry.example/img:1").component_spec.inputs
     assert inputs["test_metrics"].type == "system.Metrics@0.0.1"
     assert "test_accuracy" not in inputs and "test_loss" not in inputs
-    assert {"test_accuracy", "test_loss"}.isdisjoint(pipeline.WIRED)
+    assert {"test_accuracy", "test_loss"}.isdisjoint(pipeline.pipeline_parameters())
     # what components.evaluate logs: the numbers, macro F1, each class's F1, the champion's accuracy
     logged = {"test_accuracy": 0.947, "test_loss": 0.0185, "macro_f1": 0.9464, "f1_class_0": 0.97,
               "champion_test_accuracy": 0.95}
@@ -327,7 +327,7 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
     assert record["compared_with"] == "1" and record["validation"] == {}  # none given: nothing recorded
     assert {"splits_sha256", "num_classes", "image_shape", "version"} <= record["dataset"].keys()
     assert record["dataset"]["splits_sha256"]["test"] == record["metrics"]["test_set_sha256"]
-    assert record["config"]["num_epochs"] == 1 and record["config"]["layer_sizes"][0] == 784
+    assert record["config"]["epochs"] == 1 and record["config"]["layer_sizes"][0] == 784
     assert len(version["versionDescription"]) < 1500
 
 

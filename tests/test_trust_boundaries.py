@@ -99,7 +99,7 @@ def test_a_remote_looking_location_is_valid_or_refused_in_one_line(uri):
 @SETTINGS
 @given(run_id=HOSTILE_NAMES)
 def test_a_run_id_never_puts_checkpoints_outside_the_root(tmp_path_factory, run_id):
-    from jobs.training import pipeline_checkpoint_dir
+    from components.train import pipeline_checkpoint_dir
 
     root = tmp_path_factory.mktemp("root")
     try:
