@@ -28,7 +28,7 @@ from artifacts.outputs import (OutputConflictError, artifact_writer, check_apart
                                check_outside_artifacts, write_json)
 from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, descriptions
-from mlp_core.config import PLACEMENTS, TrainConfig
+from mlp_core.config import PLACEMENTS, TrainConfig, parse_hidden_sizes
 from mlp_core.distributed import ProcessGroup, check_process_flags, detect, initialize
 from mlp_core.errors import UserError
 from mlp_core.metrics import final_metrics, hyperparameters
@@ -44,7 +44,7 @@ CLUSTER = StepPolicy("4", "8", "4Gi", "8Gi", accelerated=True, cacheable=False,
                      retry={"num_retries": 3, "backoff_duration": "60s", "backoff_factor": 2.0,
                             "backoff_max_duration": "1800s"})
 # What the tune step chooses (best_hyperparameters), in place of these parameters.
-TUNED = ("step_size", "seed", "batch_size", "hidden_sizes")
+TUNED = ("hidden_sizes", "step_size", "batch_size", "seed")
 
 
 def train(
@@ -149,7 +149,9 @@ def component(base_image: str):
 
 def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int, seed: int, shuffle: bool,
               best_hyperparameters: str = "") -> TrainConfig:
-    """The step's training parameters as one ``TrainConfig``, the tune step's choice (its JSON) in place."""
+    """The step's training parameters as one ``TrainConfig``, the tune step's choice (its JSON) in place.
+
+    The input and output widths are MNIST's until ``TrainConfig.for_data`` sets the data's."""
     text = best_hyperparameters or "{}"
     try:
         best = json.loads(text)
@@ -158,9 +160,10 @@ def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int,
     if not isinstance(best, dict) or not set(best) >= (set(TUNED) if best else set()):
         raise UserError(f"best_hyperparameters must be the tune step's JSON object (with {', '.join(TUNED)}), "
                         f"got {text[:60]!r}", field="best_hyperparameters")
-    given = dict(hidden_sizes=hidden_sizes, step_size=step_size, batch_size=batch_size, seed=seed)
-    given.update({name: best[name] for name in TUNED if name in best})
-    return TrainConfig.from_parameters(epochs=epochs, shuffle=shuffle, **given)
+    if best:
+        hidden_sizes, step_size, batch_size, seed = (best[name] for name in TUNED)
+    return TrainConfig(layer_sizes=(784, *parse_hidden_sizes(hidden_sizes), 10), step_size=step_size,
+                       batch_size=batch_size, epochs=epochs, seed=seed, shuffle=shuffle)
 
 
 def flags(config: TrainConfig, placement: str, checkpoint_root: str, run_id: str, require_gpu: bool) -> list[str]:
@@ -186,17 +189,6 @@ def train_on_dataset(dataset: "str | Path", model: "str | Path", config: TrainCo
     ``processes`` (default: what the environment says), all train together and process 0 alone writes. Artifacts
     may be object-store URIs (``local_artifacts``).
     """
-    group = processes or detect(os.environ)
-    with local_artifacts(dataset, model, metrics, checkpoint_dir, checkpoint_root) as here:
-        return _train(here, group, config, placement, checkpoint_root=checkpoint_root, run_id=run_id,
-                      require_gpu=require_gpu, model_uri=model_uri, coordinator_timeout=coordinator_timeout,
-                      heartbeat_timeout=heartbeat_timeout, log=log)
-
-
-def _train(here: "LocalArtifacts", group: ProcessGroup, config: TrainConfig, placement: str, *, checkpoint_root: str,
-           run_id: str, require_gpu: bool, model_uri: "str | None", coordinator_timeout: int, heartbeat_timeout: int,
-           log: Callable[[str], None]) -> list[dict]:
-    """``train_on_dataset`` on local artifacts: join the processes, choose the batch source, ``fit``, write."""
     import jax
 
     from mlp_core.checkpoint import Checkpoints, remove_empty_folders
@@ -207,66 +199,68 @@ def _train(here: "LocalArtifacts", group: ProcessGroup, config: TrainConfig, pla
     from mlp_core.model_io import save_model
     from mlp_core.train import batch_layout, fit
 
-    dataset, model, metrics, checkpoint_dir = here.dataset, here.model, here.metrics, here.checkpoint_dir
-    derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, model_uri, run_id, log)
-    location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
-    check_apart({"--dataset": dataset}, {"--model": model, "--metrics": metrics, "--checkpoint-dir": location})
-    check_outside_artifacts(location, "--checkpoint-dir")
-    initialize(group, coordinator_timeout, heartbeat_timeout)  # before anything asks JAX for its devices
-    if require_gpu:
-        check_gpu()
-    check_artifact_output(model, "model")
-    if metrics is not None:
-        check_output_file(metrics)
-    metadata = load_metadata(dataset)
-    config = config.for_data(math.prod(metadata["image_shape"]), metadata["num_classes"])
-    num_examples = metadata["splits"]["train"]["num_examples"]
-    batch_layout(num_examples, config.batch_size)
-    placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
-    identity = dataset_identity(metadata)
-    if group.num_processes > 1 and placement != "device":
-        raise UserError(f"training as {group.num_processes} processes keeps the data on the devices: "
-                        f"placement {placement} is not possible (use device or auto)")
-    mesh = data_mesh(jax.devices()) if placement == "device" else None
-    # Everything that changes the numbers: the shuffled order depends on the placement,
-    # float sums on how many devices share a batch.
-    run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
-           "devices": {"platform": jax.default_backend(), "count": jax.device_count() if mesh is not None else 1}}
-    checkpoints = Checkpoints(location, run)
-    log(
-        f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
-        f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
-        f"batch {config.batch_size}, step {config.step_size}, {config.epochs} epoch(s)"
-    )
-    if group.num_processes > 1:
-        log(group.describe())
-    if mesh is not None:
-        log(describe_mesh(mesh, num_examples, config.batch_size))
-    log(f"checkpoints: {checkpoints.uri}" + ("" if group.is_primary else " (written by process 0)"))
-
-    def on_epoch(params, m, history):
+    group = processes or detect(os.environ)
+    with local_artifacts(dataset, model, metrics, checkpoint_dir, checkpoint_root) as here:
+        dataset, model, metrics, checkpoint_dir = here.dataset, here.model, here.metrics, here.checkpoint_dir
+        derived = None if checkpoint_dir else pipeline_checkpoint_dir(checkpoint_root, model_uri, run_id, log)
+        location = checkpoint_dir or derived or str(default_checkpoint_dir(model))
+        check_apart({"--dataset": dataset}, {"--model": model, "--metrics": metrics, "--checkpoint-dir": location})
+        check_outside_artifacts(location, "--checkpoint-dir")
+        initialize(group, coordinator_timeout, heartbeat_timeout)  # before anything asks JAX for its devices
+        if require_gpu:
+            check_gpu()
+        check_artifact_output(model, "model")
+        if metrics is not None:
+            check_output_file(metrics)
+        metadata = load_metadata(dataset)
+        config = config.for_data(math.prod(metadata["image_shape"]), metadata["num_classes"])
+        num_examples = metadata["splits"]["train"]["num_examples"]
+        batch_layout(num_examples, config.batch_size)
+        placement = choose_placement(num_examples * (config.layer_sizes[0] + 4), placement)
+        identity = dataset_identity(metadata)
+        if group.num_processes > 1 and placement != "device":
+            raise UserError(f"training as {group.num_processes} processes keeps the data on the devices: "
+                            f"placement {placement} is not possible (use device or auto)")
+        mesh = data_mesh(jax.devices()) if placement == "device" else None
+        # Everything that changes the numbers: the shuffled order depends on the placement,
+        # float sums on how many devices share a batch.
+        run = {"config": config.to_dict(), "dataset": identity, "placement": placement,
+               "devices": {"platform": jax.default_backend(), "count": jax.device_count() if mesh is not None else 1}}
+        checkpoints = Checkpoints(location, run)
         log(
-            f"epoch {m.epoch}/{config.epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
-            f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
+            f"training {'-'.join(map(str, config.layer_sizes))} on {num_examples} examples "
+            f"({'shuffled' if config.shuffle else 'seed order'}, data {'on the device' if placement == 'device' else 'streamed'}), "
+            f"batch {config.batch_size}, step {config.step_size}, {config.epochs} epoch(s)"
         )
+        if group.num_processes > 1:
+            log(group.describe())
+        if mesh is not None:
+            log(describe_mesh(mesh, num_examples, config.batch_size))
+        log(f"checkpoints: {checkpoints.uri}" + ("" if group.is_primary else " (written by process 0)"))
 
-    source = batch_source(dataset, metadata, config, placement, group, mesh)
-    params, history = fit(config, source, checkpoints=checkpoints, on_epoch=on_epoch, log=log)
-    history = [m.to_dict() for m in history]
-    if not group.is_primary:
+        def on_epoch(params, m, history):
+            log(
+                f"epoch {m.epoch}/{config.epochs}: {m.seconds:.2f} s ({m.examples_per_second:,.0f} ex/s), "
+                f"loss {m.loss:.4f}, train accuracy {m.train_accuracy:.4f}, test accuracy {m.test_accuracy:.4f}"
+            )
+
+        source = batch_source(dataset, metadata, config, placement, group, mesh)
+        params, history = fit(config, source, checkpoints=checkpoints, on_epoch=on_epoch, log=log)
+        history = [m.to_dict() for m in history]
+        if not group.is_primary:
+            return history
+        with artifact_writer(model, "model") as folder:
+            save_model(folder, params, config, identity, history)
+            export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR / SERVING_VERSION,
+                               class_names=metadata["class_names"])
+        if metrics is not None:
+            write_json(metrics, {"history": history, "final": final_metrics(history),
+                                 "hyperparameters": hyperparameters(config, placement)})
+        here.upload()  # the model and metrics, where they were asked for; before this run's checkpoints go
+        checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
+        if derived and checkpoint_root and not storage.is_remote(derived):
+            remove_empty_folders(derived, 2)  # <root>/checkpoints/<run id>/train and the run's folder, if left empty
         return history
-    with artifact_writer(model, "model") as folder:
-        save_model(folder, params, config, identity, history)
-        export_saved_model(params, metadata["image_shape"], folder / SAVED_MODEL_DIR / SERVING_VERSION,
-                           class_names=metadata["class_names"])
-    if metrics is not None:
-        write_json(metrics, {"history": history, "final": final_metrics(history),
-                             "hyperparameters": hyperparameters(config, placement)})
-    here.upload()  # the model and metrics, where they were asked for; before this run's checkpoints go
-    checkpoints.remove(location_is_ours=not checkpoint_dir and not derived)
-    if derived and checkpoint_root and not storage.is_remote(derived):
-        remove_empty_folders(derived, 2)  # <root>/checkpoints/<run id>/train and the run's folder, if left empty
-    return history
 
 
 def batch_source(dataset: "str | Path", metadata: dict, config: TrainConfig, placement: str, group: ProcessGroup,

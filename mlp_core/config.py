@@ -86,12 +86,6 @@ class TrainConfig:
         """The hidden layers' widths as the train step's parameter gives them: ``"512,512"``."""
         return ",".join(map(str, self.layer_sizes[1:-1]))
 
-    @classmethod
-    def from_parameters(cls, hidden_sizes: str, **settings: Any) -> "TrainConfig":
-        """The config of the train step's parameters; the data's input and output widths come with ``for_data``."""
-        sizes = cls.layer_sizes
-        return cls(layer_sizes=(sizes[0], *parse_hidden_sizes(hidden_sizes), sizes[-1]), **settings)
-
     def for_data(self, features: int, num_classes: int) -> "TrainConfig":
         """This config for data of ``features`` values per example in ``num_classes`` classes."""
         return self.replace(layer_sizes=(features, *self.layer_sizes[1:-1], num_classes))

@@ -52,7 +52,9 @@ def test_parse_hidden_sizes():
 
 
 def test_the_train_steps_parameters_become_one_config():
-    config = TrainConfig.from_parameters("64", step_size=0.1, batch_size=32, epochs=2, seed=1, shuffle=False)
+    from components.train import config_of
+
+    config = config_of("64", step_size=0.1, batch_size=32, epochs=2, seed=1, shuffle=False)
     assert config.layer_sizes == (784, 64, 10) and config.hidden_sizes == "64"
     assert config.for_data(12, 3).layer_sizes == (12, 64, 3)
 
