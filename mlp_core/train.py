@@ -45,10 +45,6 @@ if TYPE_CHECKING:
 _SHUFFLE_STREAM = 0x5EED
 
 
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss."""
-
-
 @dataclass(frozen=True)
 class EpochMetrics:
     """What one epoch measured; the seed prints the same accuracies."""
@@ -344,7 +340,7 @@ def fit(
             epoch_loss = float(epoch_loss)  # waits for the epoch to finish
             seconds = time.perf_counter() - started
             if int(first_bad) >= 0:
-                raise DivergenceError(
+                raise UserError(
                     f"training diverged: non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1} of "
                     f"{runner.full_batches + bool(runner.remainder)}; try a smaller step size (now {config.step_size})"
                 )
