@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -64,7 +65,7 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = DEFAULT_ROOT, image:
                  for name, value in arguments.items()}
     if resume is None:
         return {"root": root, "folder": None, "arguments": arguments, "image": image or DEFAULT_IMAGE,
-                "runner": runner or "subprocess", "gpus": bool(gpus)}
+                "runner": runner or "subprocess", "gpus": bool(gpus), "run_id": str(uuid.uuid4())}
     folder, record = local_runs.find(root, resume)
     local_runs.check_types(folder, record, parameter_types())
     defaults = {name: p.default for name, p in pipeline_parameters().items()}
@@ -87,31 +88,25 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = DEFAULT_ROOT, image:
     validate_arguments(dict(record["parameters"]))  # run.json is input: checked as the command line's values are
     return {"root": root, "folder": folder, "arguments": dict(record["parameters"]),
             "image": record.get("image") or DEFAULT_IMAGE, "runner": record.get("runner", "subprocess"),
-            "gpus": bool(record.get("gpus"))}
+            "gpus": bool(record.get("gpus")), "run_id": record["run_id"]}
 
 
 def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRun":
-    """Run the DAG of ``plan`` (``plan_run``) with kfp.local; returns the run, ended.
-
-    The subprocess runner runs every step in this Python environment; the docker runner in the image, as the cluster
-    does (the TFDS data dir mounted read-only, as this user; with ``gpus``, all local GPUs).
-    """
+    """Run the DAG of ``plan`` (``plan_run``) with kfp.local; returns the run, ended."""
     from pipeline import PIPELINE_NAME, build_pipeline
 
-    root, arguments, docker = plan["root"], dict(plan["arguments"]), plan["runner"] == "docker"
-    if docker:
-        _check_docker(arguments)  # before the run folder exists
+    root, arguments, run_id = plan["root"], dict(plan["arguments"]), plan["run_id"]
+    runner = _docker_runner(arguments, plan["gpus"], run_id) if plan["runner"] == "docker" else \
+        local.SubprocessRunner(use_venv=False)  # every step in this Python environment
     root.mkdir(parents=True, exist_ok=True)
     if plan["folder"] is None:
-        folder, fd = local_runs.create(root, PIPELINE_NAME, {
-            "parameters": arguments, "runner": plan["runner"], "image": plan["image"], "gpus": plan["gpus"]})
+        folder, fd = local_runs.create(root, PIPELINE_NAME, {"run_id": run_id, "parameters": arguments,
+                                                             **{k: plan[k] for k in ("runner", "image", "gpus")}})
     else:
         folder, fd = plan["folder"], local_runs.reopen(plan["folder"])
-    run = LocalRun(folder)
-    run_id, log = run.record["run_id"], folder / local_runs.LOG_FILE
+    run, log = LocalRun(folder), folder / local_runs.LOG_FILE
     console = Console(log, verbose, out, err)
     try:
-        runner = _docker_runner(arguments, plan["gpus"], run_id) if docker else local.SubprocessRunner(use_venv=False)
         # every step cached, in a cache of this run's own: a hit is a step an earlier attempt of this run completed
         local.init(runner=runner, pipeline_root=str(root), enable_caching=True,
                    cache_root=str(folder / local_runs.CACHE_FOLDER))
@@ -136,11 +131,11 @@ def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRu
             raise
         finally:
             run.seconds = time.perf_counter() - started
-            run.record_end()
+            summary = run.end()
         if run.status == "interrupted":
             console.say(f"interrupted: resume with python pipeline.py run --resume {folder.name} --pipeline-root "
                         f"{shlex.quote(str(root))}", error=True)
-        for line in run.summary():
+        for line in summary:
             console.say(line)
         if run.status == "failed":
             console.say(f"error: {run.error} (the whole log: {_shown(log)})", error=True)
@@ -153,8 +148,7 @@ def run_local(plan: dict, verbose: bool = False, out=None, err=None) -> "LocalRu
 @contextlib.contextmanager
 def run_identity(name: str, run_id: str):
     """kfp.local runs the pipeline in the folder ``name`` with the job id ``run_id``: a resumed run's own."""
-    ids = iter([run_id])
-    own_id = placeholder_utils.make_random_id
+    ids, own_id = iter([run_id]), placeholder_utils.make_random_id
     # kfp.local has no option for either; its pipeline runner looks both up per run, the job id its first id drawn
     with mock.patch.object(executor_input_utils, "get_local_pipeline_resource_name", lambda pipeline_name: name), \
             mock.patch.object(placeholder_utils, "make_random_id", lambda: next(ids, None) or own_id()):
@@ -167,17 +161,27 @@ class Interrupted(BaseException):
 
 @contextlib.contextmanager
 def _stopping_children(run_id: str):
-    """On SIGINT or SIGTERM: stop every process and container the run started, then raise ``Interrupted``.
-
-    A terminal's Ctrl-C reaches the whole process group, ``kill -INT`` or a service manager's SIGTERM this process
-    alone: the steps would run on, unread.
-    """
+    """On SIGINT or SIGTERM, stop every process and container of the run (``kill -INT`` reaches this process alone),
+    then raise ``Interrupted``."""
     signals = (signal.SIGINT, signal.SIGTERM)
 
     def handler(signum, frame):
         for s in signals:  # a second Ctrl-C while the first one stops the steps
             signal.signal(s, signal.SIG_IGN)
-        stop_children(run_id)
+        children = psutil.Process().children(recursive=True)
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, alive = psutil.wait_procs(children, timeout=10)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(alive, timeout=5)
+        with contextlib.suppress(Exception):  # no docker package, no engine, or no containers
+            import docker  # kfp.local starts the docker runner's containers detached
+
+            for container in docker.from_env().containers.list(filters={"label": f"{CONTAINER_LABEL}={run_id}"}):
+                container.stop(timeout=10)
         raise Interrupted(signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in signals}
@@ -188,28 +192,9 @@ def _stopping_children(run_id: str):
             signal.signal(s, h)
 
 
-def stop_children(run_id: str = "", timeout: float = 10.0) -> None:
-    """Terminate every descendant process (SIGTERM, SIGKILL after ``timeout`` s) and this run's containers."""
-    children = psutil.Process().children(recursive=True)
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=timeout)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    psutil.wait_procs(alive, timeout=5)
-    if run_id:
-        # kfp.local starts the docker runner's containers detached: they are stopped by this run's label
-        with contextlib.suppress(Exception):  # no docker package, no engine, or the containers already gone
-            import docker
-
-            for container in docker.from_env().containers.list(filters={"label": f"{CONTAINER_LABEL}={run_id}"}):
-                container.stop(timeout=10)
-
-
-def _check_docker(arguments: dict) -> None:
-    """The docker package and an engine that answers; ``arguments`` get the TFDS data dir the steps see, resolved."""
+def _docker_runner(arguments: dict, gpus: bool, run_id: str) -> local.DockerRunner:
+    """A DockerRunner, once an engine answers: steps run as this user, with the TFDS data dir of ``arguments`` (set
+    to the resolved one) mounted read-only, labelled with the run id, and with ``gpus`` all local GPUs."""
     try:
         import docker
     except ImportError:
@@ -221,18 +206,12 @@ def _check_docker(arguments: dict) -> None:
         raise ClusterError(f"--runner docker: no Docker engine answers at {where}; start Docker (Docker Desktop, or "
                            "sudo systemctl start docker) or run without --runner docker") from None
     data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
+    mounts = []
     if not data_dir.startswith("gs://"):
-        arguments["tfds_data_dir"] = str(Path(data_dir).resolve())
-
-
-def _docker_runner(arguments: dict, gpus: bool, run_id: str) -> local.DockerRunner:
-    """A DockerRunner that mounts the TFDS data dir of ``arguments`` (``_check_docker``) read-only."""
-    from docker.types import DeviceRequest, Mount
-
-    data_dir = arguments.get("tfds_data_dir", "")
-    mounts = [] if data_dir.startswith("gs://") else [Mount(target=data_dir, source=data_dir, type="bind", read_only=True)]
-    extra = {"device_requests": [DeviceRequest(count=-1, capabilities=[["gpu"]])]} if gpus else {}
-    # a host uid has no home in the image
+        arguments["tfds_data_dir"] = data_dir = str(Path(data_dir).resolve())
+        mounts = [docker.types.Mount(target=data_dir, source=data_dir, type="bind", read_only=True)]
+    extra = {"device_requests": [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]} if gpus else {}
+    # HOME: this user has none in the image
     return local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", environment={"HOME": "/tmp", ENV: "1"},
                               labels={CONTAINER_LABEL: run_id}, mounts=mounts, **extra)
 
@@ -257,19 +236,16 @@ def error_of(lines: "list[str]") -> str:
 
 
 class Console(io.TextIOBase):
-    """Where a run's lines go: all to its log; to the terminal a line per step, the steps' marked lines and failures,
-    or with ``verbose`` every line.
-
-    During ``routed`` it is this process's stdout and stderr, where kfp.local prints each step's output and its own
-    log records, and a filter on the root logger, which sees kfp.local's records about tasks.
-    """
+    """Where a run's lines go: all to its log; to the terminal a line per step, the steps' marked lines and failures
+    (every line with ``verbose``). While ``routed``, it is this process's stdout and stderr, where kfp.local prints
+    its records and the steps' output, and a filter on the root logger, where it sees kfp.local's records."""
 
     encoding = "utf-8"
 
     def __init__(self, log: Path, verbose: bool = False, out=None, err=None):
         super().__init__()
         self.out, self.err = out or sys.stdout, err or sys.stderr
-        self.verbose, self.colour = verbose, verbose and _isatty(self.out)
+        self.verbose, self.colour = verbose, verbose and getattr(self.out, "isatty", bool)()
         self.log = open(log, "a", encoding="utf-8", errors="replace")
         self.recent: collections.deque[str] = collections.deque(maxlen=400)  # the running step's last lines
         self._partial = ""
@@ -281,9 +257,6 @@ class Console(io.TextIOBase):
             self.log.write(text + "\n")
             self.log.flush()
             self._show(self.err if error else self.out, text)
-
-    def writable(self) -> bool:
-        return True
 
     def write(self, text: str) -> int:
         """Whole lines to ``line``; a partial one waits for its end."""
@@ -355,19 +328,9 @@ class Console(io.TextIOBase):
         stream.flush()
 
 
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 class LocalRun:
-    """A run: its folder ``<pipeline root>/<run name>/<task>/<artifact>``, its record, how it ended, its summary.
-
-    What a task made is read from its ``executor_output.json``, where kfp.local writes each task's outputs: the
-    pipeline returns only what every run makes (the steps after new_data run under a condition).
-    """
+    """A run: its folder, its record, how it ended. What its tasks made is read from their ``executor_output.json``
+    (kfp.local writes each task's outputs there): the pipeline returns only what every run makes."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
@@ -384,23 +347,9 @@ class LocalRun:
     def parameter(self, task: str, name: str):
         return ((self.outputs(task) or {}).get("parameterValues") or {}).get(name)
 
-    def page(self, task: str, name: str) -> "Path | None":
-        """A copy ``name`` in the run folder of ``task``'s HTML report, or None when it wrote none.
-
-        kfp names an artifact after its output, with no extension: a browser shows that file (or a link to it) as text.
-        """
-        report = self.folder / task / "report"
-        if not report.is_file():
-            return None
-        page = self.folder / name
-        page.unlink(missing_ok=True)  # a link, as older runs made
-        shutil.copyfile(report, page)
-        return page
-
     def published(self) -> "tuple[str, str]":
         """(version, "") when this run published one, else ("", why not)."""
-        version = self.parameter("publish", "Output")
-        if version:
+        if version := self.parameter("publish", "Output"):
             return version, ""
         if not self.record.get("parameters", {}).get("publish_uri"):
             return "", "no --publish-uri"
@@ -410,33 +359,31 @@ class LocalRun:
             return "", f"not blessed: {self.parameter('evaluate', 'reason')}"
         return "", "the run did not get that far"
 
-    def record_end(self) -> None:
-        """Write how the run ended into its ``run.json``."""
-        record = dict(self.record, status=self.status, ended_at=local_runs.now(), seconds=round(self.seconds, 1))
-        if self.error:
-            record["error"] = self.error
+    def end(self) -> "list[str]":
+        """Write how the run ended into its ``run.json``; returns its summary (none when interrupted)."""
         accuracy, loss = self.parameter("evaluate", "test_accuracy"), self.parameter("evaluate", "test_loss")
-        if accuracy is not None:
-            record.update(test_accuracy=accuracy, test_loss=loss)
         version, why = self.published()
-        self.record = dict(record, published=version, not_published=why if not version else "")
+        self.record = dict(self.record, status=self.status, ended_at=local_runs.now(), seconds=round(self.seconds, 1),
+                           published=version, not_published=why)
+        if self.error:
+            self.record["error"] = self.error
+        if accuracy is not None:
+            self.record.update(test_accuracy=accuracy, test_loss=loss)
         local_runs.write(self.folder, self.record)
-
-    def summary(self) -> "list[str]":
-        """What the run did, in a few lines: where it is, its log and reports, what it published, the test accuracy."""
         if self.status == "interrupted":
             return []
         lines = ["", f"pipeline {self.status} in {self.seconds:.1f} s: {_shown(self.folder)}",
                  f"  log        {_shown(self.folder / local_runs.LOG_FILE)}"]
         for label, task, name in (("report", "evaluate", "report.html"), ("tuning", "tune-choose", "tune-report.html"),
                                   ("validation", "validate", "validation-report.html")):
-            page = self.page(task, name)
-            if page is not None:
-                lines.append(f"  {label:<10} {page.absolute().as_uri()}")
+            # a copy named .html: kfp names an artifact after its output, and a browser shows that file (or a link
+            # to it) as text
+            if (self.folder / task / "report").is_file():
+                (self.folder / name).unlink(missing_ok=True)
+                shutil.copyfile(self.folder / task / "report", self.folder / name)
+                lines.append(f"  {label:<10} {(self.folder / name).absolute().as_uri()}")
         if self.status == "finished":
-            version, why = self.published()
             lines.append(f"  published  {version or 'nothing: ' + why}")
-        accuracy, loss = self.parameter("evaluate", "test_accuracy"), self.parameter("evaluate", "test_loss")
         if self.status == "finished" and self.parameter("new-data", "Output") is False:
             lines.append("nothing new since the champion: stopped after ingest (the new-data step says why)")
         elif accuracy is not None:
