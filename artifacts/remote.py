@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from artifacts import locations, storage
-from artifacts.outputs import COMPLETE, FORMAT, WRITING, IncompleteArtifactError, OutputConflictError, read_marker
+from artifacts.outputs import COMPLETE, FORMAT, WRITING, OutputConflictError, read_marker
+from mlp_core.errors import UserError
 
 
 def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
@@ -36,7 +37,7 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
     if COMPLETE not in names:
         why = "it was not finished (the step that wrote it failed or was killed)" if WRITING in names else (
             f"{COMPLETE} is missing" if names else "nothing is there")
-        raise IncompleteArtifactError(f"{uri} is not a complete {kind} artifact: {why}")
+        raise UserError(f"{uri} is not a complete {kind} artifact: {why}")
     folder = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix=f"{kind}-"))
     folder.mkdir(parents=True, exist_ok=True)
     raw_marker = storage.read_bytes(storage.join(uri, COMPLETE), storage.MANIFEST)
@@ -45,13 +46,13 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
         files = marker["files"]
         for name in files:  # a marker is input: each name must lie inside the artifact, here and there
             locations.check_object_path(name, f"{kind} artifact {uri}", "member")
-    except (ValueError, KeyError, TypeError, locations.LocationError) as e:
-        raise IncompleteArtifactError(f"{uri}: its {COMPLETE} is not a marker of this program ({e})") from None
+    except (ValueError, KeyError, TypeError, UserError) as e:
+        raise UserError(f"{uri}: its {COMPLETE} is not a marker of this program ({e})") from None
     for name, info in files.items():
         listed = info.get("bytes") if isinstance(info, dict) else None
         data = storage.read_bytes(storage.join(uri, *name.split("/")), listed if isinstance(listed, int) else storage.FILE)
         if isinstance(info, dict) and info.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
-            raise IncompleteArtifactError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
+            raise UserError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
         target = locations.member(folder, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)

@@ -21,7 +21,7 @@ maintained client library, never path surgery (``gs://`` into ``/gcs/``):
 
 Every URI is parsed and checked by ``artifacts.locations.split_uri``: ``gs://``
 without a bucket, a bad bucket or object name, or any other scheme is a one-line
-``LocationError`` before any request.
+``UserError`` before any request.
 
 Writes are whole-object (a reader sees the old bytes or the new, never a part):
 one object upload in a store, a temp file + file rename locally (a file rename

@@ -6,8 +6,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from platforms.options import ClusterError
-from artifacts.locations import LocationError, check_location, check_publish_target, is_remote, is_resource_name
+from mlp_core.errors import UserError as ClusterError
+from artifacts.locations import check_location, check_publish_target, is_remote, is_resource_name
 
 
 def parameter_types() -> dict[str, type]:
@@ -88,7 +88,7 @@ def _naming(name: str):
 
     try:
         yield
-    except (ClusterError, LocationError) as e:
+    except ClusterError as e:
         raise UserError(str(e), field=name) from None
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from commands import local_runs
-from platforms.options import ClusterError
+from mlp_core.errors import UserError as ClusterError
 
 RUNNERS = ("subprocess", "docker")
 DEFAULT_ROOT = "local_outputs"  # the pipeline root of run and runs

@@ -21,7 +21,7 @@ from pathlib import Path
 from artifacts import storage
 from artifacts.locations import is_remote, is_resource_name, resolve
 from artifacts.schemas import excerpt
-from platforms.options import ClusterError
+from mlp_core.errors import UserError as ClusterError
 
 RUN_FILE = "run.json"
 LOG_FILE = "pipeline.log"

@@ -41,8 +41,8 @@ TRANSCRIPT = [
     "    \x1eread 60000 train examples",
     "    Traceback (most recent call last):",
     '      File "x.py", line 1, in <module>',
-    "        raise DatasetError('x')",
-    "    mlp_core.data.artifact.DatasetError: cannot read mnist train: a shard is damaged",
+    "        raise UserError('x')",
+    "    mlp_core.data.UserError: cannot read mnist train: a shard is damaged",
     "",
     "03:48:19.166 - INFO - Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
 ]
@@ -54,7 +54,7 @@ def test_the_terminal_gets_a_line_per_task_the_steps_lines_and_the_failure_the_l
         console.line(line)
     console.close()
     assert out.getvalue() == "ingest\n  read 60000 train examples\n"
-    assert err.getvalue() == "ingest failed: DatasetError: cannot read mnist train: a shard is damaged\n"
+    assert err.getvalue() == "ingest failed: UserError: cannot read mnist train: a shard is damaged\n"
     log = (tmp_path / "pipeline.log").read_text()
     assert "Got executor_input" in log and "Executing task 'ingest'" in log and "    read 60000 train examples" in log
     assert "\x1b" not in log and "\x1e" not in log
@@ -107,9 +107,10 @@ def test_marked_stream_marks_each_line_of_a_write():
 
 
 def test_every_step_is_cached_only_in_kfp_local():
-    from platforms.options import ClusterError, ClusterOptions
+    from platforms.options import ClusterOptions
+    from mlp_core.errors import UserError
 
-    with pytest.raises(ClusterError, match="cache_every_step is for kfp.local"):
+    with pytest.raises(UserError, match="cache_every_step is for kfp.local"):
         ClusterOptions(target="kfp", cache_every_step=True)
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from artifacts.bounded_http import HttpError, bound_pool
-from platforms.checks import ClusterError
+from mlp_core.errors import UserError
 
 if TYPE_CHECKING:  # annotations only: trainer_job reads the compile options it is given
     from platforms.options import ClusterOptions, StepPolicy
@@ -228,12 +228,12 @@ def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path",
 
     run_id = given["run_id"]
     if not storage.is_remote(step_model_uri) or not storage.is_remote(dataset_uri):
-        raise ClusterError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs its "
+        raise UserError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs its "
                            f"artifacts there (got model {step_model_uri}, dataset at {dataset_uri})")
     for uri in (step_model_uri, dataset_uri):
         storage.parent(uri)  # a store artifacts.storage reads, with a bucket: else one line now, before any work
     if not run_id:
-        raise ClusterError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
+        raise UserError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
     locations.check_segment(run_id, "run_id", "run id")
     staging = storage.join(storage.parent(step_model_uri), "trainjob")
     model_uri, metrics_uri = storage.join(staging, "model"), storage.join(staging, "metrics.json")
