@@ -1,38 +1,8 @@
 """The trust boundary for locations: every path, object-store URI, registry name and name part we are given.
 
-One module decides what a location is, whether it is well formed, and whether a
-name stays inside the root it is joined to. Every step and command goes through
-it before any work, so a bad value ends in one line (``UserError``, exit 2)
-and nothing is written anywhere else.
-
-The rules, each from the documentation that defines it:
-
-- **A remote location is never a local path.** Anything that starts like a URI
-  (``scheme:``, so ``gs:bucket`` too; write ``./name:x`` for a local name with a colon) is remote: ``gs://`` and ``s3://`` are read and written here;
-  any other scheme (``gcs://``, ``http://``, ``file://``, ``minio://``...) is
-  refused, never turned into a folder named ``gs:`` in the current directory.
-  A text starting ``projects/`` is a Vertex AI resource name and must be a whole,
-  valid one (write ``./projects/...`` for a local folder of that name).
-- **Cloud Storage bucket names** (https://cloud.google.com/storage/docs/buckets#naming):
-  3-63 characters (up to 222 with dots, each dot-separated part at most 63) of
-  lowercase letters, digits, ``-``, ``_`` and ``.``, starting and ending with a
-  letter or digit; not an IP address; not starting with ``goog``; not containing
-  ``google``.
-- **S3 bucket names** (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html,
-  general purpose buckets): 3-63 characters of lowercase letters, digits, ``.``
-  and ``-``, starting and ending with a letter or digit; no ``..``; not an IP
-  address; not starting with ``xn--``, ``sthree-`` or ``amzn-s3-demo-``; not ending
-  with ``-s3alias``, ``--ol-s3``, ``.mrap``, ``--x-s3`` or ``--table-s3``.
-- **Object names** (https://cloud.google.com/storage/docs/objects#naming; S3 keys
-  alike): the path after the bucket has no empty, ``.`` or ``..`` part, no control
-  characters (CR and LF included), at most 1024 bytes in UTF-8. Our objects map
-  one to one to files, so a name that could not be a relative file name is refused.
-- **Name parts** we put into a path or a URL (run ids, version names, model names):
-  one segment of ``[A-Za-z0-9._-]``, at most 128 characters, not starting with
-  ``.`` or ``-``.
-- **Members** of an artifact (names in a ``_COMPLETE.json``, a manifest): relative,
-  ``/``-separated, no empty, ``.`` or ``..`` part, no backslash or control
-  character, and (locally) resolving, symlinks followed, inside the artifact.
+Every step and command checks its locations here before any work; a bad one is one ``UserError`` line. Anything
+URI-like (``scheme:``) is remote and never a local path; bucket, object and Vertex AI resource names follow the
+stores' documented rules (cited where each is checked); a member of an artifact resolves, symlinks followed, inside it.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """Multi-file outputs committed the way object stores commit: a marker file written last.
 
-An artifact folder (a Dataset, a Model) is complete when it holds ``_COMPLETE.json``,
-which lists every file of the artifact with its size and sha256 and is written
-after all of them. Readers refuse a folder without it. Nothing here renames a
-folder: Cloud Storage FUSE (Vertex AI's ``/gcs``) cannot rename a non-empty one,
-and Kubeflow's launcher uploads only the artifact path, so files are written in
-place, inside that path (docs/design.md, "Kubeflow backend internals").
-
-Writing (``artifact_writer``):
-
-- into a new or empty folder (every kfp step's case): in place. ``_WRITING.json``
-  comes first and marks the folder as ours while it is incomplete; a failure
-  removes what was written; a kill leaves a folder readers refuse, which the next
-  run (a retry) recognises as its own and clears;
-- over a complete artifact of the same kind (a CLI rerun): the new files are
-  written to a hidden sibling folder first, so a failed run leaves the old
-  artifact untouched; only then is the old marker removed, the old artifact's
-  listed files deleted, and the new files moved in one file rename each;
-- over anything else (files we did not write): refused before any work.
+An artifact folder is complete when its ``_COMPLETE.json`` (every file with its size and sha256, written last) is
+there; readers refuse it otherwise. ``artifact_writer`` writes in place into a new folder (``_WRITING.json`` first),
+over a complete artifact of ours through a hidden sibling, and refuses anything else (docs/design.md, "Failure
+behaviour").
 """
 
 from __future__ import annotations

@@ -1,21 +1,7 @@
-"""Artifacts at ``gs://`` URIs, for steps that run outside a kfp launcher (Kubeflow Trainer's pods).
+"""Artifacts at object-store URIs, for steps that run without a kfp launcher (Kubeflow Trainer's pods).
 
-Inside a kfp step the launcher (or Vertex AI's Cloud Storage FUSE) moves an
-artifact between the object store and a local path; the pods of a Kubeflow
-Trainer job have no launcher, so the train CLI is handed the artifacts' URIs
-and moves them itself, with the same commit rule as everywhere else
-(``artifacts.outputs``): an artifact is complete when its ``_COMPLETE.json`` is
-there, and that object is written last.
-
-- ``download``: every object under the URI into a new local folder; refused
-  unless the marker is there and every file it lists arrives with its size and
-  sha256 (a half-uploaded or altered artifact is never read).
-- ``check_upload`` (before any work) and ``upload``: the URI must hold nothing,
-  or a ``kind`` artifact this program wrote (its marker, or its ``_WRITING.json``
-  when a killed upload left it unfinished); anything else is refused and left
-  alone. ``upload`` writes ``_WRITING.json``, then the files, then the marker,
-  and only then deletes the files of the artifact it replaced that the new one
-  does not have.
+``download``: every object under a URI into a new local folder, refused unless its marker lists each file with its
+size and sha256. ``check_upload`` and ``upload``: into an empty URI or one holding an artifact of ours, marker last.
 """
 
 from __future__ import annotations

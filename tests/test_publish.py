@@ -10,6 +10,7 @@ import pytest
 from artifacts import storage
 from jobs.publishing import LATEST, publish_model, read_champion
 from conftest import run_cli
+from uploads import upload_tree
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +287,7 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
 
     gcs_emulator.create_bucket("registry-models")
     model_uri = "gs://registry-models/run-1/train/model"
-    storage.upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
+    upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
     with VertexModelRegistryStandIn() as vertex:
         monkeypatch.setenv("JAX_MLP_VERTEX_ENDPOINT", vertex.url)
         assert read_champion(REGISTRY) is None
@@ -343,7 +344,7 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
 
     gcs_emulator.create_bucket("registry-data")
     model_uri = "gs://registry-data/run-1/train/model"
-    storage.upload_tree(model, model_uri)
+    upload_tree(model, model_uri)
     first = validate_dataset(small_dataset, tmp_path / "statistics.pb", tmp_path / "anomalies.pbtxt", tmp_path / "schema.pbtxt")
     uris = {STATISTICS_FILE: "gs://registry-data/run-1/validate/statistics",
             SCHEMA_FILE: "gs://registry-data/run-1/validate/output_schema"}

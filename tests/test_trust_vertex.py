@@ -53,6 +53,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from uploads import upload_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -303,7 +304,7 @@ def registry(gcs_emulator, trained, scratch):
 
     if not gcs_emulator.bucket("trust-vertex-models").exists():
         gcs_emulator.create_bucket("trust-vertex-models")
-    storage.upload_tree(trained / "model", MODEL_URI)
+    upload_tree(trained / "model", MODEL_URI)
     with VertexModelRegistryStandIn() as stand_in, pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAX_MLP_VERTEX_ENDPOINT", stand_in.url)
         yield stand_in

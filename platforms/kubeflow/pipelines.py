@@ -1,27 +1,8 @@
 """Kubeflow Pipelines: submit a run, and keep recurring runs (schedules), with ``kfp.Client``.
 
-``Connection`` holds how to reach the API and who we are, for each kind of
-deployment (Kubeflow docs, "Connect the SDK to the API"):
-
-- standalone Kubeflow Pipelines on a port-forward: the host only;
-- the full Kubeflow Platform from inside the cluster (a pod): the host
-  ``http://ml-pipeline.kubeflow:8888`` and the pod's projected ServiceAccount
-  token (``KF_PIPELINES_SA_TOKEN_PATH``, read by kfp's
-  ``ServiceAccountTokenVolumeCredentials`` on every request), plus the profile
-  namespace;
-- the full Kubeflow Platform from a laptop: the auth proxy's session cookie
-  (``--cookie-file``) or a bearer token (``--token-file``), plus the namespace;
-- behind Google IAP: the OAuth client id (``--client-id``; kfp gets the token).
-
-Secrets come from files or the environment, never from the command line, and
-no message here ever contains them: each file's content is checked before use
-(a cookie file is one ``Cookie`` header value, a token file one bearer token),
-registered with ``artifacts.redaction``, and every error text from a failed
-request passes ``redaction.one_line`` (a proxy may quote back what it refused).
-A ``--host`` or ``--proxy`` with ``user:password@`` is refused, unprinted. Every
-failure is one ``UserError`` line that says what to supply. Before a run or a schedule is created, the backend's
-version is read from its healthz endpoint and an older backend than the compiled
-spec needs is refused (``MIN_BACKEND``).
+``Connection``: how to reach the API and who we are (the host alone, a pod's ServiceAccount token, an auth proxy's
+cookie or bearer token from a file, or Google IAP's client id). Secrets come from files, are registered for redaction
+and never printed; every failure is one ``UserError`` line; a backend older than ``MIN_BACKEND`` is refused.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """A Vertex AI pipeline run in Vertex AI Experiments, and its curves in Vertex AI TensorBoard.
 
-One experiment run per pipeline run, named after the pipeline job: its
-parameters are the train step's hyperparameters, its metrics the final train
-and test metrics; with a TensorBoard instance, the train step's event files are
-uploaded to it as the TensorBoard run of the same name, and the experiment is
-backed by that instance (the console shows the curves beside the run).
-
-Both through ``google-cloud-aiplatform``: ``aiplatform.upload_tb_log`` (its
-uploader creates the TensorBoard experiment and run, the experiment run and
-their link, then writes the points) and ``ExperimentRun`` (``log_params``,
-``log_metrics``, ``update_state``). The step finds its project and region in
-the pipeline job's resource name (``dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER``,
-``projects/P/locations/L/pipelineJobs/J`` on Vertex AI), so a compiled pipeline
-names no project and a schedule's runs are tracked like submitted ones.
-``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (``platforms.vertex.endpoint``).
+One experiment run per pipeline run, named after the pipeline job (its hyperparameters and final metrics); with a
+TensorBoard instance, the train step's event files go to the TensorBoard run of that name. Project and region come
+from the pipeline job's resource name, so a compiled pipeline names none.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """Vertex AI Model Registry as a publish target: ``publish_uri = projects/P/locations/L/models/M``.
 
-A blessed model becomes a new version of the registry model ``M`` (created with
-the first one): its ``artifact_uri`` is the model's SavedModel in Cloud Storage
-(``<model>/saved_model/1``, what Vertex AI's prebuilt TensorFlow prediction
-containers load), its serving container the prebuilt TensorFlow one. The
-champion is the version holding the alias ``champion``: evaluate blesses against
-it, and publish moves the alias to the new version only when that version still
-beats the champion read just before (Vertex AI keeps an alias on one version of
-a model at a time, so adding it moves it). Each version carries its metrics and
-provenance as JSON in its description (a fingerprint of each split, the training settings, and
-the URIs of the validate step's statistics and schema, the next runs' baseline: ``jobs.publishing``),
-and the ``managed-by`` label.
-
-Through the ``google-cloud-aiplatform`` GAPIC client (``ModelServiceClient``, REST
-transport): ``UploadModel`` (a long-running operation), ``GetModel`` with
-``@champion``, ``MergeVersionAliases``. ``JAX_MLP_VERTEX_ENDPOINT`` names another
-API endpoint (a Private Service Connect one; the tests' stand-in); by default it
-is ``<location>-aiplatform.googleapis.com``.
+A blessed model becomes a new version of ``M`` (its SavedModel in Cloud Storage, the prebuilt TensorFlow serving
+container, metrics and provenance as JSON in its description); the champion is the version holding the alias
+``champion``, moved only when the new version still beats it. Through the GAPIC ``ModelServiceClient`` (REST).
 """
 
 from __future__ import annotations
