@@ -1,23 +1,9 @@
 """Multi-file outputs committed the way object stores commit: a marker file written last.
 
-An artifact folder (a Dataset, a Model) is complete when it holds ``_COMPLETE.json``,
-which lists every file of the artifact with its size and sha256 and is written
-after all of them. Readers refuse a folder without it. Nothing here renames a
-folder: Cloud Storage FUSE (Vertex AI's ``/gcs``) cannot rename a non-empty one,
-and Kubeflow's launcher uploads only the artifact path, so files are written in
-place, inside that path (docs/design.md, "Kubeflow backend internals").
-
-Writing (``artifact_writer``):
-
-- into a new or empty folder (every kfp step's case): in place. ``_WRITING.json``
-  comes first and marks the folder as ours while it is incomplete; a failure
-  removes what was written; a kill leaves a folder readers refuse, which the next
-  run (a retry) recognises as its own and clears;
-- over a complete artifact of the same kind (a CLI rerun): the new files are
-  written to a hidden sibling folder first, so a failed run leaves the old
-  artifact untouched; only then is the old marker removed, the old artifact's
-  listed files deleted, and the new files moved in one file rename each;
-- over anything else (files we did not write): refused before any work.
+An artifact folder is complete when its ``_COMPLETE.json`` (every file with its size and sha256, written last) is
+there; readers refuse it otherwise. ``artifact_writer`` writes in place into a new folder (``_WRITING.json`` first),
+over a complete artifact of ours through a hidden sibling, and refuses anything else (docs/design.md, "Failure
+behaviour").
 """
 
 from __future__ import annotations
@@ -36,15 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import storage
-from artifacts.locations import LocationError, check_local, is_remote, member, resolve
+from artifacts.locations import check_local, is_remote, member, resolve
+from mlp_core.errors import UserError
 
 COMPLETE = "_COMPLETE.json"
 WRITING = "_WRITING.json"
 FORMAT = "jax-mlp-pipeline artifact"
-
-
-class IncompleteArtifactError(ValueError):
-    """A folder is not a complete artifact (no marker, or a listed file missing or resized)."""
 
 
 class OutputConflictError(OSError):
@@ -79,32 +62,32 @@ def read_marker(folder: str | Path, kind: str, verify: bool = True) -> dict[str,
     path = folder / COMPLETE
     if not path.is_file():
         why = "it was not finished (the step that wrote it failed or was killed)" if (folder / WRITING).exists() else f"{COMPLETE} is missing"
-        raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {why}")
+        raise UserError(f"{folder} is not a complete {kind} artifact: {why}")
     try:
         marker = json.loads(storage.read_bytes(path, storage.MANIFEST))
     except storage.StorageError as e:
-        raise IncompleteArtifactError(str(e)) from None
+        raise UserError(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IncompleteArtifactError(f"{path} is not valid JSON: {e}") from None
+        raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("files"), dict):
-        raise IncompleteArtifactError(f"{path} is not a {FORMAT} marker")
+        raise UserError(f"{path} is not a {FORMAT} marker")
     if marker.get("kind") != kind:
-        raise IncompleteArtifactError(f"{folder} is a {marker.get('kind')} artifact, expected a {kind}")
+        raise UserError(f"{folder} is a {marker.get('kind')} artifact, expected a {kind}")
     for name, info in marker["files"].items():
         try:
             file = member(folder, name, f"{kind} artifact")
-        except LocationError as e:
-            raise IncompleteArtifactError(f"{e} (its {COMPLETE} is not to be trusted)") from None
+        except UserError as e:
+            raise UserError(f"{e} (its {COMPLETE} is not to be trusted)") from None
         if not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or not isinstance(info.get("sha256"), str):
-            raise IncompleteArtifactError(f"{path}: the entry for {name!r} has no bytes and sha256")
+            raise UserError(f"{path}: the entry for {name!r} has no bytes and sha256")
         if not file.is_file():
-            raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {name} is missing")
+            raise UserError(f"{folder} is not a complete {kind} artifact: {name} is missing")
         if file.stat().st_size != info["bytes"]:
-            raise IncompleteArtifactError(
+            raise UserError(
                 f"{folder}: {name} has {file.stat().st_size} bytes, {COMPLETE} says {info['bytes']} (truncated or altered)"
             )
         if verify and _sha256(file) != info["sha256"]:
-            raise IncompleteArtifactError(f"{folder}: {name} does not match the sha256 in {COMPLETE} (altered)")
+            raise UserError(f"{folder}: {name} does not match the sha256 in {COMPLETE} (altered)")
     return marker
 
 
@@ -146,7 +129,7 @@ def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = Fal
         for name in names:  # a marker is input: its names are deleted on replace, so each must be inside
             try:
                 member(path, name, f"{kind} artifact")
-            except LocationError as e:
+            except UserError as e:
                 raise OutputConflictError(f"{e}; refusing to replace it (its {COMPLETE} was not written by "
                                           "this program)") from None
         listed = set(names) | {COMPLETE, WRITING}  # a _WRITING.json beside a marker: a replace of ours was killed

@@ -6,8 +6,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from platforms.options import ClusterError
-from artifacts.locations import LocationError, check_location, check_publish_target, is_remote, is_resource_name
+from mlp_core.errors import UserError
+from artifacts.locations import check_location, check_publish_target, is_remote, is_resource_name
 
 
 def parameter_types() -> dict[str, type]:
@@ -24,11 +24,11 @@ def parse_params(items: "list[str]") -> dict:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
-            raise ClusterError(f"--param must be name=value, got {item!r}")
+            raise UserError(f"--param must be name=value, got {item!r}")
         if name not in types:
-            raise ClusterError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(types))}")
+            raise UserError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(types))}")
         if name in arguments:
-            raise ClusterError(f"--param {name} is given twice; give each parameter once")
+            raise UserError(f"--param {name} is given twice; give each parameter once")
         kind = types[name]
         try:
             if kind is bool:
@@ -38,7 +38,7 @@ def parse_params(items: "list[str]") -> dict:
             else:
                 arguments[name] = kind(text)
         except ValueError:
-            raise ClusterError(f"--param {name} needs a {kind.__name__}, got {text!r}") from None
+            raise UserError(f"--param {name} needs a {kind.__name__}, got {text!r}") from None
     return arguments
 
 
@@ -89,7 +89,7 @@ def _naming(name: str):
 
     try:
         yield
-    except (ClusterError, LocationError) as e:
+    except UserError as e:
         raise UserError(str(e), field=name) from None
 
 
@@ -105,9 +105,9 @@ def check_writable_folder(name: str, path: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ClusterError(f"{name} {path}: {existing} is a file, not a folder")
+        raise UserError(f"{name} {path}: {existing} is a file, not a folder")
     try:  # os.access says yes to root everywhere, even on /proc: try it
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ClusterError(f"{name} {path} cannot be written (cannot create a file in {existing}: {e.strerror or e})") from None
+        raise UserError(f"{name} {path} cannot be written (cannot create a file in {existing}: {e.strerror or e})") from None

@@ -34,7 +34,8 @@ from artifacts.locations import check_local, is_remote, is_resource_name
 from commands import local_runs
 from commands.arguments import LOCATION_PARAMETERS, parameter_types, validate_arguments
 from components._console import ENV, MARK
-from platforms.options import ClusterError, ClusterOptions
+from mlp_core.errors import UserError
+from platforms.options import ClusterOptions
 
 RUNNERS = ("subprocess", "docker")
 DEFAULT_ROOT = "local_outputs"  # the pipeline root of run and runs
@@ -52,7 +53,7 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = DEFAULT_ROOT, image:
     """What ``run_local`` runs, checked before any work; ``None``: not given.
 
     ``resume``: a run's folder name or path under the root, "" for the newest stopped one; the run keeps its recorded
-    parameters, and a given value that differs from them is refused (``ClusterError``, one line).
+    parameters, and a given value that differs from them is refused (``UserError``, one line).
     """
     from pipeline import DEFAULT_IMAGE, pipeline_parameters  # not above: a longer import chain (test_layout)
 
@@ -75,15 +76,15 @@ def plan_run(arguments: dict, pipeline_root: "str | Path" = DEFAULT_ROOT, image:
         same_dir = name == "tfds_data_dir" and isinstance(value, str) and str(Path(value).resolve()) == recorded[name]
         if name in recorded and value != recorded[name] and not same_dir:
             flag = "--" + name.replace("_", "-")
-            raise ClusterError(f"{flag} {value}: run {folder.name} was started with {recorded[name]!r}; a resumed run "
+            raise UserError(f"{flag} {value}: run {folder.name} was started with {recorded[name]!r}; a resumed run "
                                f"keeps its parameters (leave {flag} out, or start a new run)")
     for name, value in (("runner", runner), ("image", image), ("gpus", gpus)):
         if value is not None and value != record.get(name):
-            raise ClusterError(f"--{name} {value}: run {folder.name} ran with {record.get(name)!r}; a resumed run keeps "
+            raise UserError(f"--{name} {value}: run {folder.name} ran with {record.get(name)!r}; a resumed run keeps "
                                f"it (leave --{name} out)")
     unknown = sorted(set(record["parameters"]) - set(defaults))
     if unknown or record.get("runner", "subprocess") not in RUNNERS:
-        raise ClusterError(f"--resume {folder.name}: its {local_runs.RUN_FILE} names "
+        raise UserError(f"--resume {folder.name}: its {local_runs.RUN_FILE} names "
                            f"{'parameters the pipeline does not have: ' + ', '.join(unknown) if unknown else 'no known runner'}")
     validate_arguments(dict(record["parameters"]))  # run.json is input: checked as the command line's values are
     return {"root": root, "folder": folder, "arguments": dict(record["parameters"]),
@@ -198,12 +199,12 @@ def _docker_runner(arguments: dict, gpus: bool, run_id: str) -> local.DockerRunn
     try:
         import docker
     except ImportError:
-        raise ClusterError("--runner docker needs the docker package: pip install -e '.[docker]'") from None
+        raise UserError("--runner docker needs the docker package: pip install -e '.[docker]'") from None
     try:
         docker.from_env(timeout=10).close()  # it asks the engine for its API version
     except docker.errors.DockerException:
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        raise ClusterError(f"--runner docker: no Docker engine answers at {where}; start Docker (Docker Desktop, or "
+        raise UserError(f"--runner docker: no Docker engine answers at {where}; start Docker (Docker Desktop, or "
                            "sudo systemctl start docker) or run without --runner docker") from None
     data_dir = arguments.get("tfds_data_dir") or os.environ.get("TFDS_DATA_DIR") or str(Path.home() / "tensorflow_datasets")
     mounts = []

@@ -19,7 +19,7 @@ from artifacts import storage
 from artifacts.locations import resolve
 from artifacts.outputs import locked
 from artifacts.schemas import excerpt
-from platforms.options import ClusterError
+from mlp_core.errors import UserError
 
 RUN_FILE, LOG_FILE, CACHE_FOLDER = "run.json", "pipeline.log", ".kfp_cache"
 FORMAT = "jax-mlp-pipeline local run"
@@ -28,21 +28,21 @@ _KINDS = {int: "an integer", float: "a number", str: "a text", bool: "true or fa
 
 
 def read(folder: Path) -> "dict | None":
-    """``folder``'s run record, or None when it has none; one that is not a run record is a ``ClusterError``."""
+    """``folder``'s run record, or None when it has none; one that is not a run record is a ``UserError``."""
     path = folder / RUN_FILE
     if not os.path.lexists(path):
         return None
     try:
         raw = storage.read_bytes(path, storage.RUN_JSON)
     except storage.StorageError as e:
-        raise ClusterError(str(e)) from None
+        raise UserError(str(e)) from None
     try:
         record = json.loads(raw)
     except ValueError:
         record = None
     if not isinstance(record, dict) or record.get("format") != FORMAT or not all(
             isinstance(record.get(key), kind) for key, kind in (("name", str), ("parameters", dict), ("run_id", str))):
-        raise ClusterError(f"{path} is malformed (not a run record of pipeline.py run): it begins {excerpt(raw)}")
+        raise UserError(f"{path} is malformed (not a run record of pipeline.py run): it begins {excerpt(raw)}")
     return record
 
 
@@ -52,7 +52,7 @@ def check_types(folder: Path, record: dict, types: "dict[str, type]") -> None:
         kind = types.get(name)
         if kind and not (isinstance(value, kind) and isinstance(value, bool) == (kind is bool)
                          or kind is float and type(value) is int):
-            raise ClusterError(f"{folder.name}: its {RUN_FILE} gives {name} {excerpt(value)}, "
+            raise UserError(f"{folder.name}: its {RUN_FILE} gives {name} {excerpt(value)}, "
                                f"not {_KINDS.get(kind, kind.__name__)}")
 
 
@@ -102,14 +102,14 @@ def create(root: Path, pipeline_name: str, record: dict) -> "tuple[Path, int]":
         write(folder, {"format": FORMAT, "name": folder.name, "run_id": str(uuid.uuid4()), "pipeline": pipeline_name,
                        **record, "status": "running", "started_at": now(), "attempts": 1})
         return folder, fd
-    raise ClusterError(f"--pipeline-root {root}: no free run name {base}[-N]")
+    raise UserError(f"--pipeline-root {root}: no free run name {base}[-N]")
 
 
 def reopen(folder: Path) -> int:
     """Lock a stopped run's folder again and mark it running (one more attempt)."""
     fd = lock(folder)
     if fd is None:
-        raise ClusterError(f"--resume {folder.name}: the run is running now (another pipeline.py run holds it)")
+        raise UserError(f"--resume {folder.name}: the run is running now (another pipeline.py run holds it)")
     record = {k: v for k, v in read(folder).items() if k not in ("ended_at", "error", "seconds")}
     write(folder, dict(record, status="running", attempts=record.get("attempts", 1) + 1, resumed_at=now()))
     return fd
@@ -122,7 +122,7 @@ def runs(root: Path) -> "list[tuple[Path, dict]]":
         if folder.is_dir() and not folder.is_symlink():
             try:
                 record = read(folder)
-            except ClusterError:
+            except UserError:
                 continue
             if record is not None:
                 found.append((folder, record))
@@ -132,22 +132,22 @@ def runs(root: Path) -> "list[tuple[Path, dict]]":
 def find(root: Path, text: str) -> "tuple[Path, dict]":
     """The run ``--resume TEXT`` names (a folder name or path under ``root``); "" is the newest unfinished one."""
     if not root.is_dir():
-        raise ClusterError(f"--resume: --pipeline-root {root} does not exist, so it has no run to resume")
+        raise UserError(f"--resume: --pipeline-root {root} does not exist, so it has no run to resume")
     if text == "":
         unfinished = [(f, r) for f, r in runs(root) if status(f, r) in ("interrupted", "failed")]
         if not unfinished:
-            raise ClusterError(f"--resume: no interrupted or failed run under {root} to resume "
+            raise UserError(f"--resume: no interrupted or failed run under {root} to resume "
                                f"(python pipeline.py runs --pipeline-root {root} lists them)")
         return unfinished[-1]
     folder = _under(root, text, "--resume")
     record = read(folder)
     if record is None:
-        raise ClusterError(f"--resume {text}: {folder} has no {RUN_FILE}, so it is not a run of pipeline.py run")
+        raise UserError(f"--resume {text}: {folder} has no {RUN_FILE}, so it is not a run of pipeline.py run")
     state = status(folder, record)
     if state == "running":
-        raise ClusterError(f"--resume {text}: the run is running now (another pipeline.py run holds it)")
+        raise UserError(f"--resume {text}: the run is running now (another pipeline.py run holds it)")
     if state == "finished":
-        raise ClusterError(f"--resume {text}: the run finished; there is nothing to resume")
+        raise UserError(f"--resume {text}: the run finished; there is nothing to resume")
     return folder, record
 
 
@@ -155,9 +155,9 @@ def _under(root: Path, text: str, flag: str) -> Path:
     """``text`` as a run folder directly under ``root``: a name, or a path whose folder is ``root``."""
     folder = root / text if len(Path(text).parts) == 1 and text not in (".", "..") else Path(text)
     if resolve(folder, flag).parent != resolve(root, "--pipeline-root"):
-        raise ClusterError(f"{flag} {text}: not a run folder directly under --pipeline-root {root}")
+        raise UserError(f"{flag} {text}: not a run folder directly under --pipeline-root {root}")
     if not folder.is_dir():
-        raise ClusterError(f"{flag} {text}: no run {folder.name} under {root} "
+        raise UserError(f"{flag} {text}: no run {folder.name} under {root} "
                            f"(python pipeline.py runs --pipeline-root {root} lists them)")
     return folder
 
@@ -168,10 +168,10 @@ def remove(root: Path, names: "list[str]") -> "list[str]":
     for text in names:
         folder = _under(root, text, "--remove")
         if read(folder) is None:
-            raise ClusterError(f"--remove {text}: {folder} has no {RUN_FILE}, so pipeline.py run did not make it; "
+            raise UserError(f"--remove {text}: {folder} has no {RUN_FILE}, so pipeline.py run did not make it; "
                                "left alone")
         if running(folder):
-            raise ClusterError(f"--remove {text}: the run is running now; stop it first")
+            raise UserError(f"--remove {text}: the run is running now; stop it first")
         folders.append(folder)
     return [_remove(folder) for folder in dict.fromkeys(folders)]
 
@@ -179,7 +179,7 @@ def remove(root: Path, names: "list[str]") -> "list[str]":
 def keep(root: Path, newest: int) -> "list[str]":
     """Remove all but the ``newest`` runs (running ones stay); returns the removed names."""
     if newest < 0:
-        raise ClusterError(f"--keep must be 0 or more, got {newest}")
+        raise UserError(f"--keep must be 0 or more, got {newest}")
     old = runs(root)[:-newest] if newest else runs(root)
     return [_remove(folder) for folder, _ in old if not running(folder)]
 
@@ -188,7 +188,7 @@ def _remove(folder: Path) -> str:
     """Remove a run folder, locked meanwhile so that a resume started now is refused."""
     fd = lock(folder)
     if fd is None:
-        raise ClusterError(f"{folder.name}: the run started running; left alone")
+        raise UserError(f"{folder.name}: the run started running; left alone")
     try:
         shutil.rmtree(folder)
     finally:

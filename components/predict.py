@@ -35,21 +35,20 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
 
     if backend == "saved_model":
         from mlp_core.data.tf import tf
-        from mlp_core.model_io import ModelError
 
         path = saved_model_dir(model)
         if not (path / "saved_model.pb").is_file():
-            raise ModelError(f"no SavedModel in {model}")
+            raise UserError(f"no SavedModel in {model}")
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         takes = list(serve.structured_input_signature[1]["images"].shape[1:])
         if trained_on is not None and takes != list(trained_on["image_shape"]):
-            raise ModelError(f"{path} takes images of {takes}, its dataset.json says {trained_on['image_shape']}")
+            raise UserError(f"{path} takes images of {takes}, its dataset.json says {trained_on['image_shape']}")
         out = serve(images=tf.constant(images))
         classes = out["classes"].numpy()
         if trained_on is not None and "class_names" in out:
             named = [n.decode("utf-8") for n in out["class_names"].numpy()]
             if named != [trained_on["class_names"][int(c)] for c in classes]:
-                raise ModelError(f"{path} names its classes otherwise than its model's dataset.json "
+                raise UserError(f"{path} names its classes otherwise than its model's dataset.json "
                                  f"({trained_on['class_names']})")
         return out["probabilities"].numpy(), classes
     import jax.numpy as jnp
@@ -252,19 +251,15 @@ def _model_image_shape(model: str) -> "list[int] | None":
     """
     import json
 
-    from artifacts.locations import LocationError
     from artifacts import storage
-    from artifacts.outputs import IncompleteArtifactError, read_marker
+    from artifacts.outputs import read_marker
 
     folder = Path(model)
     if not folder.exists():
         raise UserError(f"model folder does not exist: {model}")
     if not folder.is_dir():
         raise UserError(f"model path is a file, expected a folder: {model}")
-    try:
-        read_marker(folder, "model", verify=False)  # every file there at its size; the hashes: load_model
-    except (IncompleteArtifactError, LocationError) as e:
-        raise UserError(str(e)) from None
+    read_marker(folder, "model", verify=False)  # every file there at its size; the hashes: load_model
     try:
         shape = json.loads(storage.read_bytes(folder / "dataset.json", storage.MANIFEST))["image_shape"]
     except (OSError, ValueError, TypeError, KeyError):
@@ -299,13 +294,11 @@ def check_request(args: argparse.Namespace):
 def main(argv: "list[str] | None" = None) -> int:
     """The CLI: arguments checked first, refused in one line before TensorFlow or JAX is imported (start-up, not
     ``exit_on_error``'s list of every step's errors, which imports them); then the prediction."""
-    from mlp_core.data.errors import DatasetError
-    from artifacts.locations import LocationError
 
     args = _parser().parse_args(argv)
     try:
         inputs, notes = check_request(args)
-    except (UserError, DatasetError, LocationError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return _predict((args, inputs, notes))

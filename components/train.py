@@ -414,7 +414,7 @@ def pipeline_checkpoint_dir(checkpoint_root: str, model_uri: "str | None", run_i
     if model_uri and storage.is_remote(model_uri):
         try:
             return beside(model_uri)
-        except locations.LocationError as e:
+        except UserError as e:
             log(f"warning: checkpoints cannot be written beside the model at {model_uri} ({e}); they stay in this "
                 "pod, so a retry starts from epoch 1: set the pipeline parameter checkpoint_root")
     return None

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlp_core.blessing import ChampionError, bless_against_champion, check_fraction, test_set_sha256
+from mlp_core.blessing import bless_against_champion, check_fraction, test_set_sha256
+from mlp_core.errors import UserError
 from artifacts.outputs import check_apart, check_output_file
 
 # How many of the most confidently misclassified test images the report shows.
@@ -56,7 +57,7 @@ def evaluate_on_dataset(
     import numpy as np
 
     from mlp_core import report as report_lib
-    from mlp_core.data.artifact import DatasetError, dataset_identity, load_metadata, read_split
+    from mlp_core.data.artifact import dataset_identity, load_metadata, read_split
     from mlp_core.evaluation import class_comparison
     from artifacts.outputs import read_marker
     from mlp_core.model_io import load_model
@@ -70,7 +71,7 @@ def evaluate_on_dataset(
     for key in ("name", "image_shape", "num_classes"):
         if identity[key] != trained_on[key]:
             what = "dataset" if key == "name" else f"dataset's {key}"
-            raise DatasetError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
+            raise UserError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
     published = read_champion(publish_uri) if publish_uri else None
     images, labels = read_split(dataset, "test", metadata)
     class_names = metadata["class_names"]
@@ -173,14 +174,13 @@ def _load_champion(publish_uri: str, published: dict) -> tuple:
 
     from platforms.vertex import model_registry
     from artifacts import remote as remote_artifacts, storage
-    from mlp_core.model_io import ModelError, load_model
-    from artifacts.outputs import IncompleteArtifactError
+    from mlp_core.model_io import load_model
 
     version = published["version"]
     if model_registry.is_registry(publish_uri):
         where = published.get("model_uri")
         if not isinstance(where, str) or not where.startswith("gs://"):
-            raise ChampionError(f"{publish_uri} version {version} (the champion) names no gs:// model_uri, so it cannot "
+            raise UserError(f"{publish_uri} version {version} (the champion) names no gs:// model_uri, so it cannot "
                                 "be scored on this run's test split: move the alias or remove it")
     else:
         where = storage.join(publish_uri, version)
@@ -191,8 +191,8 @@ def _load_champion(publish_uri: str, published: dict) -> tuple:
         with tempfile.TemporaryDirectory(prefix="champion-") as folder:
             params, _, trained_on, _ = load_model(remote_artifacts.download(where, "model", Path(folder) / "model"))
             return params, trained_on
-    except (ModelError, IncompleteArtifactError, storage.StorageError) as e:
-        raise ChampionError(f"the champion (version {version}) cannot be loaded, so nothing is blessed against it: "
+    except (UserError, storage.StorageError) as e:
+        raise UserError(f"the champion (version {version}) cannot be loaded, so nothing is blessed against it: "
                             f"{str(e).splitlines()[0]}") from None
 
 

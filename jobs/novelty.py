@@ -29,6 +29,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jobs.publishing import CANDIDATES
+from mlp_core.errors import UserError
 
 if TYPE_CHECKING:
     from mlp_core.config import TrainConfig
@@ -104,7 +105,7 @@ def _lost_before(publish_uri: str, shards, config, champion_version: str) -> "di
     try:
         record = json.loads(storage.read_bytes(locations.join(publish_uri, CANDIDATES, candidate_key(shards, config) + ".json"),
                                                storage.RECORD))
-    except (storage.StorageError, locations.LocationError, ValueError):  # none, or not ours: train
+    except (storage.StorageError, UserError, ValueError):  # none, or not ours: train
         return None
     if not isinstance(record, dict) or record.get("champion_version") != champion_version \
             or not all(isinstance(record.get(key), str) for key in ("evaluated_at", "reason")):

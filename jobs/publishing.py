@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
-from mlp_core.blessing import DEFAULT_TOLERANCE, ChampionError, test_set_sha256
+from mlp_core.blessing import DEFAULT_TOLERANCE, test_set_sha256
+from mlp_core.errors import UserError
 from artifacts.schemas import TEST_METRICS
 from mlp_core.model_io import content_hash
 
@@ -37,23 +38,23 @@ MANIFEST = "manifest.json"
 
 
 def _manifest(publish_uri: str, version: str) -> dict:
-    """The validated manifest of ``version``; ``ChampionError`` when it is missing, not JSON or out of range."""
+    """The validated manifest of ``version``; ``UserError`` when it is missing, not JSON or out of range."""
     import re
 
     from artifacts import locations, storage
-    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, SchemaError, excerpt, loads, validate
+    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, excerpt, loads, validate
 
     latest = storage.join(publish_uri, LATEST)
     if not re.match(VERSION_PATTERN, version):
-        raise ChampionError(f"{latest} names {excerpt(version)}, not a published version; fix or remove {latest}")
+        raise UserError(f"{latest} names {excerpt(version)}, not a published version; fix or remove {latest}")
     where = locations.join(publish_uri, version, MANIFEST)
     try:
         manifest = validate(loads(storage.read_bytes(where, storage.MANIFEST), where), PUBLISH_MANIFEST, where)
-    except (SchemaError, storage.StorageError) as e:
-        raise ChampionError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
+    except (UserError, storage.StorageError) as e:
+        raise UserError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
                             f"fix it or remove its {LATEST}") from None
     if manifest["version"] != version:
-        raise ChampionError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
+        raise UserError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
     return manifest
 
 
@@ -65,7 +66,7 @@ def check_publish_folder(publish_uri: str) -> None:
     if storage.is_remote(publish_uri):
         return
     if os.path.exists(publish_uri) and not os.path.isdir(publish_uri):
-        raise ChampionError(f"publish location {publish_uri} is a file, not a folder")
+        raise UserError(f"publish location {publish_uri} is a file, not a folder")
     for name in (LATEST, f".{LATEST}.lock", CANDIDATES):
         locations.join(publish_uri, name, flag="publish location")
 
@@ -88,7 +89,7 @@ def read_champion(publish_uri: str) -> "dict | None":
     try:
         version = storage.read_bytes(latest, storage.RECORD).decode().strip()
     except UnicodeDecodeError:
-        raise ChampionError(f"{latest} is not text; fix or remove it") from None
+        raise UserError(f"{latest} is not text; fix or remove it") from None
     return _manifest(publish_uri, version)
 
 
@@ -151,7 +152,6 @@ EVALUATION = {
 def read_evaluation(path: "str | Path") -> TestMetrics:
     """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``UserError`` else."""
     from artifacts import storage
-    from mlp_core.errors import UserError
     from artifacts.schemas import loads, validate
 
     try:
@@ -172,7 +172,6 @@ def check_champion_version(version: str, what: str) -> str:
     import re
 
     from artifacts.schemas import VERSION_PATTERN, excerpt
-    from mlp_core.errors import UserError
 
     if version and not re.match(VERSION_PATTERN, version) and not re.fullmatch(r"[0-9]{1,20}", version):
         raise UserError(f"{what} {excerpt(version)} is not a published version's name (such as 20261126T184620Z-"
@@ -319,7 +318,6 @@ def _registry_provenance(evaluated: Evaluated, config, history: list, dataset: d
 
 def _test_set(dataset: dict, scored_on: "str | None") -> str:
     """The model's test split (its fingerprint); ``UserError`` when the numbers given are from another one."""
-    from mlp_core.errors import UserError
 
     ours = test_set_sha256(dataset["shards"]["test"])
     if scored_on is not None and scored_on != ours:
@@ -399,7 +397,7 @@ def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
                 found.append(None)
                 continue
             if not isinstance(uri, str) or not storage.is_remote(uri):
-                raise ChampionError(f"{publish_uri}@{model_registry.CHAMPION} (version {champion['version']}) records "
+                raise UserError(f"{publish_uri}@{model_registry.CHAMPION} (version {champion['version']}) records "
                                     f"a validation file that is not in an object store: {str(uri)[:200]!r}")
             locations.check_location(uri, f"the champion's {name}")
             found.append(uri if storage.exists(uri) else None)  # gone once its pipeline root was cleaned up

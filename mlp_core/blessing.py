@@ -12,10 +12,6 @@ from typing import Any
 
 from mlp_core.errors import UserError
 
-class ChampionError(ValueError):
-    """The published champion cannot be trusted (unreadable, not JSON, out of range): blessing against it stops."""
-
-
 # The lowest test accuracy a model is blessed (and published) with; the seed's MLP reaches about 0.98.
 DEFAULT_THRESHOLD = 0.95
 # A retrained model may be this much below the champion and still replace it (run-to-run noise).

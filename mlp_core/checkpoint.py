@@ -29,7 +29,8 @@ from typing import Any
 
 from artifacts import locations, storage
 from mlp_core.model import Params
-from mlp_core.model_io import ModelError, params_from_bytes, params_to_bytes
+from mlp_core.model_io import params_from_bytes, params_to_bytes
+from mlp_core.errors import UserError
 
 # A checkpoint's files, and the temp files of a write killed before its rename (storage.write_bytes names them).
 _CKPT = re.compile(r"^ckpt-(\d{6})/(params\.npz|state\.json|\.(?:params\.npz|state\.json)\.partial-[a-z0-9_]{8})$")
@@ -107,7 +108,7 @@ class Checkpoints:
                     raise ValueError(f"{PARAMS} does not match the sha256 in its state.json")
                 params = params_from_bytes(data, self._name(epoch, PARAMS), tuple(layer_sizes))
                 history = state["history"]
-            except (OSError, ValueError, KeyError, TypeError, ModelError) as e:
+            except (OSError, ValueError, KeyError, TypeError, UserError) as e:
                 log(f"checkpoint {uri} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); trying an older one")
                 continue
             return Checkpoint(storage.join(self.uri, f"ckpt-{epoch:06d}"), epoch, params, history)

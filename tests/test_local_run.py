@@ -46,8 +46,8 @@ def _ingest_fails(console):
                 for line in ["[KFP Executor 2026-11-30 03:48:05,357 INFO]: Got executor_input:", "{",
                              '    "inputs": {}', "}", "\x1eread 60000 train examples",
                              "Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
-                             "    raise DatasetError('x')",
-                             "mlp_core.data.artifact.DatasetError: cannot read mnist train: a shard is damaged"]:
+                             "    raise UserError('x')",
+                             "mlp_core.errors.UserError: cannot read mnist train: a shard is damaged"]:
                     print(line)
                 print("\n")
             logging.info("Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m")
@@ -58,7 +58,7 @@ def test_the_terminal_gets_a_line_per_task_the_steps_lines_and_the_failure_the_l
     console, out, err = _console(tmp_path)
     _ingest_fails(console)
     assert out.getvalue() == "ingest\n  read 60000 train examples\n"
-    assert err.getvalue() == "ingest failed: DatasetError: cannot read mnist train: a shard is damaged\n"
+    assert err.getvalue() == "ingest failed: UserError: cannot read mnist train: a shard is damaged\n"
     log = (tmp_path / "pipeline.log").read_text()
     assert "Got executor_input" in log and "Executing task 'ingest'" in log and "    read 60000 train examples" in log
     assert "finished with status FAILURE" in log
@@ -126,9 +126,10 @@ def test_marked_stream_marks_each_line_of_a_write():
 
 
 def test_every_step_is_cached_only_in_kfp_local():
-    from platforms.options import ClusterError, ClusterOptions
+    from platforms.options import ClusterOptions
+    from mlp_core.errors import UserError
 
-    with pytest.raises(ClusterError, match="cache_every_step is for kfp.local"):
+    with pytest.raises(UserError, match="cache_every_step is for kfp.local"):
         ClusterOptions(target="kfp", cache_every_step=True)
 
 

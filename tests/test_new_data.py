@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import run_cli
+from uploads import upload_tree
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(
     registry = "projects/my-project/locations/us-central1/models/mnist-mlp"
     model = champion.parent / "model"
     gcs_emulator.create_bucket("registry-novelty")
-    storage.upload_tree(model, "gs://registry-novelty/run-1/train/model")
+    upload_tree(model, "gs://registry-novelty/run-1/train/model")
     with VertexModelRegistryStandIn() as vertex:
         import os
         from unittest import mock

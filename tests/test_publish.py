@@ -10,6 +10,7 @@ import pytest
 from artifacts import storage
 from jobs.publishing import LATEST, publish_model, read_champion
 from conftest import run_cli
+from uploads import upload_tree
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +182,7 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     import pipeline
     from components import publish
     from jobs.publishing import metrics_from_artifact
-    from artifacts.schemas import SchemaError
+    from mlp_core.errors import UserError
 
     inputs = publish.component("registry.example/img:1").component_spec.inputs
     assert inputs["test_metrics"].type == "system.Metrics@0.0.1"
@@ -196,7 +197,7 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     assert publish.metrics_line(tested, "from the evaluate step's metrics") == (
         "test accuracy 0.9470, test loss 0.0185 (the notebook's loss: cross-entropy averaged over the 10 classes too), "
         "from the evaluate step's metrics")
-    with pytest.raises(SchemaError, match="^the evaluate step's metrics: \\(top level\\): 'test_loss' is a required"):
+    with pytest.raises(UserError, match="^the evaluate step's metrics: \\(top level\\): 'test_loss' is a required"):
         metrics_from_artifact({"test_accuracy": 0.9}, "the evaluate step's metrics")
 
 
@@ -286,7 +287,7 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
 
     gcs_emulator.create_bucket("registry-models")
     model_uri = "gs://registry-models/run-1/train/model"
-    storage.upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
+    upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
     with VertexModelRegistryStandIn() as vertex:
         monkeypatch.setenv("JAX_MLP_VERTEX_ENDPOINT", vertex.url)
         assert read_champion(REGISTRY) is None
@@ -337,13 +338,13 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
     validation reads them as its baseline, and a champion promoted meanwhile is compared on the same test split."""
     from components.validate import validate_dataset
     from jobs.publishing import champion_baseline
-    from mlp_core.blessing import ChampionError
+    from mlp_core.errors import UserError
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
     from vertex_api_stand_in import VertexModelRegistryStandIn
 
     gcs_emulator.create_bucket("registry-data")
     model_uri = "gs://registry-data/run-1/train/model"
-    storage.upload_tree(model, model_uri)
+    upload_tree(model, model_uri)
     first = validate_dataset(small_dataset, tmp_path / "statistics.pb", tmp_path / "anomalies.pbtxt", tmp_path / "schema.pbtxt")
     uris = {STATISTICS_FILE: "gs://registry-data/run-1/validate/statistics",
             SCHEMA_FILE: "gs://registry-data/run-1/validate/output_schema"}
@@ -367,7 +368,7 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
         stored = vertex.models[REGISTRY][int(version.version) - 1]  # as someone else might have written it
         stored["versionDescription"] = json.dumps({**json.loads(stored["versionDescription"]),
                                                    "validation": {STATISTICS_FILE: "/etc/passwd"}})
-        with pytest.raises(ChampionError, match="not in an object store: '/etc/passwd'"):
+        with pytest.raises(UserError, match="not in an object store: '/etc/passwd'"):
             champion_baseline(REGISTRY)
     assert first["baseline_source"] is None and second["baseline_source"] == uris[STATISTICS_FILE]
     assert second["schema_source"] == f"from {uris[SCHEMA_FILE]}" and second["anomalies"] == []

@@ -15,10 +15,11 @@ import pytest
 
 from conftest import SMALL_TEST, SMALL_TRAIN
 from artifacts import remote as remote_artifacts, storage
+from uploads import upload_tree
 
 
 def _upload_dataset(local, uri: str) -> str:
-    storage.upload_tree(local, uri)
+    upload_tree(local, uri)
     return uri
 
 

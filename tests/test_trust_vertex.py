@@ -53,6 +53,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from uploads import upload_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -303,7 +304,7 @@ def registry(gcs_emulator, trained, scratch):
 
     if not gcs_emulator.bucket("trust-vertex-models").exists():
         gcs_emulator.create_bucket("trust-vertex-models")
-    storage.upload_tree(trained / "model", MODEL_URI)
+    upload_tree(trained / "model", MODEL_URI)
     with VertexModelRegistryStandIn() as stand_in, pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAX_MLP_VERTEX_ENDPOINT", stand_in.url)
         yield stand_in
@@ -362,9 +363,9 @@ def check_registry_name(name: str, registry, trained, scratch) -> None:
             return
         with pytest.raises(Exception) as refused:
             publish_model(trained / "model", name, 0.9, 0.1, model_uri=MODEL_URI)
-        from artifacts.locations import LocationError
+        from mlp_core.errors import UserError
 
-        assert isinstance(refused.value, LocationError), f"{broken}: {type(refused.value).__name__}: {refused.value}"
+        assert isinstance(refused.value, UserError), f"{broken}: {type(refused.value).__name__}: {refused.value}"
         assert len(str(refused.value).splitlines()) == 1 and "--publish-uri" in str(refused.value)
         assert registry.requests[before:] == [], f"{broken}: a request reached the registry"
     finally:
@@ -375,7 +376,8 @@ def check_registry_name(name: str, registry, trained, scratch) -> None:
 
 
 def check_experiment_name(name: str, experiments) -> None:
-    from platforms.vertex.experiments import ExperimentError, track_run
+    from platforms.vertex.experiments import track_run
+    from mlp_core.errors import UserError
 
     before = len(experiments.requests)
     broken = experiment_broken_rule(name)
@@ -386,7 +388,7 @@ def check_experiment_name(name: str, experiments) -> None:
     try:
         track_run(JOB, name, {"epochs": 1}, {"test_accuracy": 0.9})
         raise AssertionError(f"{name!r} ({broken}) accepted")
-    except ExperimentError as e:
+    except UserError as e:
         assert len(str(e).splitlines()) == 1
     except AssertionError:
         raise
@@ -396,22 +398,22 @@ def check_experiment_name(name: str, experiments) -> None:
 
 
 def check_tensorboard_name(name: str, experiments, trained) -> None:
-    from platforms.vertex.experiments import ExperimentError, check_tensorboard, track_run
+    from platforms.vertex.experiments import check_tensorboard, track_run
+    from mlp_core.errors import UserError
 
     broken = tensorboard_broken_rule(name)
     if broken is None:
         assert check_tensorboard(name) == name
         return
     before = len(experiments.requests)
-    with pytest.raises(ExperimentError):
+    with pytest.raises(UserError):
         track_run(JOB, "mnist-mlp", {"epochs": 1}, {"test_accuracy": 0.9}, trained / "tensorboard", name)
     assert experiments.requests[before:] == [], f"{name!r} ({broken}): a request reached Vertex AI"
 
 
 def check_served_name(name: str, serving) -> None:
-    from mlp_core.errors import UserError
     from components.predict import predict_served
-    from artifacts.locations import LocationError
+    from mlp_core.errors import UserError
 
     before = len(serving.requests)
     broken = served_name_broken_rule(name)
@@ -423,7 +425,7 @@ def check_served_name(name: str, serving) -> None:
         (request,) = serving.requests[before:]
         assert request["path"] == f"/v1/models/{name}:predict"
         return
-    with pytest.raises((LocationError, UserError)) as refused:
+    with pytest.raises(UserError) as refused:
         predict_served(serving.url, name, _images())
     assert "--model-name" in str(refused.value), f"{name!r} ({broken}): {refused.value}"
     assert serving.requests[before:] == [], f"{name!r} ({broken}): the request reached the server"

@@ -14,14 +14,14 @@ function of the bytes, so each record then parses to exactly its slices.
 Any other shard goes through ``decode_records``: each record framed, its CRCs
 checked and its Example parsed by protobuf, one at a time. Either way a damaged
 shard (cut short, a length field past its end, an image of another size) is one
-``RecordCorruption`` line naming the shard, the record and the fault.
+``UserError`` line naming the shard, the record and the fault.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 import google_crc32c
 
@@ -33,31 +33,27 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-class RecordCorruption(DatasetError):
-    """A TFRecord's framing or checksum is wrong."""
-
-
 def decode_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 [n, image_size], int64 [n])`` of any shard's bytes, every record's framing, CRCs and Example checked."""
     images, labels, at, index = [], [], 0, 0
     while at < len(raw):
         if at + 12 > len(raw):
-            raise RecordCorruption(f"{path}: truncated: record {index} at byte {at} has no complete length field")
+            raise UserError(f"{path}: truncated: record {index} at byte {at} has no complete length field")
         if int.from_bytes(raw[at + 8:at + 12], "little") != _masked_crc(raw[at:at + 8]):
-            raise RecordCorruption(f"{path}: record {index} at byte {at}: its length field fails its checksum (CRC)")
+            raise UserError(f"{path}: record {index} at byte {at}: its length field fails its checksum (CRC)")
         length = int.from_bytes(raw[at:at + 8], "little")
         end = at + 12 + length + 4
         if end > len(raw):
-            raise RecordCorruption(f"{path}: truncated: record {index} at byte {at} declares {length} bytes, "
+            raise UserError(f"{path}: truncated: record {index} at byte {at} declares {length} bytes, "
                                    f"{end - len(raw)} more than the shard holds")
         data = raw[at + 12:at + 12 + length]
         if int.from_bytes(raw[end - 4:end], "little") != _masked_crc(data):
-            raise RecordCorruption(f"{path}: corrupted record {index} (CRC mismatch)")
+            raise UserError(f"{path}: corrupted record {index} (CRC mismatch)")
         parsed = _parse(data, path, index)
         if parsed is None:
-            raise RecordCorruption(f"{path}: record {index} is not an Example of one image and one label")
+            raise UserError(f"{path}: record {index} is not an Example of one image and one label")
         if len(parsed[0]) != image_size:
-            raise RecordCorruption(f"{path}: record {index}: an image holds {len(parsed[0])} bytes, the metadata's "
+            raise UserError(f"{path}: record {index}: an image holds {len(parsed[0])} bytes, the metadata's "
                                    f"uint8 image_shape needs {image_size}")
         images.append(np.frombuffer(parsed[0], np.uint8))
         labels.append(parsed[1])
@@ -79,12 +75,12 @@ def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple
     if not (framed[:, :12] == framed[0, :12]).all():  # same length (and length CRC) everywhere
         return None
     if int.from_bytes(raw[8:12], "little") != _masked_crc(raw[:8]):
-        raise RecordCorruption(f"{path}: corrupted record header at record 0")
+        raise UserError(f"{path}: corrupted record header at record 0")
     stored = framed[:, 12 + length :].copy().view("<u4")[:, 0]
     for i in range(len(framed)):
         start = i * frame + 12
         if _masked_crc(raw[start : start + length]) != stored[i]:
-            raise RecordCorruption(f"{path}: corrupted record {i} (CRC mismatch)")
+            raise UserError(f"{path}: corrupted record {i} (CRC mismatch)")
     payload = framed[:, 12 : 12 + length]
     layout = _layout(bytes(payload[0]), image_size, path)
     if layout is None:
@@ -114,7 +110,7 @@ def _parse(record: bytes, path, index: int) -> tuple[bytes, int] | None:
     try:
         features = example_pb2.Example.FromString(record).features.feature
     except DecodeError:
-        raise RecordCorruption(f"{path}: record {index} is not a tf.train.Example (protobuf cannot parse it)") from None
+        raise UserError(f"{path}: record {index} is not a tf.train.Example (protobuf cannot parse it)") from None
     if "image" not in features or "label" not in features:
         return None
     image = features["image"].bytes_list.value
@@ -128,7 +124,7 @@ def _layout(record: bytes, image_size: int, path) -> tuple[int, int] | None:
     """Offsets of the image bytes and the one-byte label varint in an Example."""
     parsed = _parse(record, path, 0)
     if parsed is not None and len(parsed[0]) != image_size:
-        raise RecordCorruption(f"{path}: record 0: an image holds {len(parsed[0])} bytes, the metadata's uint8 "
+        raise UserError(f"{path}: record 0: an image holds {len(parsed[0])} bytes, the metadata's uint8 "
                                f"image_shape needs {image_size}")
     if parsed is None or not 0 <= parsed[1] < 0x80:
         return None

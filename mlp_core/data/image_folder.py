@@ -37,7 +37,7 @@ from typing import Any
 from artifacts import locations, storage
 from mlp_core.data import image_header
 from mlp_core.data import spans as spans_lib
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 # tfds ImageFolder's _SUPPORTED_IMAGE_FORMAT, compared lowercased as it does.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -72,11 +72,13 @@ def parse_image_shape(text: str, resize: bool) -> "tuple[int, int, int] | None":
         return None
     match = _SHAPE.match(text)
     if not match or not all(0 < int(v) <= 65536 for v in match.groups()) or not 1 <= int(match.group(3)) <= 4:
-        raise DatasetError(f"--image-shape: {text!r} is not HEIGHTxWIDTHxCHANNELS (e.g. 28x28x1; 1 to 4 channels)")
+        raise UserError(f"image_shape: {text!r} is not HEIGHTxWIDTHxCHANNELS (e.g. 28x28x1; 1 to 4 channels)",
+                        field="image_shape")
     shape = tuple(int(v) for v in match.groups())
     image_header.check_shape("--image-shape", shape, "images of")
     if resize and shape[2] == 2:
-        raise DatasetError("--image-shape: --resize converts to 1, 3 or 4 channels (grey, RGB, RGBA), not 2")
+        raise UserError("image_shape: --resize converts to 1, 3 or 4 channels (grey, RGB, RGBA), not 2",
+                        field="image_shape")
     return shape  # type: ignore[return-value]
 
 
@@ -109,8 +111,8 @@ def resolve_source(pattern: str, span_window: int, split_folders: dict[str, str]
     pattern = locations.check_location(pattern, "--source")
     for split, folder in split_folders.items():
         if "/" in folder or "[" in folder or folder in ("", ".", ".."):
-            raise DatasetError(f"--{split}-split: {folder!r} must be a split folder's name for an image folder "
-                               "source (no tfds slicing)")
+            raise UserError(f"{split}_split: {folder!r} must be a split folder's name for an image folder "
+                            "source (no tfds slicing)", field=f"{split}_split")
     if spans_lib.has_spec(pattern):
         base, _ = spans_lib.split_pattern(pattern)
         names = list_tree(base)
@@ -118,22 +120,22 @@ def resolve_source(pattern: str, span_window: int, split_folders: dict[str, str]
         roots = [span.name + "/" for span in spans]
     else:
         if span_window != 1:
-            raise DatasetError(f"--span-window {span_window} needs a --source with {spans_lib.SPAN_SPEC} or "
-                               "{YYYY}/{MM}/{DD} in it")
+            raise UserError(f"span_window {span_window} needs a --source with {spans_lib.SPAN_SPEC} or "
+                            "{YYYY}/{MM}/{DD} in it", field="span_window")
         base, spans, roots = pattern, [], [""]
         names = list_tree(base)
         if not names:
-            raise DatasetError(f"--source: {pattern} holds no files (or does not exist)")
+            raise UserError(f"source: {pattern} holds no files (or does not exist)", field="source")
     classes, found = _scan(base, names, roots, split_folders)
     class_names = sorted(classes)
     if len(class_names) < 2:
-        raise DatasetError(f"--source: {pattern} has {len(class_names)} class folder(s) ({', '.join(class_names)}); "
-                           "a classifier needs at least 2")
+        raise UserError(f"source: {pattern} has {len(class_names)} class folder(s) ({', '.join(class_names)}); "
+                        "a classifier needs at least 2", field="source")
     for split, by_class in found.items():
         if missing := [c for c in class_names if c not in by_class]:
             other = next(s for s in found if missing[0] in found[s])
-            raise DatasetError(f"--source: class {missing[0]!r} has images in {split_folders[other]}/ but none in "
-                               f"{split_folders[split]}/ (every class needs images in both splits)")
+            raise UserError(f"source: class {missing[0]!r} has images in {split_folders[other]}/ but none in "
+                            f"{split_folders[split]}/ (every class needs images in both splits)", field="source")
     label = {name: i for i, name in enumerate(class_names)}
     files: dict[str, list[ImageFile]] = {}
     for split, by_class in found.items():
@@ -170,15 +172,16 @@ def _scan(base: str, names: list[str], roots: list[str], split_folders: dict[str
                     class_folders[parts[0]].append(name)
                 elif is_image:
                     where = "directly in the split folder" if len(parts) == 1 else "nested below its class folder"
-                    raise DatasetError(f"--source: image {_join(base, name)} is {where}; the layout "
-                                       "is <split>/<class name>/<image>")
+                    raise UserError(f"source: image {_join(base, name)} is {where}; the layout "
+                                    "is <split>/<class name>/<image>", field="source")
             if not seen:
-                raise DatasetError(f"--source: {_join(base, root + folder)} is missing "
-                                   f"(expected {folder}/<class name>/<image> in {_join(base, root.rstrip('/')) if root else base})")
+                where = _join(base, root.rstrip('/')) if root else base
+                raise UserError(f"source: {_join(base, root + folder)} is missing "
+                                f"(expected {folder}/<class name>/<image> in {where})", field="source")
             for class_name, images in sorted(class_folders.items()):
                 if not images:
-                    raise DatasetError(f"--source: class folder {_join(base, prefix + class_name)} "
-                                       "holds no image (.png, .jpg, .jpeg)")
+                    raise UserError(f"source: class folder {_join(base, prefix + class_name)} "
+                                    "holds no image (.png, .jpg, .jpeg)", field="source")
                 classes.add(class_name)
                 found[split].setdefault(class_name, []).extend(images)
     return classes, found
@@ -200,7 +203,7 @@ def check_image(location: str, data: bytes, shape: "tuple[int, int, int] | None"
     header = image_header.read_header(location, data)
     image_header.check_pixels(location, header, shape, resize)
     if shape is not None and not resize and header.shape != tuple(shape):
-        raise DatasetError(f"image {location} is {_shape_text(header.shape)}, not {_shape_text(shape)} like the "
+        raise UserError(f"image {location} is {_shape_text(header.shape)}, not {_shape_text(shape)} like the "
                            "others (give --resize to convert it)")
     return header
 
@@ -283,7 +286,7 @@ class ImageReader:
                 differ = np.flatnonzero((shapes != np.array(self.shape)).any(axis=1))
                 if len(differ) and not self.resize:  # the decoder's shape is the final word
                     i = differ[0]
-                    raise DatasetError(f"image {chunk[i].location} is {_shape_text(shapes[i])}, not "
+                    raise UserError(f"image {chunk[i].location} is {_shape_text(shapes[i])}, not "
                                        f"{_shape_text(self.shape)} like the others (give --resize to convert it)")
                 self.resized += len(differ)
                 for image, f in zip(images, chunk):
@@ -326,7 +329,7 @@ def ingest_image_folder(
 
     declared = parse_image_shape(image_shape, resize)
     if records_per_shard <= 0:
-        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
+        raise UserError(f"records_per_shard must be a positive integer, got {records_per_shard}")
     check_apart({"--source": spans_lib.split_pattern(source)[0] if spans_lib.has_spec(source) else source},
                 {"--output": output})
     check_artifact_output(output, "dataset")

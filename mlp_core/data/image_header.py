@@ -6,7 +6,7 @@ the JPEG's frame header (its SOFn marker): microseconds, no decoder. Its channel
 tests/test_image_files.py holds this to TensorFlow). ``check_pixels`` refuses an image that would take more
 than ``MAX_IMAGE_BYTES`` decoded, which is what Pillow's ``MAX_IMAGE_PIXELS`` guards against: a small file
 declaring 30000x30000 pixels. ``undecodable`` words a decoder's failure in plain words (Pillow's, which names
-the fault, never TensorFlow's op text). Every refusal is one ``DatasetError`` line naming the file.
+the fault, never TensorFlow's op text). Every refusal is one ``UserError`` line naming the file.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 # One decoded image's bytes at most (height x width x channels): 64 MiB, e.g. 4096x4096x4 or a 22-megapixel RGB
 # photo. The decoder holds the whole image before --resize shrinks it, and decodes 64 images at once.
@@ -48,8 +48,8 @@ def kind_of(data: bytes) -> "str | None":
     return "PNG" if data.startswith(PNG_SIGNATURE) else "JPEG" if data.startswith(JPEG_START) else None
 
 
-def _refuse(name: str, kind: str, why: str) -> DatasetError:
-    return DatasetError(f"{name}: not a valid {kind} ({why})")
+def _refuse(name: str, kind: str, why: str) -> UserError:
+    return UserError(f"{name}: not a valid {kind} ({why})")
 
 
 def read_header(name: str, data: bytes) -> Header:
@@ -140,13 +140,13 @@ def check_pixels(name: str, header: Header, target: "tuple[int, int, int] | None
     """Refuse an image too large to decode, or one ``resize`` cannot convert to ``target``'s channels."""
     size = header.height * header.width * header.channels
     if size > MAX_IMAGE_BYTES:
-        raise DatasetError(f"{name}: {header.width}x{header.height} pixels of {header.channels} channel(s) would "
+        raise UserError(f"{name}: {header.width}x{header.height} pixels of {header.channels} channel(s) would "
                            f"take {size >> 20} MiB decoded, more than the {MAX_IMAGE_BYTES >> 20} MiB an image may")
     if resize and target is not None and target[2] != header.channels and header.format == "JPEG":
         # TensorFlow's JPEG decoder converts to 1 or 3 channels only, and a CMYK JPEG to 3 only
         if target[2] == 4 or (header.cmyk and target[2] == 1):
             what = "a CMYK JPEG" if header.cmyk else "a JPEG"
-            raise DatasetError(f"{name}: {what} cannot be converted to {target[2]} channel(s) by --resize "
+            raise UserError(f"{name}: {what} cannot be converted to {target[2]} channel(s) by --resize "
                                "(TensorFlow's JPEG decoder cannot); convert it to PNG first")
 
 
@@ -156,11 +156,11 @@ def check_shape(name: str, shape: "tuple[int, ...] | list[int]", what: str) -> N
     for v in shape:
         size *= int(v)
     if size > MAX_IMAGE_BYTES:
-        raise DatasetError(f"{name}: {what} {list(shape)} would take {size >> 20} MiB per image, more than the "
+        raise UserError(f"{name}: {what} {list(shape)} would take {size >> 20} MiB per image, more than the "
                            f"{MAX_IMAGE_BYTES >> 20} MiB an image may")
 
 
-def undecodable(name: str, data: bytes, error: BaseException) -> DatasetError:
+def undecodable(name: str, data: bytes, error: BaseException) -> UserError:
     """Why ``data`` (whose header and structure passed) did not decode, in plain words: Pillow's (``broken data
     stream``), else the decoder's own text without its op names."""
     from PIL import Image

@@ -24,7 +24,6 @@ def ingest(
     """The ingest step: ``source`` "" reads the tfds dataset ``dataset_name``; else the image folder (or span
     pattern) ``source`` (``mlp_core.data.image_folder``). Returns the metadata written."""
     from mlp_core.errors import UserError
-    from mlp_core.data.errors import DatasetError
 
     if records_per_shard <= 0:  # before TensorFlow loads
         raise UserError(f"records_per_shard must be a positive integer, got {records_per_shard}",
@@ -36,7 +35,7 @@ def ingest(
                                    resize=resize, train_split=train_split, test_split=test_split,
                                    records_per_shard=records_per_shard, progress=progress)
     if span_window != 1 or image_shape or resize:
-        raise DatasetError("--span-window, --image-shape and --resize apply to an image folder --source; "
+        raise UserError("--span-window, --image-shape and --resize apply to an image folder --source; "
                            f"without one, ingest reads the tfds dataset {dataset_name!r}")
     return ingest_tfds(output, dataset_name=dataset_name, tfds_data_dir=tfds_data_dir, train_split=train_split,
                        test_split=test_split, records_per_shard=records_per_shard, progress=progress)
@@ -62,7 +61,8 @@ def ingest_tfds(
     from tqdm import tqdm
 
     from mlp_core.data import tfds_source
-    from mlp_core.data.artifact import DatasetError, write_metadata
+    from mlp_core.data.artifact import write_metadata
+    from mlp_core.errors import UserError
     from mlp_core.data.records import write_shards
     from artifacts.outputs import artifact_writer, check_artifact_output
 
@@ -80,7 +80,7 @@ def ingest_tfds(
         for name, split in (("train", train_split), ("test", test_split)):
             count = tfds_source.num_examples(builder, split)
             if count == 0:
-                raise DatasetError(f"split {split!r} of {dataset} is empty")
+                raise UserError(f"split {split!r} of {dataset} is empty")
             class_counts = np.zeros(info.num_classes, np.int64)
 
             with tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0) as bar:

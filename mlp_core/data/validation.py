@@ -52,8 +52,8 @@ import numpy as np
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-from mlp_core.data.statistics import IMAGE, LABEL, SplitSummary, StatisticsError, summaries
-from artifacts.schemas import SchemaError
+from mlp_core.data.statistics import IMAGE, LABEL, SplitSummary, summaries
+from mlp_core.errors import UserError
 
 DEFAULT_MAX_LABEL_LINF = 0.05
 DEFAULT_MAX_PIXEL_JS = 0.01
@@ -68,10 +68,6 @@ SCHEMA_FILE = "schema.pbtxt"
 DTYPE_RANGES = {"uint8": (0, 255), "uint16": (0, 65535), "int8": (-128, 127)}
 
 Type = anomalies_pb2.AnomalyInfo
-
-
-class DataSchemaError(SchemaError):
-    """A data schema file does not parse, or lacks what validation reads."""
 
 
 # ---- the schema
@@ -121,19 +117,19 @@ def _schema_feature(schema: schema_pb2.Schema, name: str, where: str = "schema")
     for feature in schema.feature:
         if feature.name == name:
             return feature
-    raise DataSchemaError(f"{where} has no feature {name!r}")
+    raise UserError(f"{where} has no feature {name!r}")
 
 
 def expected(schema: schema_pb2.Schema, where: str = "schema") -> Expected:
-    """What ``schema`` asks for; ``DataSchemaError`` naming the first thing it lacks."""
+    """What ``schema`` asks for; ``UserError`` naming the first thing it lacks."""
     image = _schema_feature(schema, IMAGE, where)
     if not image.shape.dim:
-        raise DataSchemaError(f"{where}: feature 'image' has no shape")
+        raise UserError(f"{where}: feature 'image' has no shape")
     if not image.HasField("int_domain") or not image.int_domain.name:
-        raise DataSchemaError(f"{where}: feature 'image' needs an int_domain named after its dtype (e.g. \"uint8\")")
+        raise UserError(f"{where}: feature 'image' needs an int_domain named after its dtype (e.g. \"uint8\")")
     classes = [d for d in schema.string_domain if d.name == CLASS_NAMES_DOMAIN]
     if not classes or not classes[0].value:
-        raise DataSchemaError(f"{where} has no string_domain {CLASS_NAMES_DOMAIN!r} listing the classes")
+        raise UserError(f"{where} has no string_domain {CLASS_NAMES_DOMAIN!r} listing the classes")
     per_class = [d.min for d in schema.int_domain if d.name == EXAMPLES_PER_CLASS_DOMAIN]
     return Expected(
         image_shape=tuple(d.size for d in image.shape.dim),
@@ -150,20 +146,20 @@ def schema_text(schema: schema_pb2.Schema) -> str:
 
 
 def read_schema(uri: str | Path) -> schema_pb2.Schema:
-    """A text-format ``Schema`` from a path or object-store URI; ``DataSchemaError`` in one line if it cannot be used."""
+    """A text-format ``Schema`` from a path or object-store URI; ``UserError`` in one line if it cannot be used."""
     from artifacts import storage
 
     try:
         text = storage.read_bytes(str(uri), storage.SCHEMA).decode()
     except storage.StorageError as e:
-        raise DataSchemaError(f"cannot read the schema: {e}") from None
+        raise UserError(f"cannot read the schema: {e}") from None
     except UnicodeDecodeError:
-        raise DataSchemaError(f"schema {uri} is not text (a text-format tensorflow_metadata Schema)") from None
+        raise UserError(f"schema {uri} is not text (a text-format tensorflow_metadata Schema)") from None
     schema = schema_pb2.Schema()
     try:
         text_format.Parse(text, schema)
     except text_format.ParseError as e:
-        raise DataSchemaError(f"schema {uri} does not parse: {str(e).splitlines()[0][:160]}") from None  # short: it may quote the file
+        raise UserError(f"schema {uri} does not parse: {str(e).splitlines()[0][:160]}") from None  # short: it may quote the file
     expected(schema, f"schema {uri}")
     return schema
 
@@ -194,11 +190,11 @@ def js_divergence(histogram: tuple, baseline: tuple) -> float:
     assuming uniform values within a bucket; ours always share boundaries, so others are refused.
     """
     if [b[:2] for b in histogram] != [b[:2] for b in baseline]:
-        raise StatisticsError("the pixel histograms have other buckets than the baseline's; they cannot be compared")
+        raise UserError("the pixel histograms have other buckets than the baseline's; they cannot be compared")
     p = np.array([b[2] for b in histogram], np.float64)
     q = np.array([b[2] for b in baseline], np.float64)
     if p.sum() == 0 or q.sum() == 0:
-        raise StatisticsError("an empty histogram cannot be compared")
+        raise UserError("an empty histogram cannot be compared")
     p, q = p / p.sum(), q / q.sum()
     m = (p + q) / 2
 
@@ -306,7 +302,7 @@ def _check_leakage(result: _Anomalies, splits: dict[str, SplitSummary], max_leak
 def _check_drift(result: _Anomalies, splits: dict[str, SplitSummary], baseline: dict[str, SplitSummary],
                  max_label_linf: float, max_pixel_js: float) -> None:
     if DRIFT_SPLIT not in baseline:
-        raise StatisticsError(f"the baseline statistics have no {DRIFT_SPLIT} split (they have {', '.join(baseline)})")
+        raise UserError(f"the baseline statistics have no {DRIFT_SPLIT} split (they have {', '.join(baseline)})")
     current, base = splits.get(DRIFT_SPLIT), baseline[DRIFT_SPLIT]
     if current is None or not current.num_examples or not base.num_examples:
         return  # an empty or absent split is its own anomaly; there is no distribution to compare

@@ -1,19 +1,8 @@
 """A Vertex AI pipeline run in Vertex AI Experiments, and its curves in Vertex AI TensorBoard.
 
-One experiment run per pipeline run, named after the pipeline job: its
-parameters are the train step's hyperparameters, its metrics the final train
-and test metrics; with a TensorBoard instance, the train step's event files are
-uploaded to it as the TensorBoard run of the same name, and the experiment is
-backed by that instance (the console shows the curves beside the run).
-
-Both through ``google-cloud-aiplatform``: ``aiplatform.upload_tb_log`` (its
-uploader creates the TensorBoard experiment and run, the experiment run and
-their link, then writes the points) and ``ExperimentRun`` (``log_params``,
-``log_metrics``, ``update_state``). The step finds its project and region in
-the pipeline job's resource name (``dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER``,
-``projects/P/locations/L/pipelineJobs/J`` on Vertex AI), so a compiled pipeline
-names no project and a schedule's runs are tracked like submitted ones.
-``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (``platforms.vertex.endpoint``).
+One experiment run per pipeline run, named after the pipeline job (its hyperparameters and final metrics); with a
+TensorBoard instance, the train step's event files go to the TensorBoard run of that name. Project and region come
+from the pipeline job's resource name, so a compiled pipeline names none.
 """
 
 from __future__ import annotations
@@ -24,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from artifacts.locations import PROJECT, REGION
+from mlp_core.errors import UserError
 
 # Resource names, their project and region by artifacts.locations' rules. A pipeline job id is the SDK's
 # "^[a-z][-a-z0-9]{0,127}$" (google/cloud/aiplatform/constants/pipeline.py _VALID_NAME_PATTERN, IGNORECASE);
@@ -46,15 +36,11 @@ LONGEST_RUN_ID = 128 - len(RUN_ARTIFACT_SUFFIX)
 LONGEST_JOB_ID = len("jax-mlp-pipeline-YYYYMMDDHHMMSS")
 
 
-class ExperimentError(ValueError):
-    """The experiment, TensorBoard or job name cannot be used, or Vertex AI refused a call."""
-
-
 def check_experiment(name: str, run: "str | None" = None) -> str:
     """A Vertex AI experiment name whose derived ids fit with run ``run`` (default: the longest job id we make)."""
     longest = LONGEST_RUN_ID - 1 - (len(run) if run is not None else LONGEST_JOB_ID)
     if not isinstance(name, str) or not EXPERIMENT.match(name) or len(name) > longest:
-        raise ExperimentError(
+        raise UserError(
             f"experiment {name!r}: a Vertex AI experiment name is 4-{longest} lowercase letters, digits and hyphens, "
             f"starting with a letter or digit (Metadata ids are 4-128 characters, and the run's ids "
             f"'<experiment>-<job id>{RUN_ARTIFACT_SUFFIX}' must fit in 128 with a "
@@ -66,14 +52,14 @@ def check_job(job_resource_name: str) -> "re.Match":
     """A Vertex AI pipeline job's resource name (the track step runs on Vertex AI only)."""
     m = JOB.match(job_resource_name) if isinstance(job_resource_name, str) else None
     if not m:
-        raise ExperimentError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
+        raise UserError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
                               "(projects/P/locations/L/pipelineJobs/J): experiment tracking runs on Vertex AI")
     return m
 
 
 def check_tensorboard(resource: str) -> str:
     if not isinstance(resource, str) or not TENSORBOARD.match(resource):
-        raise ExperimentError(f"tensorboard {resource!r}: give a Vertex AI TensorBoard instance's resource name, "
+        raise UserError(f"tensorboard {resource!r}: give a Vertex AI TensorBoard instance's resource name, "
                               "projects/PROJECT/locations/REGION/tensorboards/NUMBER (PROJECT a project id of 6-30 "
                               "of a-z, 0-9, '-' or a project number, REGION such as us-central1)")
     return resource
@@ -101,7 +87,7 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
     if tensorboard:
         tb = TENSORBOARD.match(check_tensorboard(tensorboard))
         if tb.group("location") != m.group("location"):
-            raise ExperimentError(f"tensorboard {tensorboard} is in {tb.group('location')}, the pipeline runs in "
+            raise UserError(f"tensorboard {tensorboard} is in {tb.group('location')}, the pipeline runs in "
                                   f"{m.group('location')}: Vertex AI Experiments use a TensorBoard of their region")
     try:
         _init(m.group("project"), m.group("location"))
@@ -115,7 +101,7 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
     except exceptions.GoogleAPICallError as e:
         from artifacts.redaction import one_line
 
-        raise ExperimentError(f"Vertex AI refused: {e.code} {one_line(e.message)}") from None
+        raise UserError(f"Vertex AI refused: {e.code} {one_line(e.message)}") from None
     return run
 
 
@@ -135,7 +121,7 @@ def _upload_events(folder: "str | Path | None", tensorboard: str, experiment: st
     tb = TENSORBOARD.match(tensorboard)
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and ".tfevents." in p.name) if folder else []
     if not files:
-        raise ExperimentError(f"no TensorBoard event files in {folder}")
+        raise UserError(f"no TensorBoard event files in {folder}")
     # The uploader names a TensorBoard run after the event files' sub-folder: stage them under the run's name.
     staged = Path(tempfile.mkdtemp(prefix="tensorboard-upload-"))
     try:
