@@ -32,7 +32,7 @@ def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, s
     """``(version, base path)`` of a published version in TF Serving's layout; refuses anything else."""
     from artifacts import storage
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from jobs.publishing import MANIFEST, read_champion
+    from components.publish import MANIFEST, read_champion
 
     if version is None:
         champion = read_champion(publish_uri)

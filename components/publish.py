@@ -5,7 +5,7 @@
 The numbers come from what evaluate wrote (its ``--metrics`` file; in the pipeline its Metrics
 artifact), never typed again: a typo would move the champion. ``--metrics-by-hand`` with
 ``--test-accuracy`` and ``--test-loss`` is the explicit exception.
-The layout and the compare-and-swap on ``LATEST``: ``jobs.publishing``.
+The layout and the compare-and-swap on ``LATEST``: ``components.publish``.
 """
 
 import argparse
@@ -18,7 +18,13 @@ from platforms.options import StepPolicy
 from components._cli import exit_on_error, loss_note
 from mlp_core.errors import UserError
 from components._step import add_parameter_flags, descriptions
-from jobs.publishing import Published, TestMetrics, publish_model
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
+from mlp_core.blessing import DEFAULT_TOLERANCE, test_set_sha256
+from artifacts.schemas import TEST_METRICS
+from mlp_core.model_io import content_hash
 
 # On a cluster: never cached, since it moves LATEST, state that is not one of its inputs.
 CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
@@ -55,7 +61,7 @@ def publish(
     """
     from components.publish import metrics_line, publish_model, report
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
-    from jobs.publishing import metrics_from_artifact
+    from components.publish import metrics_from_artifact
 
     # evaluate logs its numbers in its Metrics artifact's metadata (components.evaluate), no file; the backend
     # hands that metadata to this input (Kubeflow: MLMD's custom properties, backend/src/v2/metadata/converter.go
@@ -152,7 +158,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
 def _test_metrics(args: argparse.Namespace) -> "tuple[TestMetrics, str]":
     """The numbers to publish with and where they came from: evaluate's file, or typed with --metrics-by-hand."""
-    from jobs.publishing import read_evaluation
+    from components.publish import read_evaluation
 
     typed = [flag for flag, value in (("--test-accuracy", args.test_accuracy), ("--test-loss", args.test_loss))
              if value is not None]
@@ -177,6 +183,384 @@ def _test_metrics(args: argparse.Namespace) -> "tuple[TestMetrics, str]":
         raise UserError(f"--metrics-by-hand needs {' and '.join(missing)}")
     return TestMetrics(args.test_accuracy, args.test_loss, args.champion_version, None, None), "typed by hand"
 
+
+
+LATEST = "LATEST"
+# Beside the versions, evaluate's records of models that lost to the champion (components.new_data.record_candidate).
+CANDIDATES = "candidates"
+MANIFEST = "manifest.json"
+
+
+def _manifest(publish_uri: str, version: str) -> dict:
+    """The validated manifest of ``version``; ``UserError`` when it is missing, not JSON or out of range."""
+    import re
+
+    from artifacts import locations, storage
+    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, excerpt, loads, validate
+
+    latest = storage.join(publish_uri, LATEST)
+    if not re.match(VERSION_PATTERN, version):
+        raise UserError(f"{latest} names {excerpt(version)}, not a published version; fix or remove {latest}")
+    where = locations.join(publish_uri, version, MANIFEST)
+    try:
+        manifest = validate(loads(storage.read_bytes(where, storage.MANIFEST), where), PUBLISH_MANIFEST, where)
+    except (UserError, storage.StorageError) as e:
+        raise UserError(f"the champion cannot be read, so nothing is blessed against it: {e}; "
+                            f"fix it or remove its {LATEST}") from None
+    if manifest["version"] != version:
+        raise UserError(f"{where} is of version {manifest['version']}, {latest} says {version}; fix or remove {latest}")
+    return manifest
+
+
+def check_publish_folder(publish_uri: str) -> None:
+    """A local publish location is a folder (or none yet), and the names written in it stay inside it: a link
+    planted there (``candidates -> ../elsewhere``) is refused before anything is evaluated or written."""
+    from artifacts import locations, storage
+
+    if storage.is_remote(publish_uri):
+        return
+    if os.path.exists(publish_uri) and not os.path.isdir(publish_uri):
+        raise UserError(f"publish location {publish_uri} is a file, not a folder")
+    for name in (LATEST, f".{LATEST}.lock", CANDIDATES):
+        locations.join(publish_uri, name, flag="publish location")
+
+
+def read_champion(publish_uri: str) -> "dict | None":
+    """The validated manifest of the model ``LATEST`` points to, or None when nothing is published.
+
+    For a Vertex AI Model Registry target, the record of the version holding the ``champion`` alias
+    (``platforms.vertex.model_registry``).
+    """
+    from platforms.vertex import model_registry
+    from artifacts import storage
+
+    if model_registry.is_registry(publish_uri):
+        return model_registry.read_champion(publish_uri)
+    check_publish_folder(publish_uri)
+    latest = storage.join(publish_uri, LATEST)
+    if not (storage.exists(latest) if storage.is_remote(latest) else os.path.lexists(latest)):  # a broken link is said
+        return None
+    try:
+        version = storage.read_bytes(latest, storage.RECORD).decode().strip()
+    except UnicodeDecodeError:
+        raise UserError(f"{latest} is not text; fix or remove it") from None
+    return _manifest(publish_uri, version)
+
+
+class Evaluated(NamedTuple):
+    """What the evaluate step decided the model against: numbers on one test split, the champion it scored there."""
+    test_accuracy: float
+    test_set: str  # mlp_core.blessing.test_set_sha256 of the split
+    champion_version: str  # "" when there was no champion
+    tolerance: float
+
+
+def _beats(evaluated: Evaluated, champion: "dict | None") -> "tuple[bool, str]":
+    """May the model evaluate blessed take ``champion``'s place now?
+
+    Yes while ``champion`` is the one evaluate scored on the model's test split (evaluate decided, on the
+    same data). A champion that took its place meanwhile is compared only on numbers from that same test
+    split (its manifest's ``metrics.test_set_sha256``), with the blessing rule less its threshold; numbers
+    from another test set are never compared, so the model is then not promoted.
+    """
+    from mlp_core.blessing import bless
+
+    current = str(champion["version"]) if champion else ""
+    if current == evaluated.champion_version:
+        return True, ("no champion yet" if not current else
+                      f"champion {current} is the one evaluate compared it with on the same test split")
+    if champion is None:
+        return True, f"no champion now (evaluate compared it with {evaluated.champion_version}, since removed)"
+    if champion["metrics"].get("test_set_sha256") == evaluated.test_set:
+        return bless(evaluated.test_accuracy, float("-inf"), evaluated.tolerance, champion["metrics"]["test_accuracy"])
+    scored = f"champion {evaluated.champion_version}" if evaluated.champion_version else "no champion"
+    return False, (f"the champion is {current}, but evaluate compared the model with {scored}; {current}'s numbers "
+                   "are from another test split, so nothing is compared: evaluate the model again")
+
+
+class TestMetrics(NamedTuple):
+    """The numbers evaluate blessed a model with, as publish takes them."""
+    test_accuracy: float
+    test_loss: float
+    champion_version: str  # the champion evaluate scored beside the model ("" for none)
+    test_set: "str | None"  # mlp_core.blessing.test_set_sha256 of the split they are from; None when not recorded
+    num_classes: "int | None"  # of the test split, for what the loss is; None when not recorded
+
+
+# The part of the evaluate step's --metrics JSON (components.evaluate) publish reads.
+EVALUATION = {
+    "type": "object",
+    "required": ["test_accuracy", "test_loss", "blessed", "reason", "champion_version", "test_set_sha256",
+                 "class_names"],
+    "properties": {
+        **TEST_METRICS["properties"],
+        "blessed": {"type": "boolean"},
+        "reason": {"type": "string"},
+        "champion_version": {"type": "string"},
+        "test_set_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "class_names": {"type": "array", "minItems": 1},
+    },
+}
+
+
+def read_evaluation(path: "str | Path") -> TestMetrics:
+    """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``UserError`` else."""
+    from artifacts import storage
+    from artifacts.schemas import loads, validate
+
+    try:
+        text = storage.read_bytes(path, storage.METRICS)
+    except OSError as e:
+        raise UserError(str(e)) from None
+    evaluation = validate(loads(text, str(path)), EVALUATION, str(path))
+    check_champion_version(evaluation["champion_version"], f"{path}: champion_version")
+    if not evaluation["blessed"]:
+        raise UserError(f"{path}: evaluate did not bless this model ({evaluation['reason']}); nothing is published")
+    return TestMetrics(float(evaluation["test_accuracy"]), float(evaluation["test_loss"]),
+                       evaluation["champion_version"], evaluation["test_set_sha256"], len(evaluation["class_names"]))
+
+
+def check_champion_version(version: str, what: str) -> str:
+    """``version`` if it is a published version's name (or "" for no champion); ``UserError`` else: a version
+    names a folder under the publish location (or a Model Registry version's number), never a path."""
+    import re
+
+    from artifacts.schemas import VERSION_PATTERN, excerpt
+
+    if version and not re.match(VERSION_PATTERN, version) and not re.fullmatch(r"[0-9]{1,20}", version):
+        raise UserError(f"{what} {excerpt(version)} is not a published version's name (such as 20261126T184620Z-"
+                          "3f9a1c2b7d4e, or a Model Registry version's number)", field="champion_version")
+    return version
+
+
+def metrics_from_artifact(metadata: dict, where: str) -> TestMetrics:
+    """The numbers in the evaluate step's Metrics artifact (its metadata: ``components.evaluate`` logs them there)."""
+    from artifacts.schemas import validate
+
+    given = validate(dict(metadata), TEST_METRICS, where)
+    classes = sum(name.startswith("f1_class_") for name in given)  # one F1 per class, as evaluate logs them
+    return TestMetrics(float(given["test_accuracy"]), float(given["test_loss"]), "", None, classes or None)
+
+
+class Published(NamedTuple):
+    version: str
+    promoted: bool  # LATEST moved to it
+    reason: str
+
+
+def publish_model(
+    model: "str | Path",
+    publish_uri: str,
+    test_accuracy: float,
+    test_loss: "float | None" = None,
+    image: str = "",
+    run_id: str = "",
+    now: "datetime | None" = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    model_uri: "str | None" = None,
+    champion_version: str = "",
+    validation: "dict[str, str | Path] | None" = None,
+    test_set: "str | None" = None,
+) -> Published:
+    """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
+
+    ``validation``: the validate step's files to keep with the version (``statistics.pb``, ``schema.pbtxt`` by
+    name: ``mlp_core.data.validation``), which the next runs' validation compares their data with; for a
+    Model Registry target their URIs, recorded in the version's description (``_registry_provenance``).
+
+    ``test_set``: the test split the numbers are from (``test_set_sha256`` in evaluate's metrics file), refused
+    when it is not the model's own.
+
+    ``champion_version`` is the champion the evaluate step scored the model against ("" for none).
+    The champion is read again at publish time: ``LATEST`` moves only if it still names that
+    version, or names one whose numbers are from the same test split and the model beats them
+    (``_beats``), and the move is a compare-and-swap (``if_generation_match`` on Cloud Storage,
+    a file lock in a folder), so two runs publishing at once cannot roll a better champion back.
+
+    ``publish_uri`` may name a Vertex AI Model Registry model (``projects/P/locations/L/models/M``): the model
+    becomes a new version there (``model_uri``: where ``model`` lies in Cloud Storage), and the ``champion``
+    alias takes the place of ``LATEST`` (``platforms.vertex.model_registry``).
+    """
+    from platforms.vertex import model_registry
+    from artifacts import storage
+    from mlp_core.blessing import check_fraction, check_loss
+    from mlp_core.model_io import load_model
+    from artifacts.outputs import check_apart
+    from artifacts.schemas import dumps
+
+    from artifacts import locations
+
+    locations.check_publish_target(publish_uri, "--publish-uri")
+    if model_uri:
+        locations.check_location(model_uri, "--model-uri")
+    # Parameter names (a command line says its flags: components._cli.error_line)
+    test_accuracy = check_fraction("test_accuracy", test_accuracy)
+    test_loss = check_loss("test_loss", test_loss)
+    check_fraction("blessing_tolerance", tolerance)
+    champion_version = check_champion_version(str(champion_version or ""), "champion_version")
+    if model_registry.is_registry(publish_uri):
+        _, config, dataset, history = load_model(model)  # refuses a broken model before anything is sent
+        evaluated = Evaluated(test_accuracy, _test_set(dataset, test_set), champion_version, tolerance)
+        version, promoted, reason = model_registry.publish(
+            model, model_uri or str(model), publish_uri, test_accuracy, test_loss, image, run_id, tolerance,
+            lambda accuracy, champion: _beats(evaluated._replace(test_accuracy=accuracy), champion),
+            provenance=_registry_provenance(evaluated, config, history, dataset, validation))
+        return Published(version, promoted, reason)
+    check_apart({"--model": model}, {"--publish-uri": publish_uri})
+    _, config, dataset, history = load_model(model)  # refuses a broken model before anything is written
+    evaluated = Evaluated(test_accuracy, _test_set(dataset, test_set), champion_version, tolerance)
+    beats, reason = _beats(evaluated, read_champion(publish_uri))
+    if not beats:
+        return Published("", False, f"not published: {reason}")
+    digest = content_hash(model)
+    version = f"{(now or datetime.now(timezone.utc)):%Y%m%dT%H%M%SZ}-{digest[:12]}"
+    files = _upload_model(model, publish_uri, version)
+    for name, path in (validation or {}).items():  # before the manifest: a version is complete when it is written
+        locations.check_segment(name, "validation file", "file name")
+        storage.write_bytes(locations.join(publish_uri, version, name), storage.read_bytes(path, storage.STATISTICS))
+        files.append(name)
+    manifest = {
+        "version": version,
+        "content_sha256": digest,
+        "published_at": (now or datetime.now(timezone.utc)).isoformat(),
+        # test_accuracy is on the test split test_set_sha256 names (the model's own, which evaluate scored)
+        "metrics": {"test_accuracy": test_accuracy, "test_loss": test_loss, "epochs": len(history),
+                    "test_set_sha256": evaluated.test_set},
+        "compared_with": champion_version,  # the champion evaluate scored beside it ("" for none)
+        "config": config.to_dict(),
+        "dataset": {"name": dataset["name"], "version": dataset["version"], "image_shape": dataset["image_shape"],
+                    "class_names": dataset["class_names"], "shards_sha256": dataset["shards"]},
+        "image": image,
+        # Set by the project image (Dockerfile): which locked dependencies trained and published this model.
+        "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
+        "pipeline_run_id": run_id,
+        "files": files,
+    }
+    storage.write_bytes(locations.join(publish_uri, version, MANIFEST), dumps(manifest).encode())
+    # The commit point: only now does a reader (or the next run's blessing) see this version.
+    promote = _promote_remote if storage.is_remote(publish_uri) else _promote_local
+    promoted, reason = promote(publish_uri, version, evaluated)
+    return Published(version, promoted, reason)
+
+
+def _registry_provenance(evaluated: Evaluated, config, history: list, dataset: dict,
+                         validation: "dict[str, str | Path] | None") -> dict:
+    """What a Model Registry version records beside its metrics (its description): the data it was trained and
+    tested on (one fingerprint per split), its training settings, and where the validate step's files are.
+
+    A registry version holds no files of ours, so ``validation`` is recorded by URI, and only where another
+    machine can read it (``gs://``, ``s3://``: the pipeline passes the validate step's artifact URIs); a local
+    path is left out. The next run's validate step reads them as its baseline (``champion_baseline``), and
+    a champion's ``test_set_sha256`` lets a champion promoted meanwhile be compared (``_beats``), and the splits'
+    fingerprints with ``config`` tell a scheduled run whether anything is new (``components.new_data``).
+    """
+    from artifacts import storage
+
+    return {
+        "metrics": {"epochs": len(history), "test_set_sha256": evaluated.test_set},
+        "compared_with": evaluated.champion_version,
+        # One fingerprint per split, no list per shard or class: the description's size limit is not documented
+        # (unverified), so the record stays small whatever the data (the class names are in the model's files).
+        "dataset": {"name": dataset["name"], "version": dataset["version"], "image_shape": dataset["image_shape"],
+                    "num_classes": dataset["num_classes"],
+                    "splits_sha256": {split: test_set_sha256(shards) for split, shards in dataset["shards"].items()}},
+        "config": config.to_dict(),
+        "image_lock_sha256": os.environ.get("JAX_MLP_LOCK_SHA256", ""),
+        "validation": {name: str(uri) for name, uri in (validation or {}).items() if storage.is_remote(str(uri))},
+    }
+
+
+def _test_set(dataset: dict, scored_on: "str | None") -> str:
+    """The model's test split (its fingerprint); ``UserError`` when the numbers given are from another one."""
+
+    ours = test_set_sha256(dataset["shards"]["test"])
+    if scored_on is not None and scored_on != ours:
+        raise UserError(f"the test metrics are from another test split ({scored_on[:12]}) than the model's "
+                          f"({ours[:12]}): they are not this model's evaluation; evaluate it and publish with its metrics")
+    return ours
+
+
+def _upload_model(model: "str | Path", publish_uri: str, version: str) -> list[str]:
+    """Copy the files ``model``'s marker lists (each proven inside it), then the marker; nothing else in the folder."""
+    from artifacts import locations, storage
+    from artifacts.outputs import COMPLETE, read_marker
+
+    # load_model verified every file's sha256 just before: the names (each proven inside) are what is needed here.
+    names = [*read_marker(model, "model", verify=False)["files"], COMPLETE]
+    for name in names:
+        storage.write_bytes(locations.join(publish_uri, version, name),
+                            storage.read_bytes(locations.member(model, name), storage.PARAMS))
+    return names
+
+
+def _promote_local(publish_uri: str, version: str, evaluated: Evaluated) -> "tuple[bool, str]":
+    """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
+    from filelock import FileLock
+
+    from artifacts import locations, storage
+
+    with FileLock(locations.join(publish_uri, f".{LATEST}.lock"), timeout=600):  # never a link planted out of it
+        beats, reason = _beats(evaluated, read_champion(publish_uri))
+        if beats:
+            storage.write_bytes(storage.join(publish_uri, LATEST), (version + "\n").encode())
+        return beats, reason
+
+
+def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attempts: int = 50) -> "tuple[bool, str]":
+    """Move ``LATEST`` by compare-and-swap (Cloud Storage's object generation, S3's ETag); re-decide after every lost race."""
+    import random
+    import time
+
+    from artifacts import storage
+
+    latest = storage.join(publish_uri, LATEST)
+    for attempt in range(attempts):
+        current, generation = storage.read_versioned(latest)
+        champion = _manifest(publish_uri, current.decode(errors="replace").strip()) if current is not None else None
+        beats, reason = _beats(evaluated, champion)
+        if not beats:
+            return False, reason
+        try:
+            storage.write_if_unchanged(latest, (version + "\n").encode(), generation)
+            return True, reason
+        except storage.PreconditionFailed:
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # another publisher moved it: read again
+    raise storage.StorageError(f"{latest} kept changing: {attempts} compare-and-swap attempts lost")
+
+
+def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
+    """``(statistics URI, schema URI)`` stored beside the champion at ``publish_uri``; None for each absent.
+
+    Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a Model
+    Registry champion records their URIs in its description (``_registry_provenance``: the validate step's
+    artifacts of the run that published it), each None once gone; an empty location or no champion has none.
+    """
+    from artifacts import locations, storage
+    from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
+    from platforms.vertex import model_registry
+
+    if not publish_uri:
+        return None, None
+    if model_registry.is_registry(publish_uri):
+        champion = model_registry.read_champion(publish_uri) or {}
+        recorded = champion.get("validation") or {}
+        found = []
+        for name in (STATISTICS_FILE, SCHEMA_FILE):  # a record names object-store URIs only; nothing else is read
+            uri = recorded.get(name)
+            if not uri:
+                found.append(None)
+                continue
+            if not isinstance(uri, str) or not storage.is_remote(uri):
+                raise UserError(f"{publish_uri}@{model_registry.CHAMPION} (version {champion['version']}) records "
+                                    f"a validation file that is not in an object store: {str(uri)[:200]!r}")
+            locations.check_location(uri, f"the champion's {name}")
+            found.append(uri if storage.exists(uri) else None)  # gone once its pipeline root was cleaned up
+        return tuple(found)  # type: ignore[return-value]
+    champion = read_champion(publish_uri)
+    if champion is None:
+        return None, None
+    found = [storage.join(publish_uri, champion["version"], name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
+    return tuple(uri if storage.exists(uri) else None for uri in found)  # type: ignore[return-value]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,7 +48,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     from mlp_core.errors import UserError
     from mlp_core.data import validation
     from mlp_core.data.statistics import compute_statistics, read_statistics, write_statistics
-    from jobs.publishing import champion_baseline
+    from components.publish import champion_baseline
     from artifacts.storage import write_bytes
 
     given = bind(validate, params)

@@ -1,7 +1,7 @@
 """The blessing gate: is a newly trained model good enough to publish?
 
 The champion is compared on the same data only: the evaluate step scores it on this
-run's test split beside the new model (``jobs.evaluation``); a number the
+run's test split beside the new model (``components.evaluate``); a number the
 champion scored on another test set is never compared.
 """
 

@@ -21,7 +21,7 @@ import numpy as np
 def data_fingerprint(shards: "dict[str, list[str]]") -> str:
     """One sha256 for a Dataset's content: over every split's shard sha256s (``dataset_identity``'s ``shards``).
 
-    The same shards are what ``jobs.novelty`` compares to decide that nothing is new; ingest is
+    The same shards are what ``components.new_data`` compares to decide that nothing is new; ingest is
     deterministic, so the same source data gives the same fingerprint, whichever source it came from.
     """
     return hashlib.sha256(json.dumps(shards, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -70,8 +70,8 @@ def _reader_cases():
     program's own reader; ``skips``: the reader passes over a broken file (returns None) instead of refusing."""
     from commands import local_runs
     from components.track import _read
-    from jobs.novelty import _lost_before, candidate_key
-    from jobs.publishing import read_champion, read_evaluation
+    from components.new_data import _lost_before, candidate_key
+    from components.publish import read_champion, read_evaluation
     from mlp_core.data.statistics import read_statistics
     from mlp_core.data.validation import read_schema
     from platforms.kubeflow.pipelines import _read_secret
@@ -174,8 +174,8 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.parametrize("planted", ["candidates", "LATEST.lock", "LATEST"])
 def test_a_link_planted_in_a_publish_location_is_never_written_through(tmp_path, planted):
-    from jobs.novelty import record_candidate
-    from jobs.publishing import read_champion
+    from components.new_data import record_candidate
+    from components.publish import read_champion
 
     pub, outside = tmp_path / "pub", tmp_path / "outside"
     pub.mkdir()
@@ -300,7 +300,7 @@ def test_a_checkpoint_write_killed_before_its_rename_leaves_nothing_after_the_ne
 
 @pytest.mark.parametrize("version", ["../x", "/etc/passwd", "a/b", "..", VERSION + "/../x", "x" * 500, "1e3", "v1\n"])
 def test_a_version_name_is_a_name_wherever_it_comes_from(tmp_path, version):
-    from jobs.publishing import check_champion_version, read_evaluation
+    from components.publish import check_champion_version, read_evaluation
 
     with pytest.raises(UserError) as refused:
         check_champion_version(version, "champion_version")
@@ -314,7 +314,7 @@ def test_a_version_name_is_a_name_wherever_it_comes_from(tmp_path, version):
 
 @pytest.mark.parametrize("version", ["", VERSION, "12"])
 def test_a_version_name_or_none_is_taken(version):
-    from jobs.publishing import check_champion_version
+    from components.publish import check_champion_version
 
     assert check_champion_version(version, "champion_version") == version
 
@@ -357,7 +357,7 @@ def test_a_run_stores_its_locations_absolute(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text", ["[" + ", ".join(["1"] * 5000) + "]", json.dumps("x" * 100000),
                                   json.dumps({"test_accuracy": "y" * 5000})])
 def test_a_metrics_file_of_the_wrong_shape_is_refused_with_a_short_excerpt(tmp_path, text):
-    from jobs.publishing import read_evaluation
+    from components.publish import read_evaluation
 
     (tmp_path / "m.json").write_text(text)
     with pytest.raises(UserError) as refused:
@@ -366,7 +366,7 @@ def test_a_metrics_file_of_the_wrong_shape_is_refused_with_a_short_excerpt(tmp_p
 
 
 def test_a_publish_location_that_is_a_file_is_refused(tmp_path):
-    from jobs.publishing import read_champion
+    from components.publish import read_champion
 
     (tmp_path / "pub").write_text("not a folder")
     with pytest.raises(UserError, match="is a file, not a folder"):

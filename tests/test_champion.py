@@ -13,7 +13,7 @@ import pytest
 
 from conftest import run_cli
 from mlp_core.data.artifact import read_split
-from jobs.publishing import LATEST, publish_model, read_champion
+from components.publish import LATEST, publish_model, read_champion
 from uploads import upload_tree
 
 SLICE_B = {"train_split": "train[512:1024]", "test_split": "test[256:512]"}

@@ -237,7 +237,7 @@ def test_no_product_code_reads_an_http_body_but_through_the_bounded_reader():
     from conftest import ROOT
 
     found = {}
-    for package in ("commands", "components", "jobs", "platforms", "mlp_core", "artifacts"):
+    for package in ("commands", "components", "platforms", "mlp_core", "artifacts"):
         for path in sorted((ROOT / package).rglob("*.py")):
             name = path.relative_to(ROOT).as_posix()
             for line in path.read_text().splitlines():

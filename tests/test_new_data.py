@@ -77,7 +77,7 @@ def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(
     """A registry version records one fingerprint per split and its settings: a schedule publishing to the
     registry stops after ingest when nothing arrived (before, it always trained)."""
     from artifacts import storage
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
     from vertex_api_stand_in import VertexModelRegistryStandIn
 
     registry = "projects/my-project/locations/us-central1/models/mnist-mlp"

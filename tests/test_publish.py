@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 
 from artifacts import storage
-from jobs.publishing import LATEST, publish_model, read_champion
+from components.publish import LATEST, publish_model, read_champion
 from conftest import run_cli
 from uploads import upload_tree
 
@@ -181,7 +181,7 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     """In the pipeline, publish takes evaluate's Metrics artifact: the numbers evaluate logged in its metadata."""
     import pipeline
     from components import publish
-    from jobs.publishing import metrics_from_artifact
+    from components.publish import metrics_from_artifact
     from mlp_core.errors import UserError
 
     inputs = publish.component("registry.example/img:1").component_spec.inputs
@@ -214,7 +214,7 @@ def _publisher(model, accuracy, uris, barrier, results, emulator_host):
 
     if emulator_host:
         os.environ["STORAGE_EMULATOR_HOST"] = emulator_host
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     for uri in uris:
         barrier.wait(timeout=120)
@@ -337,7 +337,7 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
     """A registry version records its test and training data and the URIs of validate's files: the next run's
     validation reads them as its baseline, and a champion promoted meanwhile is compared on the same test split."""
     from components.validate import validate_dataset
-    from jobs.publishing import champion_baseline
+    from components.publish import champion_baseline
     from mlp_core.errors import UserError
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
     from vertex_api_stand_in import VertexModelRegistryStandIn

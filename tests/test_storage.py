@@ -110,7 +110,7 @@ def test_the_bundled_store_defaults_to_kubeflows_endpoint(monkeypatch):
 
 def test_publish_to_s3_moves_latest_by_compare_and_swap(s3_server, small_dataset, tmp_path, monkeypatch):
     from conftest import run_cli
-    from jobs.publishing import LATEST, publish_model, read_champion
+    from components.publish import LATEST, publish_model, read_champion
 
     model = tmp_path / "model"
     run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(model), "--epochs", "1")

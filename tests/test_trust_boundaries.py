@@ -173,7 +173,7 @@ def test_a_file_whose_bytes_changed_but_not_its_size_is_refused(tmp_path):
 
 
 def test_publish_refuses_a_forged_model_and_leaves_the_champion(tmp_path):
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     (tmp_path / "victim.txt").write_bytes(b"victim")
     model = tmp_path / "model"

@@ -351,7 +351,7 @@ def judged(kind: str, rule: "str | None", check, value, *args) -> None:
         f.write(json.dumps({"kind": kind, "rule": rule, "value": repr(value)[:300], "failure": failure}) + "\n")
 
 def check_registry_name(name: str, registry, trained, scratch) -> None:
-    from jobs.publishing import publish_model, read_champion
+    from components.publish import publish_model, read_champion
 
     before = len(registry.requests)
     broken = registry_broken_rule(name)
@@ -493,7 +493,7 @@ def test_evaluate_refuses_a_bad_registry_name_before_evaluating(name, rule, trai
 
 def test_a_63_character_model_id_is_published_and_the_stand_in_refuses_64(registry, trained):
     """The boundary itself, end to end: the stand-in (the registry's rule) takes 63 and refuses 64."""
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     name = f"projects/{PROJECT}/locations/{REGION}/models/m{'x' * 62}"
     published = publish_model(trained / "model", name, 0.9, 0.1, model_uri=MODEL_URI)

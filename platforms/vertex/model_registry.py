@@ -75,7 +75,7 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
     """Upload ``model_dir`` (in Cloud Storage at ``model_uri``) as a new version; move ``champion`` if it still wins.
 
     Returns ``(version id or "", promoted, reason)``; ``beats(test_accuracy, champion)`` is the blessing rule.
-    ``provenance``: more of the version's record (its data, validation files: ``jobs.publishing``); its
+    ``provenance``: more of the version's record (its data, validation files: ``components.publish``); its
     ``metrics`` join the test numbers.
     """
     from google.api_core import exceptions
