@@ -6,8 +6,14 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from mlp_core.errors import UserError
 from artifacts.locations import check_location, check_publish_target, is_remote, is_resource_name
+from components.train import config_of
+from components.tune import search_space
+from mlp_core.blessing import check_fraction
+from mlp_core.errors import UserError
+from mlp_core.memory import choose_placement
+
+# pipeline is imported in the functions: at module level, chains of imports would pass test_layout's 8 modules.
 
 
 def parameter_types() -> dict[str, type]:
@@ -43,16 +49,7 @@ def parse_params(items: "list[str]") -> dict:
 
 
 def validate_arguments(arguments: dict) -> dict:
-    """Every pipeline argument checked by its step's own validation, before any step runs; returns them all.
-
-    A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
-    ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
-    """
-    from components.train import config_of
-    from components.tune import search_space
-    from mlp_core.errors import UserError
-    from mlp_core.blessing import check_fraction
-    from mlp_core.memory import choose_placement
+    """Every pipeline argument checked by its step's own validation, before any step runs; returns them all."""
     from pipeline import pipeline_parameters
 
     values = {name: p.default for name, p in pipeline_parameters().items()} | arguments
@@ -85,8 +82,6 @@ def validate_arguments(arguments: dict) -> dict:
 @contextmanager
 def _naming(name: str):
     """A location error about parameter ``name`` (its message begins with the name) as a UserError about it."""
-    from mlp_core.errors import UserError
-
     try:
         yield
     except UserError as e:

@@ -1,16 +1,13 @@
 """Which process of how many this one is, and joining the others before JAX does.
 
-``detect`` reads explicit flags, Vertex AI's ``CLUSTER_SPEC`` (worker pool 0 the
-primary, then pool 1), Kubeflow Trainer's JAXJob (``COORDINATOR_ADDRESS``, ...) and
-TrainJob (``JAX_COORDINATOR_ADDRESS``, ...) variables; every source present must agree.
-``initialize`` runs a short pre-flight on the coordinator port (each process says
-hello to process 0, which answers go or why not) and then ``jax.distributed.initialize``,
-whose own failures are C++ aborts; the pre-flight's connections stay open until
-``training_done``, so a process that stops ends the others with one line.
+``detect`` reads explicit flags, Vertex AI's ``CLUSTER_SPEC`` and Kubeflow Trainer's JAXJob and TrainJob variables
+(every source present must agree); ``initialize`` runs a pre-flight on the coordinator port, then
+``jax.distributed.initialize`` (why: docs/design.md, "More than one process").
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -172,10 +169,7 @@ def check_open_files(group: ProcessGroup, soft_limit: int) -> None:
 
 
 def initialize(group: ProcessGroup, timeout_seconds: int = 300, heartbeat_seconds: int = 100) -> None:
-    """The pre-flight, then ``jax.distributed.initialize``; every failure a ``UserError`` within ``timeout_seconds``.
-
-    A host gone without closing its connections is still JAX's heartbeat abort after ``heartbeat_seconds``.
-    """
+    """The pre-flight, then ``jax.distributed.initialize``; every failure a ``UserError`` within ``timeout_seconds``."""
     if group.num_processes == 1:
         return
     if group.is_primary:
@@ -327,15 +321,9 @@ def _send_line(connection: socket.socket, text: str) -> None:
 
 
 class _Lifelines:
-    """The pre-flight's connections until training is done: one that closes first ends this process with one line.
-
-    The kernel closes a process's connections however it ends (killed, out of memory),
-    so the others learn at once, long before JAX's heartbeat timeout would abort them.
-    """
+    """The pre-flight's connections until training is done: one that closes first ends this process with one line."""
 
     def __init__(self, group: ProcessGroup, connections: dict[int, socket.socket]):
-        import atexit
-
         self.group, self.connections = group, connections
         self.closing, self.lost = threading.Event(), threading.Event()
         threading.Thread(target=self._watch, name="process-group-lifelines", daemon=True).start()
@@ -387,13 +375,10 @@ def training_done(failed: bool = False) -> None:
 
 
 def training_failed(error: BaseException) -> None:
-    """Training raised ``error``: if a peer's end caused it, stop with the line naming that peer; else tell the others.
-
-    A killed peer shows first as a failed collective (gloo's "Connection reset by peer")
-    in the moment its connection closes, so such an error waits a few seconds for that.
-    """
+    """Training raised ``error``: if a peer's end caused it, stop with the line naming it; else tell the others."""
     if _LIFELINES is None:
         return
+    # A killed peer shows first as a failed collective ("Connection reset by peer"): wait a moment for its line.
     if type(error).__name__ in ("JaxRuntimeError", "XlaRuntimeError") and _LIFELINES.lost.wait(LOST_GRACE_SECONDS):
         with _STOPPING:  # the watcher is ending this process with its line
             pass
