@@ -1,14 +1,7 @@
-"""The Dataset artifact: sharded TFRecords per split plus ``metadata.json``.
+"""The Dataset artifact: ``metadata.json`` (name, version, image shape, classes, counts, shard sha256s) beside
+``<split>-NNNNN-of-NNNNN.tfrecord`` shards, ``_COMPLETE.json`` last (``artifacts.outputs``).
 
-Layout::
-
-    <dataset>/metadata.json
-    <dataset>/train-00000-of-00006.tfrecord ...
-    <dataset>/test-00000-of-00001.tfrecord ...
-    <dataset>/_COMPLETE.json      written last: the artifact is complete (artifacts.outputs)
-
-``metadata.json`` is the one home of the dataset's facts (name, version, image
-shape, classes, counts, shard checksums); train and evaluate read them from here.
+``metadata.json`` is the one home of the dataset's facts; train and evaluate read them from here.
 """
 
 from __future__ import annotations
@@ -47,7 +40,7 @@ def load_metadata(dataset_dir: str | Path) -> dict[str, Any]:
     read_marker(dataset_dir, "dataset")
     try:
         metadata = loads(storage.read_bytes(path, storage.MANIFEST), str(path))
-        if isinstance(metadata, dict):  # the two facts most worth a friendly sentence of their own
+        if isinstance(metadata, dict):  # these two get a sentence of their own
             if metadata.get("format_version") != FORMAT_VERSION:
                 raise UserError(f"{path}: unsupported format_version {metadata.get('format_version')!r}")
             if metadata.get("image_dtype") != "uint8":
@@ -108,11 +101,7 @@ def _load_shard(path: Path, shard: dict[str, Any], image_shape: list[int], image
 
 
 def read_split(dataset_dir: str | Path, split: str, metadata: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Verified ``(uint8 images [N, *image_shape], int32 labels [N])`` of one split.
-
-    Shards are read in parallel, each once: sha256 against the metadata, every
-    record's CRC, then decoded straight into one preallocated array.
-    """
+    """Verified ``(uint8 images [N, *image_shape], int32 labels [N])`` of one split, shards read in parallel."""
     metadata = metadata if metadata is not None else load_metadata(dataset_dir)
     paths = verify_shards(dataset_dir, metadata, split, check_sha256=False)
     shards = metadata["splits"][split]["shards"]

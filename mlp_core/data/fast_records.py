@@ -1,29 +1,17 @@
-"""A vectorised reader for shards whose records all have one length (MNIST's do).
+"""Decoding TFRecord shards with numpy: a shard whose records all have one length and layout (MNIST's) in one pass
+(``decode_uniform_records``), any other record by record (``decode_records``).
 
-tf.data spends a few microseconds per record, so 60,000 records take ~0.2 s on
-two cores. When every record of a shard has the same length and the same
-``tf.train.Example`` layout, the whole shard is one ``[n, record]`` byte array:
-frame it, check every CRC, and slice images and labels out with numpy. Anything
-that does not fit that shape returns ``None`` and the caller uses tf.data.
-
-Why slicing is exact: record 0 is parsed with protobuf to locate the image
-bytes and the label byte; every other record must equal record 0 outside those
-bytes, and its label byte must be a one-byte varint. Protobuf parsing is a
-function of the bytes, so each record then parses to exactly its slices.
-
-Any other shard goes through ``decode_records``: each record framed, its CRCs
-checked and its Example parsed by protobuf, one at a time. Either way a damaged
-shard (cut short, a length field past its end, an image of another size) is one
-``UserError`` line naming the shard, the record and the fault.
+Every record's CRCs are checked; a damaged shard is one ``UserError`` line naming the shard, the record and the fault.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from mlp_core.errors import UserError
-
 import google_crc32c
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from mlp_core.data.tf import tf
+from mlp_core.errors import UserError
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -64,7 +52,10 @@ def decode_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndar
 
 
 def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray] | None:
-    """``(uint8 [n, image_size], int64 [n])`` of a shard's bytes, or None if its records are not uniform."""
+    """``(uint8 [n, image_size], int64 [n])`` of a shard's bytes, or None if its records are not uniform.
+
+    Record 0 is parsed by protobuf to locate the image and label bytes; every other record must equal it elsewhere.
+    """
     if len(raw) < 16:
         return None
     length = int.from_bytes(raw[:8], "little")
@@ -104,11 +95,8 @@ def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple
 
 def _parse(record: bytes, path, index: int) -> tuple[bytes, int] | None:
     """``(image bytes, label)`` of a serialized Example, parsed by protobuf (None: not that Example)."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.example import example_pb2
-
     try:
-        features = example_pb2.Example.FromString(record).features.feature
+        features = tf.train.Example.FromString(record).features.feature
     except DecodeError:
         raise UserError(f"{path}: record {index} is not a tf.train.Example (protobuf cannot parse it)") from None
     if "image" not in features or "label" not in features:
