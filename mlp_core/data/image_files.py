@@ -1,23 +1,13 @@
-"""Images named on a command line (files, folders walked, ``.npy`` batches) -> uint8 arrays at a model's image shape.
+"""Images named on predict's command line (files, folders walked, ``.npy`` batches) -> uint8 arrays at a model's shape.
 
-What predict reads. Two phases, so that bad input is refused before TensorFlow is imported:
-
-- ``find_inputs`` and ``check_shapes`` are light (numpy): every file is a regular file (read through
-  ``artifacts.storage.read_bytes``, with its cap) and a PNG or JPEG image (by its name or, for a name
-  without an image extension, its first bytes) or a ``.npy`` batch; a folder is walked recursively for
-  the image-folder ingest's image names (``image_folder.IMAGE_EXTENSIONS``), in sorted order, other
-  files skipped; an image's size and channels are read from its header (``image_header``: nothing
-  decoded, a decompression bomb refused) and compared with the model's image shape; a ``.npy``'s header
-  is checked against the file's size before its data is used (no allocation).
-- ``decode`` decodes the images with the ingest's own decoder (``image_folder.chunk_decoder``:
-  TensorFlow's ``decode_image``, and with ``resize`` its channel conversion and
-  ``tf.image.resize``, bilinear with antialiasing, rounded), so that an image is converted exactly
-  as the images the model was trained on were when they were ingested with ``--resize``. Its shapes
-  are the final word: an image whose header the light phase could not judge is refused here.
+``find_inputs`` and ``check_shapes`` refuse bad input from headers alone, before TensorFlow loads;
+``decode`` decodes with the ingest's own decoder (``image_folder.chunk_decoder``), so an image is converted exactly as
+the training images were with ``--resize``, and its shapes are the final word.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +16,7 @@ from typing import Any
 from artifacts import storage
 from mlp_core.data import image_header
 from mlp_core.errors import UserError
-from mlp_core.data.image_folder import IMAGE_EXTENSIONS
+from mlp_core.data.image_folder import CHUNK, IMAGE_EXTENSIONS, chunk_decoder, decode_chunk
 
 RESIZE_FLAG = "--resize"
 
@@ -71,10 +61,7 @@ def find_inputs(arguments: list[str]) -> tuple[list[Input], list[str]]:
 
 
 def _walk(folder: str) -> tuple[list[tuple[str, ...]], int]:
-    """The image names below ``folder`` as path parts relative to it, sorted part by part, and how many files were not.
-
-    Symlinked folders are not entered (``os.walk``'s default: a link cannot loop the walk); symlinked files count.
-    """
+    """The image names below ``folder`` as sorted path parts, and how many files were not; symlinked folders not entered."""
 
     def refuse(error: OSError):
         raise UserError(f"cannot read folder {shown(error.filename or folder)}: {error.strerror or error}")
@@ -123,9 +110,7 @@ def _image(name: str) -> Input:
 
 def _npy(name: str) -> Input:
     """A ``.npy`` uint8 batch, its header checked against the file's size before its data is used."""
-    import io
-
-    import numpy as np
+    import numpy as np  # here: predict refuses bad input without loading numpy
 
     raw = _read(name, storage.FILE)
     stream = io.BytesIO(raw)
@@ -191,8 +176,6 @@ def decode(inputs: list[Input], image_shape: list[int], resize: bool):
     decoded: dict[int, Any] = {}
     resized = 0
     if images:
-        from mlp_core.data.image_folder import CHUNK, chunk_decoder, decode_chunk
-
         decoder = chunk_decoder(tuple(image_shape), resize)  # the ingest's, so predict converts as ingest did
         for start in range(0, len(images), CHUNK):
             chunk = images[start:start + CHUNK]

@@ -1,27 +1,8 @@
-"""Your own labelled images: a folder in tfds ``ImageFolder``'s layout -> a Dataset artifact.
+"""Your own labelled images, ``<root>/<split>/<class name>/<image>`` (tfds ``ImageFolder``'s layout) -> a Dataset artifact.
 
-The layout is tfds's (``tensorflow_datasets/core/folder_dataset/image_folder.py``)::
-
-    <root>/<split>/<class name>/<image>.png|.jpg|.jpeg
-
-local, ``gs://``, ``s3://`` or ``minio://`` (``artifacts.storage``); ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
-As in tfds (``_get_split_label_images``): class names are the class folders' names, sorted, over
-all splits; only files ending ``.png``, ``.jpg`` or ``.jpeg`` (any case) are images, other files are
-ignored; each split's files are listed in name order, then shuffled by ``random.Random(<split
-folder>)``, so the order is the same on every machine. Stricter than tfds, each refused with the
-file or folder named (one line): a class folder with no image (an empty class), a class that has
-images in one split and none in the other (evaluate would score a class it never trained on, or
-report recall 0/0), fewer than two classes, an image outside ``<split>/<class>/``, a file that
-does not decode.
-
-Images are decoded by TensorFlow (``tf.io.decode_image``: PNG, JPEG, by content). The first train
-image (in name order), or ``image_shape`` ``HxWxC``, fixes the dataset's shape; an image of another
-shape is refused with its name and shape unless ``resize``: then TensorFlow converts its channels
-(``decode_image(channels=C)``: grey <-> RGB, alpha dropped or added) and resizes it
-(``tf.image.resize``, bilinear with antialiasing, rounded to uint8).
-The Dataset is the one tfds ingest writes (``image`` raw uint8 bytes, ``label`` int64;
-``metadata.json``), plus a ``source`` object: the pattern, the spans read, every file's name, size
-and sha256, and one fingerprint over them (``spans.fingerprint``).
+``<root>``: local or an object store, or a span or date pattern (``spans``). As in tfds, classes are the class folders'
+names, sorted, and each split's files are shuffled by ``random.Random(<split folder>)``. TensorFlow decodes; the first
+train image or ``image_shape`` fixes the shape (others refused unless ``resize``). No TensorFlow or numpy at import.
 """
 
 from __future__ import annotations
@@ -83,8 +64,7 @@ def parse_image_shape(text: str, resize: bool) -> "tuple[int, int, int] | None":
 
 
 def list_tree(location: str) -> list[str]:
-    """Names under the folder ``location``, ``/``-separated and relative to it: every file, and every folder
-    as ``name/`` (locally, and where a store holds a folder placeholder object), so that an empty folder shows."""
+    """Every file under ``location``, ``/``-separated and relative to it, and every folder as ``name/`` (empty ones show)."""
     if storage.is_remote(location):
         names = storage.list_names(location)
         for name in names:  # a listing is input: every name must be an object path inside the location
@@ -228,10 +208,7 @@ def _decode_one(data, shape: tuple[int, int, int], resize: bool):
 
 
 def chunk_decoder(shape: tuple[int, int, int], resize: bool):
-    """A compiled function: encoded images ``string [N]`` -> ``(uint8 [N, H, W, C], each file's own shape int32 [N, 3])``.
-
-    Without ``resize`` an image of another shape comes back as zeros, its own shape telling the caller to refuse it.
-    """
+    """Compiled: ``string [N]`` -> ``(uint8 [N, H, W, C], own shapes int32 [N, 3])``; without ``resize`` a misfit is zeros."""
     from mlp_core.data.tf import tf
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -243,10 +220,7 @@ def chunk_decoder(shape: tuple[int, int, int], resize: bool):
 
 
 def decode_chunk(decoder, names: list[str], data: list[bytes], shape: tuple[int, int, int], resize: bool):
-    """``decoder``'s ``(images, own shapes)`` as numpy; a file that does not decode is named, in plain words.
-
-    The compiled call says only that one of them failed: each is decoded again, alone, to find which.
-    """
+    """``decoder``'s ``(images, own shapes)`` as numpy; a file that does not decode is found (alone) and named."""
     from mlp_core.data.tf import tf
 
     try:
@@ -317,10 +291,9 @@ def ingest_image_folder(
 ) -> dict[str, Any]:
     """Write the image folder (or its newest spans) at ``source`` as a Dataset artifact at ``output``; returns the metadata.
 
-    Everything is listed and checked before anything is written; a file that does not decode or has
-    another shape ends the write, and the artifact writer removes what was written.
+    Everything is listed and checked before anything is written; a bad file ends the write, which is removed.
     """
-    import numpy as np
+    import numpy as np  # these here: predict imports this module and refuses bad input before they load
     from tqdm import tqdm
 
     from mlp_core.data.artifact import write_metadata

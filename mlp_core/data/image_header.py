@@ -1,12 +1,7 @@
-"""An image file's header, read before any pixel is decoded: what it is, its size and channels, or why it is not one.
+"""An image file's header, read before any pixel is decoded: PNG or JPEG, its size and channels, or why it is not one.
 
-``read_header`` parses the PNG's IHDR chunk (and the chunk headers up to its image data, for a palette's tRNS) or
-the JPEG's frame header (its SOFn marker): microseconds, no decoder. Its channels are those TensorFlow's
-``decode_image(channels=0)`` gives (a palette PNG: RGB, RGBA with tRNS; grey-alpha: 2; a CMYK JPEG: RGB;
-tests/test_image_files.py holds this to TensorFlow). ``check_pixels`` refuses an image that would take more
-than ``MAX_IMAGE_BYTES`` decoded, which is what Pillow's ``MAX_IMAGE_PIXELS`` guards against: a small file
-declaring 30000x30000 pixels. ``undecodable`` words a decoder's failure in plain words (Pillow's, which names
-the fault, never TensorFlow's op text). Every refusal is one ``UserError`` line naming the file.
+Channels are those TensorFlow's ``decode_image(channels=0)`` gives (tests/test_image_files.py holds this to TensorFlow);
+``check_pixels`` refuses a small file declaring a huge image (``MAX_IMAGE_BYTES``). Every refusal is one ``UserError``.
 """
 
 from __future__ import annotations
@@ -53,8 +48,7 @@ def _refuse(name: str, kind: str, why: str) -> UserError:
 
 
 def read_header(name: str, data: bytes) -> Header:
-    """The header of the PNG or JPEG file ``name`` whose bytes are ``data``, and its structure (a PNG's chunks and
-    their CRCs, a JPEG's end marker: a cut file never reaches the decoder, whose library prints to stderr)."""
+    """The header of the PNG or JPEG ``data`` (file ``name``), its structure checked: a cut file never reaches the decoder."""
     kind = kind_of(data)
     if kind is None:
         why = "the file is empty" if not data else "its first bytes are neither a PNG signature nor a JPEG start"
@@ -126,8 +120,7 @@ def _jpeg(name: str, data: bytes) -> Header:
                 raise _refuse(name, "JPEG", f"it declares {width}x{height} pixels")
             if components not in (1, 3, 4):
                 raise _refuse(name, "JPEG", f"it declares {components} colour components (1, 3 or 4 decode)")
-            # Past the frame header only the image's own end marker can be FF D9 (entropy-coded FF bytes are
-            # stuffed with 00; an EXIF thumbnail's EOI comes before), and bytes after it are allowed.
+            # past the frame header only the image's own EOI can be FF D9 (entropy-coded FF bytes are stuffed with 00)
             if b"\xff\xd9" not in data[at:]:
                 raise _refuse(name, "JPEG", "the file is truncated: it has no end marker (EOI)")
             return Header("JPEG", height, width, 1 if components == 1 else 3, cmyk=components == 4)
@@ -161,9 +154,8 @@ def check_shape(name: str, shape: "tuple[int, ...] | list[int]", what: str) -> N
 
 
 def undecodable(name: str, data: bytes, error: BaseException) -> UserError:
-    """Why ``data`` (whose header and structure passed) did not decode, in plain words: Pillow's (``broken data
-    stream``), else the decoder's own text without its op names."""
-    from PIL import Image
+    """Why ``data`` (header and structure passed) did not decode, in Pillow's words, else the decoder's without op names."""
+    from PIL import Image  # here: only an undecodable image needs Pillow (predict's start-up)
 
     try:
         with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:

@@ -1,23 +1,7 @@
-"""Data that arrives over time: span and date patterns, the newest span or a window of them, and fingerprints.
+"""Data that arrives over time: span and date patterns (``{SPAN}``, ``{YYYY}/{MM}/{DD}``, as TFX ExampleGen's), the
+newest span or a window of them, and content fingerprints (equal iff the same names hold the same bytes).
 
-A source location may hold one placeholder part, as TFX ExampleGen's input patterns do
-(``tfx/components/example_gen/utils.py``: ``SPAN_SPEC``, ``DATE_SPECS``,
-``_verify_split_pattern_specs``, ``_find_matched_span_version_from_path``):
-
-- ``{SPAN}``: a span number, e.g. ``gs://bucket/mnist/span-{SPAN}``;
-- ``{YYYY}``, ``{MM}``, ``{DD}``: a date, each exactly once, e.g. ``/data/{YYYY}-{MM}-{DD}``; its span
-  number is the days since 1970-01-01, as TFX computes it (``UNIX_EPOCH_DATE``).
-
-The two kinds are exclusive, ``{SPAN}`` appears once, and ``{VERSION}`` is not supported here (refused).
-Where TFX matches ``{SPAN}`` with ``.*`` and fails on a folder whose part is no integer, here a part
-must be digits to match at all (``span-new`` is simply not a span); a date that does not exist
-(``2026-02-30``) is refused, as in TFX. TFX resolves the one newest span; ``window`` K > 1 takes the
-K newest spans that exist (TFX's rolling range over the spans present, not over consecutive numbers).
-
-The fingerprint is over content, not time: TFX's ``io_utils.generate_fingerprint`` sums file sizes and
-mtimes, which change on a copy that changes nothing and can stay equal when bytes change. Here every
-file read is recorded as ``(name, size, sha256 of the bytes read)``, and the overall fingerprint is the
-sha256 of those records sorted by name: equal iff the same names hold the same bytes.
+Stricter than TFX: a span part must be digits to match, ``{VERSION}`` is refused, two folders of one span are refused.
 """
 
 from __future__ import annotations
@@ -56,10 +40,7 @@ def has_spec(pattern: str) -> bool:
 
 
 def split_pattern(pattern: str, flag: str = "--source") -> tuple[str, str]:
-    """``(base, rest)``: the fixed location before the first part with a placeholder, and the parts from it on.
-
-    Checks the placeholders as TFX's ``_verify_split_pattern_specs`` does; one-line ``UserError`` otherwise.
-    """
+    """``(base, rest)``: the fixed location before the first part with a placeholder, and the parts from it on, checked."""
     if VERSION_SPEC in pattern:
         raise UserError(f"{flag}: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})")
     is_span = SPAN_SPEC in pattern
@@ -99,8 +80,7 @@ def _number(match: re.Match, name: str, flag: str) -> int:
 def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--source") -> list[Span]:
     """The ``window`` newest spans of ``pattern``, oldest first, from ``names`` (every file under its base).
 
-    ``join(base, name)`` makes a span's location. Two folders that mean the same span
-    (``span-1`` and ``span-01``) are refused; so is a pattern that matches nothing.
+    ``join(base, name)`` makes a span's location; ``span-1`` beside ``span-01``, or no match at all, is refused.
     """
     if window < 1:
         raise UserError(f"--span-window must be at least 1, got {window}")
