@@ -1,13 +1,5 @@
-"""The Model artifact: params as ``.npz`` (loaded with ``allow_pickle=False``) plus JSON.
-
-Layout::
-
-    <model>/params.npz      layer_0_w, layer_0_b, layer_1_w, ...  (float32)
-    <model>/config.json     the TrainConfig
-    <model>/dataset.json    identity of the data it was trained on
-    <model>/history.json    per-epoch metrics
-    <model>/saved_model/1/  the serving export, in TF Serving's layout (mlp_core.export)
-    <model>/_COMPLETE.json  written last: the artifact is complete (artifacts.outputs)
+"""The Model artifact: ``params.npz`` (loaded with ``allow_pickle=False``), ``config.json``, ``dataset.json``,
+``history.json``, the serving export ``saved_model/1/`` (``mlp_core.export``), ``_COMPLETE.json`` last.
 """
 
 from __future__ import annotations
@@ -23,7 +15,7 @@ import numpy as np
 
 from mlp_core.config import TrainConfig
 from mlp_core.errors import UserError
-from artifacts import storage
+from artifacts import locations, storage
 from artifacts.outputs import read_marker
 from artifacts.schemas import check_model_files, loads
 
@@ -124,13 +116,9 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
 
 def content_hash(model_dir: "str | Path") -> str:
     """sha256 over the model's listed files (relative names and bytes), in a fixed order; the commit marker aside."""
-    from artifacts import locations
-    from artifacts.outputs import read_marker
-
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    # The files the marker lists (each proven inside the model), not whatever else lies in the folder.
-    # verify=False: it hashes every listed file itself here; names are still proven inside the model.
+    # the files the marker lists, names proven inside the model (verify=False: each is hashed here anyway)
     for name in sorted(Path(n) for n in read_marker(model_dir, "model", verify=False)["files"]):
         digest.update(name.as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(storage.read_bytes(locations.member(model_dir, name.as_posix()), storage.PARAMS)).digest())

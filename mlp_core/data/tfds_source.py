@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp_core.data.tf import tf  # imported before tfds: keeps TF off the GPU
+import tensorflow_datasets as tfds  # noqa: E402
+
+from mlp_core.data import tfds_download
 from mlp_core.errors import UserError
-from mlp_core.data.tf import tf  # noqa: F401 - imported first: keeps TF off the GPU
 
 
 @dataclass(frozen=True)
@@ -24,16 +27,9 @@ class SourceInfo:
     class_names: list[str]
 
 
-def _tfds():
-    import tensorflow_datasets as tfds
-
-    return tfds
-
-
 def check_dataset_name(name: str) -> None:
     """Refuse, before any work, a ``--dataset-name`` that is a path (the image-folder source is ``--source``), that
     tfds cannot parse, or that names no tfds dataset (with tfds's close matches, as ``tfds.builder`` suggests)."""
-    tfds = _tfds()
     source_hint = (f"; a folder of your own images is read with --source {name} "
                    "(README: Train on your own images)")
     if not name.strip():
@@ -41,7 +37,7 @@ def check_dataset_name(name: str) -> None:
     if "://" in name or name.startswith(("/", ".", "~")) or "\\" in name:
         raise UserError(f"dataset_name {name!r} is a path, not a tfds dataset name{source_hint}", field="dataset_name")
     try:
-        # tensorflow_datasets/core/naming.py: 'dataset_name[/config_name][:version][/kwargs]', as tfds.builder parses
+        # 'dataset_name[/config_name][:version][/kwargs]', as tfds.builder parses it
         dataset, kwargs = tfds.core.naming.parse_builder_name_kwargs(name)
     except ValueError:
         hint = source_hint if Path(name).exists() else ""
@@ -54,7 +50,7 @@ def check_dataset_name(name: str) -> None:
     except tfds.core.registered.DatasetNotFoundError:
         if Path(name).exists():
             raise UserError(f"unknown tfds dataset {name!r}{source_hint}") from None
-        # as tensorflow_datasets/core/load.py _add_list_builders_context does, but up to three
+        # as tfds.builder's own error suggests, but up to three
         close = difflib.get_close_matches(dataset.name, tfds.list_builders(with_community_datasets=False), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown tfds dataset {name!r}{hint}") from None
@@ -72,10 +68,7 @@ def check_dataset_name(name: str) -> None:
 def open_builder(name: str, data_dir: str | None, progress: bool = True):
     """The tfds builder of ``name``, prepared: downloaded only when it is not prepared and its download hosts answer
     (``tfds_download.prepare``); otherwise one line saying how to prepare it."""
-    from mlp_core.data import tfds_download
-
     check_dataset_name(name)
-    tfds = _tfds()
     if data_dir and not str(data_dir).startswith("gs://"):
         path = Path(data_dir)
         if not path.exists():
@@ -97,8 +90,7 @@ def open_builder(name: str, data_dir: str | None, progress: bool = True):
 
 
 def _first_line(error: BaseException) -> str:
-    """The first line of ``error``, without the 'Failed to construct dataset "x", builder_kwargs "{...}": ' that
-    tfds.builder puts before its reason (tensorflow_datasets/core/load.py builder)."""
+    """The first line of ``error``, without the 'Failed to construct dataset ...: ' that tfds.builder puts first."""
     text = str(error).strip()
     text = text.splitlines()[0] if text else type(error).__name__
     return re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "[^"]*": ', "", text)
@@ -129,7 +121,7 @@ def iter_examples(builder, split: str) -> Iterator[tuple[np.ndarray, int]]:
     """``(uint8 image, label)`` pairs of ``split`` in the order ``tfds.load`` yields them."""
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     try:
-        for images, labels in _tfds().as_numpy(ds.batch(1024)):
+        for images, labels in tfds.as_numpy(ds.batch(1024)):
             yield from zip(images, labels.tolist())
     except tf.errors.OpError as e:
         raise UserError(f"cannot read {builder.name} {split} from {builder.data_dir}: {e.message.splitlines()[0]}") from None
