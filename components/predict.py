@@ -16,8 +16,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-from artifacts import storage
-from artifacts.bounded_http import MAX_ANSWER, HttpError, check_url, request
+from artifacts import bounded_http, storage
+from artifacts.bounded_http import HttpError, check_url, request
 from artifacts.locations import check_segment
 from artifacts.outputs import read_marker
 from components._cli import error_line, exit_on_error
@@ -135,7 +135,7 @@ def _call(url: str, body: "dict | None", timeout: float, limit: "int | None" = N
     data = None if body is None else json.dumps(body).encode()
     try:
         status, raw = request(url, data, {"Content-Type": "application/json"}, "GET" if body is None else "POST",
-                              timeout, limit or MAX_ANSWER)
+                              timeout, limit or bounded_http.MAX_ANSWER)
     except HttpError as e:
         raise UserError(str(e)) from None
     try:
