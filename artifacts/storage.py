@@ -16,7 +16,7 @@ from artifacts import locations
 from artifacts.redaction import one_line  # a server's error text may quote the credentials it refused
 
 BUNDLED_SCHEME = "minio"
-# Where Kubeflow's launcher finds its bundled store when nothing else is configured (objectstore/config.go, 2.17.0).
+# Where Kubeflow's launcher finds its bundled store when nothing else is configured (2.17.0).
 BUNDLED_ENDPOINT = "http://seaweedfs.kubeflow:9000"
 
 
@@ -65,8 +65,7 @@ def s3_endpoint(bundled: bool = False) -> "str | None":
 
 
 def as_s3(uri: str) -> "tuple[str, str | None]":
-    """A ``minio://`` URI as the ``s3://`` URI it is and its endpoint (what the launcher does, object_store.go);
-    any other URI unchanged, with None. For handing a backend's URI to a program that takes ``s3://``."""
+    """A ``minio://`` URI as the ``s3://`` URI it is and its endpoint, as the launcher reads it; any other, with None."""
     kind, bucket, key, bundled = _parse(uri)
     if not bundled:
         return str(uri), None

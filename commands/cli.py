@@ -191,13 +191,7 @@ def _compiled(args, target: str, directory: str) -> Path:
 
 
 def _caching(args) -> "bool | None":
-    """What submit and schedule tell the client: None keeps the compiled caching.
-
-    ``kfp.Client.create_run_from_pipeline_package``/``create_recurring_run`` with ``enable_caching`` True or False
-    rewrite every root-DAG task's caching option (``_override_caching_options``, kfp/client/client.py), and
-    ``aiplatform.PipelineJob`` every task's (``_set_enable_caching_value``, google/cloud/aiplatform/pipeline_jobs.py):
-    only None keeps ingest and evaluate uncached, as compiled.
-    """
+    """What submit and schedule tell the client: None keeps the compiled caching (ingest and evaluate uncached)."""
     if args.cache and args.no_cache:
         raise UserError("--cache and --no-cache contradict each other: give one, or neither to keep the compiled "
                            "caching")
@@ -205,10 +199,8 @@ def _caching(args) -> "bool | None":
 
 
 def _cache_every_task(package: Path, enable: "bool | None") -> Path:
-    """``--cache``/``--no-cache`` on Kubeflow: every task of every DAG in the compiled package, as the Vertex AI SDK
-    does (``_set_enable_caching_value``). ``kfp.Client`` would rewrite the root DAG's tasks only
-    (``_override_caching_options``, kfp/client/client.py 2.17), and every step but ingest and new-data runs inside
-    the new-data condition's DAG; so the client is given None and the package says it all."""
+    """``--cache``/``--no-cache`` on Kubeflow: every task of every DAG in the package (``kfp.Client`` would set the root
+    DAG's only, and most steps run inside the new-data condition's DAG)."""
     if enable is None:
         return package
     import yaml

@@ -1,30 +1,34 @@
-"""Publish: copy a blessed model to ``<publish_uri>/<version>/`` and move ``LATEST`` to it.
+"""Publish: copy a blessed model to ``<publish_uri>/<version>/`` and move ``LATEST`` to it (compare-and-swap).
 
     python -m components.publish --model DIR --publish-uri gs://bucket/mnist-mlp --test-metrics test_metrics.json
 
-The numbers come from what evaluate wrote (its ``--metrics`` file; in the pipeline its Metrics
-artifact), never typed again: a typo would move the champion. ``--metrics-by-hand`` with
-``--test-accuracy`` and ``--test-loss`` is the explicit exception.
-The layout and the compare-and-swap on ``LATEST``: ``components.publish``.
+The numbers come from evaluate's ``--metrics`` file (never typed again, but with ``--metrics-by-hand``).
 """
 
 import argparse
+import os
+import random
+import re
 import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model
 
-from platforms.options import StepPolicy
+from artifacts import locations, storage
+from artifacts.locations import check_flags, check_publish_target, check_segment
+from artifacts.outputs import COMPLETE, check_apart, read_marker
+from artifacts.schemas import PUBLISH_MANIFEST, TEST_METRICS, VERSION_PATTERN, dumps, excerpt, loads, validate
 from components._cli import exit_on_error, loss_note
-from mlp_core.errors import UserError
 from components._step import add_parameter_flags, descriptions
-import os
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import NamedTuple
-from mlp_core.blessing import DEFAULT_TOLERANCE, test_set_sha256
-from artifacts.schemas import TEST_METRICS
-from mlp_core.model_io import content_hash
+from mlp_core.blessing import DEFAULT_TOLERANCE, bless, check_fraction, check_loss, test_set_sha256
+from mlp_core.errors import UserError
+from mlp_core.model_io import content_hash, load_model
+from platforms.options import StepPolicy
+from platforms.vertex import model_registry
 
 # On a cluster: never cached, since it moves LATEST, state that is not one of its inputs.
 CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False)
@@ -89,12 +93,10 @@ def metrics_line(tested: "TestMetrics", source: str) -> str:
 
 def report(published: "Published", publish_uri: str) -> str:
     """One line: what was published, and whether LATEST moved."""
-    from platforms.vertex.model_registry import CHAMPION, is_registry
-
     if not published.version:
         return published.reason
-    if is_registry(publish_uri):
-        return (f"published version {published.version} to {publish_uri}; alias {CHAMPION} "
+    if model_registry.is_registry(publish_uri):
+        return (f"published version {published.version} to {publish_uri}; alias {model_registry.CHAMPION} "
                 + (f"moved to it ({published.reason.rsplit('(', 1)[-1].rstrip(')')})" if published.promoted
                    else f"not moved: {published.reason.split(': ', 1)[-1]}"))
     if published.promoted:
@@ -135,8 +137,6 @@ def _parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
     args = _parser().parse_args(argv)
-    from artifacts.locations import check_flags, check_publish_target, check_segment
-
     check_publish_target(args.publish_uri, "--publish-uri")
     check_flags({"--model": args.model, "--model-uri": args.model_uri, "--statistics": args.statistics,
                  "--schema": args.schema, "--test-metrics": args.test_metrics},
@@ -158,8 +158,6 @@ def main(argv: "list[str] | None" = None) -> int:
 
 def _test_metrics(args: argparse.Namespace) -> "tuple[TestMetrics, str]":
     """The numbers to publish with and where they came from: evaluate's file, or typed with --metrics-by-hand."""
-    from components.publish import read_evaluation
-
     typed = [flag for flag, value in (("--test-accuracy", args.test_accuracy), ("--test-loss", args.test_loss))
              if value is not None]
     if args.test_metrics:
@@ -184,7 +182,6 @@ def _test_metrics(args: argparse.Namespace) -> "tuple[TestMetrics, str]":
     return TestMetrics(args.test_accuracy, args.test_loss, args.champion_version, None, None), "typed by hand"
 
 
-
 LATEST = "LATEST"
 # Beside the versions, evaluate's records of models that lost to the champion (components.new_data.record_candidate).
 CANDIDATES = "candidates"
@@ -193,11 +190,6 @@ MANIFEST = "manifest.json"
 
 def _manifest(publish_uri: str, version: str) -> dict:
     """The validated manifest of ``version``; ``UserError`` when it is missing, not JSON or out of range."""
-    import re
-
-    from artifacts import locations, storage
-    from artifacts.schemas import PUBLISH_MANIFEST, VERSION_PATTERN, excerpt, loads, validate
-
     latest = storage.join(publish_uri, LATEST)
     if not re.match(VERSION_PATTERN, version):
         raise UserError(f"{latest} names {excerpt(version)}, not a published version; fix or remove {latest}")
@@ -213,10 +205,7 @@ def _manifest(publish_uri: str, version: str) -> dict:
 
 
 def check_publish_folder(publish_uri: str) -> None:
-    """A local publish location is a folder (or none yet), and the names written in it stay inside it: a link
-    planted there (``candidates -> ../elsewhere``) is refused before anything is evaluated or written."""
-    from artifacts import locations, storage
-
+    """A local publish location is a folder (or none yet) and the names written in it stay inside it (no link out)."""
     if storage.is_remote(publish_uri):
         return
     if os.path.exists(publish_uri) and not os.path.isdir(publish_uri):
@@ -226,14 +215,7 @@ def check_publish_folder(publish_uri: str) -> None:
 
 
 def read_champion(publish_uri: str) -> "dict | None":
-    """The validated manifest of the model ``LATEST`` points to, or None when nothing is published.
-
-    For a Vertex AI Model Registry target, the record of the version holding the ``champion`` alias
-    (``platforms.vertex.model_registry``).
-    """
-    from platforms.vertex import model_registry
-    from artifacts import storage
-
+    """The validated manifest of the model ``LATEST`` points to (a Model Registry's ``champion``), or None."""
     if model_registry.is_registry(publish_uri):
         return model_registry.read_champion(publish_uri)
     check_publish_folder(publish_uri)
@@ -256,15 +238,7 @@ class Evaluated(NamedTuple):
 
 
 def _beats(evaluated: Evaluated, champion: "dict | None") -> "tuple[bool, str]":
-    """May the model evaluate blessed take ``champion``'s place now?
-
-    Yes while ``champion`` is the one evaluate scored on the model's test split (evaluate decided, on the
-    same data). A champion that took its place meanwhile is compared only on numbers from that same test
-    split (its manifest's ``metrics.test_set_sha256``), with the blessing rule less its threshold; numbers
-    from another test set are never compared, so the model is then not promoted.
-    """
-    from mlp_core.blessing import bless
-
+    """May the model evaluate blessed take ``champion``'s place now (a newer champion: only on the same test split)?"""
     current = str(champion["version"]) if champion else ""
     if current == evaluated.champion_version:
         return True, ("no champion yet" if not current else
@@ -305,9 +279,6 @@ EVALUATION = {
 
 def read_evaluation(path: "str | Path") -> TestMetrics:
     """The numbers in evaluate's ``--metrics`` JSON file, which must say the model was blessed; ``UserError`` else."""
-    from artifacts import storage
-    from artifacts.schemas import loads, validate
-
     try:
         text = storage.read_bytes(path, storage.METRICS)
     except OSError as e:
@@ -321,12 +292,7 @@ def read_evaluation(path: "str | Path") -> TestMetrics:
 
 
 def check_champion_version(version: str, what: str) -> str:
-    """``version`` if it is a published version's name (or "" for no champion); ``UserError`` else: a version
-    names a folder under the publish location (or a Model Registry version's number), never a path."""
-    import re
-
-    from artifacts.schemas import VERSION_PATTERN, excerpt
-
+    """``version`` if it is a published version's name or a Model Registry version's number ("" for none)."""
     if version and not re.match(VERSION_PATTERN, version) and not re.fullmatch(r"[0-9]{1,20}", version):
         raise UserError(f"{what} {excerpt(version)} is not a published version's name (such as 20261126T184620Z-"
                           "3f9a1c2b7d4e, or a Model Registry version's number)", field="champion_version")
@@ -335,8 +301,6 @@ def check_champion_version(version: str, what: str) -> str:
 
 def metrics_from_artifact(metadata: dict, where: str) -> TestMetrics:
     """The numbers in the evaluate step's Metrics artifact (its metadata: ``components.evaluate`` logs them there)."""
-    from artifacts.schemas import validate
-
     given = validate(dict(metadata), TEST_METRICS, where)
     classes = sum(name.startswith("f1_class_") for name in given)  # one F1 per class, as evaluate logs them
     return TestMetrics(float(given["test_accuracy"]), float(given["test_loss"]), "", None, classes or None)
@@ -364,32 +328,11 @@ def publish_model(
 ) -> Published:
     """Publish ``model`` as a version (UTC timestamp + short content hash) and move ``LATEST`` to it.
 
-    ``validation``: the validate step's files to keep with the version (``statistics.pb``, ``schema.pbtxt`` by
-    name: ``mlp_core.data.validation``), which the next runs' validation compares their data with; for a
-    Model Registry target their URIs, recorded in the version's description (``_registry_provenance``).
-
-    ``test_set``: the test split the numbers are from (``test_set_sha256`` in evaluate's metrics file), refused
-    when it is not the model's own.
-
-    ``champion_version`` is the champion the evaluate step scored the model against ("" for none).
-    The champion is read again at publish time: ``LATEST`` moves only if it still names that
-    version, or names one whose numbers are from the same test split and the model beats them
-    (``_beats``), and the move is a compare-and-swap (``if_generation_match`` on Cloud Storage,
-    a file lock in a folder), so two runs publishing at once cannot roll a better champion back.
-
-    ``publish_uri`` may name a Vertex AI Model Registry model (``projects/P/locations/L/models/M``): the model
-    becomes a new version there (``model_uri``: where ``model`` lies in Cloud Storage), and the ``champion``
-    alias takes the place of ``LATEST`` (``platforms.vertex.model_registry``).
+    ``validation``: the validate step's files kept with the version (a Model Registry version records their URIs);
+    ``test_set``: the split the numbers are from, refused unless the model's own; ``champion_version``: the one
+    evaluate scored beside it. ``LATEST`` (a Model Registry's ``champion`` alias) moves by compare-and-swap, only
+    while ``_beats`` holds.
     """
-    from platforms.vertex import model_registry
-    from artifacts import storage
-    from mlp_core.blessing import check_fraction, check_loss
-    from mlp_core.model_io import load_model
-    from artifacts.outputs import check_apart
-    from artifacts.schemas import dumps
-
-    from artifacts import locations
-
     locations.check_publish_target(publish_uri, "--publish-uri")
     if model_uri:
         locations.check_location(model_uri, "--model-uri")
@@ -445,17 +388,8 @@ def publish_model(
 
 def _registry_provenance(evaluated: Evaluated, config, history: list, dataset: dict,
                          validation: "dict[str, str | Path] | None") -> dict:
-    """What a Model Registry version records beside its metrics (its description): the data it was trained and
-    tested on (one fingerprint per split), its training settings, and where the validate step's files are.
-
-    A registry version holds no files of ours, so ``validation`` is recorded by URI, and only where another
-    machine can read it (``gs://``, ``s3://``: the pipeline passes the validate step's artifact URIs); a local
-    path is left out. The next run's validate step reads them as its baseline (``champion_baseline``), and
-    a champion's ``test_set_sha256`` lets a champion promoted meanwhile be compared (``_beats``), and the splits'
-    fingerprints with ``config`` tell a scheduled run whether anything is new (``components.new_data``).
-    """
-    from artifacts import storage
-
+    """A Model Registry version's description: one fingerprint per split, the settings, the validate step's file URIs
+    (object stores only: another machine reads them as the next run's baseline)."""
     return {
         "metrics": {"epochs": len(history), "test_set_sha256": evaluated.test_set},
         "compared_with": evaluated.champion_version,
@@ -472,7 +406,6 @@ def _registry_provenance(evaluated: Evaluated, config, history: list, dataset: d
 
 def _test_set(dataset: dict, scored_on: "str | None") -> str:
     """The model's test split (its fingerprint); ``UserError`` when the numbers given are from another one."""
-
     ours = test_set_sha256(dataset["shards"]["test"])
     if scored_on is not None and scored_on != ours:
         raise UserError(f"the test metrics are from another test split ({scored_on[:12]}) than the model's "
@@ -482,9 +415,6 @@ def _test_set(dataset: dict, scored_on: "str | None") -> str:
 
 def _upload_model(model: "str | Path", publish_uri: str, version: str) -> list[str]:
     """Copy the files ``model``'s marker lists (each proven inside it), then the marker; nothing else in the folder."""
-    from artifacts import locations, storage
-    from artifacts.outputs import COMPLETE, read_marker
-
     # load_model verified every file's sha256 just before: the names (each proven inside) are what is needed here.
     names = [*read_marker(model, "model", verify=False)["files"], COMPLETE]
     for name in names:
@@ -497,8 +427,6 @@ def _promote_local(publish_uri: str, version: str, evaluated: Evaluated) -> "tup
     """Move ``LATEST`` under a lock (filelock: fcntl on this machine), deciding against the champion read inside it."""
     from filelock import FileLock
 
-    from artifacts import locations, storage
-
     with FileLock(locations.join(publish_uri, f".{LATEST}.lock"), timeout=600):  # never a link planted out of it
         beats, reason = _beats(evaluated, read_champion(publish_uri))
         if beats:
@@ -508,11 +436,6 @@ def _promote_local(publish_uri: str, version: str, evaluated: Evaluated) -> "tup
 
 def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attempts: int = 50) -> "tuple[bool, str]":
     """Move ``LATEST`` by compare-and-swap (Cloud Storage's object generation, S3's ETag); re-decide after every lost race."""
-    import random
-    import time
-
-    from artifacts import storage
-
     latest = storage.join(publish_uri, LATEST)
     for attempt in range(attempts):
         current, generation = storage.read_versioned(latest)
@@ -529,15 +452,8 @@ def _promote_remote(publish_uri: str, version: str, evaluated: Evaluated, attemp
 
 
 def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
-    """``(statistics URI, schema URI)`` stored beside the champion at ``publish_uri``; None for each absent.
-
-    Publishing stores ``STATISTICS_FILE`` and ``SCHEMA_FILE`` in the champion's version folder; a Model
-    Registry champion records their URIs in its description (``_registry_provenance``: the validate step's
-    artifacts of the run that published it), each None once gone; an empty location or no champion has none.
-    """
-    from artifacts import locations, storage
+    """``(statistics URI, schema URI)`` kept with the champion at ``publish_uri`` (a registry records them); None if absent."""
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
-    from platforms.vertex import model_registry
 
     if not publish_uri:
         return None, None
@@ -561,6 +477,7 @@ def champion_baseline(publish_uri: str) -> tuple["str | None", "str | None"]:
         return None, None
     found = [storage.join(publish_uri, champion["version"], name) for name in (STATISTICS_FILE, SCHEMA_FILE)]
     return tuple(uri if storage.exists(uri) else None for uri in found)  # type: ignore[return-value]
+
 
 if __name__ == "__main__":
     sys.exit(main())

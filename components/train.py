@@ -24,6 +24,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from artifacts import locations, storage
+from artifacts import remote as remote_artifacts
 from artifacts.outputs import (OutputConflictError, artifact_writer, check_apart, check_artifact_output, check_output_file,
                                check_outside_artifacts, write_json)
 from components._cli import check_inputs, exit_on_error
@@ -32,6 +33,7 @@ from mlp_core.config import PLACEMENTS, TrainConfig, parse_hidden_sizes
 from mlp_core.distributed import ProcessGroup, check_process_flags, detect, initialize
 from mlp_core.errors import UserError
 from mlp_core.metrics import final_metrics, hyperparameters
+from platforms.kubeflow.trainer import train_as_trainer_job
 from platforms.options import StepPolicy
 
 if TYPE_CHECKING:
@@ -149,9 +151,7 @@ def component(base_image: str):
 
 def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int, seed: int, shuffle: bool,
               best_hyperparameters: str = "") -> TrainConfig:
-    """The step's training parameters as one ``TrainConfig``, the tune step's choice (its JSON) in place.
-
-    The input and output widths are MNIST's until ``TrainConfig.for_data`` sets the data's."""
+    """The step's training parameters as one ``TrainConfig``, the tune step's choice (its JSON) in place."""
     text = best_hyperparameters or "{}"
     try:
         best = json.loads(text)
@@ -183,11 +183,7 @@ def train_on_dataset(dataset: "str | Path", model: "str | Path", config: TrainCo
                      log: Callable[[str], None] = functools.partial(print, flush=True)) -> list[dict]:
     """Train ``config`` on ``dataset``'s train split (test accuracy per epoch); write ``model``; return the history.
 
-    ``placement``: ``device`` keeps the split on the device, ``stream`` feeds tf.data batches, ``auto`` picks by
-    size. A checkpoint is written after every epoch to ``checkpoint_dir`` (default: ``pipeline_checkpoint_dir``,
-    else ``.<model>.checkpoints`` beside ``model``); a rerun of the same run resumes from the newest. With several
-    ``processes`` (default: what the environment says), all train together and process 0 alone writes. Artifacts
-    may be object-store URIs (``local_artifacts``).
+    Checkpoints every epoch (a rerun resumes); of several ``processes``, process 0 alone writes.
     """
     import jax
 
@@ -265,13 +261,8 @@ def train_on_dataset(dataset: "str | Path", model: "str | Path", config: TrainCo
 
 def batch_source(dataset: "str | Path", metadata: dict, config: TrainConfig, placement: str, group: ProcessGroup,
                  mesh) -> "BatchSource":
-    """Where the epochs' batches come from: the placement and the processes choose, the training loop is one.
-
-    ``stream``: tf.data batches of the verified shards, prefetched while the device
-    computes (``train.BatchStream``); else the whole split, read once: on this
-    process's devices (``train.SplitOnDevice``) or, of several processes, each one's
-    share of every global batch (``multiprocess.ProcessShare``).
-    """
+    """Where the epochs' batches come from: streamed shards (``stream``), the split on this process's devices, or
+    each process's share of every global batch."""
     from mlp_core.data.artifact import read_split
 
     if placement == "stream":
@@ -316,17 +307,7 @@ class LocalArtifacts(NamedTuple):
 @contextlib.contextmanager
 def local_artifacts(dataset: "str | Path", model: "str | Path", metrics: "str | Path | None",
                     checkpoint_dir: "str | None", checkpoint_root: str) -> Iterator[LocalArtifacts]:
-    """Where the files are, not how to train: object-store artifacts as local copies in, uploads out.
-
-    Local paths pass through unchanged (``upload`` does nothing). Any of ``dataset``,
-    ``model``, ``metrics`` at an object-store URI: the model's URI is checked first
-    (``remote_artifacts.check_upload``), the dataset downloaded and verified into a
-    scratch folder, the model and metrics written locally and uploaded by ``upload``
-    (the model's marker last); the scratch folder is removed afterwards. Checkpoints
-    then default to ``.<name>.checkpoints`` beside the model's URI (durable, like a
-    local run's beside its folder).
-    """
-    from artifacts import remote as remote_artifacts
+    """Object-store artifacts as local copies in a scratch folder, uploaded by ``upload``; local paths unchanged."""
 
     if not any(v is not None and storage.is_remote(str(v)) for v in (dataset, model, metrics)):
         yield LocalArtifacts(dataset, model, metrics, checkpoint_dir, lambda: None)
@@ -382,25 +363,8 @@ def beside(model_uri: str) -> str:
 
 
 def pipeline_checkpoint_dir(checkpoint_root: str, model_uri: "str | None", run_id: str, log=print) -> "str | None":
-    """Where a pipeline's train step keeps checkpoints: durable, and the same for every attempt of the task.
-
-    Only what the backend really provides is used (the Kubeflow backend never fills
-    in ``{{$.pipeline_root}}``: ``backend/src/v2/driver/resolve.go`` substitutes only
-    the job and task names, ids and times, each as a whole value):
-
-    - ``checkpoint_root`` (a pipeline parameter the user sets), with the run id
-      (``{{$.pipeline_job_uuid}}``, substituted): ``<root>/checkpoints/<run_id>/train``;
-    - else the Model artifact's own URI, when it is in an object store:
-      ``.model.checkpoints`` beside it. On Kubeflow that URI is
-      ``<pipeline root>/<pipeline>/<run id>/<task>/<uuid>/model`` (``driver/driver.go``
-      ``provisionOutputs``, ``metadata/client.go`` ``GenerateOutputURI``); the driver
-      writes it into the executor input once per task, and Argo's retry re-runs only
-      the executor pod with that same input (``compiler/argocompiler/container.go``:
-      ``retryStrategy`` on ``system-container-impl``), so every retried attempt gets
-      the same URI and finds the checkpoints of the attempts before it;
-    - else None (kfp.local: the model URI is a local folder, and the caller keeps
-      them beside it).
-    """
+    """A pipeline's checkpoints, the same for every attempt: ``<checkpoint_root>/checkpoints/<run_id>/train``, else
+    beside an object-store Model URI, else None (why: docs/design.md, "Failure behaviour")."""
     if checkpoint_root:
         if "{{" in run_id or "{{" in checkpoint_root:
             log(f"warning: a placeholder was not substituted ({checkpoint_root!r}, {run_id!r}); "
@@ -470,8 +434,6 @@ def main(argv: "list[str] | None" = None) -> int:
     if args.tensorboard and processes.is_primary:
         check_artifact_output(args.tensorboard, "tensorboard")  # before any work
     if args.trainer_job:
-        from platforms.kubeflow.trainer import train_as_trainer_job
-
         history = train_as_trainer_job(json.loads(args.trainer_job), str(args.dataset), args.model, str(args.model),
                                        {"run_id": args.run_id}, flags(config, args.placement, args.checkpoint_root,
                                                                       args.run_id, args.require_gpu))
@@ -485,7 +447,7 @@ def main(argv: "list[str] | None" = None) -> int:
         print(f"process {processes.process_id} done (process 0 writes {args.model})")
         return 0
     if args.tensorboard:
-        from mlp_core.tensorboard import trained_on, write_events
+        from mlp_core.tensorboard import trained_on, write_events  # not at the top: test_layout's import-chain limit
 
         write_events(history, args.tensorboard, hyperparameters(config, args.placement), run_id=args.run_id,
                      dataset=trained_on(args.model))

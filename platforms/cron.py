@@ -36,10 +36,8 @@ def validate(expression: str) -> str:
     return expression.strip()
 
 
-# Kubeflow's ScheduledWorkflow controller computes the next run with robfig/cron, whose SpecSchedule.Next gives up
-# after five years ("If no time is found within five years, return zero", cron v3 spec.go): a schedule that does not
-# fire within five years is one that never fires there. The same bound is used for Vertex AI, whose scheduler's code
-# is not public.
+# Kubeflow's schedule controller gives up on a schedule that does not fire within five years; Vertex AI is held to
+# the same bound.
 FIRES_WITHIN_YEARS = 5
 
 

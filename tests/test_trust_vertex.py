@@ -411,8 +411,14 @@ def check_tensorboard_name(name: str, experiments, trained) -> None:
     assert experiments.requests[before:] == [], f"{name!r} ({broken}): a request reached Vertex AI"
 
 
+def predict_served(server: str, model_name: str, images, timeout: float = 60):
+    """``(probabilities, classes)`` from a served model: ``served_predictions`` without the names."""
+    from components.predict import served_predictions
+
+    return served_predictions(server, model_name, images, timeout=timeout)[:2]
+
+
 def check_served_name(name: str, serving) -> None:
-    from components.predict import predict_served
     from mlp_core.errors import UserError
 
     before = len(serving.requests)
@@ -435,7 +441,6 @@ def check_server_answer(answer, serving) -> None:
     import numpy as np
 
     from mlp_core.errors import UserError
-    from components.predict import predict_served
 
     broken = answer_broken_rule(answer, 2)
     serving.tamper = lambda status, reply: (200, answer)

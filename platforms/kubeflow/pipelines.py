@@ -22,10 +22,8 @@ from artifacts.bounded_http import HttpError, bound_pool
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 # kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject, and the
-# backend compiles task retry policies into Argo retryStrategy only from 2.4.1 (2.4.0 drops them:
-# backend/src/v2/compiler/argocompiler/container.go); it substitutes a placeholder (the run id: a
-# checkpoint_root's folder, the TrainJob's name, the published run id) only from 2.5
-# (backend/src/v2/driver/resolve.go).
+# backend compiles task retry policies into Argo retryStrategy only from 2.4.1 (2.4.0 drops them); it substitutes
+# a placeholder (the run id: a checkpoint_root's folder, the TrainJob's name, the published run id) only from 2.5.
 MIN_BACKEND = "2.4.1"
 FULL_BACKEND = "2.5.0"
 SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"

@@ -29,7 +29,7 @@ PLURAL = "trainjobs"
 DEFAULT_RUNTIME = "jax-distributed"
 MANAGED_BY = "jax-mlp-pipeline"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-# The artifact store's keys (backend/src/v2/config/env.go: the secret and its keys the launcher reads).
+# The artifact store's keys: the secret and its keys Kubeflow's launcher reads.
 ARTIFACT_STORE_SECRET = "mlpipeline-minio-artifact"
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
 # Where an S3-compatible store is, when the step was told (artifacts.storage): the pods are told the same.

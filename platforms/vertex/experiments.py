@@ -16,21 +16,18 @@ from artifacts.locations import PROJECT, REGION
 from mlp_core.errors import UserError
 
 # Resource names, their project and region by artifacts.locations' rules. A pipeline job id is the SDK's
-# "^[a-z][-a-z0-9]{0,127}$" (google/cloud/aiplatform/constants/pipeline.py _VALID_NAME_PATTERN, IGNORECASE);
+# "^[a-z][-a-z0-9]{0,127}$" (any case);
 # a TensorBoard instance's id is the number Vertex AI gave it.
 JOB = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                  r"/pipelineJobs/(?P<job>(?i:[a-z][-a-z0-9]{0,127}))$")
 TENSORBOARD = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                          r"/tensorboards/(?P<id>[0-9]{1,20})$")
 # An experiment name is the id of its Metadata context and of its TensorBoard experiment: 4-128 of [a-z0-9-]
-# (aiplatform_v1 CreateContextRequest.context_id, "Must be 4-128 characters in length. Valid characters are
-# /[a-z][0-9]-/"), the first a letter or digit (CreateTensorboardExperimentRequest: "[a-z0-9][a-z0-9-]{0,127}").
+# (a Metadata context id), the first a letter or digit (a TensorBoard experiment id).
 EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{3,127}$")
-# The SDK derives two more ids from it (google/cloud/aiplatform/metadata/experiment_run_resource.py,
-# metadata/constants.py): the run's context "<experiment>-<run>", at most _EXPERIMENT_RUN_MAX_LENGTH = 128 - 7
-# characters, and its TensorBoard link artifact "<experiment>-<run>-tb-run" (CreateArtifactRequest.artifact_id,
-# 4-128). Our run is the pipeline job id, which aiplatform.PipelineJob makes "<pipeline name>-%Y%m%d%H%M%S"
-# (google/cloud/aiplatform/pipeline_jobs.py): 31 characters for pipeline.PIPELINE_NAME "jax-mlp-pipeline".
+# The SDK derives two more ids from it: the run's context "<experiment>-<run>" (at most 128 - 7 characters) and its
+# TensorBoard link artifact "<experiment>-<run>-tb-run" (4-128). Our run is the pipeline job id,
+# "<pipeline name>-%Y%m%d%H%M%S": 31 characters for "jax-mlp-pipeline".
 RUN_ARTIFACT_SUFFIX = "-tb-run"
 LONGEST_RUN_ID = 128 - len(RUN_ARTIFACT_SUFFIX)
 LONGEST_JOB_ID = len("jax-mlp-pipeline-YYYYMMDDHHMMSS")
