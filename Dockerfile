@@ -23,7 +23,6 @@ COPY pyproject.toml README.md ./
 COPY mlp_core mlp_core
 COPY components components
 COPY artifacts artifacts
-COPY jobs jobs
 COPY platforms platforms
 COPY commands commands
 COPY bench bench

@@ -1,11 +1,7 @@
 """Every HTTP answer this project reads: at most ``MAX_ANSWER`` bytes, within one overall deadline per request.
 
-``request`` (urllib, so proxies come from the environment as before) watches each connection it opens: when the
-deadline passes, the socket is shut down, which ends a read blocked on it however slowly the server sends (a byte
-every 2 s resets any per-read timeout; only the overall deadline ends it). ``bound_pool`` puts the same bounds
-under an openapi-generated client's urllib3 pool (kfp_server_api's, kubernetes'): there the deadline covers
-connecting and reading the body; the status line and headers are bounded per read (``timeout``) only, as urllib3
-opens the socket inside its own call. A URL with ``user:password@`` is refused before any lookup (``check_url``).
+``request`` (urllib) shuts each socket down at the deadline, which ends a read however slowly the server sends;
+``bound_pool`` puts the same bounds under a urllib3 pool (kfp_server_api's, kubernetes').
 """
 
 from __future__ import annotations

@@ -1,38 +1,8 @@
 """The trust boundary for locations: every path, object-store URI, registry name and name part we are given.
 
-One module decides what a location is, whether it is well formed, and whether a
-name stays inside the root it is joined to. Every step and command goes through
-it before any work, so a bad value ends in one line (``LocationError``, exit 2)
-and nothing is written anywhere else.
-
-The rules, each from the documentation that defines it:
-
-- **A remote location is never a local path.** Anything that starts like a URI
-  (``scheme:``, so ``gs:bucket`` too; write ``./name:x`` for a local name with a colon) is remote: ``gs://`` and ``s3://`` are read and written here;
-  any other scheme (``gcs://``, ``http://``, ``file://``, ``minio://``...) is
-  refused, never turned into a folder named ``gs:`` in the current directory.
-  A text starting ``projects/`` is a Vertex AI resource name and must be a whole,
-  valid one (write ``./projects/...`` for a local folder of that name).
-- **Cloud Storage bucket names** (https://cloud.google.com/storage/docs/buckets#naming):
-  3-63 characters (up to 222 with dots, each dot-separated part at most 63) of
-  lowercase letters, digits, ``-``, ``_`` and ``.``, starting and ending with a
-  letter or digit; not an IP address; not starting with ``goog``; not containing
-  ``google``.
-- **S3 bucket names** (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html,
-  general purpose buckets): 3-63 characters of lowercase letters, digits, ``.``
-  and ``-``, starting and ending with a letter or digit; no ``..``; not an IP
-  address; not starting with ``xn--``, ``sthree-`` or ``amzn-s3-demo-``; not ending
-  with ``-s3alias``, ``--ol-s3``, ``.mrap``, ``--x-s3`` or ``--table-s3``.
-- **Object names** (https://cloud.google.com/storage/docs/objects#naming; S3 keys
-  alike): the path after the bucket has no empty, ``.`` or ``..`` part, no control
-  characters (CR and LF included), at most 1024 bytes in UTF-8. Our objects map
-  one to one to files, so a name that could not be a relative file name is refused.
-- **Name parts** we put into a path or a URL (run ids, version names, model names):
-  one segment of ``[A-Za-z0-9._-]``, at most 128 characters, not starting with
-  ``.`` or ``-``.
-- **Members** of an artifact (names in a ``_COMPLETE.json``, a manifest): relative,
-  ``/``-separated, no empty, ``.`` or ``..`` part, no backslash or control
-  character, and (locally) resolving, symlinks followed, inside the artifact.
+Every step and command checks its locations here before any work; a bad one is one ``UserError`` line. Anything
+URI-like (``scheme:``) is remote and never a local path; bucket, object and Vertex AI resource names follow the
+stores' documented rules (cited where each is checked); a member of an artifact resolves, symlinks followed, inside it.
 """
 
 from __future__ import annotations
@@ -40,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
+from mlp_core.errors import UserError
 
 SCHEMES = ("gs", "s3", "minio")  # minio://: Kubeflow's bundled S3-compatible store (artifacts.storage)
 _URI_LIKE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
@@ -47,10 +18,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-
-
-class LocationError(ValueError):
-    """A location, name or member is malformed or escapes its root; the message is one line."""
 
 
 def _shown(value: object, limit: int = 120) -> str:
@@ -73,10 +40,10 @@ def is_remote(location: str) -> bool:
 def check_gcs_bucket(bucket: str, flag: str = "location") -> str:
     longest = 222 if "." in bucket else 63
     if not 3 <= len(bucket) <= longest or not _GCS_BUCKET.match(bucket) or any(not 0 < len(p) <= 63 for p in bucket.split(".")):
-        raise LocationError(f"{flag}: {_shown(bucket)} is not a Cloud Storage bucket name (3-63 lowercase letters, "
+        raise UserError(f"{flag}: {_shown(bucket)} is not a Cloud Storage bucket name (3-63 lowercase letters, "
                             "digits, '-', '_' or '.', starting and ending with a letter or digit)")
     if _is_ip(bucket) or bucket.startswith("goog") or "google" in bucket:
-        raise LocationError(f"{flag}: {_shown(bucket)} is not a Cloud Storage bucket name (an IP address, a 'goog' "
+        raise UserError(f"{flag}: {_shown(bucket)} is not a Cloud Storage bucket name (an IP address, a 'goog' "
                             "prefix and 'google' are reserved)")
     return bucket
 
@@ -85,7 +52,7 @@ def check_s3_bucket(bucket: str, flag: str = "location") -> str:
     if not _S3_BUCKET.match(bucket) or ".." in bucket or _is_ip(bucket) \
             or bucket.startswith(("xn--", "sthree-", "amzn-s3-demo-")) \
             or bucket.endswith(("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")):
-        raise LocationError(f"{flag}: {_shown(bucket)} is not an S3 bucket name (3-63 lowercase letters, digits, "
+        raise UserError(f"{flag}: {_shown(bucket)} is not an S3 bucket name (3-63 lowercase letters, digits, "
                             "'.' or '-', starting and ending with a letter or digit, no '..')")
     return bucket
 
@@ -101,14 +68,14 @@ def _is_ip(text: str) -> bool:
 def check_object_path(path: str, flag: str = "location", what: str = "object path") -> str:
     """A relative ``/``-separated name with no empty, ``.`` or ``..`` part and no control character."""
     if not isinstance(path, str):
-        raise LocationError(f"{flag}: {what} must be text, got {_shown(path)}")
+        raise UserError(f"{flag}: {what} must be text, got {_shown(path)}")
     if _CONTROL.search(path) or "\\" in path:
-        raise LocationError(f"{flag}: {what} {_shown(path)} holds a control character or a backslash")
+        raise UserError(f"{flag}: {what} {_shown(path)} holds a control character or a backslash")
     if len(path.encode("utf-8", "surrogatepass")) > 1024:
-        raise LocationError(f"{flag}: {what} {_shown(path)} is longer than 1024 bytes")
+        raise UserError(f"{flag}: {what} {_shown(path)} is longer than 1024 bytes")
     parts = path.split("/")
     if path.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise LocationError(f"{flag}: {what} {_shown(path)} has an empty, '.' or '..' part; "
+        raise UserError(f"{flag}: {what} {_shown(path)} has an empty, '.' or '..' part; "
                             "it must be a relative name inside its location")
     return path
 
@@ -117,11 +84,11 @@ def split_uri(uri: str, flag: str = "location") -> tuple[str, str, str]:
     """``(scheme, bucket, path)`` of a well-formed ``gs://`` or ``s3://`` URI (``path`` may be empty)."""
     kind = scheme(uri)
     if kind not in SCHEMES or not str(uri).startswith(f"{kind}://"):
-        raise LocationError(f"{flag}: {_shown(uri)} is not a location this program reads or writes: "
+        raise UserError(f"{flag}: {_shown(uri)} is not a location this program reads or writes: "
                             "give a local path, gs://BUCKET/PATH, s3://BUCKET/PATH or minio://BUCKET/PATH")
     bucket, _, path = str(uri)[len(kind) + 3:].partition("/")
     if not bucket:
-        raise LocationError(f"{flag}: {_shown(uri)} names no bucket ({kind}://BUCKET/PATH)")
+        raise UserError(f"{flag}: {_shown(uri)} names no bucket ({kind}://BUCKET/PATH)")
     (check_gcs_bucket if kind == "gs" else check_s3_bucket)(bucket, flag)  # minio:// is S3 behind it
     path = path.rstrip("/")
     if path:
@@ -133,14 +100,14 @@ def check_location(location: "str | Path", flag: str = "location") -> str:
     """A valid local path or ``gs://``/``s3://`` URI, as given (a trailing ``/`` of a URI dropped); else one line."""
     text = str(location)
     if not text:
-        raise LocationError(f"{flag}: an empty location")
+        raise UserError(f"{flag}: an empty location")
     if is_remote(text):
         kind, bucket, path = split_uri(text, flag)
         return f"{kind}://{bucket}" + (f"/{path}" if path else "")
     if _CONTROL.search(text):
-        raise LocationError(f"{flag}: {_shown(text)} holds a control character")
+        raise UserError(f"{flag}: {_shown(text)} holds a control character")
     if text.startswith("projects/"):
-        raise LocationError(f"{flag}: {_shown(text)} looks like a Vertex AI resource name, which is not a location "
+        raise UserError(f"{flag}: {_shown(text)} looks like a Vertex AI resource name, which is not a location "
                             "here (for a local folder of that name, write ./" + text + ")")
     return text
 
@@ -149,14 +116,14 @@ def check_local(location: "str | Path", flag: str = "location") -> str:
     """A local path only: a URI-like text is refused (this input cannot be read from an object store)."""
     text = check_location(location, flag)
     if is_remote(text):
-        raise LocationError(f"{flag}: {_shown(text)} must be a local path here")
+        raise UserError(f"{flag}: {_shown(text)} must be a local path here")
     return text
 
 
 def check_segment(name: str, flag: str, what: str = "name") -> str:
     """One path segment we build into a path or URL: ``[A-Za-z0-9._-]``, 1-128 characters, not ``.``/``-`` first."""
     if not isinstance(name, str) or not _SEGMENT.match(name):
-        raise LocationError(f"{flag}: {_shown(name)} is not a valid {what} (1-128 letters, digits, '.', '_' or '-', "
+        raise UserError(f"{flag}: {_shown(name)} is not a valid {what} (1-128 letters, digits, '.', '_' or '-', "
                             "not starting with '.' or '-')")
     return name
 
@@ -172,11 +139,11 @@ def join(root: str, *parts: str, flag: str = "location") -> str:
 
 
 def resolve(path: "str | Path", flag: str = "location") -> Path:
-    """``path`` absolute, symlinks followed; a symlink loop is a ``LocationError``, not a ``RuntimeError``."""
+    """``path`` absolute, symlinks followed; a symlink loop is a ``UserError``, not a ``RuntimeError``."""
     try:
         return Path(path).resolve()
     except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError for a loop, 3.13 OSError
-        raise LocationError(f"{flag} {_shown(str(path))} is a symlink loop (or a link that cannot be followed)") from None
+        raise UserError(f"{flag} {_shown(str(path))} is a symlink loop (or a link that cannot be followed)") from None
 
 
 def member(folder: "str | Path", name: str, flag: str = "artifact") -> Path:
@@ -192,7 +159,7 @@ def member(folder: "str | Path", name: str, flag: str = "artifact") -> Path:
     root = resolve(folder, flag)
     resolved = resolve(path, f"{flag} {folder}: member")
     if resolved != root and root not in resolved.parents:
-        raise LocationError(f"{flag} {folder}: member {_shown(name, 80)} resolves outside it, to {_shown(str(resolved), 80)}")
+        raise UserError(f"{flag} {folder}: member {_shown(name, 80)} resolves outside it, to {_shown(str(resolved), 80)}")
     return path
 
 
@@ -215,7 +182,7 @@ def check_registry_model(name: str, flag: str = "--publish-uri") -> re.Match:
     """A Vertex AI Model Registry model ``projects/P/locations/L/models/M``, each part by its documented rule."""
     match = REGISTRY_MODEL.match(str(name))
     if not match:
-        raise LocationError(
+        raise UserError(
             f"{flag}: {_shown(name)} is not a Vertex AI Model Registry model name: projects/PROJECT/locations/REGION/"
             "models/MODEL, PROJECT a project id (6-30 of a-z, 0-9, '-') or number, REGION such as us-central1, MODEL "
             "at most 63 of a-z, 0-9, '_', '-' not starting with a digit or '-'")

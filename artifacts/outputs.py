@@ -1,23 +1,7 @@
-"""Multi-file outputs committed the way object stores commit: a marker file written last.
+"""Artifact folders committed by a marker written last (``_COMPLETE.json``: every file's size and sha256).
 
-An artifact folder (a Dataset, a Model) is complete when it holds ``_COMPLETE.json``,
-which lists every file of the artifact with its size and sha256 and is written
-after all of them. Readers refuse a folder without it. Nothing here renames a
-folder: Cloud Storage FUSE (Vertex AI's ``/gcs``) cannot rename a non-empty one,
-and Kubeflow's launcher uploads only the artifact path, so files are written in
-place, inside that path (docs/design.md, "Kubeflow backend internals").
-
-Writing (``artifact_writer``):
-
-- into a new or empty folder (every kfp step's case): in place. ``_WRITING.json``
-  comes first and marks the folder as ours while it is incomplete; a failure
-  removes what was written; a kill leaves a folder readers refuse, which the next
-  run (a retry) recognises as its own and clears;
-- over a complete artifact of the same kind (a CLI rerun): the new files are
-  written to a hidden sibling folder first, so a failed run leaves the old
-  artifact untouched; only then is the old marker removed, the old artifact's
-  listed files deleted, and the new files moved in one file rename each;
-- over anything else (files we did not write): refused before any work.
+``artifact_writer`` is the one writer per output (``_WRITING.json``, locked); single-file outputs are written whole.
+Why: docs/design.md, "Failure behaviour".
 """
 
 from __future__ import annotations
@@ -36,15 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from artifacts import storage
-from artifacts.locations import LocationError, check_local, is_remote, member, resolve
+from artifacts.locations import check_local, is_remote, member, resolve
+from mlp_core.errors import UserError
 
 COMPLETE = "_COMPLETE.json"
 WRITING = "_WRITING.json"
 FORMAT = "jax-mlp-pipeline artifact"
-
-
-class IncompleteArtifactError(ValueError):
-    """A folder is not a complete artifact (no marker, or a listed file missing or resized)."""
 
 
 class OutputConflictError(OSError):
@@ -69,42 +50,37 @@ def _write_file(path: Path, text: str) -> None:
 
 
 def read_marker(folder: str | Path, kind: str, verify: bool = True) -> dict[str, Any]:
-    """The ``_COMPLETE.json`` of ``folder`` after checking it is a complete ``kind`` artifact.
-
-    A marker is input: every name it lists must lie inside ``folder`` (``locations.member``:
-    no ``../``, no absolute name, no symlink out), and every file must have the listed size
-    and, unless ``verify`` is False (a caller that hashes the files itself), the listed sha256.
-    """
+    """``folder``'s marker, every listed file inside it at its size and (``verify``) its sha256."""
     folder = Path(check_local(folder, f"{kind} artifact"))
     path = folder / COMPLETE
     if not path.is_file():
         why = "it was not finished (the step that wrote it failed or was killed)" if (folder / WRITING).exists() else f"{COMPLETE} is missing"
-        raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {why}")
+        raise UserError(f"{folder} is not a complete {kind} artifact: {why}")
     try:
         marker = json.loads(storage.read_bytes(path, storage.MANIFEST))
     except storage.StorageError as e:
-        raise IncompleteArtifactError(str(e)) from None
+        raise UserError(str(e)) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IncompleteArtifactError(f"{path} is not valid JSON: {e}") from None
+        raise UserError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(marker, dict) or marker.get("format") != FORMAT or not isinstance(marker.get("files"), dict):
-        raise IncompleteArtifactError(f"{path} is not a {FORMAT} marker")
+        raise UserError(f"{path} is not a {FORMAT} marker")
     if marker.get("kind") != kind:
-        raise IncompleteArtifactError(f"{folder} is a {marker.get('kind')} artifact, expected a {kind}")
+        raise UserError(f"{folder} is a {marker.get('kind')} artifact, expected a {kind}")
     for name, info in marker["files"].items():
         try:
             file = member(folder, name, f"{kind} artifact")
-        except LocationError as e:
-            raise IncompleteArtifactError(f"{e} (its {COMPLETE} is not to be trusted)") from None
+        except UserError as e:
+            raise UserError(f"{e} (its {COMPLETE} is not to be trusted)") from None
         if not isinstance(info, dict) or not isinstance(info.get("bytes"), int) or not isinstance(info.get("sha256"), str):
-            raise IncompleteArtifactError(f"{path}: the entry for {name!r} has no bytes and sha256")
+            raise UserError(f"{path}: the entry for {name!r} has no bytes and sha256")
         if not file.is_file():
-            raise IncompleteArtifactError(f"{folder} is not a complete {kind} artifact: {name} is missing")
+            raise UserError(f"{folder} is not a complete {kind} artifact: {name} is missing")
         if file.stat().st_size != info["bytes"]:
-            raise IncompleteArtifactError(
+            raise UserError(
                 f"{folder}: {name} has {file.stat().st_size} bytes, {COMPLETE} says {info['bytes']} (truncated or altered)"
             )
         if verify and _sha256(file) != info["sha256"]:
-            raise IncompleteArtifactError(f"{folder}: {name} does not match the sha256 in {COMPLETE} (altered)")
+            raise UserError(f"{folder}: {name} does not match the sha256 in {COMPLETE} (altered)")
     return marker
 
 
@@ -124,12 +100,8 @@ def _writing_kind(folder: Path) -> str | None:
 
 
 def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = False) -> str:
-    """How ``path`` would be written (``"new"``, ``"resume"``, ``"replace"``); refuses anything else, now.
-
-    ``new``: missing or empty. ``resume``: an unfinished ``kind`` artifact of ours
-    (``_WRITING.json``, no marker): every file in it is ours. ``replace``: a complete
-    ``kind`` artifact whose files are all listed in its marker.
-    """
+    """``"new"`` (missing or empty), ``"resume"`` (an unfinished one of ours) or ``"replace"`` (a complete one of ours,
+    nothing else in it); anything else is refused now."""
     path = Path(check_local(path, f"{kind} output"))
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"output path is a file, expected a folder: {path}")
@@ -146,7 +118,7 @@ def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = Fal
         for name in names:  # a marker is input: its names are deleted on replace, so each must be inside
             try:
                 member(path, name, f"{kind} artifact")
-            except LocationError as e:
+            except UserError as e:
                 raise OutputConflictError(f"{e}; refusing to replace it (its {COMPLETE} was not written by "
                                           "this program)") from None
         listed = set(names) | {COMPLETE, WRITING}  # a _WRITING.json beside a marker: a replace of ours was killed
@@ -164,9 +136,7 @@ def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = Fal
     except OSError:  # gone meanwhile: a writer that failed cleaned up
         lock_file_only = False
     if lock_file_only:
-        # Only this program makes _WRITING.json, and it is empty only between a writer creating it and locking it
-        # (``_lock``), or after a writer killed right there: say "resume", and the lock decides who writes
-        # (a live writer refuses this one as "another run is writing"; a killed one's folder is taken over).
+        # an empty _WRITING.json: a writer between creating and locking it, or killed there; the lock decides
         return "resume"
     raise OutputConflictError(
         f"output folder {path} is not empty and is not a {kind} artifact written by this program; "
@@ -175,11 +145,7 @@ def check_artifact_output(path: str | Path, kind: str, _holding_lock: bool = Fal
 
 
 def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str | Path | None"]) -> None:
-    """Refuse, before any work, an output that is, contains or lies inside an input or another output.
-
-    Paths are compared after resolving symlinks; remote locations (``gs://``,
-    ``s3://``: ``artifacts.locations``) and unset ones are skipped. The names are the flags the user typed (``--model``).
-    """
+    """Refuse an output that is, contains or lies inside an input or another output (local paths, symlinks resolved)."""
     def resolved(items):
         return [(name, str(path), resolve(path, name)) for name, path in items.items()
                 if path not in (None, "") and not is_remote(str(path))]
@@ -204,8 +170,7 @@ def check_apart(inputs: dict[str, "str | Path | None"], outputs: dict[str, "str 
 
 
 def check_outside_artifacts(path: "str | Path", flag: str) -> None:
-    """Refuse a local ``path`` that is or lies inside an artifact of this program (a Dataset, another run's
-    model: a folder with ``_COMPLETE.json`` or ``_WRITING.json``), symlinks followed; remote ones are skipped."""
+    """Refuse a local ``path`` that is or lies inside an artifact of this program (symlinks followed)."""
     if path in (None, "") or is_remote(str(path)):
         return
     for folder in (resolved := resolve(path, flag), *resolved.parents):
@@ -257,8 +222,7 @@ def commit(folder: str | Path, kind: str, extra: dict[str, Any] | None = None) -
 
 
 def locked(path: Path, flags: int = os.O_RDONLY) -> bool:
-    """True while a live process holds an exclusive ``flock`` on ``path`` (a file, or a folder opened with
-    ``os.O_DIRECTORY``); the lock ends with its holder, so a killed one never leaves it held."""
+    """True while a live process holds an exclusive ``flock`` on ``path`` (a killed holder holds none)."""
     try:
         fd = os.open(path, flags)
     except OSError:
@@ -278,15 +242,8 @@ def _being_written(folder: Path) -> bool:
 
 
 def _lock(path: Path, kind: str) -> int:
-    """Open ``path/_WRITING.json`` (made if missing) and hold an exclusive lock on it: one writer per output.
-
-    ``flock`` locks belong to the open file and end with the process, so a killed
-    writer's ``_WRITING.json`` is free again and the next run (a retry) takes it over.
-    The file is written in place, never replaced, so the lock stays on the file
-    readers see. A second writer is refused at once (``OutputConflictError``).
-    Object stores have no locks: there the launcher gives every task attempt its own
-    artifact URI, so one output has one writer by construction (``docs/design.md``).
-    """
+    """Hold an exclusive ``flock`` on ``path/_WRITING.json`` (written in place, never replaced); a second writer is
+    refused."""
     for _ in range(5):
         try:
             fd = os.open(path / WRITING, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -313,11 +270,7 @@ def _lock(path: Path, kind: str) -> int:
 
 @contextlib.contextmanager
 def artifact_writer(path: str | Path, kind: str) -> Iterator[Path]:
-    """Yield the folder to write ``kind``'s files into; on success, the artifact at ``path`` is committed.
-
-    One writer at a time (``_lock``): a second run writing the same output is
-    refused with one line before it writes anything.
-    """
+    """Yield the folder to write ``kind``'s files into; on success, the artifact at ``path`` is committed."""
     path = Path(path)
     check_artifact_output(path, kind)
     created = not path.exists()
@@ -351,8 +304,7 @@ def artifact_writer(path: str | Path, kind: str) -> Iterator[Path]:
 
 
 def _remove_staging(path: Path) -> None:
-    """Remove the staging folders that killed replaces of ``path`` left beside it (by the names ``_replace`` gives
-    them; the caller holds ``path``'s lock, so none is in use)."""
+    """Remove the staging folders killed replaces of ``path`` left beside it (the caller holds its lock)."""
     staged = re.compile(rf"^\.{re.escape(path.name)}\.partial-[a-z0-9_]{{8}}$")  # tempfile.mkdtemp's names
     for stale in path.parent.iterdir():
         if staged.match(stale.name) and stale.is_dir() and not stale.is_symlink():
@@ -380,8 +332,7 @@ def _replace(path: Path, kind: str) -> Iterator[Path]:
     staging.rmdir()
 
 
-# Single-file outputs (metrics, reports): written whole, a temp file then a file rename (a file
-# rename is atomic on Cloud Storage FUSE too; a folder rename is what it refuses).
+# Single-file outputs (metrics, reports): a temp file, then a file rename (atomic on Cloud Storage FUSE too).
 
 def check_output_file(path: "str | Path") -> None:
     """Fail now, before any work, if ``path`` cannot become an output file."""

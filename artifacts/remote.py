@@ -1,21 +1,7 @@
-"""Artifacts at ``gs://`` URIs, for steps that run outside a kfp launcher (Kubeflow Trainer's pods).
+"""Artifacts at object-store URIs, for steps that run without a kfp launcher (Kubeflow Trainer's pods).
 
-Inside a kfp step the launcher (or Vertex AI's Cloud Storage FUSE) moves an
-artifact between the object store and a local path; the pods of a Kubeflow
-Trainer job have no launcher, so the train CLI is handed the artifacts' URIs
-and moves them itself, with the same commit rule as everywhere else
-(``artifacts.outputs``): an artifact is complete when its ``_COMPLETE.json`` is
-there, and that object is written last.
-
-- ``download``: every object under the URI into a new local folder; refused
-  unless the marker is there and every file it lists arrives with its size and
-  sha256 (a half-uploaded or altered artifact is never read).
-- ``check_upload`` (before any work) and ``upload``: the URI must hold nothing,
-  or a ``kind`` artifact this program wrote (its marker, or its ``_WRITING.json``
-  when a killed upload left it unfinished); anything else is refused and left
-  alone. ``upload`` writes ``_WRITING.json``, then the files, then the marker,
-  and only then deletes the files of the artifact it replaced that the new one
-  does not have.
+``download``: every object under a URI into a new local folder, refused unless its marker lists each file with its
+size and sha256. ``check_upload`` and ``upload``: into an empty URI or one holding an artifact of ours, marker last.
 """
 
 from __future__ import annotations
@@ -27,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from artifacts import locations, storage
-from artifacts.outputs import COMPLETE, FORMAT, WRITING, IncompleteArtifactError, OutputConflictError, read_marker
+from artifacts.outputs import COMPLETE, FORMAT, WRITING, OutputConflictError, read_marker
+from mlp_core.errors import UserError
 
 
 def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
@@ -36,7 +23,7 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
     if COMPLETE not in names:
         why = "it was not finished (the step that wrote it failed or was killed)" if WRITING in names else (
             f"{COMPLETE} is missing" if names else "nothing is there")
-        raise IncompleteArtifactError(f"{uri} is not a complete {kind} artifact: {why}")
+        raise UserError(f"{uri} is not a complete {kind} artifact: {why}")
     folder = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix=f"{kind}-"))
     folder.mkdir(parents=True, exist_ok=True)
     raw_marker = storage.read_bytes(storage.join(uri, COMPLETE), storage.MANIFEST)
@@ -45,13 +32,13 @@ def download(uri: str, kind: str, dest: "str | Path | None" = None) -> Path:
         files = marker["files"]
         for name in files:  # a marker is input: each name must lie inside the artifact, here and there
             locations.check_object_path(name, f"{kind} artifact {uri}", "member")
-    except (ValueError, KeyError, TypeError, locations.LocationError) as e:
-        raise IncompleteArtifactError(f"{uri}: its {COMPLETE} is not a marker of this program ({e})") from None
+    except (ValueError, KeyError, TypeError, UserError) as e:
+        raise UserError(f"{uri}: its {COMPLETE} is not a marker of this program ({e})") from None
     for name, info in files.items():
         listed = info.get("bytes") if isinstance(info, dict) else None
         data = storage.read_bytes(storage.join(uri, *name.split("/")), listed if isinstance(listed, int) else storage.FILE)
         if isinstance(info, dict) and info.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
-            raise IncompleteArtifactError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
+            raise UserError(f"{uri}: {name} does not match the sha256 in {COMPLETE} (altered)")
         target = locations.member(folder, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from mlp_core.errors import UserError
 
 VERSION_PATTERN = r"^\d{8}T\d{6}Z-[0-9a-f]{12}$"
 
@@ -113,19 +114,19 @@ def check_dataset_metadata(metadata: Any, where: str) -> dict:
     validate(metadata, DATASET_METADATA, where)
     classes = metadata["num_classes"]
     if len(metadata["class_names"]) != classes:
-        raise SchemaError(f"{where}: class_names has {len(metadata['class_names'])} names for {classes} classes")
+        raise UserError(f"{where}: class_names has {len(metadata['class_names'])} names for {classes} classes")
     for name, split in metadata["splits"].items():
         if len(split["class_counts"]) != classes:
-            raise SchemaError(f"{where}: splits.{name}.class_counts has {len(split['class_counts'])} counts for {classes} classes")
+            raise UserError(f"{where}: splits.{name}.class_counts has {len(split['class_counts'])} counts for {classes} classes")
         if sum(split["class_counts"]) != split["num_examples"]:
-            raise SchemaError(f"{where}: splits.{name}.class_counts add up to {sum(split['class_counts'])}, "
+            raise UserError(f"{where}: splits.{name}.class_counts add up to {sum(split['class_counts'])}, "
                               f"num_examples is {split['num_examples']}")
         records = sum(s["num_records"] for s in split["shards"])
         if records != split["num_examples"]:
-            raise SchemaError(f"{where}: splits.{name}.shards hold {records} records, num_examples is {split['num_examples']}")
+            raise UserError(f"{where}: splits.{name}.shards hold {records} records, num_examples is {split['num_examples']}")
         names = [s["name"] for s in split["shards"]]
         if len(set(names)) != len(names) or not all(n.startswith(f"{name}-") for n in names):
-            raise SchemaError(f"{where}: splits.{name}.shards must have distinct names starting with {name}-")
+            raise UserError(f"{where}: splits.{name}.shards must have distinct names starting with {name}-")
     return metadata
 
 
@@ -133,14 +134,14 @@ _NUMBER_OR_NULL = {"type": ["number", "null"]}
 # The Model artifact's files (mlp_core.model_io).
 MODEL_CONFIG = {
     "type": "object",
-    "required": ["layer_sizes", "step_size", "batch_size", "num_epochs", "seed", "shuffle", "init_scale"],
+    "required": ["layer_sizes", "step_size", "batch_size", "epochs", "seed", "shuffle", "init_scale"],
     "additionalProperties": False,
     "properties": {
         "layer_sizes": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 2**24},
                         "minItems": 2, "maxItems": 64},
         "step_size": {"type": "number", "exclusiveMinimum": 0},
         "batch_size": {"type": "integer", "minimum": 1, "maximum": 2**31},
-        "num_epochs": {"type": "integer", "minimum": 1, "maximum": 2**31},
+        "epochs": {"type": "integer", "minimum": 1, "maximum": 2**31},
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
         "shuffle": {"type": "boolean"},
         "init_scale": {"type": "number", "exclusiveMinimum": 0},
@@ -206,17 +207,13 @@ def check_model_files(config: Any, dataset: Any, history: Any, folder: str) -> N
     validate(history, MODEL_HISTORY, f"{folder}/history.json")
     sizes = config["layer_sizes"]
     if sizes[0] != math.prod(dataset["image_shape"]) or sizes[-1] != dataset["num_classes"]:
-        raise SchemaError(f"{folder}: config.json's layer_sizes {sizes} do not fit dataset.json's images "
+        raise UserError(f"{folder}: config.json's layer_sizes {sizes} do not fit dataset.json's images "
                           f"{dataset['image_shape']} and {dataset['num_classes']} classes")
     if len(dataset["class_names"]) != dataset["num_classes"]:
-        raise SchemaError(f"{folder}/dataset.json: class_names has {len(dataset['class_names'])} names "
+        raise UserError(f"{folder}/dataset.json: class_names has {len(dataset['class_names'])} names "
                           f"for {dataset['num_classes']} classes")
     if [m["epoch"] for m in history] != list(range(1, len(history) + 1)):
-        raise SchemaError(f"{folder}/history.json: epochs must run 1, 2, ... without gaps")
-
-
-class SchemaError(ValueError):
-    """A JSON file we read is not valid JSON or does not have the shape we need."""
+        raise UserError(f"{folder}/history.json: epochs must run 1, 2, ... without gaps")
 
 
 def excerpt(value: Any, limit: int = 40) -> str:
@@ -232,15 +229,15 @@ def _no_constants(name: str):
 
 
 def loads(text: str | bytes, where: str) -> Any:
-    """Parse strict JSON (no NaN/Infinity) from the file ``where``; ``SchemaError`` in one line."""
+    """Parse strict JSON (no NaN/Infinity) from the file ``where``; ``UserError`` in one line."""
     try:
         return json.loads(text, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError) as e:
-        raise SchemaError(f"{where} is not valid JSON: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{where} is not valid JSON: {str(e).splitlines()[0]}") from None
 
 
 def validate(document: Any, schema: dict, where: str) -> Any:
-    """``document`` if it matches ``schema``; else ``SchemaError`` naming ``where`` and the first bad field."""
+    """``document`` if it matches ``schema``; else ``UserError`` naming ``where`` and the first bad field."""
     import jsonschema
 
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path))
@@ -248,7 +245,7 @@ def validate(document: Any, schema: dict, where: str) -> Any:
         error = errors[0]
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         message = error.message.replace(repr(error.instance), excerpt(error.instance))  # never the whole file
-        raise SchemaError(f"{where}: {field}: {message[:200]}")
+        raise UserError(f"{where}: {field}: {message[:200]}")
     return document
 
 

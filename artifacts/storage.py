@@ -1,31 +1,8 @@
-"""Reading and writing under a local folder or an object-store URI (``gs://``, ``s3://``), through one interface.
+"""Reading and writing under a local folder or an object-store URI (``gs://``, ``s3://``, ``minio://``).
 
-Every place our own code touches an object store goes through the store's own
-maintained client library, never path surgery (``gs://`` into ``/gcs/``):
-
-- ``gs://``: google-cloud-storage, with its retry policy for transient errors;
-  ``STORAGE_EMULATOR_HOST`` points it at an emulator.
-- ``s3://``: boto3 (botocore's ``standard`` retry mode), endpoint and credentials
-  from the standard AWS variables (``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``,
-  ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``), which boto3
-  reads itself. Any S3-compatible server works (SeaweedFS, MinIO, Ceph).
-- ``minio://``: the scheme of Kubeflow Pipelines' bundled store (its default
-  pipeline root is ``minio://mlpipeline/v2/artifacts``: ``backend/src/v2/config/env.go``;
-  since 2.15 the store behind it is SeaweedFS's S3 gateway). It is S3: the launcher
-  itself opens it with an S3 client (``backend/src/v2/objectstore/object_store.go``
-  ``OpenBucket``: "replace minio:// with s3://"), at ``seaweedfs.kubeflow:9000`` over
-  plain HTTP when the ``kfp-launcher`` config names no provider
-  (``objectstore/config.go`` ``DefaultEndpointInMultiUserMode``, ``config/env.go``
-  ``getDefaultMinioSessionInfo``). Here it is S3 at the endpoint the AWS variables
-  name, else that default. Only artifact URIs handed over by the backend use it.
-
-Every URI is parsed and checked by ``artifacts.locations.split_uri``: ``gs://``
-without a bucket, a bad bucket or object name, or any other scheme is a one-line
-``LocationError`` before any request.
-
-Writes are whole-object (a reader sees the old bytes or the new, never a part):
-one object upload in a store, a temp file + file rename locally (a file rename
-works on Cloud Storage FUSE too; a folder rename does not).
+Each store through its own client: google-cloud-storage (``STORAGE_EMULATOR_HOST``), boto3 (the standard AWS
+variables; ``minio://``, Kubeflow's bundled store, is S3 at ``BUNDLED_ENDPOINT`` unless they name another). Every URI
+is checked by ``artifacts.locations`` first; reads are bounded; writes are whole-object (locally a temp file renamed).
 """
 
 from __future__ import annotations
@@ -39,7 +16,7 @@ from artifacts import locations
 from artifacts.redaction import one_line  # a server's error text may quote the credentials it refused
 
 BUNDLED_SCHEME = "minio"
-# Where Kubeflow's launcher finds its bundled store when nothing else is configured (objectstore/config.go, 2.17.0).
+# Where Kubeflow's launcher finds its bundled store when nothing else is configured (2.17.0).
 BUNDLED_ENDPOINT = "http://seaweedfs.kubeflow:9000"
 
 
@@ -88,8 +65,7 @@ def s3_endpoint(bundled: bool = False) -> "str | None":
 
 
 def as_s3(uri: str) -> "tuple[str, str | None]":
-    """A ``minio://`` URI as the ``s3://`` URI it is and its endpoint (what the launcher does, object_store.go);
-    any other URI unchanged, with None. For handing a backend's URI to a program that takes ``s3://``."""
+    """A ``minio://`` URI as the ``s3://`` URI it is and its endpoint, as the launcher reads it; any other, with None."""
     kind, bucket, key, bundled = _parse(uri)
     if not bundled:
         return str(uri), None
@@ -440,12 +416,3 @@ def write_if_unchanged(uri: str, data: bytes, version: "int | str") -> None:
         _blob(uri).upload_from_string(data, if_generation_match=int(version), retry=_retry())
     except exceptions.PreconditionFailed:
         raise PreconditionFailed(f"{uri} changed while this write was being decided") from None
-
-
-def upload_tree(local_dir: str | Path, uri: str) -> list[str]:
-    """Copy every file under ``local_dir`` to ``uri`` (same relative names); returns them."""
-    local_dir = Path(local_dir)
-    names = sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
-    for name in names:
-        write_bytes(join(uri, *name.split("/")), (local_dir / name).read_bytes())
-    return names

@@ -37,7 +37,7 @@ from mlp_core.config import TrainConfig
 from mlp_core.mesh import data_mesh
 with np.load(path, allow_pickle=False) as npz:
     data = {k: npz[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-config = TrainConfig(num_epochs=epochs, shuffle=False)
+config = TrainConfig(epochs=epochs, shuffle=False)
 arrays = (data["train_x"], data["train_y"], data["test_x"], data["test_y"])
 from mlp_core.train import SplitOnDevice, fit
 if mode == "multi":

@@ -98,7 +98,7 @@ def run_ours(data: dict, epochs: int, log, unroll: int = 1) -> dict:
     from mlp_core.mesh import data_mesh
     from mlp_core.train import EpochRunner
 
-    config = TrainConfig(num_epochs=epochs, shuffle=False)
+    config = TrainConfig(epochs=epochs, shuffle=False)
     with PeakRss() as rss:
         runner = EpochRunner(config, len(data["train_y"]), mesh=data_mesh(), unroll=unroll)
         params = init_network_params(config.layer_sizes, random.key(config.seed))

@@ -3,7 +3,7 @@
     python -m bench.validate_speed --dataset out/dataset [--epochs 10] [--repeats 3] [--no-drift]
 
 Both are timed in this process, as their steps run them (``components.validate.validate_dataset``:
-read and verify every shard, statistics, schema, anomalies, report; ``components.train.train_model``:
+read and verify every shard, statistics, schema, anomalies, report; ``components.train.train_on_dataset``:
 the default config, data read, compile and every epoch), after one untimed warm-up validation so
 that imports and matplotlib's font cache count for neither. Printed: the median of ``--repeats``
 validations, the training time, their ratio; then the L-infinity distance and Jensen-Shannon
@@ -39,10 +39,11 @@ def time_validation(dataset: Path, out: Path, repeats: int) -> float:
 
 
 def time_training(dataset: Path, out: Path, epochs: int) -> float:
-    from components.train import train_model
+    from components.train import train_on_dataset
+    from mlp_core.config import TrainConfig
 
     start = time.perf_counter()
-    train_model(dataset, out / "model", epochs=epochs, log=lambda *a, **k: None)
+    train_on_dataset(dataset, out / "model", TrainConfig(epochs=epochs), log=lambda *a, **k: None)
     return time.perf_counter() - start
 
 

@@ -6,8 +6,14 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from platforms.options import ClusterError
-from artifacts.locations import LocationError, check_location, check_publish_target, is_remote, is_resource_name
+from artifacts.locations import check_location, check_publish_target, is_remote, is_resource_name
+from components.train import config_of
+from components.tune import search_space
+from mlp_core.blessing import check_fraction
+from mlp_core.errors import UserError
+from mlp_core.memory import choose_placement
+
+# pipeline is imported in the functions: at module level, chains of imports would pass test_layout's 8 modules.
 
 
 def parameter_types() -> dict[str, type]:
@@ -24,11 +30,11 @@ def parse_params(items: "list[str]") -> dict:
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
-            raise ClusterError(f"--param must be name=value, got {item!r}")
+            raise UserError(f"--param must be name=value, got {item!r}")
         if name not in types:
-            raise ClusterError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(types))}")
+            raise UserError(f"the pipeline has no parameter {name!r}; it has: {', '.join(sorted(types))}")
         if name in arguments:
-            raise ClusterError(f"--param {name} is given twice; give each parameter once")
+            raise UserError(f"--param {name} is given twice; give each parameter once")
         kind = types[name]
         try:
             if kind is bool:
@@ -38,21 +44,12 @@ def parse_params(items: "list[str]") -> dict:
             else:
                 arguments[name] = kind(text)
         except ValueError:
-            raise ClusterError(f"--param {name} needs a {kind.__name__}, got {text!r}") from None
+            raise UserError(f"--param {name} needs a {kind.__name__}, got {text!r}") from None
     return arguments
 
 
 def validate_arguments(arguments: dict) -> dict:
-    """Every pipeline argument checked by its step's own validation, before any step runs; returns them all.
-
-    A run with ``epochs=0`` must fail now, not after ingest has worked for a minute;
-    ``submit`` and ``schedule`` must not send a pipeline that is bound to fail.
-    """
-    from components.train import check_training
-    from components.tune import search_space
-    from mlp_core.errors import UserError
-    from mlp_core.blessing import check_fraction
-    from mlp_core.memory import choose_placement
+    """Every pipeline argument checked by its step's own validation, before any step runs; returns them all."""
     from pipeline import pipeline_parameters
 
     values = {name: p.default for name, p in pipeline_parameters().items()} | arguments
@@ -63,7 +60,8 @@ def validate_arguments(arguments: dict) -> dict:
                           field="records_per_shard")
     if not values["dataset_name"]:
         raise UserError("dataset_name must not be empty", field="dataset_name")
-    check_training(values)
+    config_of(values["hidden_sizes"], values["step_size"], values["batch_size"], values["epochs"], values["seed"],
+              values["shuffle"])
     search_space(values["trials"], values["tune_step_size_range"], values["tune_batch_sizes"],
                  values["tune_hidden_sizes"], values["validation_fraction"], values["tune_eta"])
     choose_placement(1, values["placement"]) if values["placement"] != "auto" else None
@@ -84,11 +82,9 @@ def validate_arguments(arguments: dict) -> dict:
 @contextmanager
 def _naming(name: str):
     """A location error about parameter ``name`` (its message begins with the name) as a UserError about it."""
-    from mlp_core.errors import UserError
-
     try:
         yield
-    except (ClusterError, LocationError) as e:
+    except UserError as e:
         raise UserError(str(e), field=name) from None
 
 
@@ -104,9 +100,9 @@ def check_writable_folder(name: str, path: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ClusterError(f"{name} {path}: {existing} is a file, not a folder")
+        raise UserError(f"{name} {path}: {existing} is a file, not a folder")
     try:  # os.access says yes to root everywhere, even on /proc: try it
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ClusterError(f"{name} {path} cannot be written (cannot create a file in {existing}: {e.strerror or e})") from None
+        raise UserError(f"{name} {path} cannot be written (cannot create a file in {existing}: {e.strerror or e})") from None

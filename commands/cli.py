@@ -19,7 +19,9 @@ from kfp import compiler
 from artifacts.locations import check_local
 from commands.arguments import check_writable_folder, parse_params, validate_arguments
 from commands.local import DEFAULT_ROOT, RUNNERS
-from platforms.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterError, ClusterOptions, check_image, check_image_accelerator
+from platforms.options import CUDA_SUFFIX, DEFAULT_EXPERIMENT, ClusterOptions, check_image, check_image_accelerator
+from mlp_core.errors import UserError
+from components._cli import error_line, expected_errors, flag_for
 from components._step import add_flags
 from pipeline import DEFAULT_IMAGE, PIPELINE_NAME, build_pipeline, parameter_descriptions, pipeline_parameters
 
@@ -31,9 +33,9 @@ def compile_pipeline(output: "str | Path", image: str = DEFAULT_IMAGE, options: 
     check_image_accelerator(image, (options or ClusterOptions()).accelerator, warn=lambda m: print(m, file=sys.stderr))
     output = Path(check_local(output, "--output"))  # a gs:// text is never a local folder named gs:
     if output.suffix not in (".yaml", ".yml", ".json"):
-        raise ClusterError(f"--output {output}: the compiled pipeline is written as .yaml (or .json), not {output.suffix or 'no extension'}")
+        raise UserError(f"--output {output}: the compiled pipeline is written as .yaml (or .json), not {output.suffix or 'no extension'}")
     if output.is_dir():
-        raise ClusterError(f"--output {output} is a folder, expected a file")
+        raise UserError(f"--output {output} is a folder, expected a file")
     check_writable_folder("--output", output.parent)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(image, options), str(output))
@@ -183,30 +185,22 @@ def _compiled(args, target: str, directory: str) -> Path:
     root = getattr(args, "pipeline_root", None)
     if options.trainer_nodes and not (root or "").startswith("gs://"):
         # The TrainJob's pods read and write the object store themselves (platforms/kubeflow/trainer.py).
-        raise ClusterError("--replicas on Kubeflow runs the train step as a Kubeflow Trainer job, whose pods read and "
+        raise UserError("--replicas on Kubeflow runs the train step as a Kubeflow Trainer job, whose pods read and "
                            f"write Cloud Storage themselves: give --pipeline-root gs://BUCKET/PATH (got {root or 'none'})")
     return compile_pipeline(Path(directory) / "pipeline.yaml", args.image, options, args.allow_mutable_image)
 
 
 def _caching(args) -> "bool | None":
-    """What submit and schedule tell the client: None keeps the compiled caching.
-
-    ``kfp.Client.create_run_from_pipeline_package``/``create_recurring_run`` with ``enable_caching`` True or False
-    rewrite every root-DAG task's caching option (``_override_caching_options``, kfp/client/client.py), and
-    ``aiplatform.PipelineJob`` every task's (``_set_enable_caching_value``, google/cloud/aiplatform/pipeline_jobs.py):
-    only None keeps ingest and evaluate uncached, as compiled.
-    """
+    """What submit and schedule tell the client: None keeps the compiled caching (ingest and evaluate uncached)."""
     if args.cache and args.no_cache:
-        raise ClusterError("--cache and --no-cache contradict each other: give one, or neither to keep the compiled "
+        raise UserError("--cache and --no-cache contradict each other: give one, or neither to keep the compiled "
                            "caching")
     return True if args.cache else False if args.no_cache else None
 
 
 def _cache_every_task(package: Path, enable: "bool | None") -> Path:
-    """``--cache``/``--no-cache`` on Kubeflow: every task of every DAG in the compiled package, as the Vertex AI SDK
-    does (``_set_enable_caching_value``). ``kfp.Client`` would rewrite the root DAG's tasks only
-    (``_override_caching_options``, kfp/client/client.py 2.17), and every step but ingest and new-data runs inside
-    the new-data condition's DAG; so the client is given None and the package says it all."""
+    """``--cache``/``--no-cache`` on Kubeflow: every task of every DAG in the package (``kfp.Client`` would set the root
+    DAG's only, and most steps run inside the new-data condition's DAG)."""
     if enable is None:
         return package
     import yaml
@@ -227,14 +221,14 @@ def _check_backend_flags(args) -> None:
                  if getattr(args, f) is not None]
         if given or args.no_verify_tls:
             flag = "--" + (given[0] if given else "no_verify_tls").replace("_", "-")
-            raise ClusterError(f"{flag} is a Kubeflow option; Vertex AI uses your Google Cloud credentials")
+            raise UserError(f"{flag} is a Kubeflow option; Vertex AI uses your Google Cloud credentials")
         if getattr(args, "catchup", False):
-            raise ClusterError("--catchup is a Kubeflow option (a recurring run's no_catchup); with --vertex it would be "
+            raise UserError("--catchup is a Kubeflow option (a recurring run's no_catchup); with --vertex it would be "
                                "ignored")
         return
     given = [f for f in ("project", "region", "service_account") if getattr(args, f) is not None]
     if given:
-        raise ClusterError(f"--{given[0].replace('_', '-')} is a Vertex AI option; with --host (Kubeflow) it would be "
+        raise UserError(f"--{given[0].replace('_', '-')} is a Vertex AI option; with --host (Kubeflow) it would be "
                            "ignored")
 
 
@@ -248,7 +242,7 @@ def _connection(args):
     if args.vertex:
         return None
     if args.token_file and args.client_id:
-        raise ClusterError("give one identity: --token-file or --client-id")
+        raise UserError("give one identity: --token-file or --client-id")
     conn = Connection(host=args.host, namespace=args.namespace, token_file=args.token_file, cookie_file=args.cookie_file,
                       client_id=args.client_id, ca_cert=args.ca_cert, verify_tls=not args.no_verify_tls, proxy=args.proxy)
     check_identity(conn)  # every file read and checked now, before any work
@@ -297,9 +291,9 @@ def _schedule(args) -> int:
     actions = [flag for flag, given in (("--cron", args.cron), ("--list", args.list), ("--pause", args.pause),
                                         ("--delete", args.delete)) if given not in (None, False)]
     if len(actions) > 1:
-        raise ClusterError(f"schedule takes one of --cron, --list, --pause ID, --delete ID (got {' and '.join(actions)})")
+        raise UserError(f"schedule takes one of --cron, --list, --pause ID, --delete ID (got {' and '.join(actions)})")
     if actions and actions[0] != "--cron" and args.param:
-        raise ClusterError(f"--param is for creating a schedule (--cron); {actions[0]} takes none")
+        raise UserError(f"--param is for creating a schedule (--cron); {actions[0]} takes none")
     caching = _caching(args)
     conn = _connection(args)
     if args.list:
@@ -318,7 +312,7 @@ def _schedule(args) -> int:
             print(f"{verb}d {action}")
             return 0
     if not args.cron:
-        raise ClusterError("schedule needs --cron (or --list, --pause ID, --delete ID)")
+        raise UserError("schedule needs --cron (or --list, --pause ID, --delete ID)")
     cron.validate(args.cron)
     if not args.vertex:
         cron.to_kfp(args.cron)  # a TZ= prefix Kubeflow cannot take: refused before anything is compiled
@@ -411,12 +405,7 @@ def main(argv: "list[str] | None" = None) -> int:
         if args.command == "runs":
             return _runs(args)
         return _run(args)
-    except ClusterError as e:
-        print(f"error: {_printable(e, args.command)}", file=sys.stderr)
-        return 2
     except Exception as e:  # the components' error boundary: bad input is one line, exit 2
-        from components._cli import expected_errors
-
         if not isinstance(e, expected_errors()):
             raise
         print(f"error: {_printable(e, args.command)}", file=sys.stderr)
@@ -428,13 +417,8 @@ def _printable(e: Exception, command: str = "") -> str:
 
     A parameter is named as the user gave it: ``--epochs`` to ``run``, ``--param epochs`` to ``submit``/``schedule``.
     """
-    from components._cli import error_line, flag_for  # a Google credentials error: how to provide them
-
     if command in ("submit", "schedule"):
-        from mlp_core.config import PARAMETER_NAMES
-
-        return error_line(e, name=lambda field: field if field.startswith("-") else
-                          "--param " + PARAMETER_NAMES.get(field, field))
+        return error_line(e, name=lambda field: field if field.startswith("-") else "--param " + field)
     return error_line(e, name=flag_for)
 
 

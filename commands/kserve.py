@@ -25,14 +25,14 @@ from artifacts.locations import check_location, check_segment, join
 from components._cli import exit_on_error
 from mlp_core.errors import UserError
 from platforms.kubeflow.kserve import KSERVE_STORAGE, NAME_LONGEST, inference_service
-from platforms.checks import ClusterError, check_dns1035_label, check_dns1123_label, check_dns1123_subdomain
+from platforms.checks import check_dns1035_label, check_dns1123_label, check_dns1123_subdomain
 
 
 def storage_uri(publish_uri: str, version: "str | None" = None) -> "tuple[str, str]":
     """``(version, base path)`` of a published version in TF Serving's layout; refuses anything else."""
     from artifacts import storage
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from jobs.publishing import MANIFEST, read_champion
+    from components.publish import MANIFEST, read_champion
 
     if version is None:
         champion = read_champion(publish_uri)
@@ -67,15 +67,13 @@ def main(argv: "list[str] | None" = None) -> int:
     import yaml
 
     args = _parser().parse_args(argv)
-    try:  # every name the API constrains, before the publish location is read
-        check_dns1035_label(args.name, "--name", NAME_LONGEST, why="; KServe's InferenceService name, with room for "
-                            "the Knative names derived from it")
-        if args.namespace is not None:
-            check_dns1123_label(args.namespace, "--namespace")  # a Namespace's name (Kubernetes "Object Names and IDs")
-        if args.service_account is not None:
-            check_dns1123_subdomain(args.service_account, "--service-account")  # a ServiceAccount's name
-    except ClusterError as e:
-        raise UserError(str(e)) from None
+    # every name the API constrains, before the publish location is read
+    check_dns1035_label(args.name, "--name", NAME_LONGEST, why="; KServe's InferenceService name, with room for "
+                        "the Knative names derived from it")
+    if args.namespace is not None:
+        check_dns1123_label(args.namespace, "--namespace")  # a Namespace's name (Kubernetes "Object Names and IDs")
+    if args.service_account is not None:
+        check_dns1123_subdomain(args.service_account, "--service-account")  # a ServiceAccount's name
     check_location(args.publish_uri, "--publish-uri")
     version, uri = storage_uri(args.publish_uri, args.version)
     print(f"# version {version} of {args.publish_uri}", file=sys.stderr)

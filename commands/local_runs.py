@@ -1,77 +1,59 @@
-"""The local runs of ``python pipeline.py run``: each a folder under the pipeline root with its ``run.json``.
+"""The runs of ``python pipeline.py run``: a folder ``<pipeline root>/<run name>`` each, marked by its ``run.json``.
 
-A run folder is ``<pipeline root>/<run name>``, the name and the run id chosen here (not by kfp.local: see
-``commands.local.run_identity``) and recorded in ``run.json`` with the run's parameters, so a resumed run
-(``run --resume``) is the same run to kfp.local: the same task folders, the same cache keys, the same run id (the
-train step's checkpoint folder). ``run.json`` is what marks a folder as this program's: ``runs`` lists and removes
-only those. A run holds an exclusive ``flock`` on its folder while it runs: the lock ends with the process, so a
-run killed without a word (``kill -9``, a lost machine) shows as interrupted, never as running.
+``run.json`` holds the run's name, run id and parameters, so ``run --resume`` is the same run to kfp.local; ``runs``
+lists and removes only folders that have one. A run holds an ``flock`` on its folder while it runs: the lock ends
+with the process, so a killed run shows as interrupted, never as running.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import shutil
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 from artifacts import storage
-from artifacts.locations import is_remote, is_resource_name, resolve
+from artifacts.locations import resolve
+from artifacts.outputs import locked
 from artifacts.schemas import excerpt
-from platforms.options import ClusterError
+from mlp_core.errors import UserError
 
-RUN_FILE = "run.json"
-LOG_FILE = "pipeline.log"
-CACHE_FOLDER = ".kfp_cache"
+RUN_FILE, LOG_FILE, CACHE_FOLDER = "run.json", "pipeline.log", ".kfp_cache"
 FORMAT = "jax-mlp-pipeline local run"
-STATUSES = ("running", "finished", "failed", "interrupted")
+ENDED = ("finished", "failed", "interrupted")
+_KINDS = {int: "an integer", float: "a number", str: "a text", bool: "true or false"}
 
 
 def read(folder: Path) -> "dict | None":
-    """The run record of ``folder``, or None when it has none (a folder this program did not make); one that
-    cannot be read or is not a run record is a ``ClusterError``."""
+    """``folder``'s run record, or None when it has none; one that is not a run record is a ``UserError``."""
     path = folder / RUN_FILE
     if not os.path.lexists(path):
         return None
     try:
         raw = storage.read_bytes(path, storage.RUN_JSON)
     except storage.StorageError as e:
-        raise ClusterError(str(e)) from None
+        raise UserError(str(e)) from None
     try:
         record = json.loads(raw)
     except ValueError:
         record = None
-    if not isinstance(record, dict) or record.get("format") != FORMAT or not isinstance(record.get("name"), str) \
-            or not isinstance(record.get("parameters"), dict) or not isinstance(record.get("run_id"), str):
-        raise ClusterError(f"{path} is malformed (not a run record of pipeline.py run): it begins {excerpt(raw)}")
+    if not isinstance(record, dict) or record.get("format") != FORMAT or not all(
+            isinstance(record.get(key), kind) for key, kind in (("name", str), ("parameters", dict), ("run_id", str))):
+        raise UserError(f"{path} is malformed (not a run record of pipeline.py run): it begins {excerpt(raw)}")
     return record
 
 
-_KIND_WORDS = {int: "an integer", float: "a number", str: "a text", bool: "true or false"}
-
-
-def check_parameters(folder: Path, record: dict, types: "dict[str, type]") -> None:
-    """Every parameter ``run.json`` records that the pipeline has is of its declared type (the values' own checks
-    are the command line's: ``commands.arguments.validate_arguments``)."""
+def check_types(folder: Path, record: dict, types: "dict[str, type]") -> None:
+    """Each recorded parameter the pipeline has is of its declared type (its value is checked as a flag's is)."""
     for name, value in record["parameters"].items():
         kind = types.get(name)
-        if kind is None:  # plan_run names them all
-            continue
-        if isinstance(value, bool) != (kind is bool) or not isinstance(value, float if kind is float else kind):
-            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise ClusterError(f"{folder.name}: its {RUN_FILE} gives {name} {excerpt(value)}, not "
-                                   f"{_KIND_WORDS.get(kind, kind.__name__)}")
-
-
-def absolute(arguments: dict, names) -> dict:
-    """``arguments`` with each local location among ``names`` made absolute, so that a resumed run reads and writes
-    where the run did, from whatever folder it is resumed."""
-    return {name: str(Path(value).absolute()) if name in names and isinstance(value, str) and value
-            and not is_remote(value) and not is_resource_name(value) else value
-            for name, value in arguments.items()}
+        if kind and not (isinstance(value, kind) and isinstance(value, bool) == (kind is bool)
+                         or kind is float and type(value) is int):
+            raise UserError(f"{folder.name}: its {RUN_FILE} gives {name} {excerpt(value)}, "
+                               f"not {_KINDS.get(kind, kind.__name__)}")
 
 
 def write(folder: Path, record: dict) -> None:
@@ -79,9 +61,14 @@ def write(folder: Path, record: dict) -> None:
     storage.write_bytes(str(folder / RUN_FILE), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 
+def now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
 def lock(folder: Path) -> "int | None":
-    """An exclusive lock on ``folder`` (its open descriptor), or None while another process holds it."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # not inherited by the tasks' processes (PEP 446)
+    """An exclusive lock on ``folder`` (its descriptor, which the tasks' processes do not inherit), or None while
+    another process holds it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -92,30 +79,19 @@ def lock(folder: Path) -> "int | None":
 
 def running(folder: Path) -> bool:
     """True while a live ``pipeline.py run`` holds ``folder``'s lock."""
-    from artifacts.outputs import locked
-
     return locked(folder, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def status(folder: Path, record: dict) -> str:
     """finished, failed, interrupted or running: a record that says running without a live holder was interrupted."""
-    said = record.get("status")
-    if said == "running" or said not in STATUSES:
-        return "running" if running(folder) else "interrupted"
-    return said
-
-
-def new_name(pipeline_name: str, now: "datetime | None" = None) -> str:
-    """``<pipeline>-YYYY-MM-DD-HH-MM-SS``: kfp.local's own form (executor_input_utils.get_local_pipeline_resource_name)
-    without the microseconds."""
-    return f"{pipeline_name}-{(now or datetime.now()).strftime('%Y-%m-%d-%H-%M-%S')}"
+    if record.get("status") in ENDED:
+        return record["status"]
+    return "running" if running(folder) else "interrupted"
 
 
 def create(root: Path, pipeline_name: str, record: dict) -> "tuple[Path, int]":
-    """A new run folder under ``root`` (made here, so never one that existed), locked, with its record."""
-    import uuid
-
-    base = new_name(pipeline_name)
+    """A new run folder ``<pipeline>-<time>[-N]`` under ``root`` (never one that existed), locked, with its record."""
+    base = f"{pipeline_name}-{datetime.now():%Y-%m-%d-%H-%M-%S}"
     for n in range(1, 100):
         folder = root / (base if n == 1 else f"{base}-{n}")
         try:
@@ -123,27 +99,30 @@ def create(root: Path, pipeline_name: str, record: dict) -> "tuple[Path, int]":
         except FileExistsError:
             continue
         fd = lock(folder)
-        record = {"format": FORMAT, "name": folder.name, "run_id": str(uuid.uuid4()), "pipeline": pipeline_name,
-                  **record, "status": "running", "started_at": _now(), "attempts": 1}
-        write(folder, record)
+        write(folder, {"format": FORMAT, "name": folder.name, "run_id": str(uuid.uuid4()), "pipeline": pipeline_name,
+                       **record, "status": "running", "started_at": now(), "attempts": 1})
         return folder, fd
-    raise ClusterError(f"--pipeline-root {root}: no free run name {base}[-N]")
+    raise UserError(f"--pipeline-root {root}: no free run name {base}[-N]")
 
 
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+def reopen(folder: Path) -> int:
+    """Lock a stopped run's folder again and mark it running (one more attempt)."""
+    fd = lock(folder)
+    if fd is None:
+        raise UserError(f"--resume {folder.name}: the run is running now (another pipeline.py run holds it)")
+    record = {k: v for k, v in read(folder).items() if k not in ("ended_at", "error", "seconds")}
+    write(folder, dict(record, status="running", attempts=record.get("attempts", 1) + 1, resumed_at=now()))
+    return fd
 
 
 def runs(root: Path) -> "list[tuple[Path, dict]]":
-    """This program's runs under ``root``, oldest first."""
-    if not root.is_dir():
-        return []
+    """This program's runs under ``root``, oldest first (a malformed record is left out; naming it says why)."""
     found = []
-    for folder in root.iterdir():
+    for folder in root.iterdir() if root.is_dir() else ():
         if folder.is_dir() and not folder.is_symlink():
             try:
                 record = read(folder)
-            except ClusterError:  # not listed, as a folder without one: ``--resume`` and ``--remove`` say why
+            except UserError:
                 continue
             if record is not None:
                 found.append((folder, record))
@@ -153,33 +132,32 @@ def runs(root: Path) -> "list[tuple[Path, dict]]":
 def find(root: Path, text: str) -> "tuple[Path, dict]":
     """The run ``--resume TEXT`` names (a folder name or path under ``root``); "" is the newest unfinished one."""
     if not root.is_dir():
-        raise ClusterError(f"--resume: --pipeline-root {root} does not exist, so it has no run to resume")
+        raise UserError(f"--resume: --pipeline-root {root} does not exist, so it has no run to resume")
     if text == "":
         unfinished = [(f, r) for f, r in runs(root) if status(f, r) in ("interrupted", "failed")]
         if not unfinished:
-            raise ClusterError(f"--resume: no interrupted or failed run under {root} to resume "
+            raise UserError(f"--resume: no interrupted or failed run under {root} to resume "
                                f"(python pipeline.py runs --pipeline-root {root} lists them)")
         return unfinished[-1]
     folder = _under(root, text, "--resume")
     record = read(folder)
     if record is None:
-        raise ClusterError(f"--resume {text}: {folder} has no {RUN_FILE}, so it is not a run of pipeline.py run")
+        raise UserError(f"--resume {text}: {folder} has no {RUN_FILE}, so it is not a run of pipeline.py run")
     state = status(folder, record)
     if state == "running":
-        raise ClusterError(f"--resume {text}: the run is running now (another pipeline.py run holds it)")
+        raise UserError(f"--resume {text}: the run is running now (another pipeline.py run holds it)")
     if state == "finished":
-        raise ClusterError(f"--resume {text}: the run finished; there is nothing to resume")
+        raise UserError(f"--resume {text}: the run finished; there is nothing to resume")
     return folder, record
 
 
 def _under(root: Path, text: str, flag: str) -> Path:
     """``text`` as a run folder directly under ``root``: a name, or a path whose folder is ``root``."""
-    path = Path(text)
-    folder = root / text if len(path.parts) == 1 and text not in (".", "..") else path
+    folder = root / text if len(Path(text).parts) == 1 and text not in (".", "..") else Path(text)
     if resolve(folder, flag).parent != resolve(root, "--pipeline-root"):
-        raise ClusterError(f"{flag} {text}: not a run folder directly under --pipeline-root {root}")
+        raise UserError(f"{flag} {text}: not a run folder directly under --pipeline-root {root}")
     if not folder.is_dir():
-        raise ClusterError(f"{flag} {text}: no run {folder.name} under {root} "
+        raise UserError(f"{flag} {text}: no run {folder.name} under {root} "
                            f"(python pipeline.py runs --pipeline-root {root} lists them)")
     return folder
 
@@ -190,10 +168,10 @@ def remove(root: Path, names: "list[str]") -> "list[str]":
     for text in names:
         folder = _under(root, text, "--remove")
         if read(folder) is None:
-            raise ClusterError(f"--remove {text}: {folder} has no {RUN_FILE}, so pipeline.py run did not make it; "
+            raise UserError(f"--remove {text}: {folder} has no {RUN_FILE}, so pipeline.py run did not make it; "
                                "left alone")
         if running(folder):
-            raise ClusterError(f"--remove {text}: the run is running now; stop it first")
+            raise UserError(f"--remove {text}: the run is running now; stop it first")
         folders.append(folder)
     return [_remove(folder) for folder in dict.fromkeys(folders)]
 
@@ -201,26 +179,18 @@ def remove(root: Path, names: "list[str]") -> "list[str]":
 def keep(root: Path, newest: int) -> "list[str]":
     """Remove all but the ``newest`` runs (running ones stay); returns the removed names."""
     if newest < 0:
-        raise ClusterError(f"--keep must be 0 or more, got {newest}")
+        raise UserError(f"--keep must be 0 or more, got {newest}")
     old = runs(root)[:-newest] if newest else runs(root)
     return [_remove(folder) for folder, _ in old if not running(folder)]
 
 
 def _remove(folder: Path) -> str:
-    fd = lock(folder)  # held while removing: a resume started meanwhile is refused
+    """Remove a run folder, locked meanwhile so that a resume started now is refused."""
+    fd = lock(folder)
     if fd is None:
-        raise ClusterError(f"{folder.name}: the run started running; left alone")
+        raise UserError(f"{folder.name}: the run started running; left alone")
     try:
         shutil.rmtree(folder)
     finally:
         os.close(fd)
     return folder.name
-
-
-@contextlib.contextmanager
-def held(folder: Path, fd: int):
-    """Release ``folder``'s lock when the block ends."""
-    try:
-        yield
-    finally:
-        os.close(fd)

@@ -1,9 +1,6 @@
-"""The pipeline's steps: each module declares one step once: its kfp component, its CLI, its cluster policy.
-
-What a step does on its artifacts is in ``jobs`` (and ``mlp_core``); the DAG that wires the steps is ``pipeline.py``.
-
-Imports: ``jobs``, ``platforms``, ``mlp_core``, ``artifacts``; never ``commands`` or ``pipeline``.
-"""
+"""The pipeline's steps, one module each: its kfp component, its command line, its cluster policy and its work
+(over ``mlp_core``, which knows nothing of kfp). Imports ``platforms``, ``mlp_core``, ``artifacts``; never
+``commands`` or ``pipeline``."""
 
 import os
 

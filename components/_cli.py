@@ -15,22 +15,9 @@ from artifacts.locations import is_remote
 from mlp_core.errors import UserError
 
 
-# Errors that describe bad input or a bad environment, not a bug in this code.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (UserError, OSError)
-
-
-# Where the other expected errors are declared. An error can only come from a module that is loaded: looking for
-# the class only there keeps a refusal from loading JAX and TensorFlow (mlp_core.train, mlp_core.model_io) to say it.
-_ERROR_CLASSES = {"mlp_core.blessing": "ChampionError", "mlp_core.data.errors": "DatasetError",
-                  "mlp_core.data.offline_mnist": "OfflineMnistError", "platforms.vertex.experiments": "ExperimentError",
-                  "artifacts.locations": "LocationError", "mlp_core.model_io": "ModelError",
-                  "artifacts.outputs": "IncompleteArtifactError", "artifacts.schemas": "SchemaError",
-                  "mlp_core.train": "DivergenceError"}
-
-
 def expected_errors() -> tuple[type[BaseException], ...]:
-    loaded = [getattr(sys.modules[module], name) for module, name in _ERROR_CLASSES.items() if module in sys.modules]
-    return (*EXPECTED_ERRORS, *loaded, *_google_auth_errors())
+    """What a command line prints as one line: a user's mistake, I/O, and Google credentials if google-auth is loaded."""
+    return (UserError, OSError, *_google_auth_errors())
 
 
 def _google_auth_errors() -> tuple[type[BaseException], ...]:
@@ -53,12 +40,8 @@ def loss_note(num_classes: "int | None" = None) -> str:
 
 
 def flag_for(field: str) -> str:
-    """The flag a command line gives ``field`` by: ``num_epochs`` -> ``--epochs``, ``blessing_threshold`` ->
-    ``--blessing-threshold`` (a TrainConfig field by the train step's parameter: ``mlp_core.config.PARAMETER_NAMES``)."""
-    from components._step import flag
-    from mlp_core.config import PARAMETER_NAMES
-
-    return field if field.startswith("-") else flag(PARAMETER_NAMES.get(field, field))
+    """The flag a command line gives ``field`` by: ``blessing_threshold`` -> ``--blessing-threshold``."""
+    return field if field.startswith("-") else "--" + field.replace("_", "-")
 
 
 def error_line(error: BaseException, name: Callable[[str], str] = flag_for) -> str:

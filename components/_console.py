@@ -1,6 +1,6 @@
 """A step's side of ``pipeline.py run``'s console: the lines our code prints for a person are marked.
 
-``commands/local_console.py`` (the parent, kfp.local's process) shows marked lines and sends everything else to the
+``commands/local.py`` (the parent, kfp.local's process) shows marked lines and sends everything else to the
 run's log; it sets ``ENV`` for the steps it starts. A step run any other way prints as always.
 """
 

@@ -1,21 +1,5 @@
-"""One declaration per step: its kfp component function's signature and docstring.
-
-A step's parameters are declared once, in its kfp component function: name and
-type in the signature, meaning in the docstring's ``Args:`` section (kfp copies
-it into the compiled YAML as each input's description), default from its single
-source (``TrainConfig``, ``mlp_core.blessing``...) through ``@defaults``. The
-step's command line (``add_parameter_flags``) and the pipeline's parameters
-(``pipeline.py``) are derived from that; ``tests/test_parameters.py`` proves
-that they agree.
-
-Why a decorator and not defaults in the ``def``: kfp embeds the function's
-source in the compiled pipeline and runs it alone in the container, decorators
-dropped (``kfp/dsl/component_factory.py``, ``_get_function_source_definition``),
-so a default such as ``TrainConfig.step_size`` would be an unknown name there.
-The decorator sets ``__signature__``, which kfp reads at compile time
-(``inspect.signature``) to write each input's default; at run time the backend
-passes every input, so the embedded function needs no defaults.
-"""
+"""A step's parameters, declared once in its kfp component function (signature, defaults, docstring ``Args:``),
+as command-line flags and values (kfp copies the same declaration into the compiled YAML)."""
 
 from __future__ import annotations
 
@@ -28,21 +12,6 @@ import docstring_parser
 
 # The parameter types kfp passes as plain values (artifacts are everything else).
 PARAMETER_TYPES = (str, int, float, bool)
-
-
-def defaults(**values: Any) -> Callable[[Callable], Callable]:
-    """Give a kfp component function's parameters their defaults (every name must be a parameter)."""
-
-    def attach(func: Callable) -> Callable:
-        signature = inspect.signature(func)
-        unknown = sorted(set(values) - set(signature.parameters))
-        if unknown:
-            raise TypeError(f"{func.__name__} has no parameter(s) {', '.join(unknown)}")
-        params = [p.replace(default=values[p.name]) if p.name in values else p for p in signature.parameters.values()]
-        func.__signature__ = signature.replace(parameters=params)
-        return func
-
-    return attach
 
 
 def parameters(func: Callable) -> dict[str, inspect.Parameter]:
@@ -94,15 +63,3 @@ def bind(func: Callable, given: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"{func.__name__} has no parameter(s) {', '.join(unknown)}")
     return {name: given.get(name, p.default) for name, p in declared.items()}
-
-
-def argv(func: Callable, given: dict[str, Any]) -> list[str]:
-    """The command-line flags that give ``func``'s parameters the values ``given`` (``add_flags``'s inverse)."""
-    declared = parameters(func)
-    args: list[str] = []
-    for name, value in given.items():
-        if declared[name].annotation is bool:
-            args.append(flag(name) if value else "--no-" + flag(name)[2:])
-        else:
-            args += [flag(name), str(value)]
-    return args

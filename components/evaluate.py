@@ -6,7 +6,7 @@
 The current champion (the model published at ``--publish-uri``) is scored on the same test split.
 The model is *blessed* when its test accuracy is >= ``--blessing-threshold`` and >= the champion's
 accuracy on that split minus ``--blessing-tolerance``; a champion of other classes or another input
-shape is incomparable and replaced only with ``--force`` (``jobs.evaluation``).
+shape is incomparable and replaced only with ``--force`` (``components.evaluate``).
 """
 
 import argparse
@@ -19,28 +19,16 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metri
 
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error, loss_note
-from components._step import add_parameter_flags, bind, defaults, descriptions, values
-from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
-from artifacts.outputs import check_output_file, write_json
+from components._step import add_parameter_flags, descriptions
+from mlp_core.blessing import (DEFAULT_THRESHOLD, DEFAULT_TOLERANCE, bless_against_champion, check_fraction,
+                               test_set_sha256)
+from mlp_core.errors import UserError
+from artifacts.outputs import check_apart, check_output_file, write_json
 
 # On a cluster: peak RSS 0.83 GB on full MNIST; never cached: its blessing reads the champion at publish_uri,
 # which is not one of its inputs.
 CLUSTER = StepPolicy("1", "2", "2Gi", "4Gi", cacheable=False)
 
-def evaluate_model(model: "str | Path", dataset: "str | Path", report: "str | Path | None" = None,
-                   report_markdown: "str | Path | None" = None, run_id: str = "", model_uri: str = "",
-                   tuned: str = "", **params) -> dict:
-    """The evaluate step on artifact paths; ``params`` are its parameters (``evaluate`` declares their defaults).
-
-    ``run_id`` and ``model_uri`` name the run and the Model in the result and the report.
-    """
-    from jobs.evaluation import evaluate_on_dataset
-
-    return evaluate_on_dataset(model, dataset, report=report, report_markdown=report_markdown, run_id=run_id,
-                               model_uri=model_uri, tuned=tuned, **bind(evaluate, params))
-
-
-@defaults(blessing_threshold=DEFAULT_THRESHOLD, blessing_tolerance=DEFAULT_TOLERANCE, publish_uri="", force=False)
 def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
@@ -48,10 +36,10 @@ def evaluate(
     classification_metrics: Output[ClassificationMetrics],
     report: Output[HTML],
     report_markdown: Output[Markdown],
-    blessing_threshold: float,
-    blessing_tolerance: float,
-    publish_uri: str,
-    force: bool,
+    blessing_threshold: float = 0.95,
+    blessing_tolerance: float = 0.002,
+    publish_uri: str = "",
+    force: bool = False,
 ) -> NamedTuple("EvaluateOutputs", [("blessed", bool), ("reason", str), ("test_accuracy", float), ("test_loss", float),
                                     ("champion_version", str)]):
     """Evaluate the trained MLP on the test split and decide its blessing (components.evaluate).
@@ -72,14 +60,13 @@ def evaluate(
     """
     from collections import namedtuple
 
-    from components.evaluate import champion_line, evaluate_model
+    from components.evaluate import champion_line, evaluate_on_dataset
 
     # The run id: the train step puts it on its Model's metadata, which kfp hands on with the artifact.
-    result = evaluate_model(model.path, dataset.path, report.path, report_markdown.path,
-                            run_id=str(model.metadata.get("run_id", "")), model_uri=model.uri,
-                            tuned=str(model.metadata.get("tuned", "")),
-                            blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
-                            publish_uri=publish_uri, force=force)
+    result = evaluate_on_dataset(model.path, dataset.path, report=report.path, report_markdown=report_markdown.path,
+                                 blessing_threshold=blessing_threshold, blessing_tolerance=blessing_tolerance,
+                                 publish_uri=publish_uri, force=force, run_id=str(model.metadata.get("run_id", "")),
+                                 model_uri=model.uri, tuned=str(model.metadata.get("tuned", "")))
     metrics.log_metric("test_accuracy", result["test_accuracy"])
     metrics.log_metric("test_loss", result["test_loss"])
     metrics.log_metric("macro_f1", result["macro_f1"])
@@ -157,7 +144,9 @@ def main(argv: "list[str] | None" = None) -> int:
     check_apart(inputs, {"--metrics": args.metrics, "--report": args.report, "--report-markdown": args.report_markdown})
     if args.metrics:
         check_output_file(args.metrics)
-    result = evaluate_model(args.model, args.dataset, args.report, args.report_markdown, **values(args, evaluate))
+    result = evaluate_on_dataset(args.model, args.dataset, report=args.report, report_markdown=args.report_markdown,
+                                 blessing_threshold=args.blessing_threshold, blessing_tolerance=args.blessing_tolerance,
+                                 publish_uri=args.publish_uri, force=args.force)
     if args.metrics:
         write_json(args.metrics, result)
     print(_format_matrix(result["class_names"], result["confusion_matrix"]))
@@ -167,6 +156,191 @@ def main(argv: "list[str] | None" = None) -> int:
     print(f"{'blessed' if result['blessed'] else 'not blessed'}: {result['reason']}")
     return 0
 
+
+
+# How many of the most confidently misclassified test images the report shows.
+MISCLASSIFIED_SHOWN = 16
+
+
+def evaluate_on_dataset(
+    model: "str | Path",
+    dataset: "str | Path",
+    *,
+    report: "str | Path | None" = None,
+    report_markdown: "str | Path | None" = None,
+    blessing_threshold: float = DEFAULT_THRESHOLD,
+    blessing_tolerance: float = DEFAULT_TOLERANCE,
+    publish_uri: str = "",
+    force: bool = False,
+    run_id: str = "",
+    model_uri: str = "",
+    tuned: str = "",
+) -> dict:
+    """Test metrics, per-class metrics, confusion matrix and blessing of ``model``.
+
+    The blessing arguments are the evaluate step's parameters
+    (``components.evaluate.evaluate`` declares them and their defaults; none is
+    defaulted here). With ``report``/``report_markdown``, also writes the report there.
+    ``run_id`` (the pipeline run that trained the model) and ``model_uri`` (where the Model
+    artifact lives; default ``model``) only name the run in the result and the report; ``tuned`` (the tune step's
+    best_hyperparameters JSON) says the settings were chosen by tuning.
+    """
+    threshold = check_fraction("--blessing-threshold", blessing_threshold)
+    tolerance = check_fraction("--blessing-tolerance", blessing_tolerance)
+    check_apart({"--model": model, "--dataset": dataset},
+                {"--report": report, "--report-markdown": report_markdown})
+    for path in (report, report_markdown):
+        if path is not None:
+            check_output_file(path)
+    # After the checks: JAX and TensorFlow take 4-10 s to load, a refusal before them comes at once.
+    from datetime import datetime, timezone
+
+    import numpy as np
+
+    from mlp_core import report as report_lib
+    from mlp_core.data.artifact import dataset_identity, load_metadata, read_split
+    from mlp_core.evaluation import class_comparison
+    from artifacts.outputs import read_marker
+    from mlp_core.model_io import load_model
+    from artifacts.locations import is_resource_name
+    from components.publish import read_champion
+
+    params, config, trained_on, history = load_model(model)
+    trained_at = read_marker(model, "model", verify=False).get("completed_at")  # load_model has checked it
+    metadata = load_metadata(dataset)
+    identity = dataset_identity(metadata)
+    for key in ("name", "image_shape", "num_classes"):
+        if identity[key] != trained_on[key]:
+            what = "dataset" if key == "name" else f"dataset's {key}"
+            raise UserError(f"the {what} is {identity[key]}, the model was trained on {trained_on[key]}")
+    published = read_champion(publish_uri) if publish_uri else None
+    images, labels = read_split(dataset, "test", metadata)
+    class_names = metadata["class_names"]
+    ours = _score(params, images, labels, class_names)
+    champion = _rescore_champion(publish_uri, published, metadata, images, labels) if published else None
+    blessed, reason = bless_against_champion(ours["test_accuracy"], threshold, tolerance, champion, force)
+    comparison = class_comparison(ours["per_class"], champion["per_class"]) if champion and champion["comparable"] else []
+    result = {
+        "num_examples": int(len(labels)),
+        "test_accuracy": ours["test_accuracy"],
+        "test_loss": ours["test_loss"],
+        "macro_f1": ours["macro_f1"],
+        "per_class": ours["per_class"],
+        "class_names": class_names,
+        "image_shape": metadata["image_shape"],
+        "confusion_matrix": ours["confusion_matrix"],
+        "test_set_sha256": test_set_sha256(identity["shards"]["test"]),
+        "blessed": blessed,
+        "reason": reason,
+        "force": bool(force),
+        # For publish: LATEST (or the alias) moves only if it still names the champion scored here.
+        "champion_version": champion["version"] if champion else "",
+        "champion_test_accuracy": champion["test_accuracy"] if champion else None,
+        "champion": champion,
+        "class_comparison": comparison,
+        "worse_classes": [c["class"] for c in comparison if c["worse"]],
+        # What the numbers are of: the run, the data and the settings the model was trained with.
+        "run": {"run_id": run_id, "model": str(model_uri or model), "trained_at": trained_at, "tuned": tuned,
+                "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "dataset": report_lib.dataset_facts(metadata, trained_on),
+        "hyperparameters": config.to_dict(),
+    }
+    lost_to_champion = not blessed and champion is not None and ours["test_accuracy"] >= threshold
+    if publish_uri and lost_to_champion and not is_resource_name(publish_uri):
+        from components.new_data import record_candidate
+
+        # So that the next scheduled run on the same data and settings does not train this loser again.
+        record_candidate(publish_uri, trained_on["shards"], config.to_dict(), result)
+    if report is not None or report_markdown is not None:
+        wrong = np.flatnonzero(ours["predicted"] != labels)
+        worst = wrong[np.argsort(-ours["confidence"][wrong], kind="stable")][:MISCLASSIFIED_SHOWN]
+        predicted = ours["predicted"]
+        plots = {
+            "Training curves": report_lib.training_curves(history, len(class_names)),
+            "Confusion matrix": report_lib.confusion_heatmap(result["confusion_matrix"], class_names),
+            "Most confidently misclassified test images": report_lib.misclassified_grid(
+                images[worst], [class_names[i] for i in labels[worst]], [class_names[i] for i in predicted[worst]],
+                ours["confidence"][worst].tolist(),
+            ),
+        }
+        page, markdown = report_lib.render(result, plots, f"Evaluation of {trained_on['name']} model")
+        if report is not None:
+            _write_text(report, page)
+        if report_markdown is not None:
+            _write_text(report_markdown, markdown)
+    return result
+
+
+def _score(params, images, labels, class_names: list[str]) -> dict:
+    """Loss, accuracy, confusion matrix and per-class metrics of ``params`` on one split (with its predictions)."""
+    from mlp_core.evaluation import confusion_matrix, evaluate as evaluate_split
+    from mlp_core.metrics import macro_f1, per_class_metrics
+
+    test_loss, test_accuracy, predicted, confidence = evaluate_split(params, images, labels, keep_predictions=True)
+    matrix = confusion_matrix(labels, predicted, len(class_names))
+    per_class = per_class_metrics(matrix, class_names)
+    return {"test_accuracy": test_accuracy, "test_loss": test_loss, "macro_f1": macro_f1(per_class),
+            "per_class": per_class, "confusion_matrix": matrix.tolist(), "predicted": predicted, "confidence": confidence}
+
+
+def _rescore_champion(publish_uri: str, published: dict, metadata: dict, images, labels) -> dict:
+    """The champion scored on this run's test split, or marked incomparable (other classes or input shape)."""
+    params, trained_on = _load_champion(publish_uri, published)
+    champion = {"version": str(published["version"]), "comparable": True, "incomparable": "",
+                "trained_on": {k: trained_on[k] for k in ("name", "version", "image_shape", "class_names")}}
+    why = []
+    if list(trained_on["class_names"]) != list(metadata["class_names"]):
+        why.append(f"its classes are {_names(trained_on['class_names'])}, this run's are {_names(metadata['class_names'])}")
+    if list(trained_on["image_shape"]) != list(metadata["image_shape"]):
+        why.append(f"its input shape is {trained_on['image_shape']}, this run's images are {metadata['image_shape']}")
+    if why:
+        return {**champion, "comparable": False, "incomparable": "; ".join(why), "test_accuracy": None,
+                "test_loss": None, "macro_f1": None, "per_class": None, "confusion_matrix": None}
+    scored = _score(params, images, labels, metadata["class_names"])
+    return {**champion, **{k: v for k, v in scored.items() if k not in ("predicted", "confidence")}}
+
+
+def _names(names: list[str], shown: int = 12) -> str:
+    listed = ", ".join(names[:shown]) + (f", ... ({len(names)})" if len(names) > shown else "")
+    return f"[{listed}]"
+
+
+def _load_champion(publish_uri: str, published: dict) -> tuple:
+    """``(params, dataset identity)`` of the champion's model: its version folder, or the registry version's model_uri.
+
+    A local publish location is read in place; a remote one (and a Model Registry version's ``gs://``
+    model) is downloaded, checked against its marker, into a temporary folder removed afterwards.
+    """
+    import tempfile
+
+    from platforms.vertex import model_registry
+    from artifacts import remote as remote_artifacts, storage
+    from mlp_core.model_io import load_model
+
+    version = published["version"]
+    if model_registry.is_registry(publish_uri):
+        where = published.get("model_uri")
+        if not isinstance(where, str) or not where.startswith("gs://"):
+            raise UserError(f"{publish_uri} version {version} (the champion) names no gs:// model_uri, so it cannot "
+                                "be scored on this run's test split: move the alias or remove it")
+    else:
+        where = storage.join(publish_uri, version)
+    try:
+        if not storage.is_remote(where):
+            params, _, trained_on, _ = load_model(where)
+            return params, trained_on
+        with tempfile.TemporaryDirectory(prefix="champion-") as folder:
+            params, _, trained_on, _ = load_model(remote_artifacts.download(where, "model", Path(folder) / "model"))
+            return params, trained_on
+    except (UserError, storage.StorageError) as e:
+        raise UserError(f"the champion (version {version}) cannot be loaded, so nothing is blessed against it: "
+                            f"{str(e).splitlines()[0]}") from None
+
+
+def _write_text(path, text: str) -> None:
+    from artifacts.storage import write_bytes
+
+    write_bytes(str(path), text.encode())
 
 if __name__ == "__main__":
     sys.exit(main())

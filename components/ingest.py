@@ -15,9 +15,8 @@ from kfp.dsl import Dataset, Output
 
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error
-from components._step import add_parameter_flags, bind, defaults, descriptions, values
+from components._step import add_parameter_flags, bind, descriptions, values
 
-DEFAULT_RECORDS_PER_SHARD = 10_000
 # On a cluster: peak RSS 0.79 GB on full MNIST; retried on transient download errors; never cached, since the
 # TFDS data dir it reads changes between scheduled runs and is not one of its inputs.
 CLUSTER = StepPolicy("1", "2", "2Gi", "4Gi", cacheable=False,
@@ -32,19 +31,17 @@ def ingest_dataset(output: "str | Path", progress: bool = True, **params) -> dic
     return ingest_source(output, progress=progress, **bind(ingest, params))
 
 
-@defaults(dataset_name="mnist", tfds_data_dir="", train_split="train", test_split="test",
-          records_per_shard=DEFAULT_RECORDS_PER_SHARD, source="", span_window=1, image_shape="", resize=False)
 def ingest(
     dataset: Output[Dataset],
-    dataset_name: str,
-    tfds_data_dir: str,
-    train_split: str,
-    test_split: str,
-    records_per_shard: int,
-    source: str,
-    span_window: int,
-    image_shape: str,
-    resize: bool,
+    dataset_name: str = "mnist",
+    tfds_data_dir: str = "",
+    train_split: str = "train",
+    test_split: str = "test",
+    records_per_shard: int = 10000,
+    source: str = "",
+    span_window: int = 1,
+    image_shape: str = "",
+    resize: bool = False,
 ):
     """Ingest a tfds dataset, or a folder of labelled images, into sharded TFRecords (components.ingest).
 

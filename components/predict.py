@@ -6,50 +6,48 @@
     python -m components.predict --server http://HOST:8501 --model-name mnist-mlp batch.npy   # TF Serving REST
     python -m components.predict --server http://HOST:8501 --model-name mnist-mlp --model DIR batch.npy
 
-Inputs are PNG or JPEG images, folders of them (walked recursively, in sorted order; other files skipped) and
-``.npy`` uint8 batches, at the shape of the dataset the model was trained on (its ``dataset.json``; with
-``--server`` alone, the served signature's input shape). ``--resize`` converts images of another size or
-channels as the image-folder ingest's ``--resize`` does (mlp_core.data.image_files). Each line is
-``<file>: <class name> (p=...)``, the file as given (a folder's images joined to the folder), a batch's
-images ``<file>[i]``. Bad arguments are refused before TensorFlow or JAX is imported.
+Prints ``<file>: <class name> (p=...)`` per image; bad arguments are refused before TensorFlow or JAX is imported.
 """
 
 import argparse
+import json
+import math
 import sys
+import urllib.parse
 from pathlib import Path
 
+from artifacts import bounded_http, storage
+from artifacts.bounded_http import HttpError, check_url, request
+from artifacts.locations import check_segment
+from artifacts.outputs import read_marker
 from components._cli import error_line, exit_on_error
-from mlp_core.errors import UserError
+from mlp_core.data.image_files import RESIZE_FLAG, check_shapes, decode, find_inputs
 from mlp_core.data.image_header import check_shape
+from mlp_core.errors import UserError
 
 
 def predict_images(model: "str | Path", images, backend: str = "native", params=None, trained_on=None):
-    """``(probabilities [N, classes], classes [N])`` of uint8 ``images`` (``params``: already loaded, native only).
-
-    With ``backend="saved_model"`` and ``trained_on`` (the model's ``dataset.json``), the SavedModel is held to it:
-    its signature's input shape, and its ``class_names`` output (when it has one) to the dataset's names.
-    """
+    """``(probabilities [N, classes], classes [N])`` of uint8 ``images``; a SavedModel is held to ``trained_on``."""
     import numpy as np
 
     from mlp_core.export import saved_model_dir
 
     if backend == "saved_model":
         from mlp_core.data.tf import tf
-        from mlp_core.model_io import ModelError
 
         path = saved_model_dir(model)
         if not (path / "saved_model.pb").is_file():
-            raise ModelError(f"no SavedModel in {model}")
+            raise UserError(f"no SavedModel in {model}")
         serve = tf.saved_model.load(str(path)).signatures["serving_default"]
         takes = list(serve.structured_input_signature[1]["images"].shape[1:])
         if trained_on is not None and takes != list(trained_on["image_shape"]):
-            raise ModelError(f"{path} takes images of {takes}, its dataset.json says {trained_on['image_shape']}")
+            raise UserError(f"{path} takes images of {takes}, its dataset.json says {trained_on['image_shape']}")
         out = serve(images=tf.constant(images))
         classes = out["classes"].numpy()
         if trained_on is not None and "class_names" in out:
             named = [n.decode("utf-8") for n in out["class_names"].numpy()]
             if named != [trained_on["class_names"][int(c)] for c in classes]:
-                raise ModelError(f"{path} names its classes otherwise than its model's dataset.json "
+                raise UserError(f"{path} names its classes otherwise than its model's dataset.json "
                                  f"({trained_on['class_names']})")
         return out["probabilities"].numpy(), classes
     import jax.numpy as jnp
@@ -63,13 +61,8 @@ def predict_images(model: "str | Path", images, backend: str = "native", params=
 
 
 def check_server(server: str) -> str:
-    """``--server``: an ``http://`` or ``https://`` URL of a host (no user name or password, query or fragment),
-    without its trailing ``/``."""
-    from urllib.parse import urlsplit
-
-    from artifacts.bounded_http import HttpError, check_url
-
-    parts = urlsplit(server) if isinstance(server, str) else None
+    """``--server``: an ``http(s)://`` URL of a host (no userinfo, query or fragment), without its trailing ``/``."""
+    parts = urllib.parse.urlsplit(server) if isinstance(server, str) else None
     try:
         check_url(server, "--server")
     except HttpError as e:
@@ -81,18 +74,11 @@ def check_server(server: str) -> str:
 
 
 def check_answer(url: str, answer, count: int, class_names: "list[str] | None" = None):
-    """``(probabilities [N, C], classes [N], names)`` of a served answer, or one line saying what is wrong with it.
+    """``(probabilities [N, C], classes [N], names)`` of a served answer (row format), or one line on what is wrong.
 
-    The row format answers one object per image (https://www.tensorflow.org/tfx/serving/api_rest#response_format_2);
-    our signature's outputs are a softmax and its arg max: ``probabilities`` of one length C, each finite, in
-    [0, 1], summing to 1, and ``classes`` the integer index (0 <= c < C) of the largest probability. A SavedModel
-    exported with its dataset's names also answers ``class_names``, that class's name (a string, as TF Serving
-    writes a string tensor): every image has one or none has, one class index has one name, and given the
-    model's ``class_names`` (``--model``), C is their number and each name theirs. ``names``: the served names
-    per image, else ``class_names`` per image, else None.
+    Each row: ``probabilities`` (a softmax), ``classes`` (its arg max) and, for all rows or none, ``class_names``
+    (one name per class index, the model's ``class_names`` when given). ``names``: the served ones, else the model's.
     """
-    import math
-
     import numpy as np
 
     predictions = answer.get("predictions") if isinstance(answer, dict) else None
@@ -138,30 +124,18 @@ def check_answer(url: str, answer, count: int, class_names: "list[str] | None" =
 
 def _model_url(server: str, model_name: str) -> str:
     """``<server>/v1/models/<name>``, the name checked and quoted as one path segment."""
-    import urllib.parse
-
-    from artifacts.locations import check_segment
-
     server = check_server(server)
-    # TF Serving takes the name as one path segment (tensorflow_serving/model_servers/http_rest_api_handler.cc:
-    # "/v1/models/([^/:]+)..."); KServe's is a DNS label. check_segment is within both, and quoting keeps it one.
+    # one path segment for TF Serving, a DNS label for KServe: check_segment is within both
     name = urllib.parse.quote(check_segment(model_name, "--model-name", "served model name"), safe="")
     return f"{server}/v1/models/{name}"
 
 
 def _call(url: str, body: "dict | None", timeout: float, limit: "int | None" = None):
-    """The JSON a TF Serving REST endpoint answers (``POST`` with ``body``, else ``GET``), or one line on failure.
-
-    The answer is bounded: ``artifacts.bounded_http`` (its size, and ``timeout`` seconds for the whole request).
-    """
-    import json
-
-    from artifacts.bounded_http import MAX_ANSWER, HttpError, request
-
+    """The JSON a TF Serving REST endpoint answers (``POST`` with ``body``, else ``GET``), bounded; one line on failure."""
     data = None if body is None else json.dumps(body).encode()
     try:
         status, raw = request(url, data, {"Content-Type": "application/json"}, "GET" if body is None else "POST",
-                              timeout, limit or MAX_ANSWER)
+                              timeout, limit or bounded_http.MAX_ANSWER)
     except HttpError as e:
         raise UserError(str(e)) from None
     try:
@@ -177,13 +151,9 @@ def _call(url: str, body: "dict | None", timeout: float, limit: "int | None" = N
 
 
 def served_image_shape(server: str, model_name: str, timeout: float = 60) -> list[int]:
-    """The image shape (without N) that the served model's ``serving_default`` signature takes, from its metadata.
+    """The image shape (without N) the served ``serving_default`` signature takes, from the model's metadata.
 
-    ``GET <server>/v1/models/<name>/metadata`` answers TF Serving's ``GetModelMetadataResponse`` as JSON
-    (https://www.tensorflow.org/tfx/serving/api_rest#model_metadata_api) with the proto's field names
-    (``ToJsonString`` in tensorflow_serving/model_servers/http_rest_api_util.cc): the signature's input is
-    ``metadata.signature_def.signature_def.serving_default.inputs.images``, its ``dtype`` and
-    ``tensor_shape.dim[].size`` (int64, so JSON strings; ``-1`` is "any", the batch dimension).
+    Sizes are int64, so JSON strings; ``-1`` is the batch dimension.
     """
     url = f"{_model_url(server, model_name)}/metadata"
     answer = _call(url, None, timeout)
@@ -205,22 +175,10 @@ def served_image_shape(server: str, model_name: str, timeout: float = 60) -> lis
 
 def served_predictions(server: str, model_name: str, images, class_names: "list[str] | None" = None,
                        timeout: float = 60):
-    """``(probabilities, classes, names)`` from a model served with TF Serving's REST API (KServe's TF runtime too).
-
-    ``POST <server>/v1/models/<name>:predict`` with ``{"signature_name": "serving_default", "instances": [...]}``
-    (the row format: one image per instance); the answer holds one ``{"probabilities": [...], "classes": c}``
-    per instance, and ``"class_names": "<name>"`` when the SavedModel has that output
-    (https://www.tensorflow.org/tfx/serving/api_rest#predict_api), checked (``check_answer``, against
-    ``class_names``, the model's, when known) before anything is printed.
-    """
+    """``(probabilities, classes, names)`` from TF Serving's REST API (KServe's TF runtime too), checked."""
     url = f"{_model_url(server, model_name)}:predict"
     answer = _call(url, {"signature_name": "serving_default", "instances": images.tolist()}, timeout)
     return check_answer(url, answer, len(images), class_names)
-
-
-def predict_served(server: str, model_name: str, images, timeout: float = 60):
-    """``(probabilities, classes)`` from a served model: ``served_predictions`` without the names."""
-    return served_predictions(server, model_name, images, timeout=timeout)[:2]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -245,26 +203,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _model_image_shape(model: str) -> "list[int] | None":
-    """The image shape a Model artifact's ``dataset.json`` names, after checking the folder and its marker (light).
-
-    ``load_model`` checks it all again, with every file's sha256 and schema: a shape that cannot be read
-    here (None) is refused there.
-    """
-    import json
-
-    from artifacts.locations import LocationError
-    from artifacts import storage
-    from artifacts.outputs import IncompleteArtifactError, read_marker
-
+    """The image shape a Model artifact's ``dataset.json`` names (None if unreadable: ``load_model`` refuses it)."""
     folder = Path(model)
     if not folder.exists():
         raise UserError(f"model folder does not exist: {model}")
     if not folder.is_dir():
         raise UserError(f"model path is a file, expected a folder: {model}")
-    try:
-        read_marker(folder, "model", verify=False)  # every file there at its size; the hashes: load_model
-    except (IncompleteArtifactError, LocationError) as e:
-        raise UserError(str(e)) from None
+    read_marker(folder, "model", verify=False)  # every file there at its size; the hashes: load_model
     try:
         shape = json.loads(storage.read_bytes(folder / "dataset.json", storage.MANIFEST))["image_shape"]
     except (OSError, ValueError, TypeError, KeyError):
@@ -276,8 +221,6 @@ def _model_image_shape(model: str) -> "list[int] | None":
 def check_request(args: argparse.Namespace):
     """``(inputs, notes)`` after every check that needs neither TensorFlow nor JAX: flags, the model's marker, every
     input found and (when the model's image shape is known here) its shape."""
-    from mlp_core.data.image_files import check_shapes, find_inputs
-
     if not args.model and not args.server:
         raise UserError("give --model DIR (a Model artifact), --server URL --model-name NAME (a served model), "
                          "or both")
@@ -297,26 +240,21 @@ def check_request(args: argparse.Namespace):
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    """The CLI: arguments checked first, refused in one line before TensorFlow or JAX is imported (start-up, not
-    ``exit_on_error``'s list of every step's errors, which imports them); then the prediction."""
-    from mlp_core.data.errors import DatasetError
-    from artifacts.locations import LocationError
-
+    """The CLI: arguments refused in one line before TensorFlow or JAX is imported, then the prediction."""
     args = _parser().parse_args(argv)
     try:
         inputs, notes = check_request(args)
-    except (UserError, DatasetError, LocationError, OSError) as e:
+    except (UserError, OSError) as e:
         print(f"error: {error_line(e)}", file=sys.stderr)
         return 2
     return _predict((args, inputs, notes))
 
 
 @exit_on_error
-def _predict(request) -> int:
-    from mlp_core.data.image_files import RESIZE_FLAG, check_shapes, decode
+def _predict(checked) -> int:
     from mlp_core.model_io import load_model
 
-    args, inputs, notes = request
+    args, inputs, notes = checked
     params = trained_on = None
     if args.model:
         params, _, trained_on, _ = load_model(args.model)  # the marker, every file's sha256 and schema, finite weights

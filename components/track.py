@@ -28,7 +28,7 @@ CLUSTER = StepPolicy("500m", "1", "1Gi", "2Gi", cacheable=False,
 def run_record(train_metrics: dict, test_metrics: dict) -> "tuple[dict, dict]":
     """``(params, metrics)`` of a run: the train step's hyperparameters; its final metrics and the test metrics."""
     from artifacts.schemas import TEST_METRICS
-    from jobs.training import final_metrics
+    from mlp_core.metrics import final_metrics
 
     params = {k.removeprefix("param_"): v for k, v in train_metrics["hyperparameters"].items()}
     # the evaluate step's metrics its schema names (not the per-class F1s)

@@ -2,15 +2,12 @@
 
     python -m components.tune --dataset DIR --best-hyperparameters FILE [--report FILE] [--trials 16 ...]
 
-Trials that share batch and hidden sizes train together as one vmapped population (``mlp_core.tune``). In the
-pipeline: ``tune_plan`` draws the trials, ``tune`` trains one population per ``dsl.ParallelFor`` iteration, and
-``tune_choose`` collects them (``dsl.Collected``), writes the report and ``best_hyperparameters``, which train
-reads. With ``trials`` 0 nothing is trained and train uses its own parameters. The CLI runs it all in one process.
+In the pipeline ``tune_plan`` draws the trials, ``tune`` trains one population of shared shapes (``mlp_core.tune``)
+per ``dsl.ParallelFor`` iteration and ``tune_choose`` writes ``best_hyperparameters``; the CLI does all three.
 """
 
 
 import argparse
-import json
 import math
 import sys
 from typing import List
@@ -18,9 +15,13 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
+from artifacts.locations import check_flags
+from artifacts.outputs import check_apart, check_output_file, write_json
 from components._cli import check_inputs, exit_on_error
 from mlp_core.errors import UserError
 from platforms.options import StepPolicy
+
+# mlp_core.tune and the Dataset's reader load inside the functions below: the CLI refuses bad flags before JAX loads.
 
 # The population's epochs want the train step's device; the plan and the choice are light.
 CLUSTER = StepPolicy("4", "8", "4Gi", "8Gi", accelerated=True, cacheable=False)
@@ -87,7 +88,7 @@ def train_population(dataset: str, population: dict, epochs: int, validation_fra
     images, labels = read_split(dataset, "train", metadata)
     num_classes = metadata["num_classes"]
     train, held = validation_split(labels, validation_fraction, num_classes)
-    base = TrainConfig(layer_sizes=(int(np.prod(images.shape[1:])), num_classes), num_epochs=epochs)
+    base = TrainConfig(layer_sizes=(int(np.prod(images.shape[1:])), num_classes), epochs=epochs)
     trials = [Trial(int(t["number"]), float(t["step_size"]), int(t["seed"]), int(population["batch_size"]),
                     tuple(int(h) for h in population["hidden_sizes"])) for t in population["trials"]]
     fits = max_population((base.layer_sizes[0], *trials[0].hidden_sizes, num_classes), trials[0].batch_size)
@@ -136,8 +137,6 @@ def chosen_line(best: dict) -> str:
 def write_outputs(best: dict, summary: dict, trials: list[dict], best_path: str, report: "str | None" = None,
                   report_markdown: "str | None" = None, tensorboard: "str | None" = None) -> None:
     """best_hyperparameters (JSON), and when something was tuned the reports and the HParams runs."""
-    from artifacts.outputs import write_json
-
     write_json(best_path, best)
     if not trials:
         return
@@ -247,9 +246,6 @@ def _parser() -> argparse.ArgumentParser:
 
 @exit_on_error
 def main(argv: "list[str] | None" = None) -> int:
-    from artifacts.locations import check_flags
-    from artifacts.outputs import check_apart, check_output_file
-
     args = _parser().parse_args(argv)
     if args.trials < 1 or args.epochs < 1:
         raise UserError(f"--trials and --epochs must be at least 1, got {args.trials} and {args.epochs}")

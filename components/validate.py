@@ -23,8 +23,7 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 from platforms.options import StepPolicy
 from components._cli import check_inputs, exit_on_error
-from components._step import add_parameter_flags, bind, defaults, descriptions, values
-from mlp_core.data.validation import DEFAULT_MAX_LABEL_LINF, DEFAULT_MAX_LEAKED_IMAGES, DEFAULT_MAX_PIXEL_JS
+from components._step import add_parameter_flags, bind, descriptions, values
 
 # On a cluster: numpy over one shard at a time (0.7 s for all of MNIST here); never cached, since the
 # champion's baseline at publish_uri is not one of its inputs.
@@ -49,7 +48,7 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
     from mlp_core.errors import UserError
     from mlp_core.data import validation
     from mlp_core.data.statistics import compute_statistics, read_statistics, write_statistics
-    from jobs.publishing import champion_baseline
+    from components.publish import champion_baseline
     from artifacts.storage import write_bytes
 
     given = bind(validate, params)
@@ -83,8 +82,6 @@ def validate_dataset(dataset: "str | Path", statistics: "str | Path", anomalies:
             "baseline_source": str(baseline_uri) if baseline_uri else None}
 
 
-@defaults(schema="", baseline_statistics="", publish_uri="", max_label_linf=DEFAULT_MAX_LABEL_LINF,
-          max_pixel_js=DEFAULT_MAX_PIXEL_JS, max_leaked_images=DEFAULT_MAX_LEAKED_IMAGES)
 def validate(
     dataset: Input[Dataset],
     statistics: Output[Artifact],
@@ -92,12 +89,12 @@ def validate(
     anomalies: Output[Artifact],
     report: Output[HTML],
     report_markdown: Output[Markdown],
-    schema: str,
-    baseline_statistics: str,
-    publish_uri: str,
-    max_label_linf: float,
-    max_pixel_js: float,
-    max_leaked_images: int,
+    schema: str = "",
+    baseline_statistics: str = "",
+    publish_uri: str = "",
+    max_label_linf: float = 0.05,
+    max_pixel_js: float = 0.01,
+    max_leaked_images: int = 0,
 ):
     """Validate the Dataset before training: statistics, schema, anomalies and drift (components.validate).
 

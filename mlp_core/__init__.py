@@ -1,12 +1,7 @@
 """The ML: the JAX docs' MLP ("training with tensorflow/datasets"), its training loop, evaluation and checkpoints.
 
-``config``, ``model``, ``train`` (the one training loop), ``evaluation``, ``metrics``, ``blessing``, ``checkpoint``,
-``model_io`` (model files), ``export`` (the SavedModel), ``mesh`` and ``distributed``/``multiprocess`` (devices and
-processes), ``memory``, ``report`` and ``tensorboard`` (what people look at); ``data`` (datasets).
-
-Imports: ``artifacts`` (files, markers, object stores) and nothing else of this project; no cloud client and no kfp
-(pyproject.toml's import contracts). TensorFlow only through ``mlp_core.data``; JAX only when a module that computes
-is imported (``mlp_core.model`` and the modules using it), not by the package itself.
+Imports: ``artifacts`` and nothing else of this project; no cloud client and no kfp (pyproject.toml's contracts).
+TensorFlow only through ``mlp_core.data``; JAX only when a module that computes is imported, not by the package.
 """
 
 from mlp_core.config import TrainConfig

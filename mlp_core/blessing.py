@@ -1,20 +1,15 @@
 """The blessing gate: is a newly trained model good enough to publish?
 
-The champion is compared on the same data only: the evaluate step scores it on this
-run's test split beside the new model (``jobs.evaluation``); a number the
-champion scored on another test set is never compared.
+The champion is compared on this run's test split only (``components.evaluate`` scores both).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
 from mlp_core.errors import UserError
-
-class ChampionError(ValueError):
-    """The published champion cannot be trusted (unreadable, not JSON, out of range): blessing against it stops."""
-
 
 # The lowest test accuracy a model is blessed (and published) with; the seed's MLP reaches about 0.98.
 DEFAULT_THRESHOLD = 0.95
@@ -44,11 +39,9 @@ def check_loss(name: str, value: Any) -> float | None:
 
 
 def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy: float | None) -> tuple[bool, str]:
-    """Blessed when ``accuracy >= threshold`` and ``>= champion_accuracy - tolerance``.
+    """Blessed when ``accuracy >= threshold`` and ``>= champion_accuracy - tolerance`` (no champion: the threshold only).
 
-    With no champion (nothing published yet), only the threshold applies. Every
-    number must be finite and in range: a NaN would compare False everywhere and
-    bless or refuse for no reason (``UserError`` instead).
+    Every number must be in range (``UserError``): a NaN would compare False everywhere.
     """
     check_fraction("test accuracy", accuracy)
     if threshold != float("-inf"):  # publish's re-check has no threshold
@@ -75,13 +68,10 @@ def bless(accuracy: float, threshold: float, tolerance: float, champion_accuracy
 
 def bless_against_champion(accuracy: float, threshold: float, tolerance: float, champion: "dict | None",
                            force: bool = False) -> tuple[bool, str]:
-    """The evaluate step's decision; ``champion`` is its re-scoring on this run's test split (or None).
+    """The evaluate step's decision (``bless``); ``champion`` is its re-scoring on this run's test split, or None.
 
-    ``champion``: ``version``, ``comparable`` and, when comparable, ``test_accuracy`` on the same
-    test split as ``accuracy``; when not, ``incomparable`` says why (other classes or input shape).
-    Blessed when ``accuracy >= threshold`` and, against a comparable champion,
-    ``accuracy >= champion accuracy - tolerance`` (``bless``). An incomparable champion is replaced
-    only with ``force``; ``force`` changes nothing else (the threshold and a comparable champion still apply).
+    ``champion``: ``version``, ``comparable``, then ``test_accuracy`` or, incomparable, why. An incomparable champion
+    is replaced only with ``force``, which changes nothing else.
     """
     if champion is None:
         return bless(accuracy, threshold, tolerance, None)
@@ -107,6 +97,4 @@ def bless_against_champion(accuracy: float, threshold: float, tolerance: float, 
 
 def test_set_sha256(test_shards_sha256: list[str]) -> str:
     """One fingerprint of a test split, from its shards' sha256 (what a Dataset's metadata and a model record)."""
-    import hashlib
-
     return hashlib.sha256("\n".join(test_shards_sha256).encode()).hexdigest()

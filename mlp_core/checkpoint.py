@@ -1,19 +1,8 @@
 """Per-epoch training checkpoints in durable storage (a folder, ``gs://`` or ``s3://``), resumed bit for bit.
 
-Layout under a checkpoint location::
-
-    <location>/run-<key>/ckpt-000002/params.npz   params after epoch 2
-    <location>/run-<key>/ckpt-000002/state.json   written last: the commit point
-
-``<key>`` is a hash of the run identity (config, dataset, placement, device
-count): every run that would compute the same numbers shares it, and no other
-run ever reads, prunes or deletes its files. ``state.json`` holds the epoch, the
-full identity, the history so far and the sha256 of ``params.npz``, so a
-checkpoint is complete exactly when its ``state.json`` exists and matches. Only
-whole-file writes are used (no folder rename: Cloud Storage FUSE refuses one), through
-the store's client library for an object store (``artifacts.storage``). The shuffle key of each epoch is a pure
-function of (seed, epoch), so no RNG state beyond the epoch number is needed to
-continue exactly where the run stopped.
+``<location>/run-<key>/ckpt-000002/params.npz``, then ``state.json`` (the commit point: epoch, run identity, history,
+the params' sha256). ``<key>`` hashes the run identity, so no other run reads, prunes or deletes these files. Only
+whole-file writes (no folder rename); an epoch's shuffle key is a function of (seed, epoch), so nothing more is kept.
 """
 
 from __future__ import annotations
@@ -29,7 +18,8 @@ from typing import Any
 
 from artifacts import locations, storage
 from mlp_core.model import Params
-from mlp_core.model_io import ModelError, params_from_bytes, params_to_bytes
+from mlp_core.model_io import params_from_bytes, params_to_bytes
+from mlp_core.errors import UserError
 
 # A checkpoint's files, and the temp files of a write killed before its rename (storage.write_bytes names them).
 _CKPT = re.compile(r"^ckpt-(\d{6})/(params\.npz|state\.json|\.(?:params\.npz|state\.json)\.partial-[a-z0-9_]{8})$")
@@ -88,8 +78,7 @@ class Checkpoints:
         return self._name(epoch, STATE)
 
     def _delete(self, epoch: int, files: "set[str]") -> None:
-        """Delete ``files`` of the checkpoint of ``epoch`` (its state first: a reader never sees a state without
-        its params), with the temp files a killed write left."""
+        """Delete ``files`` of the checkpoint of ``epoch``, state first, with the temp files a killed write left."""
         for file in sorted(files, key=lambda name: name != STATE):
             storage.delete(self._name(epoch, file))
         _rmdir_if_empty(storage.join(self.uri, f"ckpt-{epoch:06d}"))
@@ -107,18 +96,14 @@ class Checkpoints:
                     raise ValueError(f"{PARAMS} does not match the sha256 in its state.json")
                 params = params_from_bytes(data, self._name(epoch, PARAMS), tuple(layer_sizes))
                 history = state["history"]
-            except (OSError, ValueError, KeyError, TypeError, ModelError) as e:
+            except (OSError, ValueError, KeyError, TypeError, UserError) as e:
                 log(f"checkpoint {uri} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}); trying an older one")
                 continue
             return Checkpoint(storage.join(self.uri, f"ckpt-{epoch:06d}"), epoch, params, history)
         return None
 
     def remove(self, location_is_ours: bool = False) -> None:
-        """Delete this run's checkpoint files, by name; anything else under the location stays.
-
-        The location itself goes too (if then empty) only when ``location_is_ours``
-        (the default one train made); a folder the user named is never removed.
-        """
+        """Delete this run's checkpoint files by name; the location too, if then empty, when ``location_is_ours``."""
         for epoch, files in self._ours().items():
             self._delete(epoch, files)
         _rmdir_if_empty(self.uri)

@@ -16,10 +16,6 @@ from mlp_core.errors import UserError
 PLACEMENTS = ("auto", "device", "stream")
 
 
-# What the train step (its flags, the pipeline's parameters: components.train) calls the fields it names differently.
-PARAMETER_NAMES = {"num_epochs": "epochs", "layer_sizes": "hidden_sizes"}
-
-
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise UserError(f"{name} must be a positive integer, got {value!r}", field=name)
@@ -32,7 +28,7 @@ class TrainConfig:
     layer_sizes: tuple[int, ...] = (784, 512, 512, 10)
     step_size: float = 0.01
     batch_size: int = 128
-    num_epochs: int = 10
+    epochs: int = 10
     seed: int = 0
     init_scale: float = 1e-2
     # False is the seed-faithful order: examples in the order the data holds them.
@@ -50,7 +46,7 @@ class TrainConfig:
             if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
                 raise UserError(f"layer_sizes[{i}] must be a positive integer, got {size!r}")
         _positive_int("batch_size", self.batch_size)
-        _positive_int("num_epochs", self.num_epochs)
+        _positive_int("epochs", self.epochs)
         for name in ("step_size", "init_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -85,21 +81,28 @@ class TrainConfig:
             d["layer_sizes"] = tuple(d["layer_sizes"])
         return cls(**d)
 
+    @property
+    def hidden_sizes(self) -> str:
+        """The hidden layers' widths as the train step's parameter gives them: ``"512,512"``."""
+        return ",".join(map(str, self.layer_sizes[1:-1]))
+
+    def for_data(self, features: int, num_classes: int) -> "TrainConfig":
+        """This config for data of ``features`` values per example in ``num_classes`` classes."""
+        return self.replace(layer_sizes=(features, *self.layer_sizes[1:-1], num_classes))
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def parse_layer_sizes(text: str) -> tuple[int, ...]:
-    """``"512,512"`` -> ``(512, 512)``: sizes as a command line gives them (the train step's hidden sizes).
-
-    Each must be a positive integer, refused here with the text as typed (TrainConfig's own message would
-    count the input and output sizes the step adds from the data).
-    """
+def parse_hidden_sizes(text: str) -> tuple[int, ...]:
+    """``"512,512"`` -> ``(512, 512)``; ``""`` -> ``()`` (no hidden layer)."""
+    if not text.strip():
+        return ()
     try:
         sizes = tuple(int(p.strip()) for p in text.split(","))
     except ValueError:
         sizes = ()
     if not sizes or min(sizes) <= 0:
-        raise UserError(f"layer_sizes must be positive integers separated by commas, got {text!r}",
-                          field="layer_sizes")
+        raise UserError(f"hidden_sizes must be positive integers separated by commas, got {text!r}",
+                        field="hidden_sizes")
     return sizes

@@ -1,9 +1,7 @@
 """Evaluation: the seed's loss and accuracy over a split, one path for arrays and for streams.
 
-An in-memory split is a stream of chunks of itself, so the numbers cannot
-depend on where the data lives. The loss is the seed's, over the whole split:
-``-mean(log_softmax(logits) * one_hot)``, i.e. the summed per-example terms
-divided by ``examples * classes``.
+An in-memory split is a stream of chunks of itself, so the numbers cannot depend on where the data lives. The loss
+is the seed's over the whole split: the summed ``-log_softmax(logits) * one_hot`` over ``examples * classes``.
 """
 
 from __future__ import annotations
@@ -80,13 +78,10 @@ def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
 
 
 def class_comparison(per_class: list[dict], champion_per_class: list[dict]) -> list[dict]:
-    """Per class, two models on the same split: accuracy on the class's images (recall) and F1 of each.
-
-    ``worse``: this model gets fewer of the class's images right than the champion.
-    """
+    """Per class, two models on the same split: accuracy on the class's images (recall), F1, and ``worse``."""
     return [
         {"class": ours["class"], "support": ours["support"], "accuracy": ours["recall"],
          "champion_accuracy": theirs["recall"], "f1": ours["f1"], "champion_f1": theirs["f1"],
-         "worse": ours["recall"] < theirs["recall"]}
+         "worse": ours["recall"] < theirs["recall"]}  # fewer of the class's images right than the champion
         for ours, theirs in zip(per_class, champion_per_class, strict=True)
     ]

@@ -1,61 +1,28 @@
-"""Serving export: a TensorFlow SavedModel of the trained MLP, in plain TensorFlow ops.
+"""Serving export: a TensorFlow SavedModel of the trained MLP in plain TensorFlow ops, in TF Serving's layout.
 
-TF Serving and Vertex AI's prebuilt TensorFlow prediction containers serve it.
-Signature ``serving_default``: ``images`` uint8 ``[N, *image_shape]`` (any N; the
-shape of the dataset the model was trained on, e.g. ``[N, 28, 28, 1]`` for MNIST) ->
-``probabilities`` float32 ``[N, classes]``, ``classes`` int32 ``[N]`` (the index of
-the most probable class) and, when the export is given the dataset's class names,
-``class_names`` string ``[N]`` (that class's name). TF Serving answers every output by
-name, so a served response then carries the names (one per image in the row format).
-The column order of ``probabilities`` is the order of the dataset's ``class_names``
-(the model's ``dataset.json``).
-
-The graph is the seed's ``predict`` written with TensorFlow's own ops (``MatMul``,
-``Relu``, a log-softmax as ``logits - logsumexp(logits)``), the weights as
-constants, not ``jax2tf``: jax2tf wraps the JAX program in one ``XlaCallModule``
-op holding serialized StableHLO, which only a TensorFlow about as new as the
-exporting JAX can load (JAX's calling convention 10 needs XlaCallModule from May
-2025, TensorFlow 2.20; its StableHLO targets a 12-week compatibility window).
-Vertex AI's newest prebuilt TensorFlow prediction container runs TensorFlow
-2.15, and KServe's TensorFlow runtime (``kserve-tensorflow-serving``) runs
-``tensorflow/serving:2.6.2``: a jax2tf SavedModel fails there with "Cannot
-deserialize computation" (seen in TensorFlow 2.15; ``tests/test_export_predict.py``
-serves this one there on every CI run). These ops are older than TensorFlow 2
-and run on CPU or GPU. The tests hold the graph to JAX's
-predictions on 1000 real test images (and every class decision).
-
-It lies in TF Serving's layout, ``<model>/saved_model/1/saved_model.pb``: TF
-Serving (and KServe's TensorFlow runtime, which runs it with
-``--model_base_path`` = the storage URI) loads the numbered version folders of
-its base path, so ``saved_model/`` is the base path to serve and
-``saved_model/1/`` the folder Vertex AI's prebuilt containers take as
-``artifact_uri``. Models written before this layout hold the SavedModel in
-``saved_model/`` itself; ``saved_model_dir`` finds either.
+Signature ``serving_default``: ``images`` uint8 ``[N, *image_shape]`` -> ``probabilities`` float32 ``[N, classes]``,
+``classes`` int32 ``[N]`` and, given the dataset's class names, ``class_names`` string ``[N]``. Why not jax2tf, and
+the layout ``<model>/saved_model/1/``: docs/design.md, "Blessing, publishing, serving".
 """
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 SAVED_MODEL_DIR = "saved_model"
 SERVING_VERSION = "1"
 
 
 def saved_model_dir(model: "str | Path") -> Path:
-    """The folder holding ``saved_model.pb`` in the Model artifact ``model`` (either layout)."""
+    """The folder holding ``saved_model.pb`` in the Model artifact: ``saved_model/1/``, or older ``saved_model/``."""
     versioned = Path(model) / SAVED_MODEL_DIR / SERVING_VERSION
     return versioned if (versioned / "saved_model.pb").is_file() else Path(model) / SAVED_MODEL_DIR
 
 
 def export_saved_model(params, image_shape, directory: "str | Path", class_names: "list[str] | None" = None) -> Path:
-    """Write the SavedModel of ``params`` (the seed's ``[(w, b), ...]``, ``w`` as ``[out, in]``) to ``directory``.
-
-    ``image_shape`` and ``class_names`` are the dataset's (its metadata, the model's ``dataset.json``);
-    without ``class_names`` the signature has no ``class_names`` output.
-    """
-    import math
-
-    import numpy as np
-
-    from mlp_core.data.tf import tf
+    """Write the SavedModel of ``params`` (the seed's ``[(w, b), ...]``) for the dataset's images and class names."""
+    from mlp_core.data.tf import tf  # here: publishing and serving import this module's names without TensorFlow
 
     num_classes = int(np.shape(params[-1][1])[0])
     if class_names is not None and len(class_names) != num_classes:

@@ -1,15 +1,7 @@
 """How much memory this process may still use (the host's, or its container's cgroup limit), and so where
 the training data can live: on the device, or streamed (``choose_placement``).
 
-In a Kubernetes pod ``/proc/meminfo`` describes the node, not the pod: a pod with
-a 4 GiB limit on a 256 GiB node sees 250 GiB "available" and is OOM-killed when
-it trusts it. The limit is in the process's memory cgroup: ``memory.max`` with
-cgroup v2, ``memory.limit_in_bytes`` with v1 (the Linux kernel's
-Documentation/admin-guide/cgroup-v2.rst and cgroup-v1/memory.rst). The cgroup is
-found the way the kernel documents it: ``/proc/self/cgroup`` names the path,
-``/proc/self/mountinfo`` where that hierarchy is mounted; every level up to the
-mount's root is checked, since a parent's limit binds too. Usage counts the
-kernel's working set (usage minus inactive file cache), as the kubelet does.
+In a pod ``/proc/meminfo`` describes the node; the limit is the memory cgroup's (docs/design.md, "Training speed").
 """
 
 from __future__ import annotations
@@ -135,13 +127,8 @@ def available_memory(proc: str = "/proc/self", meminfo: str = "/proc/meminfo") -
 # Placement: where the training data lives during training.
 
 def device_memory_budget(device=None) -> int:
-    """Bytes of memory the training data may take on ``device``: half of what it has free.
-
-    Accelerators report their own limit; on the CPU it is what this process may
-    still use: the host's available memory, or its container's cgroup limit
-    when that is smaller (``mlp_core.memory``).
-    """
-    import jax
+    """Bytes the training data may take on ``device``: half of what it (on a CPU: this process) has free."""
+    import jax  # here: the command lines check --placement with this module before JAX loads
 
     device = device or jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
@@ -152,14 +139,11 @@ def device_memory_budget(device=None) -> int:
 
 
 def choose_placement(data_bytes: int, placement: str = "auto", budget: int | None = None) -> str:
-    """``"device"`` (whole dataset on the device, one call per epoch) or ``"stream"``.
-
-    The in-memory epoch holds the data twice at most (a shuffled copy), hence ``2 *``.
-    """
+    """``"device"`` (whole dataset on the device, one call per epoch) or ``"stream"``."""
     if placement not in PLACEMENTS:
         raise UserError(f"placement must be {', '.join(PLACEMENTS[:-1])} or {PLACEMENTS[-1]}, got {placement!r}",
                           field="placement")
     if placement != "auto":
         return placement
-    budget = device_memory_budget() if budget is None else budget
+    budget = device_memory_budget() if budget is None else budget  # the epoch holds the data twice (a shuffled copy)
     return "device" if 2 * data_bytes <= budget else "stream"

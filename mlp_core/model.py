@@ -1,8 +1,6 @@
-"""The seed notebook's model and math, as pure functions over a params pytree.
+"""The seed notebook's model and math, as pure functions over its params: a list of ``(w, b)``, ``w`` ``(n_out, n_in)``.
 
-Params are the seed's structure: a list of ``(w, b)`` tuples, ``w`` shaped
-``(n_out, n_in)``. Every function below is a transcription of the notebook; the
-only change is that ``update`` takes ``step_size`` as an argument instead of
+Every function is a transcription of the notebook; only ``update`` takes ``step_size`` as an argument instead of
 reading a global (a global captured by ``jit`` freezes at the first trace).
 """
 

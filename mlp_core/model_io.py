@@ -1,13 +1,5 @@
-"""The Model artifact: params as ``.npz`` (loaded with ``allow_pickle=False``) plus JSON.
-
-Layout::
-
-    <model>/params.npz      layer_0_w, layer_0_b, layer_1_w, ...  (float32)
-    <model>/config.json     the TrainConfig
-    <model>/dataset.json    identity of the data it was trained on
-    <model>/history.json    per-epoch metrics
-    <model>/saved_model/1/  the serving export, in TF Serving's layout (mlp_core.export)
-    <model>/_COMPLETE.json  written last: the artifact is complete (artifacts.outputs)
+"""The Model artifact: ``params.npz`` (loaded with ``allow_pickle=False``), ``config.json``, ``dataset.json``,
+``history.json``, the serving export ``saved_model/1/`` (``mlp_core.export``), ``_COMPLETE.json`` last.
 """
 
 from __future__ import annotations
@@ -23,9 +15,9 @@ import numpy as np
 
 from mlp_core.config import TrainConfig
 from mlp_core.errors import UserError
-from artifacts import storage
-from artifacts.outputs import IncompleteArtifactError, read_marker
-from artifacts.schemas import SchemaError, check_model_files, loads
+from artifacts import locations, storage
+from artifacts.outputs import read_marker
+from artifacts.schemas import check_model_files, loads
 
 if TYPE_CHECKING:  # a name for annotations: reading a model's files needs no JAX (publish's CLI starts without it)
     from mlp_core.model import Params
@@ -34,10 +26,6 @@ PARAMS_FILE = "params.npz"
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
 HISTORY_FILE = "history.json"
-
-
-class ModelError(ValueError):
-    """A Model artifact is missing a file or does not match its config."""
 
 
 def params_to_arrays(params: Params) -> dict[str, np.ndarray]:
@@ -64,7 +52,7 @@ def load_params(path: str | Path, layer_sizes: tuple[int, ...] | None = None) ->
     """Params from ``path``; with ``layer_sizes``, checks every shape against it."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"model params not found: {path}")
+        raise UserError(f"model params not found: {path}")
     return params_from_bytes(storage.read_bytes(path, storage.PARAMS), str(path), layer_sizes)
 
 
@@ -74,28 +62,25 @@ def params_from_bytes(data: bytes, path: str, layer_sizes: tuple[int, ...] | Non
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ModelError(f"cannot read {path}: {e}") from None
+        raise UserError(f"cannot read {path}: {e}") from None
     num_layers = len(arrays) // 2
     names = [f"layer_{i}_{p}" for i in range(num_layers) for p in "wb"]
     if sorted(arrays) != sorted(names) or num_layers == 0:
-        raise ModelError(f"{path} does not hold an MLP's layer_<i>_w/layer_<i>_b arrays (found {', '.join(sorted(arrays))})")
+        raise UserError(f"{path} does not hold an MLP's layer_<i>_w/layer_<i>_b arrays (found {', '.join(sorted(arrays))})")
     params = [(arrays[f"layer_{i}_w"], arrays[f"layer_{i}_b"]) for i in range(num_layers)]
     if layer_sizes is not None:
         expected = [((n, m), (n,)) for m, n in zip(layer_sizes[:-1], layer_sizes[1:])]
         found = [(w.shape, b.shape) for w, b in params]
         if found != expected:
             sizes = [params[0][0].shape[1]] + [w.shape[0] for w, _ in params]
-            raise ModelError(f"{path} holds a {'-'.join(map(str, sizes))} network, the config says {'-'.join(map(str, layer_sizes))}")
+            raise UserError(f"{path} holds a {'-'.join(map(str, sizes))} network, the config says {'-'.join(map(str, layer_sizes))}")
     return params
 
 
 def _read_json(path: Path) -> Any:
     if not path.is_file():
-        raise ModelError(f"model file missing: {path}")
-    try:
-        return loads(storage.read_bytes(path, storage.MANIFEST), str(path))
-    except SchemaError as e:
-        raise ModelError(str(e)) from None
+        raise UserError(f"model file missing: {path}")
+    return loads(storage.read_bytes(path, storage.MANIFEST), str(path))
 
 
 def save_model(directory: str | Path, params: Params, config: TrainConfig, dataset: dict, history: list[dict]) -> None:
@@ -110,37 +95,30 @@ def load_model(directory: str | Path) -> tuple[Params, TrainConfig, dict, list[d
     """``(params, config, dataset identity, history)`` of a Model artifact, all checked."""
     directory = Path(directory)
     if not directory.exists():
-        raise ModelError(f"model folder does not exist: {directory}")
+        raise UserError(f"model folder does not exist: {directory}")
     if not directory.is_dir():
-        raise ModelError(f"model path is a file, expected a folder: {directory}")
-    try:
-        read_marker(directory, "model")
-    except IncompleteArtifactError as e:
-        raise ModelError(str(e)) from None
+        raise UserError(f"model path is a file, expected a folder: {directory}")
+    read_marker(directory, "model")
     raw = {name: _read_json(directory / name) for name in (CONFIG_FILE, DATASET_FILE, HISTORY_FILE)}
     try:
         check_model_files(raw[CONFIG_FILE], raw[DATASET_FILE], raw[HISTORY_FILE], str(directory))
         config = TrainConfig.from_dict(raw[CONFIG_FILE])
-    except (SchemaError, UserError, TypeError) as e:
-        raise ModelError(str(e).splitlines()[0]) from None
+    except (UserError, TypeError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
     params = load_params(directory / PARAMS_FILE, config.layer_sizes)
     for i, (w, b) in enumerate(params):
         for name, array in ((f"layer_{i}_w", w), (f"layer_{i}_b", b)):
             if not np.all(np.isfinite(array)):
-                raise ModelError(f"{directory / PARAMS_FILE}: {name} holds non-finite weights; the model is unusable")
+                raise UserError(f"{directory / PARAMS_FILE}: {name} holds non-finite weights; the model is unusable")
     dataset, history = raw[DATASET_FILE], raw[HISTORY_FILE]
     return params, config, dataset, history
 
 
 def content_hash(model_dir: "str | Path") -> str:
     """sha256 over the model's listed files (relative names and bytes), in a fixed order; the commit marker aside."""
-    from artifacts import locations
-    from artifacts.outputs import read_marker
-
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
-    # The files the marker lists (each proven inside the model), not whatever else lies in the folder.
-    # verify=False: it hashes every listed file itself here; names are still proven inside the model.
+    # the files the marker lists, names proven inside the model (verify=False: each is hashed here anyway)
     for name in sorted(Path(n) for n in read_marker(model_dir, "model", verify=False)["files"]):
         digest.update(name.as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(storage.read_bytes(locations.member(model_dir, name.as_posix()), storage.PARAMS)).digest())

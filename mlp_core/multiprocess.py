@@ -1,16 +1,7 @@
 """Training as N processes (hosts), data parallel over all their devices: the ``ProcessShare`` batch source.
 
-Each epoch the global batch sequence is what one process would train on: the
-same permutation (a pure function of seed and epoch, ``EpochRunner.epoch_key``)
-cut into the seed's batches. Every process puts on its devices only its slice of
-every batch (``jax.make_array_from_process_local_data``); params are replicated;
-the gradient of each batch is summed over all devices by XLA's collectives (gloo
-between CPU processes, NCCL between GPUs). So the numbers equal one process with
-the same number of devices, for any process count.
-
-Each process reads the whole train split from the Dataset artifact (60,000
-MNIST images are 47 MB) and keeps its slices; the test metrics and train accuracy
-are computed by every process on its host copy, so all agree without a collective.
+Each epoch every process cuts the same permutation into the seed's batches and puts on its devices only its slice
+of each; the numbers equal one process with as many devices (docs/design.md, "More than one process").
 """
 
 from __future__ import annotations
@@ -33,11 +24,7 @@ def _local(x: jax.Array):
 
 
 def _global(local_source: np.ndarray, sharding: NamedSharding, axis: int | None) -> jax.Array:
-    """The global array whose ``axis`` the sharding splits over all processes, from this process's rows only.
-
-    ``local_source`` is the whole array (every process computes the same one); the
-    rows this process's devices hold are taken from it and nothing else is transferred.
-    """
+    """The global array whose ``axis`` the sharding splits over all processes, from the rows this process holds."""
     shape = local_source.shape
     if axis is None:  # replicated: every process passes the whole value
         return jax.make_array_from_process_local_data(sharding, local_source, shape)
@@ -69,12 +56,7 @@ def epoch_order(runner: EpochRunner, epoch: int) -> np.ndarray | None:
 
 
 class ProcessShare(BatchSource):
-    """This process's share of every global batch, for ``train.fit`` over every process's devices.
-
-    Every process builds it from the same arrays (the whole split, read by each);
-    ``fit`` then returns, and hands ``on_epoch``, this process's copy of the params.
-    Only process 0 writes checkpoints (``primary``).
-    """
+    """This process's share of every global batch, for ``train.fit`` over every process's devices."""
 
     def __init__(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
                  test_labels: np.ndarray, *, mesh: Mesh):
@@ -109,6 +91,7 @@ class ProcessShare(BatchSource):
         return EpochOutput(params, _local(loss), _local(class_counts), _local(first_bad))
 
     def evaluate(self, params: Params) -> tuple[float, float | None, float | None]:
+        # each process on its host copy of the whole split: all agree without a collective
         mine = local_params(params)
         tested = evaluate(mine, *self.test)
         return evaluate(mine, self.images, self.labels).accuracy, tested.loss, tested.accuracy
@@ -120,6 +103,5 @@ class ProcessShare(BatchSource):
         if error is None:
             training_done()  # the last collective is behind this process: from here its exit is no failure
         else:
-            # A killed peer: one line naming it. Else the others stop now (pointing at this log), not at JAX's
-            # heartbeat.
+            # A killed peer: one line naming it; else the others stop now, not at JAX's heartbeat.
             training_failed(error)

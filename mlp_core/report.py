@@ -1,10 +1,8 @@
 """The evaluation report: HTML (the KFP UI renders it) and the same as Markdown.
 
-What the numbers are of (the run, the date, the data and its fingerprint, the
-hyperparameters), the metrics, the champion and the blessing, per-class tables, and
-three plots, embedded as PNG data URIs so each report is one self-contained file:
-training curves from the train step's per-epoch metrics, a confusion-matrix
-heatmap, and the most confidently misclassified test images.
+What the numbers are of (run, data, hyperparameters), the metrics, the champion and the blessing, per-class tables,
+and three plots (training curves, confusion matrix, the most confidently misclassified images) as PNG data URIs,
+so each report is one self-contained file.
 """
 
 from __future__ import annotations
@@ -14,18 +12,17 @@ import hashlib
 import html
 import io
 import json
+from datetime import datetime, timezone
 
 import numpy as np
 
 
 def data_fingerprint(shards: "dict[str, list[str]]") -> str:
-    """One sha256 for a Dataset's content: over every split's shard sha256s (``dataset_identity``'s ``shards``).
-
-    The same shards are what ``jobs.novelty`` compares to decide that nothing is new; ingest is
-    deterministic, so the same source data gives the same fingerprint, whichever source it came from.
-    """
+    """One sha256 for a Dataset's content: over every split's shard sha256s (``dataset_identity``'s ``shards``)."""
     return hashlib.sha256(json.dumps(shards, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
+
+# matplotlib (half a second) loads with the first plot: the train step imports data_fingerprint from here.
 
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
@@ -102,12 +99,7 @@ def misclassified_grid(images: np.ndarray, true: list[str], predicted: list[str]
 
 
 def dataset_facts(metadata: dict, trained_on: dict) -> dict:
-    """What identifies a Dataset artifact (its ``metadata.json``) in the report; ``trained_on``: the model's ``dataset.json``.
-
-    ``fingerprint``: ``data_fingerprint`` of its shards; an image folder's also has the source's own
-    fingerprint over every file read (``mlp_core.data.spans.fingerprint``) and the spans read.
-    ``trained_on`` is kept only when the model was trained on other data than this.
-    """
+    """What identifies a Dataset artifact (its ``metadata.json``) in the report, and ``trained_on`` if it differs."""
     shards = {split: [s["sha256"] for s in info["shards"]] for split, info in metadata["splits"].items()}
     name, version = metadata["dataset"]["name"], metadata["dataset"]["version"]
     source = metadata.get("source")
@@ -137,8 +129,6 @@ def _when(iso: "str | None") -> str:
     """``2026-11-30T02:10:00+00:00`` -> ``2026-11-30 02:10:00 UTC``."""
     if not iso:
         return "not recorded"
-    from datetime import datetime, timezone
-
     return datetime.fromisoformat(iso).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 

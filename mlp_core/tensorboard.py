@@ -1,29 +1,25 @@
-"""The train step's per-epoch curves and its hyperparameters as TensorBoard event files.
+"""The train step's per-epoch curves and its hyperparameters as TensorBoard event files, and reading them back.
 
-Written with ``tf.summary`` (TensorFlow's summary API; its writer comes from the
-``tensorboard`` package) from the step's history, once training is done, into
-a folder of their own: ``tensorboard --logdir <folder>`` shows them. The events
-are written to a local temp folder first and then copied, file by file, into
-the output (``artifacts.outputs.artifact_writer``: marker last), because the
-event writer appends to its file as it goes, which an object store mount
-(Cloud Storage FUSE) does not do well.
-
-The hyperparameters go in twice: as a table (the TEXT tab) and as the HParams
-plugin's session start info (``tensorboard.plugins.hparams.summary_v2.hparams``),
-so the HParams dashboard lists every run under ``--logdir`` with its values. No
-experiment config is written: the plugin then builds the experiment from the
-runs' session infos and takes each run's metrics from the last value of every
-scalar in the same folder (``tensorboard/plugins/hparams/backend_context.py``,
-``_compute_experiment_from_runs``), i.e. the final epoch's test accuracy, losses
-and train accuracy. A config per run would not do: the plugin reads one of them,
-arbitrarily, for the whole logdir (``_find_experiment_tag``).
+Events are written with ``tf.summary`` into a local temp folder, then copied into the artifact (marker last): the
+event writer appends as it goes, which an object store mount does not do well. The hyperparameters go in as a
+TEXT table and as an HParams session (docs/design.md, "TensorBoard's HParams").
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
+
+from artifacts import storage
+from artifacts.outputs import artifact_writer
+from mlp_core.model_io import DATASET_FILE
+from mlp_core.report import data_fingerprint
+
+# TensorFlow (4 s to import) loads inside the functions that write or read events: the train step imports this
+# module before it trains, and MNIST's training reads its shards without TensorFlow.
 
 # history key -> TensorBoard tag (grouped by the part before the slash)
 SCALARS = {
@@ -37,14 +33,7 @@ SCALARS = {
 
 
 def session_hparams(hyperparameters: "dict | None", dataset: "dict | None" = None) -> dict[str, "int | float | str"]:
-    """What the HParams dashboard shows of a run: its hyperparameters (no ``param_`` prefix) and its data.
-
-    ``dataset``: the Model artifact's ``dataset.json`` (``mlp_core.data.artifact.dataset_identity``): its name
-    and version, and the first 12 hex of its fingerprint (``mlp_core.report.data_fingerprint``), so runs on
-    other data (a new span) are told apart.
-    """
-    from mlp_core.report import data_fingerprint
-
+    """What the HParams dashboard shows of a run: its hyperparameters (no ``param_`` prefix) and its data."""
     values = {name.removeprefix("param_"): value for name, value in (hyperparameters or {}).items()}
     if dataset:
         values["dataset"] = f"{dataset['name']} {dataset['version']}"
@@ -54,24 +43,12 @@ def session_hparams(hyperparameters: "dict | None", dataset: "dict | None" = Non
 
 def trained_on(model: "str | Path") -> dict:
     """The Model artifact's ``dataset.json`` at ``model`` (a folder, ``gs://`` or ``s3://``): the data it was trained on."""
-    import json
-
-    from artifacts import storage
-    from mlp_core.model_io import DATASET_FILE
-
     return json.loads(storage.read_bytes(storage.join(str(model), DATASET_FILE)))
 
 
 def write_events(history: list[dict], folder: "str | Path", hyperparameters: "dict | None" = None, *,
                  run_id: str = "", dataset: "dict | None" = None) -> list[str]:
-    """Write one scalar per ``SCALARS`` key and epoch (step = epoch) into ``folder``; returns the files written.
-
-    With ``hyperparameters`` (``jobs.training.hyperparameters``), also the TEXT table and the HParams
-    session (``session_hparams``); its trial id is ``run_id`` (the pipeline run id), else a new random one, so
-    two runs with the same settings stay two rows.
-    """
-    import uuid
-
+    """Write one scalar per ``SCALARS`` key and epoch into ``folder``, and the hyperparameters; returns the files."""
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import summary as hparams_v1
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
@@ -85,6 +62,7 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
             if hyperparameters:
                 text = "\n".join(f"| {k} | {v} |" for k, v in sorted(hyperparameters.items()))
                 tf.summary.text("hyperparameters", "| parameter | value |\n|---|---|\n" + text, step=0)
+                # a trial id of its own (the run id, else a random one): two runs of the same settings stay two rows
                 hparams_summary.hparams(session_hparams(hyperparameters, dataset), trial_id=run_id or uuid.uuid4().hex)
                 # The run is done (written after training): its status, which the dashboard filters on.
                 ended = hparams_v1.session_end_pb(api_pb2.STATUS_SUCCESS)
@@ -101,8 +79,6 @@ def write_events(history: list[dict], folder: "str | Path", hyperparameters: "di
 
 def copy_events(scratch: Path, folder: "str | Path") -> list[str]:
     """Every event file under ``scratch`` into the artifact ``folder``, file by file, marker last; returns the names."""
-    from artifacts.outputs import artifact_writer
-
     names = sorted(p.relative_to(scratch).as_posix() for p in scratch.rglob("*") if p.is_file())
     with artifact_writer(folder, "tensorboard") as out:
         for name in names:
@@ -124,12 +100,7 @@ def read_scalars(folder: "str | Path") -> dict[str, list[tuple[int, float]]]:
 
 
 def read_hparams(logdir: "str | Path") -> dict[str, dict]:
-    """What the HParams dashboard lists for ``tensorboard --logdir logdir``: run -> its hparams and final metrics.
-
-    Through the plugin's own handler (``tensorboard/plugins/hparams/list_session_groups.py``, what the
-    dashboard's ``/session_groups`` request runs) over TensorBoard's event multiplexer. Each run (a folder
-    relative to ``logdir``) maps to ``{"trial": group name, "hparams": {name: value}, "status": "STATUS_SUCCESS", "metrics": {tag: value}}``.
-    """
+    """What the HParams dashboard lists for ``logdir`` (run -> trial, hparams, status, metrics), by its own handler."""
     from google.protobuf import json_format
     from tensorboard import context
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer

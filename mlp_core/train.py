@@ -1,21 +1,8 @@
 """The one training loop (``fit``) and the sources of its batches.
 
-``fit(config, source)`` runs the epochs: it resumes from the newest checkpoint,
-then for each epoch trains, checks the loss stayed finite, evaluates, records the
-metrics, writes a checkpoint and calls ``on_epoch``. Only where each epoch's
-batches come from differs, and that is the ``BatchSource``:
-
-- ``SplitOnDevice``: the whole split on the device(s), shuffled there. Each epoch
-  is a single compiled call (``EpochRunner``): ``lax.scan`` over the full batches,
-  then the last partial batch exactly as the seed's loop takes it (60,000 examples
-  at batch 128 are 468 steps of 128 and one of 96; nothing dropped, nothing
-  repeated). Parameters are donated, so the epoch updates them in place.
-- ``BatchStream``: batches read as the epoch goes (tf.data, prefetched), for data
-  too big for the device: one jitted step per batch.
-- ``mlp_core.multiprocess.ProcessShare``: this process's share of every global
-  batch, when several processes train together: the same compiled epoch.
-
-Every source trains with the one SGD step (``_step``), compiled by ``EpochRunner``.
+``SplitOnDevice`` (the whole split on the device, one compiled call per epoch), ``BatchStream`` (tf.data batches,
+one jitted step each) and ``mlp_core.multiprocess.ProcessShare`` all train with ``_step``, compiled by
+``EpochRunner``; docs/design.md, "One training path", says how.
 """
 
 from __future__ import annotations
@@ -40,13 +27,8 @@ from mlp_core.model import Params, init_network_params, loss, one_hot, sgd
 if TYPE_CHECKING:
     from mlp_core.checkpoint import Checkpoints
 
-# Folded into the seed's key to derive the shuffle stream, so that shuffling
-# never reuses the keys that initialised the parameters.
+# Folded into the seed's key for the shuffle stream: shuffling never reuses the keys that initialised the params.
 _SHUFFLE_STREAM = 0x5EED
-
-
-class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss."""
 
 
 @dataclass(frozen=True)
@@ -99,13 +81,7 @@ def _step(params: Params, images, labels, num_classes: int, step_size: float):
 
 
 class EpochRunner:
-    """The compiled programs of training, each traced once and run epoch after epoch, all with ``_step``.
-
-    ``run_epoch``: the epoch from the whole split on the device; ``run_batches``: the
-    epoch from batches already cut; ``run_step``: one step on one batch (a stream).
-    ``trace_count`` counts how often JAX traced the epoch function: it is 1 after
-    any number of epochs of the same data shape.
-    """
+    """The compiled programs of training, each traced once and run epoch after epoch, all with ``_step``."""
 
     def __init__(self, config: TrainConfig, num_examples: int, mesh: Mesh | None = None, unroll: int = 1):
         if unroll < 1:
@@ -121,7 +97,7 @@ class EpochRunner:
         split = mesh_split(mesh, num_examples, config.batch_size)
         self.mesh = mesh if split.full else None
         self.split_last = split.last
-        self.trace_count = 0
+        self.trace_count = 0  # traces of the epoch function: 1 after any number of epochs of one data shape
         self._epoch = jax.jit(self._epoch_fn, donate_argnums=(0,))
         self._batched = jax.jit(self._batches_fn, donate_argnums=(0,))
         self._one_step = jax.jit(self._step_fn, donate_argnums=(0,))
@@ -187,8 +163,7 @@ class EpochRunner:
         return self._epoch(params, images, labels, self.epoch_key(epoch))
 
     def run_batches(self, params: Params, full_images, full_labels, last_images, last_labels) -> EpochOutput:
-        """Train one epoch already cut into batches (``[batches, batch_size, ...]`` and the last one), as
-        processes that each hold only their slice of every batch feed it (``mlp_core.multiprocess``)."""
+        """Train one epoch already cut into batches (``[batches, batch_size, ...]`` and the last one)."""
         return self._batched(params, full_images, full_labels, last_images, last_labels)
 
     def run_step(self, params: Params, images, labels):
@@ -202,18 +177,12 @@ def flatten_images(images: np.ndarray) -> np.ndarray:
 
 
 class BatchSource:
-    """Where each epoch's batches come from; ``fit`` does everything else.
+    """Where each epoch's batches come from; ``fit`` does everything else."""
 
-    ``num_examples``: the train split's size. ``features``: values per example, when
-    known before training (checked against ``layer_sizes[0]``). ``mesh``: the devices
-    each batch is split over (None: one device). ``primary``: this process writes
-    the checkpoints (of several processes, only process 0 does).
-    """
-
-    num_examples: int
-    features: int | None = None
-    mesh: Mesh | None = None
-    primary: bool = True
+    num_examples: int  # the train split's size
+    features: int | None = None  # values per example, when known before training (checked against layer_sizes[0])
+    mesh: Mesh | None = None  # the devices each batch is split over (None: one device)
+    primary: bool = True  # this process writes the checkpoints (of several processes, only process 0 does)
 
     def place(self, runner: EpochRunner, params: Params) -> Params:
         """Put the params (and the data, if it lives on the devices) where the epochs run."""
@@ -236,11 +205,7 @@ class BatchSource:
 
 
 class SplitOnDevice(BatchSource):
-    """The whole split on the device(s), replicated over ``mesh``: one compiled call per epoch.
-
-    ``train_images`` are uint8 (or float) ``[N, ...]``; they are flattened and put
-    on the device(s) once, as are the test images when given.
-    """
+    """The whole split on the device(s), flattened and put there once, replicated over ``mesh``: one call per epoch."""
 
     def __init__(self, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray | None = None,
                  test_labels: np.ndarray | None = None, *, mesh: Mesh | None = None):
@@ -273,12 +238,7 @@ ReadFn = Callable[[str, int, "int | None"], Iterator[tuple[np.ndarray, np.ndarra
 
 
 class BatchStream(BatchSource):
-    """Batches read as the epoch goes, for data that does not fit in device memory: one jitted step per batch.
-
-    ``read("train" | "test", batch_size, shuffle_epoch)`` yields a split's batches (a
-    tf.data pipeline with prefetch overlaps reading with compute). Two compilations of
-    the step: the full batch and the last one.
-    """
+    """Batches read as the epoch goes, for data that does not fit in device memory: one jitted step per batch."""
 
     def __init__(self, read: ReadFn, num_examples: int):
         self.read = read
@@ -318,14 +278,7 @@ def fit(
     on_epoch: OnEpoch | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[Params, list[EpochMetrics]]:
-    """The one training loop; returns the final params and one ``EpochMetrics`` per epoch.
-
-    Starts from the newest complete checkpoint of ``checkpoints``
-    (``mlp_core.checkpoint.Checkpoints``: this run's), else from the seed's init;
-    then each epoch ``start..num_epochs`` is trained from ``source``, timed, checked
-    for a non-finite loss, evaluated, recorded, checkpointed (``source.primary``
-    only) and handed to ``on_epoch(params, metrics, history)``.
-    """
+    """The one training loop, resumed from ``checkpoints``' newest: the final params and each epoch's metrics."""
     if source.features is not None and source.features != config.layer_sizes[0]:
         raise UserError(f"images have {source.features} values each but layer_sizes[0] is {config.layer_sizes[0]}")
     runner = EpochRunner(config, source.num_examples, mesh=source.mesh)
@@ -338,13 +291,13 @@ def fit(
         start_epoch, history = 0, []
     params = source.place(runner, params)
     try:
-        for epoch in range(start_epoch, config.num_epochs):
+        for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             params, epoch_loss, class_counts, first_bad = source.run_epoch(runner, params, epoch)
             epoch_loss = float(epoch_loss)  # waits for the epoch to finish
             seconds = time.perf_counter() - started
             if int(first_bad) >= 0:
-                raise DivergenceError(
+                raise UserError(
                     f"training diverged: non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1} of "
                     f"{runner.full_batches + bool(runner.remainder)}; try a smaller step size (now {config.step_size})"
                 )

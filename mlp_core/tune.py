@@ -1,9 +1,7 @@
 """Tuning: many configurations trained at once as one vmapped program, chosen on a validation split.
 
-A population is the trials that share batch size and layer sizes: their params, step sizes and seeds are stacked on
-a leading axis and one jitted epoch (``lax.scan`` over the batches, ``vmap`` over the trials) trains them all, the
-data on the device once. Successive halving (ASHA's rule) keeps the best 1/eta of each rung by validation accuracy;
-a trial whose loss turns non-finite is dropped alone.
+A population (trials sharing batch and layer sizes) trains as one jitted epoch, ``vmap`` over the trials; successive
+halving keeps the best 1/eta at each rung, and a diverged trial is dropped alone (docs/design.md, "Tuning").
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+import psutil
 from jax import lax, random
 
 from mlp_core.config import TrainConfig
@@ -87,11 +86,7 @@ def _keys(seeds, epoch=None):
 
 @functools.partial(jax.jit, static_argnames=("batch_size", "num_classes", "shuffle"), donate_argnums=(0,))
 def population_epoch(params, step_sizes, keys, images, labels, *, batch_size: int, num_classes: int, shuffle: bool):
-    """One epoch of every trial: ``(params, mean loss per trial, non-finite per trial)``.
-
-    Trial k sees the batches ``fit`` would give it alone: the split permuted by its own key, cut into the seed's
-    full batches and the last partial one; only its batch indices are per trial, the images are shared.
-    """
+    """One epoch of every trial, each on the batches ``fit`` gives it alone: ``(params, mean loss, non-finite)``."""
     n = labels.shape[0]
     full, remainder = divmod(n, batch_size)
     orders = jax.vmap(lambda k: random.permutation(k, n) if shuffle else jnp.arange(n))(keys)
@@ -128,9 +123,9 @@ def init_population(layer_sizes, seeds, init_scale: float):
     return jax.vmap(lambda k: init_network_params(layer_sizes, k, init_scale))(_keys(jnp.asarray(seeds)))
 
 
-def rungs(num_epochs: int, eta: int) -> list[int]:
-    """The epochs after which successive halving compares the trials: 1, eta, eta**2, ... below ``num_epochs``."""
-    return [eta**i for i in range(num_epochs) if eta**i < num_epochs] if eta > 1 else []
+def rungs(epochs: int, eta: int) -> list[int]:
+    """The epochs after which successive halving compares the trials: 1, eta, eta**2, ... below ``epochs``."""
+    return [eta**i for i in range(epochs) if eta**i < epochs] if eta > 1 else []
 
 
 def device_memory() -> "tuple[int, str]":
@@ -138,20 +133,15 @@ def device_memory() -> "tuple[int, str]":
     stats = jax.devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return stats["bytes_limit"], "the device's bytes_limit"
-    import psutil
-
     return psutil.virtual_memory().available, "available host memory (a CPU device)"
 
 
 def max_population(layer_sizes, batch_size: int, budget: "int | None" = None) -> int:
-    """How many trials of these shapes one device holds at once, in half its memory (``budget`` bytes if given).
-
-    Per trial: params, gradients and the updated params (float32), and the batch's activations forward and back;
-    bench/tune_speed.py measures 6 MiB per trial of the seed's MLP with XLA's memory analysis, this says 9.7.
-    """
+    """How many trials of these shapes one device holds at once, in half its memory (``budget`` bytes if given)."""
     if budget is None:
         budget = device_memory()[0] // 2
     params = sum(m * n + n for m, n in zip(layer_sizes[:-1], layer_sizes[1:]))
+    # params, gradients and the updated params (float32), the batch's activations forward and back
     per_trial = 3 * 4 * params + 3 * 4 * batch_size * sum(layer_sizes[1:]) + batch_size * layer_sizes[0]
     return max(1, int(budget // per_trial))
 
@@ -162,7 +152,7 @@ def _take(tree, keep):
 
 def train_population(base: TrainConfig, trials: list[Trial], train, validation, *, eta: int = 3,
                      log=print) -> list[TrialResult]:
-    """Train trials sharing batch and layer sizes together for ``base.num_epochs``, halving at each rung."""
+    """Train trials sharing batch and layer sizes together for ``base.epochs``, halving at each rung."""
     images, labels = jax.device_put((flatten_images(train[0]), np.asarray(train[1], np.int32)))
     val_images, val_labels = jax.device_put((flatten_images(validation[0]), np.asarray(validation[1], np.int32)))
     batch_size, sizes = trials[0].batch_size, (images.shape[1], *trials[0].hidden_sizes, base.num_classes)
@@ -172,8 +162,8 @@ def train_population(base: TrainConfig, trials: list[Trial], train, validation, 
     live = list(range(len(trials)))
     seeds = jnp.asarray([t.seed for t in trials])
     params = init_population(sizes, seeds, base.init_scale)
-    halving = set(rungs(base.num_epochs, eta))
-    for epoch in range(base.num_epochs):
+    halving = set(rungs(base.epochs, eta))
+    for epoch in range(base.epochs):
         step_sizes = jnp.asarray([trials[i].step_size for i in live], jnp.float32)
         params, losses, diverged = population_epoch(
             params, step_sizes, _keys(seeds[jnp.asarray(live)], epoch), images, labels,
@@ -201,11 +191,3 @@ def train_population(base: TrainConfig, trials: list[Trial], train, validation, 
             results[i].status = "completed"
     return results
 
-
-def best(results: list[TrialResult]) -> TrialResult:
-    """The trial with the highest final validation accuracy among those that ran every epoch (then the lowest
-    number)."""
-    completed = [r for r in results if r.status == "completed"]
-    if not completed:
-        raise UserError("every trial diverged: try a smaller step size range", field="step_size_range")
-    return max(completed, key=lambda r: (r.val_accuracy[-1], -r.trial.number))

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from mlp_core.report import _png, _pyplot
+from mlp_core.tensorboard import copy_events
 
 COLUMNS = ("trial", "step size", "seed", "batch", "hidden", "status", "validation accuracy by epoch")
 
@@ -71,14 +72,13 @@ def render(summary: dict, trials: list[dict]) -> tuple[str, str]:
 
 
 def write_hparams(trials: list[dict], folder: "str | Path") -> None:
-    """One TensorBoard run per trial under ``folder``: its hyperparameters and status in the HParams dashboard and
-    ``validation/accuracy`` per epoch (the dashboard's metric is its last value)."""
+    """One TensorBoard run per trial under ``folder``: its HParams and status, and ``validation/accuracy`` per epoch."""
+    # TensorFlow here, not above: the report alone (render) does without its 4 s import
     from tensorboard.plugins.hparams import api_pb2
     from tensorboard.plugins.hparams import summary as hparams_v1
     from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 
     from mlp_core.data.tf import tf
-    from mlp_core.tensorboard import copy_events
 
     scratch = Path(tempfile.mkdtemp(prefix="tune-tensorboard-"))
     try:

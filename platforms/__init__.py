@@ -3,7 +3,7 @@
 ``kubeflow`` (Kubeflow Pipelines' API and auth, Trainer TrainJobs, KServe), ``vertex`` (Vertex AI Pipelines,
 Experiments, Model Registry, the endpoint and credentials), ``options`` (compile options per backend: resources,
 accelerators, retries, caching, images), ``cron`` (schedules both backends accept), ``checks`` (Kubernetes names,
-``ClusterError``).
+``UserError``).
 
 Imports: ``mlp_core`` and ``artifacts``; never ``jobs``, ``components`` or ``commands``. ``kubeflow`` and ``vertex``
 import nothing of each other.

@@ -1,13 +1,10 @@
-"""What the platforms' APIs accept, checked before anything is sent: Kubernetes object names, and ``ClusterError``,
+"""What the platforms' APIs accept, checked before anything is sent: Kubernetes object names, and ``UserError``,
 the one error for a value a platform would refuse (nothing compiled or sent)."""
 
 from __future__ import annotations
 
 import re
-
-
-class ClusterError(ValueError):
-    """A cluster option is invalid; nothing was compiled or sent."""
+from mlp_core.errors import UserError
 
 
 def _shown(value: object, limit: int = 80) -> str:
@@ -25,9 +22,9 @@ DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
 def check_dns1123_label(value: str, flag: str) -> str:
-    """A namespace (and other label-named objects): a DNS-1123 label, or one ``ClusterError`` line naming the rule."""
+    """A namespace (and other label-named objects): a DNS-1123 label, or one ``UserError`` line naming the rule."""
     if not isinstance(value, str) or not DNS_1123_LABEL.fullmatch(value) or len(value) > 63:
-        raise ClusterError(f"{flag} {_shown(value)} is not a DNS-1123 label (Kubernetes \"Object Names and IDs\": at most "
+        raise UserError(f"{flag} {_shown(value)} is not a DNS-1123 label (Kubernetes \"Object Names and IDs\": at most "
                            "63 lowercase letters, digits and '-', starting and ending with a letter or digit)")
     return value
 
@@ -35,7 +32,7 @@ def check_dns1123_label(value: str, flag: str) -> str:
 def check_dns1123_subdomain(value: str, flag: str) -> str:
     """A service account, a runtime (most object names): a DNS-1123 subdomain, or one line naming the rule."""
     if not isinstance(value, str) or not DNS_1123_SUBDOMAIN.fullmatch(value) or len(value) > 253:
-        raise ClusterError(f"{flag} {_shown(value)} is not a DNS-1123 subdomain (Kubernetes \"Object Names and IDs\": "
+        raise UserError(f"{flag} {_shown(value)} is not a DNS-1123 subdomain (Kubernetes \"Object Names and IDs\": "
                            "at most 253 lowercase letters, digits, '-' and '.', each '.'-separated part starting and "
                            "ending with a letter or digit)")
     return value
@@ -44,6 +41,6 @@ def check_dns1123_subdomain(value: str, flag: str) -> str:
 def check_dns1035_label(value: str, flag: str, longest: int = 63, why: str = "") -> str:
     """A DNS-1035 label (a letter first) of at most ``longest`` characters, or one line naming the rule."""
     if not isinstance(value, str) or not DNS_1035_LABEL.fullmatch(value) or len(value) > longest:
-        raise ClusterError(f"{flag} {_shown(value)} is not a DNS-1035 label of at most {longest} characters (lowercase "
+        raise UserError(f"{flag} {_shown(value)} is not a DNS-1035 label of at most {longest} characters (lowercase "
                            f"letters, digits and '-', starting with a letter, ending with a letter or digit{why})")
     return value

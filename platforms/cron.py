@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from platforms.checks import ClusterError
+from mlp_core.errors import UserError
 
 
 def validate(expression: str) -> str:
@@ -13,17 +13,17 @@ def validate(expression: str) -> str:
 
     tz, fields = _split_tz(expression)
     if len(fields.split()) != 5:
-        raise ClusterError(f"cron must have five fields (minute hour day month weekday), got {fields!r}")
+        raise UserError(f"cron must have five fields (minute hour day month weekday), got {fields!r}")
     if not croniter.is_valid(fields):
-        raise ClusterError(f"invalid cron expression {fields!r}")
+        raise UserError(f"invalid cron expression {fields!r}")
     for field in fields.split():
         for part in field.split(","):
             low, dash, high = part.partition("/")[0].partition("-")
             # croniter wraps 5-1 around; Kubeflow's robfig/cron refuses it ("beginning of range beyond end of range")
             if dash and low.isdigit() and high.isdigit() and int(low) > int(high):
-                raise ClusterError(f"cron range {part!r} in {fields!r} runs backwards: write it low-high")
+                raise UserError(f"cron range {part!r} in {fields!r} runs backwards: write it low-high")
     if tz == "":
-        raise ClusterError(f"cron {expression.strip()!r}: TZ= names no time zone")
+        raise UserError(f"cron {expression.strip()!r}: TZ= names no time zone")
     zone = timezone.utc
     if tz:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,15 +31,13 @@ def validate(expression: str) -> str:
         try:
             zone = ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ClusterError(f"unknown time zone {tz!r} in cron") from None
+            raise UserError(f"unknown time zone {tz!r} in cron") from None
     _check_fires(fields, zone)
     return expression.strip()
 
 
-# Kubeflow's ScheduledWorkflow controller computes the next run with robfig/cron, whose SpecSchedule.Next gives up
-# after five years ("If no time is found within five years, return zero", cron v3 spec.go): a schedule that does not
-# fire within five years is one that never fires there. The same bound is used for Vertex AI, whose scheduler's code
-# is not public.
+# Kubeflow's schedule controller gives up on a schedule that does not fire within five years; Vertex AI is held to
+# the same bound.
 FIRES_WITHIN_YEARS = 5
 
 
@@ -51,7 +49,7 @@ def _check_fires(fields: str, zone) -> None:
         croniter(fields, datetime.now(timezone.utc).astimezone(zone),
                  max_years_between_matches=FIRES_WITHIN_YEARS).get_next(datetime)
     except CroniterBadDateError:
-        raise ClusterError(f"cron {fields!r} never fires (no such date within {FIRES_WITHIN_YEARS} years, e.g. the 31st "
+        raise UserError(f"cron {fields!r} never fires (no such date within {FIRES_WITHIN_YEARS} years, e.g. the 31st "
                            "of a 30-day month or February 30): check the day of month and month fields") from None
 
 
@@ -67,7 +65,7 @@ def to_kfp(expression: str) -> str:
     """Kubeflow's cron has six fields, seconds first: ``0 3 * * 1`` -> ``0 0 3 * * 1``."""
     tz, fields = _split_tz(validate(expression))
     if tz:
-        raise ClusterError("Kubeflow recurring runs take no TZ= in cron; they run in the cluster's time zone")
+        raise UserError("Kubeflow recurring runs take no TZ= in cron; they run in the cluster's time zone")
     return "0 " + fields
 
 

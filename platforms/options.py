@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from platforms.checks import DNS_1035_LABEL, ClusterError, _shown, check_dns1123_subdomain
+from platforms.checks import DNS_1035_LABEL, _shown, check_dns1123_subdomain
+from mlp_core.errors import UserError
 
 
 # Compute Engine resource names, machine types included (https://cloud.google.com/compute/docs/naming-resources):
@@ -29,7 +30,7 @@ def check_image_reference(image: str, flag: str = "--image") -> str:
     """An image reference by distribution/reference's grammar, or one line saying what it must look like."""
     match = IMAGE_REFERENCE.fullmatch(image) if isinstance(image, str) else None
     if not match or len(match.group("name")) > 255:
-        raise ClusterError(f"{flag} {_shown(image)} is not an image reference ([REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]: "
+        raise UserError(f"{flag} {_shown(image)} is not an image reference ([REGISTRY[:PORT]/]PATH[:TAG][@DIGEST]: "
                            "path parts of lowercase letters and digits joined by '.', '_' or '-', a tag of at most 128 "
                            "of letters, digits, '_', '.', '-' not starting with '.' or '-', a digest such as "
                            "sha256:<64 hex digits>)")
@@ -113,55 +114,52 @@ class ClusterOptions:
 
     def __post_init__(self) -> None:
         if self.target not in (None, "kfp", "vertex"):
-            raise ClusterError(f"target must be kfp or vertex, got {self.target!r}")
+            raise UserError(f"target must be kfp or vertex, got {self.target!r}")
         if self.cache_every_step and self.target is not None:
-            raise ClusterError("cache_every_step is for kfp.local, whose cache is the run's own; a cluster's cache is "
+            raise UserError("cache_every_step is for kfp.local, whose cache is the run's own; a cluster's cache is "
                                "shared by every run")
         if self.accelerator is not None:
             known = VERTEX_ACCELERATORS if self.target == "vertex" else KFP_ACCELERATORS
             if self.accelerator not in known:
-                raise ClusterError(
+                raise UserError(
                     f"unknown accelerator {self.accelerator!r} for {self.target}; known: {', '.join(known)}"
                 )
         if self.accelerator_count < 1:
-            raise ClusterError(f"accelerator count must be >= 1, got {self.accelerator_count}")
+            raise UserError(f"accelerator count must be >= 1, got {self.accelerator_count}")
         if (self.node_selector or self.tolerations) and self.target != "kfp":
-            raise ClusterError("node selectors and tolerations are Kubeflow (kfp-kubernetes) options; use --target kfp")
+            raise UserError("node selectors and tolerations are Kubeflow (kfp-kubernetes) options; use --target kfp")
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) or self.replicas < 1:
-            raise ClusterError(f"--replicas must be a positive integer, got {self.replicas!r}")
+            raise UserError(f"--replicas must be a positive integer, got {self.replicas!r}")
         if self.replicas > 1 and self.target not in ("vertex", "kfp"):
-            raise ClusterError("--replicas runs the train step on several machines of a cluster: use --target kfp "
+            raise UserError("--replicas runs the train step on several machines of a cluster: use --target kfp "
                                "(Kubeflow Trainer) or --target vertex (a custom job)")
         if self.machine_type and (self.replicas == 1 or self.target != "vertex"):
-            raise ClusterError("--machine-type is the machine of each replica of a multi-host train step on Vertex AI: "
+            raise UserError("--machine-type is the machine of each replica of a multi-host train step on Vertex AI: "
                                "give --target vertex and --replicas too")
         if self.machine_type and not (MACHINE_TYPE.fullmatch(self.machine_type) and len(self.machine_type) <= 63):
-            raise ClusterError(f"--machine-type {_shown(self.machine_type)} is not a Compute Engine machine type name "
+            raise UserError(f"--machine-type {_shown(self.machine_type)} is not a Compute Engine machine type name "
                                "(1-63 lowercase letters, digits and '-', a letter first, e.g. g2-standard-8)")
         if self.trainer_runtime:
             # A ClusterTrainingRuntime is a Kubernetes object (DNS-1123 subdomain); Trainer's TrainJob CRD bounds
             # spec.runtimeRef.name to 1-253 characters (trainer.kubeflow.org_trainjobs.yaml, v2.2.0 and v2.3.0).
             check_dns1123_subdomain(self.trainer_runtime, "--trainer-runtime")
         if self.trainer_runtime and (self.replicas == 1 or self.target != "kfp"):
-            raise ClusterError("--trainer-runtime is the Kubeflow Trainer runtime of a multi-host train step: "
+            raise UserError("--trainer-runtime is the Kubeflow Trainer runtime of a multi-host train step: "
                                "give --target kfp and --replicas too")
         if self.replicas > 1 and self.target == "kfp" and (self.node_selector or self.tolerations):
-            raise ClusterError("a Kubeflow Trainer job's pods are placed by its runtime (ClusterTrainingRuntime): set "
+            raise UserError("a Kubeflow Trainer job's pods are placed by its runtime (ClusterTrainingRuntime): set "
                                "node selectors and tolerations there, not with --replicas")
 
         if (self.experiment or self.tensorboard) and self.target != "vertex":
             flag = "--experiment" if self.experiment else "--tensorboard"
-            raise ClusterError(f"{flag} in the compiled pipeline is a Vertex AI option (Vertex AI Experiments and "
+            raise UserError(f"{flag} in the compiled pipeline is a Vertex AI option (Vertex AI Experiments and "
                                "TensorBoard): compile with --target vertex, submit or schedule with --vertex")
-        from platforms.vertex.experiments import ExperimentError, check_experiment, check_tensorboard
+        from platforms.vertex.experiments import check_experiment, check_tensorboard
 
-        try:
-            if self.experiment:
-                check_experiment(self.experiment)
-            if self.tensorboard:
-                check_tensorboard(self.tensorboard)
-        except ExperimentError as e:
-            raise ClusterError(str(e)) from None
+        if self.experiment:
+            check_experiment(self.experiment)
+        if self.tensorboard:
+            check_tensorboard(self.tensorboard)
 
     @property
     def tracked_experiment(self) -> str:
@@ -201,7 +199,7 @@ def check_image_accelerator(image: str, accelerator: str | None, warn=print) -> 
     repository = image.split("@", 1)[0].rsplit("/", 1)[-1].split(":", 1)[0]
     tag = _tag(image)
     if repository == PROJECT_IMAGE and tag is not None and not tag.endswith(CUDA_SUFFIX):
-        raise ClusterError(
+        raise UserError(
             f"the train step requests a GPU ({accelerator}) but {image} is the project's CPU image: use "
             f"{image}{CUDA_SUFFIX} (docker build --build-arg ACCELERATOR=cuda), or --accelerator none to train on CPUs"
         )
@@ -217,7 +215,7 @@ def check_image(image: str, allow_mutable: bool = False) -> None:
         return
     tag = _tag(image)
     if tag is None or tag == "latest":
-        raise ClusterError(
+        raise UserError(
             f"image {image!r} has {'no tag' if tag is None else 'the tag :latest'}: kfp's cache keys on the tag, so a "
             "rebuilt image would reuse stale results; give a version tag or a digest, or pass --allow-mutable-image"
         )
@@ -228,7 +226,7 @@ def parse_node_selector(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ClusterError(f"node selector must be key=value, got {item!r}")
+            raise UserError(f"node selector must be key=value, got {item!r}")
         selector[key] = value
     return selector
 
@@ -237,7 +235,7 @@ def parse_toleration(text: str) -> Toleration:
     """``key[=value][:Effect]``, e.g. ``nvidia.com/gpu:NoSchedule`` or ``pool=gpu:NoExecute``."""
     m = re.fullmatch(r"([^=:]+)(?:=([^:]*))?(?::(NoSchedule|PreferNoSchedule|NoExecute))?", text)
     if not m:
-        raise ClusterError(f"toleration must be key[=value][:NoSchedule|PreferNoSchedule|NoExecute], got {text!r}")
+        raise UserError(f"toleration must be key[=value][:NoSchedule|PreferNoSchedule|NoExecute], got {text!r}")
     key, value, effect = m.groups()
     return Toleration(key=key, operator="Equal" if value is not None else "Exists", value=value, effect=effect)
 
@@ -283,10 +281,10 @@ def vertex_custom_job(train_component, options: ClusterOptions):
     try:
         from google_cloud_pipeline_components.v1.custom_job import create_custom_training_job_from_component
     except ImportError:
-        raise ClusterError("--replicas needs google-cloud-pipeline-components: pip install -e '.[vertex]'") from None
+        raise UserError("--replicas needs google-cloud-pipeline-components: pip install -e '.[vertex]'") from None
     machine = options.machine_type or DEFAULT_MACHINE.get(options.accelerator)
     if machine is None:
-        raise ClusterError(f"give --machine-type for {options.accelerator} replicas (no default machine is known for it)")
+        raise UserError(f"give --machine-type for {options.accelerator} replicas (no default machine is known for it)")
     return create_custom_training_job_from_component(
         train_component, display_name="train", replica_count=options.replicas, machine_type=machine,
         accelerator_type=options.accelerator or "", accelerator_count=options.accelerator_count if options.accelerator else 0,

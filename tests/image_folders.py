@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from uploads import upload_tree
 
 
 def mnist_slice(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +47,5 @@ def write_split_folder(root: "str | Path", train, test, **options) -> Path:
 
 def upload(local: "str | Path", uri: str) -> str:
     """Copy a local folder to ``uri`` (``gs://`` or ``s3://``, same relative names); returns ``uri``."""
-    from artifacts import storage
-
-    storage.upload_tree(local, uri)
+    upload_tree(local, uri)
     return uri

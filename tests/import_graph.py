@@ -13,7 +13,7 @@ import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("commands", "components", "jobs", "platforms", "mlp_core", "artifacts")
+PACKAGES = ("commands", "components", "platforms", "mlp_core", "artifacts")
 SCRIPTS = ("pipeline.py",)
 
 

@@ -79,6 +79,7 @@ from pathlib import Path
 import yaml
 
 from artifacts import storage
+from uploads import upload_tree
 
 # driver/resolve.go (2.17.0): the placeholders substituted when they are a parameter's whole value, and no other.
 PLACEHOLDERS = ("{{$.pipeline_job_name}}", "{{$.pipeline_job_resource_name}}", "{{$.pipeline_job_uuid}}",
@@ -406,7 +407,7 @@ def _upload(local: Path, uri: str) -> list[str]:
         return [""]
     if not local.is_dir():
         return []  # a missing output is only a warning in launcher_v2.go
-    return storage.upload_tree(local, uri)
+    return upload_tree(local, uri)
 
 
 def _download(uri: str, local: Path) -> None:

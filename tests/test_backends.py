@@ -261,7 +261,7 @@ def test_kubeflow_launcher_retry_after_sigkill_resumes_from_durable_checkpoints(
 def test_artifact_metadata_comes_back_from_mlmd_as_the_backend_converts_it():
     """What a later step reads of an earlier step's artifact metadata on Kubeflow: ``mlmd_round_trip`` mirrors
     ``metadata/converter.go`` and ``RecordArtifact`` (kubeflow/pipelines 2.17.0)."""
-    from jobs.publishing import metrics_from_artifact
+    from components.publish import metrics_from_artifact
     from kfp_launcher_stand_in import mlmd_round_trip
 
     from artifacts.schemas import TEST_METRICS, validate

@@ -112,7 +112,7 @@ def test_evaluate_refuses_a_poisoned_blessing_flag(trained, small_dataset, tmp_p
 
 def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_dataset, tmp_path):
     """Before: a NaN champion accuracy compared False, so every later model was blessed against it."""
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     published = tmp_path / "published"
     version = publish_model(trained, str(published), 0.9).version
@@ -136,7 +136,7 @@ def test_a_champion_with_a_poisoned_manifest_stops_blessing(trained, small_datas
 
 
 def test_published_manifests_are_strict_json(trained, tmp_path):
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     version = publish_model(trained, str(tmp_path / "p"), 0.9, test_loss=0.3).version
     text = (tmp_path / "p" / version / "manifest.json").read_text()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from artifacts import locations, outputs, storage
-from artifacts.locations import LocationError
+from artifacts import outputs, storage
+from mlp_core.errors import UserError
 from artifacts.outputs import COMPLETE, WRITING, OutputConflictError, artifact_writer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +70,8 @@ def _reader_cases():
     program's own reader; ``skips``: the reader passes over a broken file (returns None) instead of refusing."""
     from commands import local_runs
     from components.track import _read
-    from jobs.novelty import _lost_before, candidate_key
-    from jobs.publishing import read_champion, read_evaluation
+    from components.new_data import _lost_before, candidate_key
+    from components.publish import read_champion, read_evaluation
     from mlp_core.data.statistics import read_statistics
     from mlp_core.data.validation import read_schema
     from platforms.kubeflow.pipelines import _read_secret
@@ -134,9 +134,8 @@ def test_every_reader_refuses_what_is_not_a_regular_file_or_too_big(tmp_path, ca
     error = answer.get("error")
     assert isinstance(error, (OSError, ValueError)), f"{name} / {kind}: {answer}"
     from components._cli import error_line, expected_errors
-    from platforms.options import ClusterError
 
-    assert isinstance(error, (*expected_errors(), ClusterError)), repr(error)
+    assert isinstance(error, (*expected_errors(), UserError)), repr(error)
     line = error_line(error)
     assert "\n" not in str(error).strip() and len(line) < 300, line
     if kind == "oversize":
@@ -175,8 +174,8 @@ def _snapshot(folder: Path) -> dict:
 
 @pytest.mark.parametrize("planted", ["candidates", "LATEST.lock", "LATEST"])
 def test_a_link_planted_in_a_publish_location_is_never_written_through(tmp_path, planted):
-    from jobs.novelty import record_candidate
-    from jobs.publishing import ChampionError, read_champion
+    from components.new_data import record_candidate
+    from components.publish import read_champion
 
     pub, outside = tmp_path / "pub", tmp_path / "outside"
     pub.mkdir()
@@ -184,11 +183,11 @@ def test_a_link_planted_in_a_publish_location_is_never_written_through(tmp_path,
     (outside / "victim").write_text("keep")
     name = {"candidates": "candidates", "LATEST.lock": ".LATEST.lock", "LATEST": "LATEST"}[planted]
     (pub / name).symlink_to(outside if planted == "candidates" else outside / "victim")
-    with pytest.raises((LocationError, ChampionError, storage.StorageError)) as refused:
+    with pytest.raises((UserError, storage.StorageError)) as refused:
         read_champion(str(pub))  # evaluate, new_data and publish all read the champion before any work
     assert "resolves outside" in str(refused.value)
     if planted == "candidates":
-        with pytest.raises(LocationError):
+        with pytest.raises(UserError):
             record_candidate(str(pub), {}, {}, {"champion_version": VERSION, "test_accuracy": 0.5,
                                                 "champion_test_accuracy": 0.9, "reason": "worse"})
     assert _snapshot(outside) == {"victim": b"keep"}
@@ -207,7 +206,7 @@ def test_a_link_planted_in_a_checkpoint_location_is_never_written_through(tmp_pa
     link = location / key / "ckpt-000001" if planted == "ckpt" else location / key
     link.parent.mkdir(parents=True)
     link.symlink_to(outside)
-    with pytest.raises(LocationError, match="resolves outside"):
+    with pytest.raises(UserError, match="resolves outside"):
         checkpoints = checkpoints or Checkpoints(str(location), {"run": 1})
         checkpoints.save(1, [(np.zeros((4, 3), np.float32), np.zeros(3, np.float32))], [])
     assert _snapshot(outside) == {}
@@ -301,8 +300,7 @@ def test_a_checkpoint_write_killed_before_its_rename_leaves_nothing_after_the_ne
 
 @pytest.mark.parametrize("version", ["../x", "/etc/passwd", "a/b", "..", VERSION + "/../x", "x" * 500, "1e3", "v1\n"])
 def test_a_version_name_is_a_name_wherever_it_comes_from(tmp_path, version):
-    from jobs.publishing import check_champion_version, read_evaluation
-    from mlp_core.errors import UserError
+    from components.publish import check_champion_version, read_evaluation
 
     with pytest.raises(UserError) as refused:
         check_champion_version(version, "champion_version")
@@ -316,7 +314,7 @@ def test_a_version_name_is_a_name_wherever_it_comes_from(tmp_path, version):
 
 @pytest.mark.parametrize("version", ["", VERSION, "12"])
 def test_a_version_name_or_none_is_taken(version):
-    from jobs.publishing import check_champion_version
+    from components.publish import check_champion_version
 
     assert check_champion_version(version, "champion_version") == version
 
@@ -339,11 +337,10 @@ RUN_RECORD = {"format": "jax-mlp-pipeline local run", "name": "r1", "run_id": "i
 def test_a_resumed_run_passes_its_run_json_through_the_flags_checks(tmp_path, content, said):
     from commands.local import plan_run
     from components._cli import error_line, expected_errors
-    from platforms.options import ClusterError
 
     (tmp_path / "r1").mkdir()
     (tmp_path / "r1" / "run.json").write_text(content)
-    with pytest.raises((*expected_errors(), ClusterError)) as refused:
+    with pytest.raises((*expected_errors(), UserError)) as refused:
         plan_run({}, pipeline_root=tmp_path, resume="r1")
     line = error_line(refused.value)
     assert said in line and len(line) < 300, line
@@ -360,20 +357,19 @@ def test_a_run_stores_its_locations_absolute(tmp_path, monkeypatch):
 @pytest.mark.parametrize("text", ["[" + ", ".join(["1"] * 5000) + "]", json.dumps("x" * 100000),
                                   json.dumps({"test_accuracy": "y" * 5000})])
 def test_a_metrics_file_of_the_wrong_shape_is_refused_with_a_short_excerpt(tmp_path, text):
-    from jobs.publishing import read_evaluation
-    from artifacts.schemas import SchemaError
+    from components.publish import read_evaluation
 
     (tmp_path / "m.json").write_text(text)
-    with pytest.raises(SchemaError) as refused:
+    with pytest.raises(UserError) as refused:
         read_evaluation(tmp_path / "m.json")
     assert len(str(refused.value)) < 300, str(refused.value)
 
 
 def test_a_publish_location_that_is_a_file_is_refused(tmp_path):
-    from jobs.publishing import ChampionError, read_champion
+    from components.publish import read_champion
 
     (tmp_path / "pub").write_text("not a folder")
-    with pytest.raises(ChampionError, match="is a file, not a folder"):
+    with pytest.raises(UserError, match="is a file, not a folder"):
         read_champion(str(tmp_path / "pub"))
 
 
@@ -399,7 +395,6 @@ def test_a_dataset_with_a_symlink_loop_is_one_line(small_dataset, tmp_path, loop
     import shutil
 
     from mlp_core.data.artifact import load_metadata, read_split
-    from mlp_core.data.errors import DatasetError
 
     copy = tmp_path / "ds"
     if loop == "dataset":
@@ -409,7 +404,7 @@ def test_a_dataset_with_a_symlink_loop_is_one_line(small_dataset, tmp_path, loop
         shard = next(copy.glob("train-*.tfrecord"))
         shard.unlink()
         shard.symlink_to(shard.name)
-    with pytest.raises(DatasetError) as refused:
+    with pytest.raises(UserError) as refused:
         read_split(copy, "train", load_metadata(copy))
     assert "symlink loop" in str(refused.value) or "symbolic links" in str(refused.value), str(refused.value)
     assert "\n" not in str(refused.value)
@@ -459,7 +454,6 @@ def test_track_refuses_a_tensorboard_dir_that_is_a_file_before_any_request(tmp_p
 @pytest.mark.parametrize("cron", ["5-1 * * * *", "0 22-2 * * *", "TZ= 0 3 * * *"])
 def test_a_cron_kubeflow_would_refuse_is_refused_here(cron):
     from platforms import cron as cron_lib
-    from platforms.checks import ClusterError
 
-    with pytest.raises(ClusterError):
+    with pytest.raises(UserError):
         cron_lib.validate(cron)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from artifacts import storage
 from mlp_core.data.artifact import read_split
-from jobs.publishing import LATEST, publish_model, read_champion
+from components.publish import LATEST, publish_model, read_champion
+from uploads import upload_tree
 
 SLICE_B = {"train_split": "train[512:1024]", "test_split": "test[256:512]"}
 NAMED = ["zero", "one", "two"]  # the classes of the 14x14x3 dataset: MNIST's digits 0, 1 and 2
@@ -292,7 +292,7 @@ def test_a_model_registry_champion_is_scored_from_its_model_uri(champion, challe
     _, _, model = champion
     gcs_emulator.create_bucket("registry-champion")
     model_uri = "gs://registry-champion/run-1/train/model"
-    storage.upload_tree(model, model_uri)
+    upload_tree(model, model_uri)
     with VertexModelRegistryStandIn() as vertex:
         env = {"JAX_MLP_VERTEX_ENDPOINT": vertex.url}
         import os

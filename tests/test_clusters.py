@@ -14,7 +14,8 @@ import pipeline
 from commands.cli import compile_pipeline
 from platforms import cron
 from platforms.vertex import pipelines as vertex
-from platforms.options import ClusterError, ClusterOptions
+from platforms.options import ClusterOptions
+from mlp_core.errors import UserError
 from conftest import run_cli
 from kfp_api_stand_in import RecordingKfpApi
 
@@ -251,7 +252,7 @@ def test_vertex_without_aiplatform_says_how_to_install(monkeypatch):
         return real_import(name, globals, locals, fromlist, level)
 
     monkeypatch.setattr(builtins, "__import__", no_aiplatform)
-    with pytest.raises(ClusterError, match=r"pip install 'jax-mlp-pipeline\[vertex\]'"):
+    with pytest.raises(UserError, match=r"pip install 'jax-mlp-pipeline\[vertex\]'"):
         vertex._aiplatform()
 
 
@@ -262,9 +263,9 @@ def test_cron_validation_and_next_runs():
     berlin = cron.next_runs("TZ=Europe/Berlin 0 3 * * *", count=1, start=start)[0]
     assert berlin.isoformat() == "2026-11-27T03:00:00+01:00"
     assert cron.to_kfp("*/15 * * * *") == "0 */15 * * * *"
-    with pytest.raises(ClusterError, match="unknown time zone"):
+    with pytest.raises(UserError, match="unknown time zone"):
         cron.validate("TZ=Mars/Olympus 0 3 * * *")
-    with pytest.raises(ClusterError, match="Kubeflow recurring runs take no TZ="):
+    with pytest.raises(UserError, match="Kubeflow recurring runs take no TZ="):
         cron.to_kfp("TZ=Europe/Berlin 0 3 * * *")
 
 

@@ -56,7 +56,7 @@ def test_ingest_writes_shards_and_metadata(cli_run):
 def test_train_writes_a_model_that_loads_without_pickle(cli_run):
     out, train, _ = cli_run
     _, config, dataset, history = load_model(out / "model")
-    assert config.layer_sizes == (784, 512, 512, 10) and config.num_epochs == 2 and config.shuffle is False
+    assert config.layer_sizes == (784, 512, 512, 10) and config.epochs == 2 and config.shuffle is False
     assert dataset["name"] == "mnist" and dataset["class_names"][0] == "0"
     with np.load(out / "model" / "params.npz", allow_pickle=False) as npz:
         assert sorted(npz.files) == ["layer_0_b", "layer_0_w", "layer_1_b", "layer_1_w", "layer_2_b", "layer_2_w"]

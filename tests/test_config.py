@@ -3,13 +3,13 @@ import re
 
 import pytest
 
-from mlp_core.config import TrainConfig, parse_layer_sizes
+from mlp_core.config import TrainConfig, parse_hidden_sizes
 from mlp_core.errors import UserError
 
 
 def test_defaults_are_the_seeds():
     c = TrainConfig()
-    assert (c.layer_sizes, c.step_size, c.batch_size, c.num_epochs, c.seed) == ((784, 512, 512, 10), 0.01, 128, 10, 0)
+    assert (c.layer_sizes, c.step_size, c.batch_size, c.epochs, c.seed) == ((784, 512, 512, 10), 0.01, 128, 10, 0)
     assert c.init_scale == 1e-2
 
 
@@ -18,7 +18,7 @@ def test_defaults_are_the_seeds():
     [
         ({"batch_size": 0}, "batch_size"),
         ({"batch_size": -3}, "batch_size"),
-        ({"num_epochs": 0}, "num_epochs"),
+        ({"epochs": 0}, "epochs"),
         ({"step_size": 0.0}, "step_size"),
         ({"step_size": -0.1}, "step_size"),
         ({"step_size": math.nan}, "step_size"),
@@ -36,27 +36,35 @@ def test_invalid_values_fail_where_built_naming_the_field(change, field):
 
 
 def test_frozen_and_round_trips_through_json_dict():
-    c = TrainConfig(num_epochs=3, shuffle=False)
+    c = TrainConfig(epochs=3, shuffle=False)
     with pytest.raises(AttributeError):
-        c.num_epochs = 4  # type: ignore[misc]
+        c.epochs = 4  # type: ignore[misc]
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(UserError, match="unknown config field"):
-        TrainConfig.from_dict({"epochs": 3})
+        TrainConfig.from_dict({"num_epochs": 3})
 
 
-def test_parse_layer_sizes():
-    assert parse_layer_sizes("784, 512,10") == (784, 512, 10)
-    for text in ("784,abc", "512,0", "512,-3", ",", ""):
-        with pytest.raises(UserError, match="^layer_sizes must be positive integers separated by commas, got "):
-            parse_layer_sizes(text)
+def test_parse_hidden_sizes():
+    assert parse_hidden_sizes("784, 512,10") == (784, 512, 10) and parse_hidden_sizes(" ") == ()
+    for text in ("784,abc", "512,0", "512,-3", ","):
+        with pytest.raises(UserError, match="^hidden_sizes must be positive integers separated by commas, got "):
+            parse_hidden_sizes(text)
+
+
+def test_the_train_steps_parameters_become_one_config():
+    from components.train import config_of
+
+    config = config_of("64", step_size=0.1, batch_size=32, epochs=2, seed=1, shuffle=False)
+    assert config.layer_sizes == (784, 64, 10) and config.hidden_sizes == "64"
+    assert config.for_data(12, 3).layer_sizes == (12, 64, 3)
 
 
 def test_a_python_caller_reads_the_field_a_command_line_reads_its_flag():
     from components._cli import error_line
 
     with pytest.raises(UserError) as refused:
-        TrainConfig(num_epochs=0)
-    assert str(refused.value) == "num_epochs must be a positive integer, got 0" and refused.value.field == "num_epochs"
+        TrainConfig(epochs=0)
+    assert str(refused.value) == "epochs must be a positive integer, got 0" and refused.value.field == "epochs"
     assert error_line(refused.value) == "--epochs must be a positive integer, got 0"
     # a message naming no single field (or words, not a name) is printed as it is
     with pytest.raises(UserError) as refused:
@@ -72,7 +80,7 @@ BAD_VALUES = {
     "layer_sizes": ("--hidden-sizes", ["512,0", "512,x", "-1", ",", "512,,10"]),
     "step_size": ("--step-size", ["0", "-0.5", "nan", "inf"]),
     "batch_size": ("--batch-size", ["0", "-3"]),
-    "num_epochs": ("--epochs", ["0", "-1"]),
+    "epochs": ("--epochs", ["0", "-1"]),
     "seed": ("--seed", ["-1", str(2**63)]),
 }
 NO_BAD_VALUE = {"init_scale": "no command line sets it", "shuffle": "--shuffle/--no-shuffle: a bool, argparse's"}
@@ -93,7 +101,7 @@ def _one_error_line(capsys) -> str:
 
 def _names_the_flag(line: str, field: str, flag_: str) -> None:
     assert line.startswith(flag_ + " "), line
-    assert field not in line.replace(flag_, ""), line  # never the Python name (num_epochs, layer_sizes, step_size)
+    assert field not in line.replace(flag_, ""), line  # never the Python name (epochs, layer_sizes, step_size)
 
 
 @pytest.mark.parametrize(("field", "flag_", "value"), CASES)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from components import ingest as ingest_cli
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 from components import predict as predict_cli
 from loopback_json_server import LoopbackJsonServer
 
@@ -266,5 +266,5 @@ def test_a_jpeg_with_bytes_after_its_end_marker_or_an_exif_thumbnail_is_an_image
     thumbnail = b"\xff\xe1" + (2 + 6 + len(GOOD_JPEG)).to_bytes(2, "big") + b"Exif\0\0" + GOOD_JPEG
     for data in (GOOD_JPEG + b"trailer" * 10, GOOD_JPEG[:2] + thumbnail + GOOD_JPEG[2:]):
         assert read_header("x.jpg", data).shape == (14, 14, 1)
-    with pytest.raises(DatasetError, match="no end marker"):  # the thumbnail's EOI does not hide a cut image
+    with pytest.raises(UserError, match="no end marker"):  # the thumbnail's EOI does not hide a cut image
         read_header("x.jpg", (GOOD_JPEG[:2] + thumbnail + GOOD_JPEG[2:])[:-40])

@@ -105,7 +105,7 @@ def test_report_says_which_run_data_and_settings_its_numbers_are_of(evaluated, s
     assert not any(k.startswith("the model was trained on other data") for k in data)
 
     config = json.loads((out / "model" / "config.json").read_text())
-    assert hyper == {"layer_sizes": "784-512-512-10", "step_size": "0.05", "batch_size": "64", "num_epochs": "2",
+    assert hyper == {"layer_sizes": "784-512-512-10", "step_size": "0.05", "batch_size": "64", "epochs": "2",
                      "seed": "3", "init_scale": str(config["init_scale"]), "shuffle": "yes"}
     assert metrics["hyperparameters"] == config
 
@@ -116,18 +116,19 @@ def test_report_says_which_run_data_and_settings_its_numbers_are_of(evaluated, s
 
 def test_report_names_the_run_and_the_champion_it_was_compared_with(small_dataset, tmp_path):
     """A pipeline's run id and Model URI; a champion published from another model, scored on this split."""
-    from components.evaluate import evaluate_model
-    from jobs.publishing import publish_model
+    from components.evaluate import evaluate_on_dataset
+    from components.publish import publish_model
 
     run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(tmp_path / "champion"),
             "--epochs", "1")
-    first = evaluate_model(tmp_path / "champion", small_dataset, blessing_threshold=0.1)
+    first = evaluate_on_dataset(tmp_path / "champion", small_dataset, blessing_threshold=0.1)
     publish_model(tmp_path / "champion", str(tmp_path / "published"), first["test_accuracy"],
                   test_loss=first["test_loss"])
     version = (tmp_path / "published" / "LATEST").read_text().strip()
-    result = evaluate_model(tmp_path / "champion", small_dataset, tmp_path / "report.html", tmp_path / "report.md",
-                            run_id="3f2a9c1e-run", model_uri="minio://mlpipeline/v2/artifacts/run/train/model",
-                            blessing_threshold=0.1, publish_uri=str(tmp_path / "published"))
+    result = evaluate_on_dataset(tmp_path / "champion", small_dataset, report=tmp_path / "report.html",
+                                 report_markdown=tmp_path / "report.md",
+                                 run_id="3f2a9c1e-run", model_uri="minio://mlpipeline/v2/artifacts/run/train/model",
+                                 blessing_threshold=0.1, publish_uri=str(tmp_path / "published"))
     page = _Page()
     page.feed((tmp_path / "report.html").read_text())
     assert page.rows["run"]["run id"] == "3f2a9c1e-run"
@@ -140,7 +141,7 @@ def test_report_names_the_run_and_the_champion_it_was_compared_with(small_datase
     for line in ("| run id | 3f2a9c1e-run |", f"| champion | {version} |",
                  f"| champion's test accuracy (this split) | {result['champion']['test_accuracy']:.4f} |",
                  f"| fingerprint (sha256 of its shards' sha256s) | {result['dataset']['fingerprint']} |",
-                 "| layer_sizes | 784-512-512-10 |", "| num_epochs | 1 |"):
+                 "| layer_sizes | 784-512-512-10 |", "| epochs | 1 |"):
         assert line in markdown, line
 
 

@@ -180,16 +180,17 @@ def test_predict_names_the_classes_of_a_model_of_another_image_shape(named_model
 def test_a_saved_model_is_held_to_its_models_dataset_json(named_model, named_rgb):
     """--backend saved_model: the signature's input shape and its class_names output agree with dataset.json."""
     from components.predict import predict_images
-    from mlp_core.model_io import ModelError, load_model
+    from mlp_core.model_io import load_model
+    from mlp_core.errors import UserError
 
     model = named_model[0]
     trained_on = load_model(model)[2]
     images = read_split(named_rgb, "test")[0][:8]
-    with pytest.raises(ModelError, match=r"takes images of \[14, 14, 3\], its dataset.json says \[28, 28, 1\]"):
+    with pytest.raises(UserError, match=r"takes images of \[14, 14, 3\], its dataset.json says \[28, 28, 1\]"):
         predict_images(model, images, "saved_model", trained_on={**trained_on, "image_shape": [28, 28, 1]})
     named = named_model[1].parent  # a folder holding saved_model/1 with the class_names output
     assert predict_images(named, images, "saved_model", trained_on=trained_on)[1].shape == (8,)
-    with pytest.raises(ModelError, match=r"names its classes otherwise than its model's dataset.json \(\['a', 'b'"):
+    with pytest.raises(UserError, match=r"names its classes otherwise than its model's dataset.json \(\['a', 'b'"):
         predict_images(named, images, "saved_model", trained_on={**trained_on, "class_names": ["a", "b", "c"]})
 
 

@@ -264,7 +264,7 @@ def test_the_dag_stops_at_a_corrupt_tfds_shard(mnist_data_dir, tmp_path):
     r = run_cli("pipeline.py", "run", "--epochs", "1", "--tfds-data-dir", str(data_dir),
                 "--pipeline-root", str(tmp_path / "outputs"), check=False)
     assert r.returncode == 1
-    assert r.stderr.startswith("ingest failed: DatasetError: cannot read mnist train")  # the step's error, one line
+    assert r.stderr.startswith("ingest failed: UserError: cannot read mnist train")  # the step's error, one line
     assert r.stderr.strip().splitlines()[-1].startswith("error: Pipeline 'jax-mlp-pipeline' finished with status FAILURE")
     assert "Traceback" not in r.stdout + r.stderr
     log = next((tmp_path / "outputs").glob("*/pipeline.log")).read_text()  # everything kfp.local printed

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from mlp_core.data.fast_records import RecordCorruption, decode_uniform_records
+from mlp_core.data.fast_records import decode_uniform_records
+from mlp_core.errors import UserError
 from mlp_core.data.records import encode_example, record_dataset, write_shards
 from mlp_core.data.tf import tf
 
@@ -23,7 +24,7 @@ def test_a_flipped_byte_fails_the_crc(small_dataset, tmp_path):
     raw = bytearray(sorted(small_dataset.glob("train-*.tfrecord"))[0].read_bytes())
     frame = int.from_bytes(raw[:8], "little") + 16
     raw[3 * frame + 12 + 400] ^= 0x01  # a pixel of record 3
-    with pytest.raises(RecordCorruption, match="CRC mismatch"):
+    with pytest.raises(UserError, match="CRC mismatch"):
         decode_uniform_records(bytes(raw), 784, "shard")
     path = tmp_path / "flipped.tfrecord"
     path.write_bytes(raw)
@@ -93,7 +94,6 @@ def test_damaged_shards_are_one_line_naming_the_shard_and_the_fault(small_datase
 
     from artifacts.outputs import commit
     from mlp_core.data.artifact import read_split
-    from mlp_core.data.errors import DatasetError
 
     name = "train-00001-of-00003.tfrecord"
     raw = (small_dataset / name).read_bytes()
@@ -109,7 +109,7 @@ def test_damaged_shards_are_one_line_naming_the_shard_and_the_fault(small_datase
         (dataset / "metadata.json").write_text(json.dumps(metadata))
         (dataset / "_COMPLETE.json").unlink()
         commit(dataset, "dataset")
-        with pytest.raises(DatasetError) as refused:
+        with pytest.raises(UserError) as refused:
             read_split(dataset, "train")
         line = str(refused.value)
         assert name in line and words in line and len(line.splitlines()) == 1 and len(line) < 300, (case, line)

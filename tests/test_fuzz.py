@@ -102,11 +102,11 @@ def model(small_model):
 
 @pytest.fixture(scope="module")
 def undamaged(small_dataset, model):
-    from components.evaluate import evaluate_model
+    from components.evaluate import evaluate_on_dataset
     from mlp_core.data.artifact import read_split
 
     return {"train": read_split(small_dataset, "train"), "test": read_split(small_dataset, "test"),
-            "evaluation": evaluate_model(model, small_dataset)}
+            "evaluation": evaluate_on_dataset(model, small_dataset)}
 
 
 OUTCOMES: dict[str, dict[str, int]] = {}
@@ -146,7 +146,7 @@ def test_fuzzed_dataset_metadata(small_dataset, undamaged, tmp_path_factory, dat
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_model_files(small_dataset, model, undamaged, tmp_path_factory, file, data):
-    from components.evaluate import evaluate_model
+    from components.evaluate import evaluate_on_dataset
 
     original = json.loads((model / file).read_text())
     description, damaged = data.draw(mutations(original))
@@ -160,7 +160,7 @@ def test_fuzzed_model_files(small_dataset, model, undamaged, tmp_path_factory, f
         keys = ("test_accuracy", "test_loss", "confusion_matrix", "blessed")
         return all(result[k] == undamaged["evaluation"][k] for k in keys)
 
-    _tally(file, _check_outcome(lambda: evaluate_model(copy, small_dataset), same))
+    _tally(file, _check_outcome(lambda: evaluate_on_dataset(copy, small_dataset), same))
     assert _digest(copy) == before, f"{description}: the input changed"
 
 

@@ -154,7 +154,6 @@ def test_a_good_answer_within_the_bounds_is_read():
 # (artifacts.bounded_http), so a drip of header bytes is left out here.
 @pytest.mark.parametrize("case", sorted(set(MISBEHAVIOURS) - {"slow drip headers"}))
 def test_the_kubeflow_pipelines_client_reads_bounded(case, monkeypatch):
-    from platforms.checks import ClusterError
     from platforms.kubeflow.pipelines import Connection, list_schedules
 
     monkeypatch.setattr(bounded_http, "DEADLINE", DEADLINE)
@@ -162,7 +161,7 @@ def test_the_kubeflow_pipelines_client_reads_bounded(case, monkeypatch):
     behaviour, message = MISBEHAVIOURS[case]
     with Misbehaving(behaviour) as server:
         error = _ends_in_one_line(lambda: list_schedules(Connection(host=server.url, namespace="team-a")), message)
-    assert isinstance(error, ClusterError) and str(error).startswith("listing recurring runs failed at")
+    assert isinstance(error, UserError) and str(error).startswith("listing recurring runs failed at")
 
 
 @pytest.mark.parametrize("case", ["huge", "endless chunked", "slow drip body"])
@@ -238,7 +237,7 @@ def test_no_product_code_reads_an_http_body_but_through_the_bounded_reader():
     from conftest import ROOT
 
     found = {}
-    for package in ("commands", "components", "jobs", "platforms", "mlp_core", "artifacts"):
+    for package in ("commands", "components", "platforms", "mlp_core", "artifacts"):
         for path in sorted((ROOT / package).rglob("*.py")):
             name = path.relative_to(ROOT).as_posix()
             for line in path.read_text().splitlines():

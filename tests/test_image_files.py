@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 from mlp_core.data.image_files import check_shapes, decode, find_inputs
 
 
@@ -64,7 +64,7 @@ def test_a_folder_is_walked_recursively_in_sorted_order_other_files_skipped(tmp_
 def test_what_is_not_an_image_is_refused_in_one_line(tmp_path, monkeypatch, setup, argument, message):
     monkeypatch.chdir(tmp_path)
     setup(tmp_path)
-    with pytest.raises(DatasetError) as refused:
+    with pytest.raises(UserError) as refused:
         find_inputs([argument])
     assert str(refused.value).startswith(message) and len(str(refused.value).splitlines()) == 1
 
@@ -110,19 +110,19 @@ def test_shapes_are_checked_before_decoding_and_the_refusal_names_resize(tmp_pat
     np.save(tmp_path / "one.npy", _pixels(9, (14, 14, 3)))  # one image, no batch axis
     for name, got in (("grey.png", "[28, 28, 1]"), ("small.png", "[10, 14, 3]")):
         inputs, _ = find_inputs([str(tmp_path / name)])
-        with pytest.raises(DatasetError) as refused:
+        with pytest.raises(UserError) as refused:
             check_shapes(inputs, [14, 14, 3], resize=False)
         assert str(refused.value) == (f"{tmp_path / name}: images must be [14, 14, 3], got {got} "
                                       "(give --resize to resize and convert it)")
         check_shapes(inputs, [14, 14, 3], resize=True)
     inputs, _ = find_inputs([str(tmp_path / "mnist.npy")])
     for resize in (False, True):  # a batch is never converted: it is what the caller made it
-        with pytest.raises(DatasetError, match=r"got \[28, 28, 1\] \(--resize converts image files, not .npy batches"):
+        with pytest.raises(UserError, match=r"got \[28, 28, 1\] \(--resize converts image files, not .npy batches"):
             check_shapes(inputs, [14, 14, 3], resize=resize)
     inputs, _ = find_inputs([str(tmp_path / "one.npy")])
     check_shapes(inputs, [14, 14, 3], resize=False)
     assert inputs[0].array.shape == (1, 14, 14, 3)
-    with pytest.raises(DatasetError, match=r"--resize converts images to 1, 3 or 4 channels .* takes \[14, 14, 2\]"):
+    with pytest.raises(UserError, match=r"--resize converts images to 1, 3 or 4 channels .* takes \[14, 14, 2\]"):
         check_shapes(find_inputs([str(tmp_path / "grey.png")])[0], [14, 14, 2], resize=True)
 
 

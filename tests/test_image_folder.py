@@ -15,7 +15,7 @@ from components import ingest as ingest_cli
 from conftest import run_cli, run_main
 from image_folders import mnist_slice, upload, write_images, write_split_folder
 from mlp_core.data.artifact import load_metadata, read_split
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 SPAN_1 = ("train[:200]", "test[:100]")
 SPAN_2 = ("train[200:400]", "test[100:200]")
@@ -241,15 +241,15 @@ def test_span_resolution_rules():
     names = ["span-1/train/0/a.png", "span-10/train/0/a.png", "span-2/x", "span-new/train/0/a.png", "other/span-3/a"]
     assert [s.number for s in resolve("/d/span-{SPAN}", names, 2, join)] == [2, 10]  # by number, not by name
     assert resolve("/d/span-{SPAN}", names, 1, join)[0].location == "/d/span-10"
-    with pytest.raises(DatasetError, match="'span-1' and 'span-01' are both span 1"):
+    with pytest.raises(UserError, match="'span-1' and 'span-01' are both span 1"):
         resolve("/d/span-{SPAN}", ["span-1/a", "span-01/a"], 1, join)
-    with pytest.raises(DatasetError, match="is no date"):
+    with pytest.raises(UserError, match="is no date"):
         resolve("/d/{YYYY}{MM}{DD}", ["20260230/a"], 1, join)
     assert resolve("gs://b/x/{YYYY}/{MM}/{DD}", ["2026/11/30/t/a", "2026/12/01/t/a"], 1, join)[0].name == "2026/12/01"
     assert split_pattern("gs://b/x/{YYYY}/{MM}/{DD}") == ("gs://b/x", "{YYYY}/{MM}/{DD}")
-    with pytest.raises(DatasetError, match="bucket"):
+    with pytest.raises(UserError, match="bucket"):
         split_pattern("gs://b-{SPAN}/x")
-    with pytest.raises(DatasetError, match="at least 1"):
+    with pytest.raises(UserError, match="at least 1"):
         resolve("/d/span-{SPAN}", names, 0, join)
     records = [{"name": "b", "size": 1, "sha256": "0" * 64}, {"name": "a", "size": 2, "sha256": "1" * 64}]
     assert fingerprint(records) == fingerprint(records[::-1])  # over the records sorted by name

@@ -35,10 +35,11 @@ def test_the_dag_sits_between_the_commands_and_the_steps():
     assert {m for m, targets in graph.items() if "pipeline" in targets} <= {m for m in graph if m.startswith("commands")}
 
 
-def test_the_longest_chain_of_module_level_imports_is_at_most_eight_modules():
-    # 8 since every artifact file is read through storage's bounded reader (artifacts.outputs -> artifacts.storage)
+def test_the_longest_chain_of_module_level_imports_is_at_most_nine_modules():
+    # 8 since every artifact file is read through storage's bounded reader (artifacts.outputs -> artifacts.storage),
+    # 9 since artifacts raise the one UserError (mlp_core.errors, a leaf under every layer)
     chain = longest_chain(edges(top_level_only=True))
-    assert len(chain) <= 8, " -> ".join(chain)
+    assert len(chain) <= 9, " -> ".join(chain)
 
 
 def test_each_package_says_what_it_holds_and_what_it_may_import():

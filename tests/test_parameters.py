@@ -5,7 +5,6 @@ Names, types and defaults are compared for every step, as kfp compiles them
 """
 
 import argparse
-import sys
 
 import pytest
 import yaml
@@ -19,6 +18,8 @@ from components._step import flag
 from mlp_core.blessing import DEFAULT_THRESHOLD, DEFAULT_TOLERANCE
 from mlp_core.config import TrainConfig
 
+# Step inputs the DAG fills itself (another step's output, a placeholder, a compile option): no pipeline parameters.
+WIRED = {"run_id", "require_gpu", "trainer_job", "image", "champion_version", "population", "best_hyperparameters"}
 # kfp's parameter types (IR names) and the Python types the flags parse with.
 KFP_TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 IR_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
@@ -97,7 +98,7 @@ def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
     expected = {}
     for inputs in [*map(_component_parameters, STEP_MODULES), *_tune_parameters()]:
         for name, (kind, default, required) in inputs.items():
-            if name not in pipeline.WIRED:
+            if name not in WIRED:
                 expected.setdefault(name, (kind, default))
     assert set(compiled) == set(expected)
     for name, spec in compiled.items():
@@ -108,7 +109,7 @@ def test_pipeline_parameters_are_the_steps_parameters(tmp_path):
     # Every wired input is an input of some step, and filled by the DAG (not left to a default).
     all_inputs = {name for inputs in [*map(_component_parameters, STEP_MODULES), *_tune_parameters()]
                   for name in inputs}
-    assert set(pipeline.WIRED) <= all_inputs
+    assert WIRED <= all_inputs
 
 
 def test_pipeline_run_flags_and_params_are_the_pipeline_parameters():
@@ -124,36 +125,28 @@ def test_pipeline_run_flags_and_params_are_the_pipeline_parameters():
     assert all(type(v) is parameters[k].annotation for k, v in typed.items())
 
 
-def test_defaults_come_from_their_single_sources():
+def test_defaults_agree_with_the_library():
+    """A step's literal defaults are the library's: the seed's TrainConfig, the blessing and drift thresholds."""
+    from mlp_core.data.validation import DEFAULT_MAX_LABEL_LINF, DEFAULT_MAX_LEAKED_IMAGES, DEFAULT_MAX_PIXEL_JS
+
     config = TrainConfig()
     params = pipeline.pipeline_parameters()
-    assert params["step_size"].default == config.step_size
-    assert params["batch_size"].default == config.batch_size
-    assert params["epochs"].default == config.num_epochs
-    assert params["seed"].default == config.seed
-    assert params["shuffle"].default == config.shuffle
-    assert params["hidden_sizes"].default == ",".join(map(str, config.layer_sizes[1:-1]))
-    assert params["blessing_threshold"].default == DEFAULT_THRESHOLD
-    assert params["blessing_tolerance"].default == DEFAULT_TOLERANCE
-
-
-def test_a_default_for_no_parameter_is_refused():
-    from components._step import defaults
-
-    with pytest.raises(TypeError, match="no parameter"):
-        defaults(epochs=1)(lambda step_size: None)
+    expected = {"step_size": config.step_size, "batch_size": config.batch_size, "epochs": config.epochs,
+                "seed": config.seed, "shuffle": config.shuffle, "hidden_sizes": config.hidden_sizes,
+                "blessing_threshold": DEFAULT_THRESHOLD, "blessing_tolerance": DEFAULT_TOLERANCE,
+                "max_label_linf": DEFAULT_MAX_LABEL_LINF, "max_pixel_js": DEFAULT_MAX_PIXEL_JS,
+                "max_leaked_images": DEFAULT_MAX_LEAKED_IMAGES}
+    assert {name: params[name].default for name in expected} == expected
 
 
 def _library_functions():
     from mlp_core.data.ingest import ingest as ingest_library
-    from jobs.evaluation import evaluate_on_dataset
-    from jobs.training import train_on_dataset
 
-    return [(ingest.ingest, ingest_library), (train.train, train_on_dataset), (evaluate.evaluate, evaluate_on_dataset)]
+    return [(ingest.ingest, ingest_library)]
 
 
 def test_each_steps_library_function_takes_its_parameters_and_defaults_none_of_them():
-    """The step's work lives in mlp_core; the step's declaration stays the one home of every default."""
+    """The step's work takes the step's parameters; the step's declaration stays the one home of every default."""
     import inspect
 
     from components._step import parameters
@@ -161,8 +154,6 @@ def test_each_steps_library_function_takes_its_parameters_and_defaults_none_of_t
     for step, library in _library_functions():
         accepted = inspect.signature(library).parameters
         for name, p in parameters(step).items():
-            if name in getattr(sys.modules[step.__module__], "WHERE", ()):
-                continue  # where the step runs: the step handles it (components.train.train_model)
             assert name in accepted, f"{library.__name__} does not take {step.__name__}'s parameter {name}"
             assert accepted[name].default is inspect.Parameter.empty, f"{library.__name__} defaults {name} again"
             assert accepted[name].annotation in (p.annotation, p.annotation.__name__), name

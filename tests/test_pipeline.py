@@ -96,7 +96,7 @@ def test_whole_dag_through_kfp_local_on_real_mnist(mnist_data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_blessed_run_publishes_and_a_strict_one_does_not(mnist_data_dir, tmp_path):
-    from jobs.publishing import read_champion
+    from components.publish import read_champion
 
     publish_uri = str(tmp_path / "published")
     common = ["--epochs", "1", "--no-shuffle", "--tfds-data-dir", mnist_data_dir, "--publish-uri", publish_uri,

@@ -8,8 +8,9 @@ from unittest import mock
 import pytest
 
 from artifacts import storage
-from jobs.publishing import LATEST, publish_model, read_champion
+from components.publish import LATEST, publish_model, read_champion
 from conftest import run_cli, run_main
+from uploads import upload_tree
 
 
 @pytest.fixture(scope="module")
@@ -178,13 +179,13 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     """In the pipeline, publish takes evaluate's Metrics artifact: the numbers evaluate logged in its metadata."""
     import pipeline
     from components import publish
-    from jobs.publishing import metrics_from_artifact
-    from artifacts.schemas import SchemaError
+    from components.publish import metrics_from_artifact
+    from mlp_core.errors import UserError
 
     inputs = publish.component("registry.example/img:1").component_spec.inputs
     assert inputs["test_metrics"].type == "system.Metrics@0.0.1"
     assert "test_accuracy" not in inputs and "test_loss" not in inputs
-    assert {"test_accuracy", "test_loss"}.isdisjoint(pipeline.WIRED)
+    assert {"test_accuracy", "test_loss"}.isdisjoint(pipeline.pipeline_parameters())
     # what components.evaluate logs: the numbers, macro F1, each class's F1, the champion's accuracy
     logged = {"test_accuracy": 0.947, "test_loss": 0.0185, "macro_f1": 0.9464, "f1_class_0": 0.97,
               "champion_test_accuracy": 0.95}
@@ -194,7 +195,7 @@ def test_the_pipelines_publish_reads_evaluates_metrics_artifact():
     assert publish.metrics_line(tested, "from the evaluate step's metrics") == (
         "test accuracy 0.9470, test loss 0.0185 (the notebook's loss: cross-entropy averaged over the 10 classes too), "
         "from the evaluate step's metrics")
-    with pytest.raises(SchemaError, match="^the evaluate step's metrics: \\(top level\\): 'test_loss' is a required"):
+    with pytest.raises(UserError, match="^the evaluate step's metrics: \\(top level\\): 'test_loss' is a required"):
         metrics_from_artifact({"test_accuracy": 0.9}, "the evaluate step's metrics")
 
 
@@ -211,7 +212,7 @@ def _publisher(model, accuracy, uris, barrier, results, emulator_host):
 
     if emulator_host:
         os.environ["STORAGE_EMULATOR_HOST"] = emulator_host
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     for uri in uris:
         barrier.wait(timeout=120)
@@ -284,7 +285,7 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
 
     gcs_emulator.create_bucket("registry-models")
     model_uri = "gs://registry-models/run-1/train/model"
-    storage.upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
+    upload_tree(model, model_uri)  # where a Vertex AI pipeline run keeps its Model artifact
     with VertexModelRegistryStandIn() as vertex:
         monkeypatch.setenv("JAX_MLP_VERTEX_ENDPOINT", vertex.url)
         assert read_champion(REGISTRY) is None
@@ -325,7 +326,7 @@ def test_model_registry_versions_and_the_champion_alias(model, gcs_emulator, mon
     assert record["compared_with"] == "1" and record["validation"] == {}  # none given: nothing recorded
     assert {"splits_sha256", "num_classes", "image_shape", "version"} <= record["dataset"].keys()
     assert record["dataset"]["splits_sha256"]["test"] == record["metrics"]["test_set_sha256"]
-    assert record["config"]["num_epochs"] == 1 and record["config"]["layer_sizes"][0] == 784
+    assert record["config"]["epochs"] == 1 and record["config"]["layer_sizes"][0] == 784
     assert len(version["versionDescription"]) < 1500
 
 
@@ -334,14 +335,14 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
     """A registry version records its test and training data and the URIs of validate's files: the next run's
     validation reads them as its baseline, and a champion promoted meanwhile is compared on the same test split."""
     from components.validate import validate_dataset
-    from jobs.publishing import champion_baseline
-    from mlp_core.blessing import ChampionError
+    from components.publish import champion_baseline
+    from mlp_core.errors import UserError
     from mlp_core.data.validation import SCHEMA_FILE, STATISTICS_FILE
     from vertex_api_stand_in import VertexModelRegistryStandIn
 
     gcs_emulator.create_bucket("registry-data")
     model_uri = "gs://registry-data/run-1/train/model"
-    storage.upload_tree(model, model_uri)
+    upload_tree(model, model_uri)
     first = validate_dataset(small_dataset, tmp_path / "statistics.pb", tmp_path / "anomalies.pbtxt", tmp_path / "schema.pbtxt")
     uris = {STATISTICS_FILE: "gs://registry-data/run-1/validate/statistics",
             SCHEMA_FILE: "gs://registry-data/run-1/validate/output_schema"}
@@ -365,7 +366,7 @@ def test_a_model_registry_champion_records_its_data_for_the_next_run(model, smal
         stored = vertex.models[REGISTRY][int(version.version) - 1]  # as someone else might have written it
         stored["versionDescription"] = json.dumps({**json.loads(stored["versionDescription"]),
                                                    "validation": {STATISTICS_FILE: "/etc/passwd"}})
-        with pytest.raises(ChampionError, match="not in an object store: '/etc/passwd'"):
+        with pytest.raises(UserError, match="not in an object store: '/etc/passwd'"):
             champion_baseline(REGISTRY)
     assert first["baseline_source"] is None and second["baseline_source"] == uris[STATISTICS_FILE]
     assert second["schema_source"] == f"from {uris[SCHEMA_FILE]}" and second["anomalies"] == []

@@ -172,7 +172,7 @@ def test_a_checkpoint_folder_holding_other_files_keeps_them(small_dataset, tmp_p
 
 def test_a_pipeline_steps_checkpoints_go_where_the_backend_gives_a_durable_place():
     """What the Kubeflow backend provides: the Model artifact's URI (the same on every retry), or checkpoint_root."""
-    from jobs.training import pipeline_checkpoint_dir
+    from components.train import pipeline_checkpoint_dir
 
     model = "minio://mlpipeline/v2/artifacts/jax-mlp-pipeline/run-1/train/5f0c/model"
     lines = []

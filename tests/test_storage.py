@@ -9,7 +9,7 @@ import concurrent.futures
 import pytest
 
 from artifacts import storage
-from artifacts.locations import LocationError
+from mlp_core.errors import UserError
 
 
 @pytest.mark.parametrize("uri", ["gs://", "gs:///path", "s3://", "gcs://bucket/x", "http://host/x", "file:///tmp/x",
@@ -17,7 +17,7 @@ from artifacts.locations import LocationError
 def test_a_uri_it_cannot_use_is_one_line_before_any_request(uri):
     for call in (storage.read_bytes, storage.exists, storage.list_names, storage.delete, storage.read_versioned,
                  lambda u: storage.write_bytes(u, b"x"), lambda u: storage.write_if_unchanged(u, b"x", 0)):
-        with pytest.raises(LocationError) as refused:
+        with pytest.raises(UserError) as refused:
             call(uri + "/name" if uri.endswith("://") else uri)
         assert "\n" not in str(refused.value)
 
@@ -110,7 +110,7 @@ def test_the_bundled_store_defaults_to_kubeflows_endpoint(monkeypatch):
 
 def test_publish_to_s3_moves_latest_by_compare_and_swap(s3_server, small_dataset, tmp_path, monkeypatch):
     from conftest import run_cli
-    from jobs.publishing import LATEST, publish_model, read_champion
+    from components.publish import LATEST, publish_model, read_champion
 
     model = tmp_path / "model"
     run_cli("-m", "components.train", "--dataset", str(small_dataset), "--model", str(model), "--epochs", "1")

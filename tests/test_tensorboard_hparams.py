@@ -24,12 +24,14 @@ MNIST = {"name": "mnist", "version": "3.0.1", "shards": {"train": ["a" * 64], "t
 
 
 def _hyper(**changes):
-    """``jobs.training.hyperparameters`` of the train step's defaults, with ``changes``."""
-    from jobs.training import hyperparameters
+    """``mlp_core.metrics.hyperparameters`` of the train step's defaults, with ``changes``."""
+    from components.train import config_of
+    from mlp_core.metrics import hyperparameters
 
-    params = {"epochs": 2, "batch_size": 128, "step_size": 0.01, "seed": 0, "shuffle": True, "hidden_sizes": "512,512",
-              "placement": "auto", **changes}
-    return hyperparameters(params)
+    given = {"hidden_sizes": "512,512", "step_size": 0.01, "batch_size": 128, "epochs": 2, "seed": 0, "shuffle": True,
+             **changes}
+    placement = given.pop("placement", "auto")
+    return hyperparameters(config_of(**given), placement)
 
 
 def test_the_dashboard_lists_two_runs_side_by_side_with_their_hyperparameters_and_final_metrics(tmp_path):

@@ -88,10 +88,10 @@ def test_fashion_mnist_not_prepared_with_no_network_is_one_line_and_writes_nothi
 
 
 def test_mnist_not_prepared_points_at_the_offline_seed(tmp_path, no_network):
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.errors import UserError
     from mlp_core.data.tfds_source import open_builder
 
-    with pytest.raises(DatasetError) as refused:
+    with pytest.raises(UserError) as refused:
         open_builder("mnist", str(tmp_path), progress=False)
     assert str(refused.value).startswith(f"mnist is not prepared in {tmp_path} and cannot be downloaded from here "
                                          "(storage.googleapis.com:443 through the proxy")
@@ -102,14 +102,14 @@ def test_mnist_not_prepared_points_at_the_offline_seed(tmp_path, no_network):
 def test_a_failed_download_removes_only_what_it_created(tmp_path, proxy_without_files):
     """The hosts answer (through the proxy), so tfds downloads; every file is missing, so it fails: its '*.tmp.*'
     downloads and the dataset folder it made go, the user's files and folders stay."""
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.errors import UserError
     from mlp_core.data.tfds_source import open_builder
 
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "downloads" / "other").mkdir(parents=True)
     (tmp_path / "downloads" / "other" / "data.bin").write_bytes(b"mine")
     before = _listing(tmp_path)
-    with pytest.raises(DatasetError) as refused:
+    with pytest.raises(UserError) as refused:
         open_builder("fashion_mnist", str(tmp_path), progress=False)
     message = str(refused.value)
     assert message.startswith(f"fashion_mnist is not prepared in {tmp_path} and downloading it failed (")
@@ -133,10 +133,10 @@ def test_the_probe_gives_up_after_its_timeout(monkeypatch):
 
 
 def test_a_dataset_whose_files_are_downloaded_by_hand_names_the_manual_folder(tmp_path, no_network):
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.errors import UserError
     from mlp_core.data.tfds_source import open_builder
 
-    with pytest.raises(DatasetError, match=(f"cifar10_n is not prepared in {tmp_path} and its files must be "
+    with pytest.raises(UserError, match=(f"cifar10_n is not prepared in {tmp_path} and its files must be "
                                             f"downloaded by hand: put them in {tmp_path}/downloads/manual")):
         open_builder("cifar10_n", str(tmp_path), progress=False)
     assert _listing(tmp_path) == []
@@ -165,21 +165,23 @@ def test_a_path_as_dataset_name_points_at_source(tmp_path):
     ("my digits", "--dataset-name 'my digits' is not a tfds dataset name"),
 ])
 def test_names_tfds_cannot_use_are_refused_before_any_work(name, message):
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.errors import UserError
     from mlp_core.data.tfds_source import check_dataset_name
 
-    with pytest.raises(DatasetError) as refused:
+    from components._cli import error_line
+
+    with pytest.raises(UserError) as refused:
         check_dataset_name(name)
-    assert message in str(refused.value)
+    assert message in error_line(refused.value)  # the field named as the command line's flag
 
 
 def test_a_folder_named_like_an_unknown_dataset_points_at_source(tmp_path, monkeypatch):
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.errors import UserError
     from mlp_core.data.tfds_source import check_dataset_name
 
     (tmp_path / "mydigits").mkdir()
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DatasetError, match="unknown tfds dataset 'mydigits'; a folder of your own images is read "
+    with pytest.raises(UserError, match="unknown tfds dataset 'mydigits'; a folder of your own images is read "
                                            "with --source mydigits"):
         check_dataset_name("mydigits")
 
@@ -195,12 +197,12 @@ def test_nothing_is_left_in_the_temporary_folder(tmp_path, no_network, monkeypat
     not through this step."""
     import tempfile
 
-    from mlp_core.data.artifact import DatasetError
+    from mlp_core.errors import UserError
     from mlp_core.data.tfds_source import open_builder
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    with pytest.raises(DatasetError):
+    with pytest.raises(UserError):
         open_builder("fashion_mnist", str(tmp_path), progress=False)
     assert list(scratch.iterdir()) == []

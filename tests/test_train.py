@@ -34,7 +34,7 @@ def test_batch_layout_is_the_seeds():
 def test_epoch_equals_the_per_step_reference_loop(small):
     """One compiled epoch = the seed's Python loop of jitted updates (4 batches of 120 + one of 32)."""
     images, labels = small
-    config = TrainConfig(batch_size=120, num_epochs=1, shuffle=False)
+    config = TrainConfig(batch_size=120, epochs=1, shuffle=False)
     start = init_network_params(config.layer_sizes, random.key(0))
     reference = start
     step = jit(update)
@@ -48,11 +48,11 @@ def test_epoch_equals_the_per_step_reference_loop(small):
 
 def test_no_retrace_after_the_first_epoch(small):
     images, labels = small
-    config = TrainConfig(num_epochs=3)
+    config = TrainConfig(epochs=3)
     runner = EpochRunner(config, len(images))
     params = init_network_params(config.layer_sizes, random.key(0))
     params, x, y = runner.place(params, images, labels)
-    for epoch in range(config.num_epochs):
+    for epoch in range(config.epochs):
         params = runner.run_epoch(params, x, y, epoch).params
     assert runner.trace_count == 1
 
@@ -78,7 +78,7 @@ def test_unrolled_loop_computes_the_same_epoch(small):
 
 def test_shuffle_differs_by_epoch_and_is_reproducible(small):
     images, labels = small
-    config = TrainConfig(num_epochs=2, shuffle=True)
+    config = TrainConfig(epochs=2, shuffle=True)
     a, _ = fit(config, SplitOnDevice(images, labels))
     b, _ = fit(config, SplitOnDevice(images, labels))
     c, _ = fit(config.replace(shuffle=False), SplitOnDevice(images, labels))
@@ -88,7 +88,7 @@ def test_shuffle_differs_by_epoch_and_is_reproducible(small):
 
 def test_test_metrics_reported_per_epoch(small, small_dataset):
     test_images, test_labels = read_split(small_dataset, "test")
-    _, history = fit(TrainConfig(num_epochs=2), SplitOnDevice(*small, test_images, test_labels))
+    _, history = fit(TrainConfig(epochs=2), SplitOnDevice(*small, test_images, test_labels))
     assert [m.epoch for m in history] == [1, 2]
     assert all(0.0 <= m.test_accuracy <= 1.0 and m.test_loss > 0 for m in history)
     assert history[1].loss < history[0].loss
@@ -102,7 +102,7 @@ from mlp_core.mesh import data_mesh
 from mlp_core.train import SplitOnDevice, fit
 data = np.load(sys.argv[1])
 mesh = data_mesh() if len(jax.devices()) > 1 else None
-params, hist = fit(TrainConfig(num_epochs=2, batch_size=64), SplitOnDevice(data["x"], data["y"], mesh=mesh))
+params, hist = fit(TrainConfig(epochs=2, batch_size=64), SplitOnDevice(data["x"], data["y"], mesh=mesh))
 np.save(sys.argv[2], np.concatenate([np.ravel(l) for l in jax.tree_util.tree_leaves(params)]))
 print(json.dumps({"devices": len(jax.devices()), "loss": hist[-1].loss}))
 """
@@ -139,7 +139,7 @@ def test_every_example_seen_once_per_epoch_in_both_orders(small):
     images, labels = small
     expected = np.bincount(labels, minlength=10).tolist()
     for shuffle in (False, True):
-        _, history = fit(TrainConfig(num_epochs=2, batch_size=100, shuffle=shuffle), SplitOnDevice(images, labels))
+        _, history = fit(TrainConfig(epochs=2, batch_size=100, shuffle=shuffle), SplitOnDevice(images, labels))
         assert [m.class_counts for m in history] == [expected, expected]
 
 
@@ -154,13 +154,14 @@ def test_placement_by_size():
 
 
 def test_streaming_and_on_device_paths_give_the_same_model(small_dataset, tmp_path):
-    from components.train import train_model
+    from components.train import train_on_dataset
+    from mlp_core.config import TrainConfig
     from mlp_core.model_io import load_model
 
     runs = {}
     for placement in ("device", "stream"):
-        history = train_model(small_dataset, tmp_path / placement, epochs=2, batch_size=100, shuffle=False,
-                              placement=placement, log=lambda *_: None)
+        history = train_on_dataset(small_dataset, tmp_path / placement, TrainConfig(epochs=2, batch_size=100, shuffle=False),
+                                   placement=placement, log=lambda *_: None)
         runs[placement] = (load_model(tmp_path / placement)[0], history)
     for a, b in zip(jax.tree_util.tree_leaves(runs["device"][0]), jax.tree_util.tree_leaves(runs["stream"][0])):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -179,7 +180,7 @@ from mlp_core.train import EpochRunner, SplitOnDevice, fit
 from mlp_core.model import init_network_params
 data = np.load(sys.argv[1])
 x, y = data["x"][: int(sys.argv[2])], data["y"][: int(sys.argv[2])]
-config = TrainConfig(num_epochs=1, batch_size=128)
+config = TrainConfig(epochs=1, batch_size=128)
 mesh = data_mesh()
 runner = EpochRunner(config, len(x), mesh=mesh)
 params = init_network_params(config.layer_sizes, jax.random.key(0))

@@ -15,10 +15,11 @@ import pytest
 
 from conftest import SMALL_TEST, SMALL_TRAIN
 from artifacts import remote as remote_artifacts, storage
+from uploads import upload_tree
 
 
 def _upload_dataset(local, uri: str) -> str:
-    storage.upload_tree(local, uri)
+    upload_tree(local, uri)
     return uri
 
 
@@ -54,12 +55,12 @@ def test_the_train_cli_reads_its_dataset_from_a_store_and_commits_its_model_ther
 
     folder = remote_artifacts.download(model, "model")
     _, config, _, history = load_model(folder)
-    assert config.num_epochs == 2 and len(json.loads(storage.read_bytes(metrics))["history"]) == 2
+    assert config.epochs == 2 and len(json.loads(storage.read_bytes(metrics))["history"]) == 2
     assert storage.list_names(f"{bucket}/cli/.model.checkpoints") == []  # durable while training, gone once written
 
     again = _train_cli("--dataset", dataset, "--model", model, "--epochs", "1")  # a rerun replaces its own model
     assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads(storage.read_bytes(f"{model}/config.json"))["num_epochs"] == 1
+    assert json.loads(storage.read_bytes(f"{model}/config.json"))["epochs"] == 1
 
 
 def test_gs_locations_it_must_not_use_are_refused_before_any_work(bucket, small_dataset):

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from artifacts import locations
-from artifacts.locations import LocationError
-from artifacts.outputs import (COMPLETE, WRITING, IncompleteArtifactError, OutputConflictError, artifact_writer,
+from mlp_core.errors import UserError
+from artifacts.outputs import (COMPLETE, WRITING, OutputConflictError, artifact_writer,
                               commit, read_marker)
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -65,7 +65,7 @@ def test_a_member_name_never_resolves_outside_its_artifact(tmp_path_factory, nam
     (root / "out").symlink_to(root.parent)  # a link out of the artifact: names through it must be refused too
     try:
         path = locations.member(root, name)
-    except LocationError as e:
+    except UserError as e:
         assert "\n" not in str(e)
         return
     assert not _escapes(root, name), name
@@ -86,7 +86,7 @@ URIS = st.builds(
 def test_a_remote_looking_location_is_valid_or_refused_in_one_line(uri):
     try:
         checked = locations.check_location(uri, "--output")
-    except LocationError as e:
+    except UserError as e:
         assert "\n" not in str(e) and str(e).startswith("--output: ")
         return
     scheme, _, rest = checked.partition("://")
@@ -99,12 +99,12 @@ def test_a_remote_looking_location_is_valid_or_refused_in_one_line(uri):
 @SETTINGS
 @given(run_id=HOSTILE_NAMES)
 def test_a_run_id_never_puts_checkpoints_outside_the_root(tmp_path_factory, run_id):
-    from jobs.training import pipeline_checkpoint_dir
+    from components.train import pipeline_checkpoint_dir
 
     root = tmp_path_factory.mktemp("root")
     try:
         where = pipeline_checkpoint_dir(str(root), "", run_id, log=lambda *_: None)
-    except LocationError as e:
+    except UserError as e:
         assert "\n" not in str(e)
         return
     if where is not None:
@@ -137,12 +137,12 @@ def test_a_forged_marker_never_deletes_outside_the_artifact(tmp_path_factory, na
     try:
         with artifact_writer(artifact, "model") as folder:
             (folder / "params.npz").write_bytes(b"new")
-    except (OutputConflictError, LocationError) as e:
+    except (OutputConflictError, UserError) as e:
         assert "\n" not in str(e)
     after = _listing(sandbox, skip=(artifact,))
     # the writer may stage beside the output (a hidden sibling it removes): nothing else may change
     assert {k: v for k, v in after.items() if ".model.partial-" not in k} == before
-    with contextlib.suppress(IncompleteArtifactError):
+    with contextlib.suppress(UserError):
         marker = read_marker(artifact, "model")
         assert all(not _escapes(artifact, name) for name in marker["files"])
 
@@ -156,7 +156,7 @@ def test_readers_refuse_a_marker_naming_anything_outside(tmp_path_factory, names
     _forged_artifact(artifact, names)
     try:
         marker = read_marker(artifact, "model")
-    except IncompleteArtifactError as e:
+    except UserError as e:
         assert "\n" not in str(e)
         return
     assert all(not _escapes(artifact, name) for name in marker["files"]), names
@@ -168,12 +168,12 @@ def test_a_file_whose_bytes_changed_but_not_its_size_is_refused(tmp_path):
     (artifact / "params.npz").write_bytes(b"abcd")
     commit(artifact, "model")
     (artifact / "params.npz").write_bytes(b"abce")
-    with pytest.raises(IncompleteArtifactError, match="does not match the sha256"):
+    with pytest.raises(UserError, match="does not match the sha256"):
         read_marker(artifact, "model")
 
 
 def test_publish_refuses_a_forged_model_and_leaves_the_champion(tmp_path):
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     (tmp_path / "victim.txt").write_bytes(b"victim")
     model = tmp_path / "model"
@@ -212,7 +212,7 @@ def _is_refused(uri: str) -> bool:
     try:
         locations.check_location(uri)
         return False
-    except LocationError:
+    except UserError:
         return True
 
 
@@ -259,7 +259,7 @@ def test_train_refuses_a_run_id_that_is_not_one_name(tmp_path_factory, run_id):
     try:
         locations.check_segment(run_id, "--run-id")
         return  # a valid run id: not this test's case
-    except LocationError:
+    except UserError:
         pass
     code, err = _run_main(train.main, ["--dataset", "d", "--model", "m", "--checkpoint-root", str(sandbox),
                                        f"--run-id={run_id}"], sandbox)

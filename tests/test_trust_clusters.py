@@ -476,7 +476,7 @@ def test_machine_types_are_compute_engine_names(tmp_path, capfd, machine):
 def published(tmp_path):
     """A publish location with version v1, and a published-looking version beside it (outside it)."""
     from mlp_core.export import SAVED_MODEL_DIR, SERVING_VERSION
-    from jobs.publishing import MANIFEST
+    from components.publish import MANIFEST
 
     for folder in (tmp_path / "publish" / "v1", tmp_path / "outside"):
         (folder / SAVED_MODEL_DIR / SERVING_VERSION).mkdir(parents=True)

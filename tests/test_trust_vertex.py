@@ -53,6 +53,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from uploads import upload_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -296,7 +297,7 @@ def registry(gcs_emulator, trained, scratch):
 
     if not gcs_emulator.bucket("trust-vertex-models").exists():
         gcs_emulator.create_bucket("trust-vertex-models")
-    storage.upload_tree(trained / "model", MODEL_URI)
+    upload_tree(trained / "model", MODEL_URI)
     with VertexModelRegistryStandIn() as stand_in, pytest.MonkeyPatch.context() as mp:
         mp.setenv("JAX_MLP_VERTEX_ENDPOINT", stand_in.url)
         yield stand_in
@@ -343,7 +344,7 @@ def judged(kind: str, rule: "str | None", check, value, *args) -> None:
         f.write(json.dumps({"kind": kind, "rule": rule, "value": repr(value)[:300], "failure": failure}) + "\n")
 
 def check_registry_name(name: str, registry, trained, scratch) -> None:
-    from jobs.publishing import publish_model, read_champion
+    from components.publish import publish_model, read_champion
 
     before = len(registry.requests)
     broken = registry_broken_rule(name)
@@ -355,9 +356,9 @@ def check_registry_name(name: str, registry, trained, scratch) -> None:
             return
         with pytest.raises(Exception) as refused:
             publish_model(trained / "model", name, 0.9, 0.1, model_uri=MODEL_URI)
-        from artifacts.locations import LocationError
+        from mlp_core.errors import UserError
 
-        assert isinstance(refused.value, LocationError), f"{broken}: {type(refused.value).__name__}: {refused.value}"
+        assert isinstance(refused.value, UserError), f"{broken}: {type(refused.value).__name__}: {refused.value}"
         assert len(str(refused.value).splitlines()) == 1 and "--publish-uri" in str(refused.value)
         assert registry.requests[before:] == [], f"{broken}: a request reached the registry"
     finally:
@@ -368,7 +369,8 @@ def check_registry_name(name: str, registry, trained, scratch) -> None:
 
 
 def check_experiment_name(name: str, experiments) -> None:
-    from platforms.vertex.experiments import ExperimentError, track_run
+    from platforms.vertex.experiments import track_run
+    from mlp_core.errors import UserError
 
     before = len(experiments.requests)
     broken = experiment_broken_rule(name)
@@ -379,7 +381,7 @@ def check_experiment_name(name: str, experiments) -> None:
     try:
         track_run(JOB, name, {"epochs": 1}, {"test_accuracy": 0.9})
         raise AssertionError(f"{name!r} ({broken}) accepted")
-    except ExperimentError as e:
+    except UserError as e:
         assert len(str(e).splitlines()) == 1
     except AssertionError:
         raise
@@ -389,22 +391,28 @@ def check_experiment_name(name: str, experiments) -> None:
 
 
 def check_tensorboard_name(name: str, experiments, trained) -> None:
-    from platforms.vertex.experiments import ExperimentError, check_tensorboard, track_run
+    from platforms.vertex.experiments import check_tensorboard, track_run
+    from mlp_core.errors import UserError
 
     broken = tensorboard_broken_rule(name)
     if broken is None:
         assert check_tensorboard(name) == name
         return
     before = len(experiments.requests)
-    with pytest.raises(ExperimentError):
+    with pytest.raises(UserError):
         track_run(JOB, "mnist-mlp", {"epochs": 1}, {"test_accuracy": 0.9}, trained / "tensorboard", name)
     assert experiments.requests[before:] == [], f"{name!r} ({broken}): a request reached Vertex AI"
 
 
+def predict_served(server: str, model_name: str, images, timeout: float = 60):
+    """``(probabilities, classes)`` from a served model: ``served_predictions`` without the names."""
+    from components.predict import served_predictions
+
+    return served_predictions(server, model_name, images, timeout=timeout)[:2]
+
+
 def check_served_name(name: str, serving) -> None:
     from mlp_core.errors import UserError
-    from components.predict import predict_served
-    from artifacts.locations import LocationError
 
     before = len(serving.requests)
     broken = served_name_broken_rule(name)
@@ -416,7 +424,7 @@ def check_served_name(name: str, serving) -> None:
         (request,) = serving.requests[before:]
         assert request["path"] == f"/v1/models/{name}:predict"
         return
-    with pytest.raises((LocationError, UserError)) as refused:
+    with pytest.raises(UserError) as refused:
         predict_served(serving.url, name, _images())
     assert "--model-name" in str(refused.value), f"{name!r} ({broken}): {refused.value}"
     assert serving.requests[before:] == [], f"{name!r} ({broken}): the request reached the server"
@@ -426,7 +434,6 @@ def check_server_answer(answer, serving) -> None:
     import numpy as np
 
     from mlp_core.errors import UserError
-    from components.predict import predict_served
 
     broken = answer_broken_rule(answer, 2)
     serving.tamper = lambda status, reply: (200, answer)
@@ -484,7 +491,7 @@ def test_evaluate_refuses_a_bad_registry_name_before_evaluating(name, rule, trai
 
 def test_a_63_character_model_id_is_published_and_the_stand_in_refuses_64(registry, trained):
     """The boundary itself, end to end: the stand-in (the registry's rule) takes 63 and refuses 64."""
-    from jobs.publishing import publish_model
+    from components.publish import publish_model
 
     name = f"projects/{PROJECT}/locations/{REGION}/models/m{'x' * 62}"
     published = publish_model(trained / "model", name, 0.9, 0.1, model_uri=MODEL_URI)

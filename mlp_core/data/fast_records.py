@@ -1,29 +1,17 @@
-"""A vectorised reader for shards whose records all have one length (MNIST's do).
+"""Decoding TFRecord shards with numpy: a shard whose records all have one length and layout (MNIST's) in one pass
+(``decode_uniform_records``), any other record by record (``decode_records``).
 
-tf.data spends a few microseconds per record, so 60,000 records take ~0.2 s on
-two cores. When every record of a shard has the same length and the same
-``tf.train.Example`` layout, the whole shard is one ``[n, record]`` byte array:
-frame it, check every CRC, and slice images and labels out with numpy. Anything
-that does not fit that shape returns ``None`` and the caller uses tf.data.
-
-Why slicing is exact: record 0 is parsed with protobuf to locate the image
-bytes and the label byte; every other record must equal record 0 outside those
-bytes, and its label byte must be a one-byte varint. Protobuf parsing is a
-function of the bytes, so each record then parses to exactly its slices.
-
-Any other shard goes through ``decode_records``: each record framed, its CRCs
-checked and its Example parsed by protobuf, one at a time. Either way a damaged
-shard (cut short, a length field past its end, an image of another size) is one
-``RecordCorruption`` line naming the shard, the record and the fault.
+Every record's CRCs are checked; a damaged shard is one ``UserError`` line naming the shard, the record and the fault.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from mlp_core.data.errors import DatasetError
-
 import google_crc32c
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from mlp_core.data.tf import tf
+from mlp_core.errors import UserError
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -33,31 +21,27 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-class RecordCorruption(DatasetError):
-    """A TFRecord's framing or checksum is wrong."""
-
-
 def decode_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 [n, image_size], int64 [n])`` of any shard's bytes, every record's framing, CRCs and Example checked."""
     images, labels, at, index = [], [], 0, 0
     while at < len(raw):
         if at + 12 > len(raw):
-            raise RecordCorruption(f"{path}: truncated: record {index} at byte {at} has no complete length field")
+            raise UserError(f"{path}: truncated: record {index} at byte {at} has no complete length field")
         if int.from_bytes(raw[at + 8:at + 12], "little") != _masked_crc(raw[at:at + 8]):
-            raise RecordCorruption(f"{path}: record {index} at byte {at}: its length field fails its checksum (CRC)")
+            raise UserError(f"{path}: record {index} at byte {at}: its length field fails its checksum (CRC)")
         length = int.from_bytes(raw[at:at + 8], "little")
         end = at + 12 + length + 4
         if end > len(raw):
-            raise RecordCorruption(f"{path}: truncated: record {index} at byte {at} declares {length} bytes, "
+            raise UserError(f"{path}: truncated: record {index} at byte {at} declares {length} bytes, "
                                    f"{end - len(raw)} more than the shard holds")
         data = raw[at + 12:at + 12 + length]
         if int.from_bytes(raw[end - 4:end], "little") != _masked_crc(data):
-            raise RecordCorruption(f"{path}: corrupted record {index} (CRC mismatch)")
+            raise UserError(f"{path}: corrupted record {index} (CRC mismatch)")
         parsed = _parse(data, path, index)
         if parsed is None:
-            raise RecordCorruption(f"{path}: record {index} is not an Example of one image and one label")
+            raise UserError(f"{path}: record {index} is not an Example of one image and one label")
         if len(parsed[0]) != image_size:
-            raise RecordCorruption(f"{path}: record {index}: an image holds {len(parsed[0])} bytes, the metadata's "
+            raise UserError(f"{path}: record {index}: an image holds {len(parsed[0])} bytes, the metadata's "
                                    f"uint8 image_shape needs {image_size}")
         images.append(np.frombuffer(parsed[0], np.uint8))
         labels.append(parsed[1])
@@ -68,7 +52,10 @@ def decode_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndar
 
 
 def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple[np.ndarray, np.ndarray] | None:
-    """``(uint8 [n, image_size], int64 [n])`` of a shard's bytes, or None if its records are not uniform."""
+    """``(uint8 [n, image_size], int64 [n])`` of a shard's bytes, or None if its records are not uniform.
+
+    Record 0 is parsed by protobuf to locate the image and label bytes; every other record must equal it elsewhere.
+    """
     if len(raw) < 16:
         return None
     length = int.from_bytes(raw[:8], "little")
@@ -79,12 +66,12 @@ def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple
     if not (framed[:, :12] == framed[0, :12]).all():  # same length (and length CRC) everywhere
         return None
     if int.from_bytes(raw[8:12], "little") != _masked_crc(raw[:8]):
-        raise RecordCorruption(f"{path}: corrupted record header at record 0")
+        raise UserError(f"{path}: corrupted record header at record 0")
     stored = framed[:, 12 + length :].copy().view("<u4")[:, 0]
     for i in range(len(framed)):
         start = i * frame + 12
         if _masked_crc(raw[start : start + length]) != stored[i]:
-            raise RecordCorruption(f"{path}: corrupted record {i} (CRC mismatch)")
+            raise UserError(f"{path}: corrupted record {i} (CRC mismatch)")
     payload = framed[:, 12 : 12 + length]
     layout = _layout(bytes(payload[0]), image_size, path)
     if layout is None:
@@ -108,13 +95,10 @@ def decode_uniform_records(raw: bytes, image_size: int, path="<bytes>") -> tuple
 
 def _parse(record: bytes, path, index: int) -> tuple[bytes, int] | None:
     """``(image bytes, label)`` of a serialized Example, parsed by protobuf (None: not that Example)."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.example import example_pb2
-
     try:
-        features = example_pb2.Example.FromString(record).features.feature
+        features = tf.train.Example.FromString(record).features.feature
     except DecodeError:
-        raise RecordCorruption(f"{path}: record {index} is not a tf.train.Example (protobuf cannot parse it)") from None
+        raise UserError(f"{path}: record {index} is not a tf.train.Example (protobuf cannot parse it)") from None
     if "image" not in features or "label" not in features:
         return None
     image = features["image"].bytes_list.value
@@ -128,7 +112,7 @@ def _layout(record: bytes, image_size: int, path) -> tuple[int, int] | None:
     """Offsets of the image bytes and the one-byte label varint in an Example."""
     parsed = _parse(record, path, 0)
     if parsed is not None and len(parsed[0]) != image_size:
-        raise RecordCorruption(f"{path}: record 0: an image holds {len(parsed[0])} bytes, the metadata's uint8 "
+        raise UserError(f"{path}: record 0: an image holds {len(parsed[0])} bytes, the metadata's uint8 "
                                f"image_shape needs {image_size}")
     if parsed is None or not 0 <= parsed[1] < 0x80:
         return None

@@ -1,23 +1,13 @@
-"""Images named on a command line (files, folders walked, ``.npy`` batches) -> uint8 arrays at a model's image shape.
+"""Images named on predict's command line (files, folders walked, ``.npy`` batches) -> uint8 arrays at a model's shape.
 
-What predict reads. Two phases, so that bad input is refused before TensorFlow is imported:
-
-- ``find_inputs`` and ``check_shapes`` are light (numpy): every file is a regular file (read through
-  ``artifacts.storage.read_bytes``, with its cap) and a PNG or JPEG image (by its name or, for a name
-  without an image extension, its first bytes) or a ``.npy`` batch; a folder is walked recursively for
-  the image-folder ingest's image names (``image_folder.IMAGE_EXTENSIONS``), in sorted order, other
-  files skipped; an image's size and channels are read from its header (``image_header``: nothing
-  decoded, a decompression bomb refused) and compared with the model's image shape; a ``.npy``'s header
-  is checked against the file's size before its data is used (no allocation).
-- ``decode`` decodes the images with the ingest's own decoder (``image_folder.chunk_decoder``:
-  TensorFlow's ``decode_image``, and with ``resize`` its channel conversion and
-  ``tf.image.resize``, bilinear with antialiasing, rounded), so that an image is converted exactly
-  as the images the model was trained on were when they were ingested with ``--resize``. Its shapes
-  are the final word: an image whose header the light phase could not judge is refused here.
+``find_inputs`` and ``check_shapes`` refuse bad input from headers alone, before TensorFlow loads;
+``decode`` decodes with the ingest's own decoder (``image_folder.chunk_decoder``), so an image is converted exactly as
+the training images were with ``--resize``, and its shapes are the final word.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +15,8 @@ from typing import Any
 
 from artifacts import storage
 from mlp_core.data import image_header
-from mlp_core.data.errors import DatasetError
-from mlp_core.data.image_folder import IMAGE_EXTENSIONS
+from mlp_core.errors import UserError
+from mlp_core.data.image_folder import CHUNK, IMAGE_EXTENSIONS, chunk_decoder, decode_chunk
 
 RESIZE_FLAG = "--resize"
 
@@ -56,7 +46,7 @@ def find_inputs(arguments: list[str]) -> tuple[list[Input], list[str]]:
         if path.is_dir():
             members, skipped = _walk(argument)
             if not members:
-                raise DatasetError(f"{shown(argument)}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder "
+                raise UserError(f"{shown(argument)}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder "
                                    "or below it")
             if skipped:
                 notes.append(f"{shown(argument)}: skipped {skipped} file(s) not named {', '.join(IMAGE_EXTENSIONS)}")
@@ -64,20 +54,17 @@ def find_inputs(arguments: list[str]) -> tuple[list[Input], list[str]]:
         elif path.is_file():
             inputs.append(_file(argument))
         elif path.exists():
-            raise DatasetError(f"{shown(argument)} is neither a file nor a folder")
+            raise UserError(f"{shown(argument)} is neither a file nor a folder")
         else:
-            raise DatasetError(f"input not found: {shown(argument)}")
+            raise UserError(f"input not found: {shown(argument)}")
     return inputs, notes
 
 
 def _walk(folder: str) -> tuple[list[tuple[str, ...]], int]:
-    """The image names below ``folder`` as path parts relative to it, sorted part by part, and how many files were not.
-
-    Symlinked folders are not entered (``os.walk``'s default: a link cannot loop the walk); symlinked files count.
-    """
+    """The image names below ``folder`` as sorted path parts, and how many files were not; symlinked folders not entered."""
 
     def refuse(error: OSError):
-        raise DatasetError(f"cannot read folder {shown(error.filename or folder)}: {error.strerror or error}")
+        raise UserError(f"cannot read folder {shown(error.filename or folder)}: {error.strerror or error}")
 
     members, skipped = [], 0
     for top, _, files in os.walk(folder, onerror=refuse):
@@ -95,7 +82,7 @@ def _read(name: str, limit: int) -> bytes:
     try:
         return storage.read_bytes(name, limit)
     except storage.StorageError as e:  # a FIFO, a device, a link to /dev/zero, too large: refused by name
-        raise DatasetError(shown(str(e))) from None
+        raise UserError(shown(str(e))) from None
 
 
 def _file(argument: str) -> Input:
@@ -110,7 +97,7 @@ def _file(argument: str) -> Input:
         return _npy(argument)
     if image_header.kind_of(head):
         return _image(argument)
-    raise DatasetError(f"{shown(argument)}: inputs are PNG or JPEG images ({', '.join(IMAGE_EXTENSIONS)}), folders "
+    raise UserError(f"{shown(argument)}: inputs are PNG or JPEG images ({', '.join(IMAGE_EXTENSIONS)}), folders "
                        "of them, or .npy batches; this file is none of them")
 
 
@@ -123,9 +110,7 @@ def _image(name: str) -> Input:
 
 def _npy(name: str) -> Input:
     """A ``.npy`` uint8 batch, its header checked against the file's size before its data is used."""
-    import io
-
-    import numpy as np
+    import numpy as np  # here: predict refuses bad input without loading numpy
 
     raw = _read(name, storage.FILE)
     stream = io.BytesIO(raw)
@@ -136,17 +121,17 @@ def _npy(name: str) -> Input:
             raise ValueError(f"format version {version[0]}.{version[1]}, not 1.0 or 2.0")
         shape, fortran_order, dtype = readers[version](stream)
     except (ValueError, EOFError) as e:  # not a .npy, a damaged header
-        raise DatasetError(f"{shown(name)}: not a readable .npy of images ({str(e).splitlines()[0][:120]})") from None
+        raise UserError(f"{shown(name)}: not a readable .npy of images ({str(e).splitlines()[0][:120]})") from None
     if dtype != np.uint8:
-        raise DatasetError(f"{shown(name)}: images must be uint8 (0..255), got {dtype}")
+        raise UserError(f"{shown(name)}: images must be uint8 (0..255), got {dtype}")
     count = 1
     for v in shape:
         count *= v
     if count != len(raw) - stream.tell():
-        raise DatasetError(f"{shown(name)}: its header declares {list(shape)[:8]} ({count} bytes), the file holds "
+        raise UserError(f"{shown(name)}: its header declares {list(shape)[:8]} ({count} bytes), the file holds "
                            f"{len(raw) - stream.tell()} bytes of data")
     if count == 0:
-        raise DatasetError(f"{shown(name)}: an empty batch (shape {list(shape)[:8]}): no image to predict")
+        raise UserError(f"{shown(name)}: an empty batch (shape {list(shape)[:8]}): no image to predict")
     array = np.frombuffer(raw, np.uint8, offset=stream.tell()).reshape(shape, order="F" if fortran_order else "C")
     return Input(name, Path(name), "npy", array=array)
 
@@ -156,17 +141,17 @@ def check_shapes(inputs: list[Input], image_shape: list[int], resize: bool) -> N
     image_shape = list(image_shape)
     images = [i for i in inputs if i.kind == "image"]
     if images and len(image_shape) != 3:
-        raise DatasetError(f"{shown(images[0].shown)}: the model takes {image_shape}, not images of height, width "
+        raise UserError(f"{shown(images[0].shown)}: the model takes {image_shape}, not images of height, width "
                            "and channels; give it .npy batches")
     if images and resize and image_shape[2] not in (1, 3, 4):  # what decode_image(channels=C) converts to
-        raise DatasetError(f"{RESIZE_FLAG} converts images to 1, 3 or 4 channels (grey, RGB, RGBA); the model takes "
+        raise UserError(f"{RESIZE_FLAG} converts images to 1, 3 or 4 channels (grey, RGB, RGBA); the model takes "
                            f"{image_shape}")
     for item in inputs:
         if item.kind == "npy":
             array = item.array[None] if item.array.ndim == len(image_shape) else item.array  # one image
             item.array = array
             if list(array.shape[1:]) != image_shape:
-                raise DatasetError(f"{shown(item.shown)}: images must be {image_shape}, got {list(array.shape[1:])} "
+                raise UserError(f"{shown(item.shown)}: images must be {image_shape}, got {list(array.shape[1:])} "
                                    f"({RESIZE_FLAG} converts image files, not .npy batches)")
         elif not resize and list(item.shape) != image_shape:
             _refuse_shape(item, item.shape, image_shape)
@@ -176,7 +161,7 @@ def check_shapes(inputs: list[Input], image_shape: list[int], resize: bool) -> N
 
 def _refuse_shape(item: Input, got, image_shape: list[int]):
     got = ", ".join("?" if v is None else str(int(v)) for v in got)
-    raise DatasetError(f"{shown(item.shown)}: images must be {list(image_shape)}, got [{got}] "
+    raise UserError(f"{shown(item.shown)}: images must be {list(image_shape)}, got [{got}] "
                        f"(give {RESIZE_FLAG} to resize and convert it)")
 
 
@@ -191,8 +176,6 @@ def decode(inputs: list[Input], image_shape: list[int], resize: bool):
     decoded: dict[int, Any] = {}
     resized = 0
     if images:
-        from mlp_core.data.image_folder import CHUNK, chunk_decoder, decode_chunk
-
         decoder = chunk_decoder(tuple(image_shape), resize)  # the ingest's, so predict converts as ingest did
         for start in range(0, len(images), CHUNK):
             chunk = images[start:start + CHUNK]

@@ -1,27 +1,8 @@
-"""Your own labelled images: a folder in tfds ``ImageFolder``'s layout -> a Dataset artifact.
+"""Your own labelled images, ``<root>/<split>/<class name>/<image>`` (tfds ``ImageFolder``'s layout) -> a Dataset artifact.
 
-The layout is tfds's (``tensorflow_datasets/core/folder_dataset/image_folder.py``)::
-
-    <root>/<split>/<class name>/<image>.png|.jpg|.jpeg
-
-local, ``gs://``, ``s3://`` or ``minio://`` (``artifacts.storage``); ``<root>`` may be a span or date pattern (``mlp_core.data.spans``).
-As in tfds (``_get_split_label_images``): class names are the class folders' names, sorted, over
-all splits; only files ending ``.png``, ``.jpg`` or ``.jpeg`` (any case) are images, other files are
-ignored; each split's files are listed in name order, then shuffled by ``random.Random(<split
-folder>)``, so the order is the same on every machine. Stricter than tfds, each refused with the
-file or folder named (one line): a class folder with no image (an empty class), a class that has
-images in one split and none in the other (evaluate would score a class it never trained on, or
-report recall 0/0), fewer than two classes, an image outside ``<split>/<class>/``, a file that
-does not decode.
-
-Images are decoded by TensorFlow (``tf.io.decode_image``: PNG, JPEG, by content). The first train
-image (in name order), or ``image_shape`` ``HxWxC``, fixes the dataset's shape; an image of another
-shape is refused with its name and shape unless ``resize``: then TensorFlow converts its channels
-(``decode_image(channels=C)``: grey <-> RGB, alpha dropped or added) and resizes it
-(``tf.image.resize``, bilinear with antialiasing, rounded to uint8).
-The Dataset is the one tfds ingest writes (``image`` raw uint8 bytes, ``label`` int64;
-``metadata.json``), plus a ``source`` object: the pattern, the spans read, every file's name, size
-and sha256, and one fingerprint over them (``spans.fingerprint``).
+``<root>``: local or an object store, or a span or date pattern (``spans``). As in tfds, classes are the class folders'
+names, sorted, and each split's files are shuffled by ``random.Random(<split folder>)``. TensorFlow decodes; the first
+train image or ``image_shape`` fixes the shape (others refused unless ``resize``). No TensorFlow or numpy at import.
 """
 
 from __future__ import annotations
@@ -37,7 +18,7 @@ from typing import Any
 from artifacts import locations, storage
 from mlp_core.data import image_header
 from mlp_core.data import spans as spans_lib
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 # tfds ImageFolder's _SUPPORTED_IMAGE_FORMAT, compared lowercased as it does.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -72,17 +53,18 @@ def parse_image_shape(text: str, resize: bool) -> "tuple[int, int, int] | None":
         return None
     match = _SHAPE.match(text)
     if not match or not all(0 < int(v) <= 65536 for v in match.groups()) or not 1 <= int(match.group(3)) <= 4:
-        raise DatasetError(f"--image-shape: {text!r} is not HEIGHTxWIDTHxCHANNELS (e.g. 28x28x1; 1 to 4 channels)")
+        raise UserError(f"image_shape: {text!r} is not HEIGHTxWIDTHxCHANNELS (e.g. 28x28x1; 1 to 4 channels)",
+                        field="image_shape")
     shape = tuple(int(v) for v in match.groups())
     image_header.check_shape("--image-shape", shape, "images of")
     if resize and shape[2] == 2:
-        raise DatasetError("--image-shape: --resize converts to 1, 3 or 4 channels (grey, RGB, RGBA), not 2")
+        raise UserError("image_shape: --resize converts to 1, 3 or 4 channels (grey, RGB, RGBA), not 2",
+                        field="image_shape")
     return shape  # type: ignore[return-value]
 
 
 def list_tree(location: str) -> list[str]:
-    """Names under the folder ``location``, ``/``-separated and relative to it: every file, and every folder
-    as ``name/`` (locally, and where a store holds a folder placeholder object), so that an empty folder shows."""
+    """Every file under ``location``, ``/``-separated and relative to it, and every folder as ``name/`` (empty ones show)."""
     if storage.is_remote(location):
         names = storage.list_names(location)
         for name in names:  # a listing is input: every name must be an object path inside the location
@@ -109,8 +91,8 @@ def resolve_source(pattern: str, span_window: int, split_folders: dict[str, str]
     pattern = locations.check_location(pattern, "--source")
     for split, folder in split_folders.items():
         if "/" in folder or "[" in folder or folder in ("", ".", ".."):
-            raise DatasetError(f"--{split}-split: {folder!r} must be a split folder's name for an image folder "
-                               "source (no tfds slicing)")
+            raise UserError(f"{split}_split: {folder!r} must be a split folder's name for an image folder "
+                            "source (no tfds slicing)", field=f"{split}_split")
     if spans_lib.has_spec(pattern):
         base, _ = spans_lib.split_pattern(pattern)
         names = list_tree(base)
@@ -118,22 +100,22 @@ def resolve_source(pattern: str, span_window: int, split_folders: dict[str, str]
         roots = [span.name + "/" for span in spans]
     else:
         if span_window != 1:
-            raise DatasetError(f"--span-window {span_window} needs a --source with {spans_lib.SPAN_SPEC} or "
-                               "{YYYY}/{MM}/{DD} in it")
+            raise UserError(f"span_window {span_window} needs a --source with {spans_lib.SPAN_SPEC} or "
+                            "{YYYY}/{MM}/{DD} in it", field="span_window")
         base, spans, roots = pattern, [], [""]
         names = list_tree(base)
         if not names:
-            raise DatasetError(f"--source: {pattern} holds no files (or does not exist)")
+            raise UserError(f"source: {pattern} holds no files (or does not exist)", field="source")
     classes, found = _scan(base, names, roots, split_folders)
     class_names = sorted(classes)
     if len(class_names) < 2:
-        raise DatasetError(f"--source: {pattern} has {len(class_names)} class folder(s) ({', '.join(class_names)}); "
-                           "a classifier needs at least 2")
+        raise UserError(f"source: {pattern} has {len(class_names)} class folder(s) ({', '.join(class_names)}); "
+                        "a classifier needs at least 2", field="source")
     for split, by_class in found.items():
         if missing := [c for c in class_names if c not in by_class]:
             other = next(s for s in found if missing[0] in found[s])
-            raise DatasetError(f"--source: class {missing[0]!r} has images in {split_folders[other]}/ but none in "
-                               f"{split_folders[split]}/ (every class needs images in both splits)")
+            raise UserError(f"source: class {missing[0]!r} has images in {split_folders[other]}/ but none in "
+                            f"{split_folders[split]}/ (every class needs images in both splits)", field="source")
     label = {name: i for i, name in enumerate(class_names)}
     files: dict[str, list[ImageFile]] = {}
     for split, by_class in found.items():
@@ -170,15 +152,16 @@ def _scan(base: str, names: list[str], roots: list[str], split_folders: dict[str
                     class_folders[parts[0]].append(name)
                 elif is_image:
                     where = "directly in the split folder" if len(parts) == 1 else "nested below its class folder"
-                    raise DatasetError(f"--source: image {_join(base, name)} is {where}; the layout "
-                                       "is <split>/<class name>/<image>")
+                    raise UserError(f"source: image {_join(base, name)} is {where}; the layout "
+                                    "is <split>/<class name>/<image>", field="source")
             if not seen:
-                raise DatasetError(f"--source: {_join(base, root + folder)} is missing "
-                                   f"(expected {folder}/<class name>/<image> in {_join(base, root.rstrip('/')) if root else base})")
+                where = _join(base, root.rstrip('/')) if root else base
+                raise UserError(f"source: {_join(base, root + folder)} is missing "
+                                f"(expected {folder}/<class name>/<image> in {where})", field="source")
             for class_name, images in sorted(class_folders.items()):
                 if not images:
-                    raise DatasetError(f"--source: class folder {_join(base, prefix + class_name)} "
-                                       "holds no image (.png, .jpg, .jpeg)")
+                    raise UserError(f"source: class folder {_join(base, prefix + class_name)} "
+                                    "holds no image (.png, .jpg, .jpeg)", field="source")
                 classes.add(class_name)
                 found[split].setdefault(class_name, []).extend(images)
     return classes, found
@@ -200,7 +183,7 @@ def check_image(location: str, data: bytes, shape: "tuple[int, int, int] | None"
     header = image_header.read_header(location, data)
     image_header.check_pixels(location, header, shape, resize)
     if shape is not None and not resize and header.shape != tuple(shape):
-        raise DatasetError(f"image {location} is {_shape_text(header.shape)}, not {_shape_text(shape)} like the "
+        raise UserError(f"image {location} is {_shape_text(header.shape)}, not {_shape_text(shape)} like the "
                            "others (give --resize to convert it)")
     return header
 
@@ -225,10 +208,7 @@ def _decode_one(data, shape: tuple[int, int, int], resize: bool):
 
 
 def chunk_decoder(shape: tuple[int, int, int], resize: bool):
-    """A compiled function: encoded images ``string [N]`` -> ``(uint8 [N, H, W, C], each file's own shape int32 [N, 3])``.
-
-    Without ``resize`` an image of another shape comes back as zeros, its own shape telling the caller to refuse it.
-    """
+    """Compiled: ``string [N]`` -> ``(uint8 [N, H, W, C], own shapes int32 [N, 3])``; without ``resize`` a misfit is zeros."""
     from mlp_core.data.tf import tf
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -240,10 +220,7 @@ def chunk_decoder(shape: tuple[int, int, int], resize: bool):
 
 
 def decode_chunk(decoder, names: list[str], data: list[bytes], shape: tuple[int, int, int], resize: bool):
-    """``decoder``'s ``(images, own shapes)`` as numpy; a file that does not decode is named, in plain words.
-
-    The compiled call says only that one of them failed: each is decoded again, alone, to find which.
-    """
+    """``decoder``'s ``(images, own shapes)`` as numpy; a file that does not decode is found (alone) and named."""
     from mlp_core.data.tf import tf
 
     try:
@@ -283,7 +260,7 @@ class ImageReader:
                 differ = np.flatnonzero((shapes != np.array(self.shape)).any(axis=1))
                 if len(differ) and not self.resize:  # the decoder's shape is the final word
                     i = differ[0]
-                    raise DatasetError(f"image {chunk[i].location} is {_shape_text(shapes[i])}, not "
+                    raise UserError(f"image {chunk[i].location} is {_shape_text(shapes[i])}, not "
                                        f"{_shape_text(self.shape)} like the others (give --resize to convert it)")
                 self.resized += len(differ)
                 for image, f in zip(images, chunk):
@@ -314,10 +291,9 @@ def ingest_image_folder(
 ) -> dict[str, Any]:
     """Write the image folder (or its newest spans) at ``source`` as a Dataset artifact at ``output``; returns the metadata.
 
-    Everything is listed and checked before anything is written; a file that does not decode or has
-    another shape ends the write, and the artifact writer removes what was written.
+    Everything is listed and checked before anything is written; a bad file ends the write, which is removed.
     """
-    import numpy as np
+    import numpy as np  # these here: predict imports this module and refuses bad input before they load
     from tqdm import tqdm
 
     from mlp_core.data.artifact import write_metadata
@@ -326,7 +302,7 @@ def ingest_image_folder(
 
     declared = parse_image_shape(image_shape, resize)
     if records_per_shard <= 0:
-        raise DatasetError(f"records_per_shard must be a positive integer, got {records_per_shard}")
+        raise UserError(f"records_per_shard must be a positive integer, got {records_per_shard}")
     check_apart({"--source": spans_lib.split_pattern(source)[0] if spans_lib.has_spec(source) else source},
                 {"--output": output})
     check_artifact_output(output, "dataset")

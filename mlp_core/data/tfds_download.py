@@ -1,10 +1,6 @@
-"""A tfds dataset that is not prepared yet: refused in one line when it cannot be downloaded from here, and after a
-failed download only what that attempt left half-written is removed.
-
-Before anything is written, every download host of the dataset gets one HTTP ``HEAD`` request through ``requests``
-(the library tfds's own downloader uses, so the same ``HTTP(S)_PROXY``/``NO_PROXY`` apply), bounded by
-``PROBE_TIMEOUT_S``. Any HTTP answer counts as reachable; no answer means no network to that host, and the step stops
-there instead of running tfds's retries (about 3.5 minutes for fashion_mnist with no network).
+"""A tfds dataset that is not prepared yet: refused in one line when its download hosts give no HTTP answer (one
+``HEAD`` each through ``requests``, as tfds's downloader, bounded by ``PROBE_TIMEOUT_S``), and after a failed download
+only what that attempt left half-written is removed.
 """
 
 from __future__ import annotations
@@ -17,19 +13,18 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from mlp_core.data.artifact import DatasetError
+import requests
+from requests.utils import get_environ_proxies, select_proxy
+
+from mlp_core.errors import UserError
 
 PROBE_TIMEOUT_S = 3.0
-# tfds's own bucket (gs://tfds-data, tensorflow_datasets/core/utils/gcs_utils.py) on the host that also serves the
-# gs:// sources of the datasets that list no download URL (their DatasetBuilder.url_infos is empty).
+# tfds's own bucket, which serves the datasets that list no download URL
 GCS_URL = "https://storage.googleapis.com/tfds-data/"
-# tensorflow_datasets/core/download/download_manager.py (_download): each download is written into
-# '<name>.tmp.<uuid hex>' next to its final path; core/constants.py INCOMPLETE_PREFIX: the dataset is generated into
-# '<dataset>/incomplete.<6 chars>_<version>' and renamed when complete (core/utils/file_utils.py incomplete_dir).
+# tfds writes a download as '<name>.tmp.<uuid hex>', a dataset into '<dataset>/incomplete.<6 chars>_<version>'
 _TMP_MARK = ".tmp."
 _INCOMPLETE_PREFIX = "incomplete."
-# Loggers that flood stderr while tfds retries downloads with no network (urllib3's "Retrying (Retry(total=4 ..." per
-# URL and attempt) or while it looks at a data dir (absl's "Variant folder ... has no dataset_info.json").
+# Loggers that flood stderr while tfds retries downloads (urllib3) or looks at a data dir (absl)
 _NOISY_LOGGERS = ("urllib3", "absl")
 
 
@@ -49,12 +44,9 @@ def quiet_library_logs() -> Iterator[None]:
 
 @contextlib.contextmanager
 def own_temp_folder() -> Iterator[None]:
-    """Python's temporary files go to a folder of ours, removed on the way out.
+    """Python's temporary files (tfds leaks a ``tmp*tfds`` folder per builder) go to a folder of ours, removed after.
 
-    Building a tfds builder of a dataset that is not prepared leaks an empty ``tmp*tfds`` folder in $TMPDIR every
-    time (tensorflow_datasets/core/dataset_info.py ``DatasetInfo.initialize_from_bucket``: ``tempfile.mkdtemp("tfds")``,
-    never removed, even when GCS is off). Sets ``tempfile.tempdir`` for the process meanwhile: call it from the
-    main thread, around tfds calls only.
+    Sets ``tempfile.tempdir`` for the process meanwhile: call it from the main thread, around tfds calls only.
     """
     with tempfile.TemporaryDirectory(prefix="mlp-tfds-") as folder:
         saved, tempfile.tempdir = tempfile.tempdir, folder
@@ -105,8 +97,6 @@ def _probe(url: str, timeout: float, results: dict[str, str | None]) -> None:
             parts = urlsplit(url)
             socket.create_connection((parts.hostname, parts.port or 21), timeout=timeout).close()
         else:
-            import requests
-
             # No retries (a plain Session's adapters have max_retries=0); any status is an answer.
             requests.head(url, timeout=timeout, allow_redirects=False).close()
         results[url] = None
@@ -119,8 +109,6 @@ def _where(url: str) -> str:
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or {'https': 443, 'ftp': 21}.get(parts.scheme, 80)}"
     if parts.scheme.startswith("http"):
-        from requests.utils import get_environ_proxies, select_proxy
-
         if proxy := select_proxy(url, get_environ_proxies(url)):
             where += f" through the proxy {proxy}"
     return where
@@ -148,8 +136,7 @@ def manual_dir_problem(builder) -> str | None:
     """For a dataset whose files one downloads by hand: why tfds would not find them (None when it would)."""
     if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
         return None
-    # tensorflow_datasets/core/dataset_builder.py _make_download_manager: <data dir>/downloads/manual by default;
-    # download/download_manager.py manual_dir: missing or empty is an error.
+    # tfds's default manual folder; missing or empty is an error there
     manual = builder.data_dir_root / "downloads" / "manual"
     if manual.exists() and any(manual.iterdir()):
         return None
@@ -210,16 +197,16 @@ def _listing(roots) -> set:
 
 
 def prepare(builder, display_name: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Download and prepare ``builder``'s dataset, or refuse in one line (``DatasetError``) when it cannot be."""
+    """Download and prepare ``builder``'s dataset, or refuse in one line (``UserError``) when it cannot be."""
     root = builder.data_dir_root
     if problem := manual_dir_problem(builder):
-        raise DatasetError(problem)
+        raise UserError(problem)
     if why := unreachable_host(download_urls(builder), timeout):
-        raise DatasetError(f"{display_name} is not prepared in {root} and cannot be downloaded from here ({why}); "
+        raise UserError(f"{display_name} is not prepared in {root} and cannot be downloaded from here ({why}); "
                            f"{how_to_prepare(builder, display_name)}")
     try:
         with removing_leftovers(builder):
             builder.download_and_prepare()
     except Exception as e:  # noqa: BLE001 - any download or preparation failure, as one line
-        raise DatasetError(f"{display_name} is not prepared in {root} and downloading it failed "
+        raise UserError(f"{display_name} is not prepared in {root} and downloading it failed "
                            f"({_root_cause(e)[:300]}); {how_to_prepare(builder, display_name)}") from None

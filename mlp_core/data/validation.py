@@ -1,50 +1,12 @@
 """The data schema and its anomalies, as tensorflow_metadata's ``Schema`` and ``Anomalies`` protos.
 
-The schema (text format, ``schema.pbtxt``; ``tensorflow_metadata/proto/v0/schema.proto``)::
-
-    feature { name: "image"  type: INT  shape { dim { size: 28 } dim { size: 28 } dim { size: 1 } }
-              int_domain { name: "uint8" min: 0 max: 255 }           # the dtype, and the value range
-              drift_comparator { jensen_shannon_divergence { threshold: 0.01 } } }
-    feature { name: "label"  type: INT  int_domain { min: 0 max: 9 is_categorical: true }
-              drift_comparator { infinity_norm { threshold: 0.05 } } }
-    string_domain { name: "class_names" value: "0" ... value: "9" }  # the classes, in label order
-    int_domain { name: "examples_per_class" min: 1 }                 # the least examples of a class per split
-    dataset_constraints { min_examples_count: 1 }                     # an empty split is an anomaly
-
-It is inferred from the statistics on the first run (``infer_schema``: shape, dtype, classes
-as found, the dtype's whole value range, at least 1 example per class and per split), or read
-from a file a user or the champion's publication provides (``read_schema``).
-
-Anomalies (``tensorflow_metadata/proto/v0/anomalies.proto``): one ``AnomalyInfo`` per feature
-(``image``, ``label``) and one for the dataset, each with one ``Reason`` per anomaly, whose
-description is the one line a person reads. Drift is TFDV's: this run's train split against
-the baseline's (the champion's training data), by the L-infinity distance between the label
-distributions (``COMPARATOR_L_INFTY_HIGH``: the largest difference of one class's share,
-``tensorflow_data_validation/anomalies/metrics.cc``, ``LInftyDistance``) and by the
-Jensen-Shannon divergence, in bits, between the pixel-intensity histograms
-(``COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH``: ``JensenShannonDivergence`` in the same file,
-``log2``, capped at 1); both measured values are in ``drift_skew_info`` whether or not they
-exceed their thresholds. The thresholds are the step's parameters; the schema written out
-carries them in its ``drift_comparator``s (a given schema's own thresholds are replaced).
-
-Defaults, measured on real MNIST (``python -m bench.validate_speed`` prints them again):
-
-- ``DEFAULT_MAX_LABEL_LINF = 0.05``. Clean: random train slices against ``train[:30000]``,
-  20 draws each, largest L-infinity 0.053 (256 examples), 0.039 (512), 0.018 (2,000),
-  0.0052 (30,000); the test split against the train split 0.0039. Drifted (512 or 5,000
-  examples): one class left out 0.104, only classes 0-4 0.11-0.14. TFDV's documented example,
-  0.01, fires on clean slices below ~10,000 examples. Label-preserving pixel drift does not
-  move it (0.009-0.03, the slice's own noise).
-- ``DEFAULT_MAX_PIXEL_JS = 0.01``. Clean: at most 0.000175 (256 examples), 0.000007 (5,000),
-  0.000016 (test against train). Drifted: inverted pixels ``255 - x`` 0.52, brightness +32
-  0.81, brightness -32 0.074, contrast halved 0.105, Gaussian noise (sd 10) 0.077. Not seen:
-  images moved 3 pixels (0.000037), since the intensity histogram ignores where pixels are.
-- ``DEFAULT_MAX_LEAKED_IMAGES = 0``: MNIST has no image in both train and test (nor any exact
-  duplicate within a split), so any is an anomaly.
+The schema is inferred from the first run's statistics (``infer_schema``) or read from a file (``read_schema``); drift
+(TFDV's definitions) compares this run's train split with the baseline's. Thresholds and their measurements: design.md.
 """
 
 from __future__ import annotations
 
+import html as html_lib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +14,10 @@ import numpy as np
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
-from mlp_core.data.statistics import IMAGE, LABEL, SplitSummary, StatisticsError, summaries
-from artifacts.schemas import SchemaError
+from artifacts import storage
+from mlp_core.data.statistics import IMAGE, LABEL, SplitSummary, summaries
+from mlp_core.errors import UserError
+from mlp_core.report import class_distribution, value_histograms
 
 DEFAULT_MAX_LABEL_LINF = 0.05
 DEFAULT_MAX_PIXEL_JS = 0.01
@@ -68,10 +32,6 @@ SCHEMA_FILE = "schema.pbtxt"
 DTYPE_RANGES = {"uint8": (0, 255), "uint16": (0, 65535), "int8": (-128, 127)}
 
 Type = anomalies_pb2.AnomalyInfo
-
-
-class DataSchemaError(SchemaError):
-    """A data schema file does not parse, or lacks what validation reads."""
 
 
 # ---- the schema
@@ -121,19 +81,19 @@ def _schema_feature(schema: schema_pb2.Schema, name: str, where: str = "schema")
     for feature in schema.feature:
         if feature.name == name:
             return feature
-    raise DataSchemaError(f"{where} has no feature {name!r}")
+    raise UserError(f"{where} has no feature {name!r}")
 
 
 def expected(schema: schema_pb2.Schema, where: str = "schema") -> Expected:
-    """What ``schema`` asks for; ``DataSchemaError`` naming the first thing it lacks."""
+    """What ``schema`` asks for; ``UserError`` naming the first thing it lacks."""
     image = _schema_feature(schema, IMAGE, where)
     if not image.shape.dim:
-        raise DataSchemaError(f"{where}: feature 'image' has no shape")
+        raise UserError(f"{where}: feature 'image' has no shape")
     if not image.HasField("int_domain") or not image.int_domain.name:
-        raise DataSchemaError(f"{where}: feature 'image' needs an int_domain named after its dtype (e.g. \"uint8\")")
+        raise UserError(f"{where}: feature 'image' needs an int_domain named after its dtype (e.g. \"uint8\")")
     classes = [d for d in schema.string_domain if d.name == CLASS_NAMES_DOMAIN]
     if not classes or not classes[0].value:
-        raise DataSchemaError(f"{where} has no string_domain {CLASS_NAMES_DOMAIN!r} listing the classes")
+        raise UserError(f"{where} has no string_domain {CLASS_NAMES_DOMAIN!r} listing the classes")
     per_class = [d.min for d in schema.int_domain if d.name == EXAMPLES_PER_CLASS_DOMAIN]
     return Expected(
         image_shape=tuple(d.size for d in image.shape.dim),
@@ -150,20 +110,18 @@ def schema_text(schema: schema_pb2.Schema) -> str:
 
 
 def read_schema(uri: str | Path) -> schema_pb2.Schema:
-    """A text-format ``Schema`` from a path or object-store URI; ``DataSchemaError`` in one line if it cannot be used."""
-    from artifacts import storage
-
+    """A text-format ``Schema`` from a path or object-store URI; ``UserError`` in one line if it cannot be used."""
     try:
         text = storage.read_bytes(str(uri), storage.SCHEMA).decode()
     except storage.StorageError as e:
-        raise DataSchemaError(f"cannot read the schema: {e}") from None
+        raise UserError(f"cannot read the schema: {e}") from None
     except UnicodeDecodeError:
-        raise DataSchemaError(f"schema {uri} is not text (a text-format tensorflow_metadata Schema)") from None
+        raise UserError(f"schema {uri} is not text (a text-format tensorflow_metadata Schema)") from None
     schema = schema_pb2.Schema()
     try:
         text_format.Parse(text, schema)
     except text_format.ParseError as e:
-        raise DataSchemaError(f"schema {uri} does not parse: {str(e).splitlines()[0][:160]}") from None  # short: it may quote the file
+        raise UserError(f"schema {uri} does not parse: {str(e).splitlines()[0][:160]}") from None  # short: it may quote the file
     expected(schema, f"schema {uri}")
     return schema
 
@@ -172,11 +130,7 @@ def read_schema(uri: str | Path) -> schema_pb2.Schema:
 
 
 def linf_distance(counts: dict[str, float], baseline: dict[str, float]) -> tuple[str, float]:
-    """``(class, distance)``: the L-infinity distance of the normalized counts, and the class where it is reached.
-
-    TFDV's ``LInftyDistance`` (``MaxNormalizedDifference``, ``kSeparateTotal``): each side normalized by
-    its own total, a class absent on one side counting 0.
-    """
+    """``(class, distance)``: TFDV's L-infinity distance of the counts, each side normalized by its own total."""
     total, base_total = sum(counts.values()) or 1.0, sum(baseline.values()) or 1.0
     best = ("", 0.0)
     for name in sorted(set(counts) | set(baseline)):
@@ -187,18 +141,13 @@ def linf_distance(counts: dict[str, float], baseline: dict[str, float]) -> tuple
 
 
 def js_divergence(histogram: tuple, baseline: tuple) -> float:
-    """Jensen-Shannon divergence in bits of two histograms of ``(low, high, count)`` buckets, capped at 1.
-
-    TFDV's ``JensenShannonDivergence(Histogram&, Histogram&)``: both normalized, M = (P + Q) / 2,
-    (KL(P||M) + KL(Q||M)) / 2 with ``log2``. TFDV first re-buckets histograms of other boundaries
-    assuming uniform values within a bucket; ours always share boundaries, so others are refused.
-    """
+    """TFDV's Jensen-Shannon divergence in bits of two histograms of the same ``(low, high, count)`` buckets, capped at 1."""
     if [b[:2] for b in histogram] != [b[:2] for b in baseline]:
-        raise StatisticsError("the pixel histograms have other buckets than the baseline's; they cannot be compared")
+        raise UserError("the pixel histograms have other buckets than the baseline's; they cannot be compared")
     p = np.array([b[2] for b in histogram], np.float64)
     q = np.array([b[2] for b in baseline], np.float64)
     if p.sum() == 0 or q.sum() == 0:
-        raise StatisticsError("an empty histogram cannot be compared")
+        raise UserError("an empty histogram cannot be compared")
     p, q = p / p.sum(), q / q.sum()
     m = (p + q) / 2
 
@@ -306,7 +255,7 @@ def _check_leakage(result: _Anomalies, splits: dict[str, SplitSummary], max_leak
 def _check_drift(result: _Anomalies, splits: dict[str, SplitSummary], baseline: dict[str, SplitSummary],
                  max_label_linf: float, max_pixel_js: float) -> None:
     if DRIFT_SPLIT not in baseline:
-        raise StatisticsError(f"the baseline statistics have no {DRIFT_SPLIT} split (they have {', '.join(baseline)})")
+        raise UserError(f"the baseline statistics have no {DRIFT_SPLIT} split (they have {', '.join(baseline)})")
     current, base = splits.get(DRIFT_SPLIT), baseline[DRIFT_SPLIT]
     if current is None or not current.num_examples or not base.num_examples:
         return  # an empty or absent split is its own anomaly; there is no distribution to compare
@@ -358,8 +307,6 @@ def _share(counts: dict[str, float], name: str) -> float:
 def report_plots(statistics: statistics_pb2.DatasetFeatureStatisticsList,
                  baseline: "statistics_pb2.DatasetFeatureStatisticsList | None" = None) -> dict[str, str]:
     """Caption -> base64 PNG: label shares per split (and the baseline's train split), pixel histograms likewise."""
-    from mlp_core.report import class_distribution, value_histograms
-
     series = {name: s for name, s in summaries(statistics).items() if s.num_examples}
     if baseline is not None:
         base = summaries(baseline, "baseline statistics").get(DRIFT_SPLIT)
@@ -405,8 +352,6 @@ def render_report(statistics: statistics_pb2.DatasetFeatureStatisticsList, anoma
                   baseline: "statistics_pb2.DatasetFeatureStatisticsList | None" = None,
                   schema_source: str = "inferred from these statistics", title: str = "Data validation") -> tuple[str, str]:
     """``(html, markdown)`` of the validation report: verdict, anomalies, drift, per-split and per-class tables, plots."""
-    import html as html_lib
-
     e = html_lib.escape
     splits = summaries(statistics)
     base = summaries(baseline, "baseline statistics").get(DRIFT_SPLIT) if baseline is not None else None

@@ -9,11 +9,10 @@ from __future__ import annotations
 import re
 
 
-# KServe validates an InferenceService's name against IsvcNameFmt, "[a-z]([-a-z0-9]*[a-z0-9])?" (a DNS-1035 label;
-# kserve v0.20.0 pkg/apis/serving/v1beta1/inference_service_validation.go) and derives Knative service and host names from it: at most 45 leaves room for their suffixes.
+# KServe takes an InferenceService's name as a DNS-1035 label and derives Knative service and host names from it:
+# at most 45 leaves room for their suffixes.
 NAME_LONGEST = 45
-# What KServe downloads a model from: its default ClusterStorageContainer's supportedUriFormats (kserve charts),
-# pvc:// (mounted by the controller) and oci:// (modelcars). A local folder is none of them.
+# What KServe downloads a model from (its default storage container's URI formats, pvc://, oci://): no local folder.
 KSERVE_STORAGE = re.compile(r"^(gs|s3|pvc|https?|hdfs|webhdfs|hf|oci)://")
 
 

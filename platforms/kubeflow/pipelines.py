@@ -1,27 +1,8 @@
 """Kubeflow Pipelines: submit a run, and keep recurring runs (schedules), with ``kfp.Client``.
 
-``Connection`` holds how to reach the API and who we are, for each kind of
-deployment (Kubeflow docs, "Connect the SDK to the API"):
-
-- standalone Kubeflow Pipelines on a port-forward: the host only;
-- the full Kubeflow Platform from inside the cluster (a pod): the host
-  ``http://ml-pipeline.kubeflow:8888`` and the pod's projected ServiceAccount
-  token (``KF_PIPELINES_SA_TOKEN_PATH``, read by kfp's
-  ``ServiceAccountTokenVolumeCredentials`` on every request), plus the profile
-  namespace;
-- the full Kubeflow Platform from a laptop: the auth proxy's session cookie
-  (``--cookie-file``) or a bearer token (``--token-file``), plus the namespace;
-- behind Google IAP: the OAuth client id (``--client-id``; kfp gets the token).
-
-Secrets come from files or the environment, never from the command line, and
-no message here ever contains them: each file's content is checked before use
-(a cookie file is one ``Cookie`` header value, a token file one bearer token),
-registered with ``artifacts.redaction``, and every error text from a failed
-request passes ``redaction.one_line`` (a proxy may quote back what it refused).
-A ``--host`` or ``--proxy`` with ``user:password@`` is refused, unprinted. Every
-failure is one ``ClusterError`` line that says what to supply. Before a run or a schedule is created, the backend's
-version is read from its healthz endpoint and an older backend than the compiled
-spec needs is refused (``MIN_BACKEND``).
+``Connection``: how to reach the API and who we are (the host alone, a pod's ServiceAccount token, an auth proxy's
+cookie or bearer token from a file, or Google IAP's client id). Secrets come from files, are registered for redaction
+and never printed; every failure is one ``UserError`` line; a backend older than ``MIN_BACKEND`` is refused.
 """
 
 from __future__ import annotations
@@ -34,16 +15,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from platforms.cron import to_kfp
-from platforms.checks import ClusterError, check_dns1123_label
+from platforms.checks import check_dns1123_label
+from mlp_core.errors import UserError
 from artifacts import redaction, storage
 from artifacts.bounded_http import HttpError, bound_pool
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 # kfp 2.17 compiles resource requests and limits as strings, which backends before 2.4 reject, and the
-# backend compiles task retry policies into Argo retryStrategy only from 2.4.1 (2.4.0 drops them:
-# backend/src/v2/compiler/argocompiler/container.go); it substitutes a placeholder (the run id: a
-# checkpoint_root's folder, the TrainJob's name, the published run id) only from 2.5
-# (backend/src/v2/driver/resolve.go).
+# backend compiles task retry policies into Argo retryStrategy only from 2.4.1 (2.4.0 drops them); it substitutes
+# a placeholder (the run id: a checkpoint_root's folder, the TrainJob's name, the published run id) only from 2.5.
 MIN_BACKEND = "2.4.1"
 FULL_BACKEND = "2.5.0"
 SA_TOKEN_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
@@ -95,18 +75,18 @@ def check_url(url: str, flag: str) -> str:
     parts = urlsplit(text)
     if "@" in parts.netloc:
         redaction.remember(parts.password, parts.username and parts.netloc.rpartition("@")[0])
-        raise ClusterError(f"{flag} {redaction.redact(text)} carries a user name or password: the client never sends "
+        raise UserError(f"{flag} {redaction.redact(text)} carries a user name or password: the client never sends "
                            "it, and it would be printed; give the identity with --token-file, --cookie-file or "
                            "--client-id" + (" (a proxy that needs credentials is not supported)" if flag == "--proxy" else ""))
     if re.search(r"[\x00-\x20\x7f]", text) or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ClusterError(f"{flag} {redaction.one_line(text, 120)!r} is not an http:// or https:// URL with a host "
+        raise UserError(f"{flag} {redaction.one_line(text, 120)!r} is not an http:// or https:// URL with a host "
                            "(e.g. http://localhost:8080)")
     try:
         port = parts.port
     except ValueError:
         port = -1
     if port is not None and not 1 <= port <= 65535:
-        raise ClusterError(f"{flag} {text}: the port must be 1-65535")
+        raise UserError(f"{flag} {text}: the port must be 1-65535")
     return text
 
 
@@ -119,18 +99,18 @@ def _read_secret(path: str, flag: str) -> str:
     try:
         raw = storage.read_bytes(path, storage.RECORD)
     except OSError as e:
-        raise ClusterError(f"{flag}: {e}") from None
+        raise UserError(f"{flag}: {e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ClusterError(f"{flag} {path} is not text (UTF-8)") from None
+        raise UserError(f"{flag} {path} is not text (UTF-8)") from None
     redaction.remember(text.strip())
     for ending in ("\n", "\r"):  # one final LF or CRLF is the file's line ending, not part of the value
         text = text[: -len(ending)] if text.endswith(ending) else text
     value = text.strip(" \t")
     redaction.remember(value)
     if not value.strip():
-        raise ClusterError(f"{flag} {path} is empty")
+        raise UserError(f"{flag} {path} is empty")
     return value
 
 
@@ -160,13 +140,13 @@ def _cookie(path: str) -> str:
         for field in line.split("\t"):
             redaction.remember(field.strip())
     if _is_cookie_jar(value):
-        raise ClusterError(f"--cookie-file {path} is a Netscape cookie-jar file; give the Cookie header's value instead: "
+        raise UserError(f"--cookie-file {path} is a Netscape cookie-jar file; give the Cookie header's value instead: "
                            "one line NAME=VALUE, the auth proxy's cookie (the jar's 6th and 7th fields)")
     if "\r" in value or "\n" in value:
-        raise ClusterError(f"--cookie-file {path} holds more than one line (or a CR/LF inside): write the Cookie header's "
+        raise UserError(f"--cookie-file {path} holds more than one line (or a CR/LF inside): write the Cookie header's "
                            "value as one line, NAME=VALUE[; NAME2=VALUE2]")
     if not COOKIE_STRING.fullmatch(value):
-        raise ClusterError(f"--cookie-file {path} is not a Cookie header value NAME=VALUE[; NAME2=VALUE2] (RFC 6265 "
+        raise UserError(f"--cookie-file {path} is not a Cookie header value NAME=VALUE[; NAME2=VALUE2] (RFC 6265 "
                            "§4.2.1: no 'Cookie:' prefix; a value without spaces, quotes inside, commas, ';' or '\\')")
     return value
 
@@ -177,10 +157,10 @@ def _token(path: str, flag: str) -> str:
     for part in value.split():
         redaction.remember(part)
     if value.lower().startswith("bearer "):
-        raise ClusterError(f"{flag} {path} starts with 'Bearer': the file holds the token alone (the client adds "
+        raise UserError(f"{flag} {path} starts with 'Bearer': the file holds the token alone (the client adds "
                            "'Authorization: Bearer ')")
     if not BEARER_TOKEN.fullmatch(value):
-        raise ClusterError(f"{flag} {path} is not one bearer token (RFC 6750 §2.1: one line of letters, digits, "
+        raise UserError(f"{flag} {path} is not one bearer token (RFC 6750 §2.1: one line of letters, digits, "
                            "'-', '.', '_', '~', '+', '/', then '=' padding; no spaces or control characters)")
     return value
 
@@ -199,7 +179,7 @@ def check_identity(conn: Connection) -> None:
     if not conn.token_file and not conn.client_id and os.environ.get(SA_TOKEN_ENV):
         _secret(os.environ[SA_TOKEN_ENV], SA_TOKEN_ENV)
     if conn.ca_cert and not Path(conn.ca_cert).is_file():
-        raise ClusterError(f"--ca-cert {conn.ca_cert}: no such file")
+        raise UserError(f"--ca-cert {conn.ca_cert}: no such file")
 
 
 def _client(conn: Connection):
@@ -225,7 +205,7 @@ def _client(conn: Connection):
                                                             pipeline_store=self.backend.get("pipeline_store"))
 
     if conn.ca_cert and not Path(conn.ca_cert).is_file():
-        raise ClusterError(f"--ca-cert {conn.ca_cert}: no such file")
+        raise UserError(f"--ca-cert {conn.ca_cert}: no such file")
     kwargs: dict = {"host": conn.host, "proxy": conn.proxy, "ssl_ca_cert": conn.ca_cert}
     if not conn.verify_tls:
         kwargs["verify_ssl"] = False
@@ -295,13 +275,13 @@ def _message(e, conn: Connection, what: str) -> str:
 
 
 def _call(conn: Connection, what: str, fn, *args, **kwargs):
-    """Run a client call; turn connection and API errors into one ``ClusterError`` line."""
+    """Run a client call; turn connection and API errors into one ``UserError`` line."""
     try:
         return fn(*args, **kwargs)
-    except ClusterError:
+    except UserError:
         raise
     except Exception as e:  # urllib3 MaxRetryError / SSLError, kfp_server_api ApiException, ...
-        raise ClusterError(redaction.one_line(_message(e, conn, what), 600)) from None
+        raise UserError(redaction.one_line(_message(e, conn, what), 600)) from None
 
 
 def connect(target: "str | Connection", check_version: bool = False, warn=print):
@@ -327,7 +307,7 @@ def check_backend(healthz: dict, host: str, warn=print) -> str:
              f"this pipeline needs {FULL_BACKEND} or later")
         return tag
     if version < Version(MIN_BACKEND):
-        raise ClusterError(f"{host} runs Kubeflow Pipelines {tag}; this pipeline needs {FULL_BACKEND} or later "
+        raise UserError(f"{host} runs Kubeflow Pipelines {tag}; this pipeline needs {FULL_BACKEND} or later "
                            f"(backends before {MIN_BACKEND} drop the train step's retry policy; before 2.4 they reject "
                            "the resource requests kfp 2.17 writes as strings)")
     if version < Version(FULL_BACKEND):

@@ -1,37 +1,9 @@
 """Kubeflow Trainer: the train step as a TrainJob of N JAX processes, started and watched from the kfp step.
 
-``python pipeline.py compile --target kfp --replicas N`` makes the train step a
-small launcher: it creates a Kubeflow Trainer v2 ``TrainJob``
-(``trainer.kubeflow.org/v1alpha1``) that runs ``python -m components.train`` in N
-pods of the project image with the ``jax-distributed`` ClusterTrainingRuntime,
-waits for it while printing its conditions, and fails the step when the job
-fails. Trainer's JAX plugin gives each pod ``JAX_COORDINATOR_ADDRESS``,
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (``pkg/runtime/framework/plugins/jax``),
-which ``mlp_core.distributed`` reads.
-
-Why TrainJob (Trainer v2) and not JAXJob (v1): the Training Operator v1 is
-replaced by Kubeflow Trainer v2 (KEP-2170, kubeflow/trainer), where JAX is a
-runtime (``jax-distributed``, a ClusterTrainingRuntime the platform team
-installs and tunes: images, node selectors, tolerations, network) rather than a
-CRD of its own; a TrainJob names the runtime and says only what this job
-needs: image, command, node count, resources per node.
-
-The pods have no kfp launcher, so they read the Dataset artifact from the
-object store by its URI and write the model under a staging prefix beside the
-step's own Model artifact URI (``artifacts.remote``: marker last); this
-step then copies that model into its own output path, which the kfp launcher
-uploads as the step's Model artifact. Any store ``artifacts.storage`` reads works:
-Cloud Storage, S3, and Kubeflow's bundled store (``minio://``, S3 behind it); the
-pods get the store's keys from the ``mlpipeline-minio-artifact`` secret (optional)
-and the step's S3 endpoint variables. No ``{{$.pipeline_root}}`` is needed (the
-Kubeflow backend never substitutes it: ``backend/src/v2/driver/resolve.go``): the
-Model artifact's URI (``<root>/<pipeline>/<run id>/<task>/<uuid>/model``,
-``driver/driver.go`` ``provisionOutputs``) is the same for every retry of the
-step, since Argo retries only the executor pod, whose input the driver wrote once
-(``compiler/argocompiler/container.go``). A retry of the step finds its TrainJob by
-name (one per run): a running one is watched again, a finished one read, a failed
-one of ours replaced, so the new pods resume from the checkpoints beside the
-staged model.
+``compile --target kfp --replicas N`` makes the train step create a ``TrainJob`` (``trainer.kubeflow.org/v1alpha1``,
+runtime ``jax-distributed``) running ``python -m components.train`` in N pods, wait for it and copy the model the pods
+staged beside the step's Model URI (``artifacts.remote``) into the step's output. A retry finds its TrainJob by name.
+Why a TrainJob, and how retries resume: docs/design.md, "Kubeflow Trainer" and "More than one process".
 """
 
 from __future__ import annotations
@@ -46,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from artifacts.bounded_http import HttpError, bound_pool
-from platforms.checks import ClusterError
+from mlp_core.errors import UserError
 
 if TYPE_CHECKING:  # annotations only: trainer_job reads the compile options it is given
     from platforms.options import ClusterOptions, StepPolicy
@@ -57,7 +29,7 @@ PLURAL = "trainjobs"
 DEFAULT_RUNTIME = "jax-distributed"
 MANAGED_BY = "jax-mlp-pipeline"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-# The artifact store's keys (backend/src/v2/config/env.go: the secret and its keys the launcher reads).
+# The artifact store's keys: the secret and its keys Kubeflow's launcher reads.
 ARTIFACT_STORE_SECRET = "mlpipeline-minio-artifact"
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "accesskey", "AWS_SECRET_ACCESS_KEY": "secretkey"}
 # Where an S3-compatible store is, when the step was told (artifacts.storage): the pods are told the same.
@@ -228,12 +200,12 @@ def train_as_trainer_job(spec: dict, dataset_uri: str, model_path: "str | Path",
 
     run_id = given["run_id"]
     if not storage.is_remote(step_model_uri) or not storage.is_remote(dataset_uri):
-        raise ClusterError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs its "
+        raise UserError(f"a Kubeflow Trainer train step reads and writes the object store itself and needs its "
                            f"artifacts there (got model {step_model_uri}, dataset at {dataset_uri})")
     for uri in (step_model_uri, dataset_uri):
         storage.parent(uri)  # a store artifacts.storage reads, with a bucket: else one line now, before any work
     if not run_id:
-        raise ClusterError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
+        raise UserError("a Kubeflow Trainer train step needs the run id (the pipeline passes it)")
     locations.check_segment(run_id, "run_id", "run id")
     staging = storage.join(storage.parent(step_model_uri), "trainjob")
     model_uri, metrics_uri = storage.join(staging, "model"), storage.join(staging, "metrics.json")

@@ -1,14 +1,8 @@
 """Which Vertex AI API endpoint the project's clients call, and as whom.
 
-``JAX_MLP_VERTEX_ENDPOINT`` names another endpoint than the regional
-``<location>-aiplatform.googleapis.com`` (a Private Service Connect one; the
-tests' stand-ins). A plain ``http://`` endpoint is never Vertex AI itself but a
-local stand-in, which wants no Google identity: it gets anonymous credentials.
-Any other endpoint gets Application Default Credentials, looked up here, once,
-before any client is made: without them the caller gets one line saying how to
-provide them (``MissingCredentialsError``), not the auth library's traceback.
-Used by the Model Registry publish target, the track step and the submit and
-schedule commands, all over REST.
+``JAX_MLP_VERTEX_ENDPOINT`` names another endpoint than ``<location>-aiplatform.googleapis.com``; a plain ``http://``
+one is a local stand-in and gets anonymous credentials, any other Application Default Credentials, looked up once:
+without them, one line saying how to provide them (``MissingCredentialsError``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """A Vertex AI pipeline run in Vertex AI Experiments, and its curves in Vertex AI TensorBoard.
 
-One experiment run per pipeline run, named after the pipeline job: its
-parameters are the train step's hyperparameters, its metrics the final train
-and test metrics; with a TensorBoard instance, the train step's event files are
-uploaded to it as the TensorBoard run of the same name, and the experiment is
-backed by that instance (the console shows the curves beside the run).
-
-Both through ``google-cloud-aiplatform``: ``aiplatform.upload_tb_log`` (its
-uploader creates the TensorBoard experiment and run, the experiment run and
-their link, then writes the points) and ``ExperimentRun`` (``log_params``,
-``log_metrics``, ``update_state``). The step finds its project and region in
-the pipeline job's resource name (``dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER``,
-``projects/P/locations/L/pipelineJobs/J`` on Vertex AI), so a compiled pipeline
-names no project and a schedule's runs are tracked like submitted ones.
-``JAX_MLP_VERTEX_ENDPOINT`` names another API endpoint (``platforms.vertex.endpoint``).
+One experiment run per pipeline run, named after the pipeline job (its hyperparameters and final metrics); with a
+TensorBoard instance, the train step's event files go to the TensorBoard run of that name. Project and region come
+from the pipeline job's resource name, so a compiled pipeline names none.
 """
 
 from __future__ import annotations
@@ -24,37 +13,31 @@ import tempfile
 from pathlib import Path
 
 from artifacts.locations import PROJECT, REGION
+from mlp_core.errors import UserError
 
 # Resource names, their project and region by artifacts.locations' rules. A pipeline job id is the SDK's
-# "^[a-z][-a-z0-9]{0,127}$" (google/cloud/aiplatform/constants/pipeline.py _VALID_NAME_PATTERN, IGNORECASE);
+# "^[a-z][-a-z0-9]{0,127}$" (any case);
 # a TensorBoard instance's id is the number Vertex AI gave it.
 JOB = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                  r"/pipelineJobs/(?P<job>(?i:[a-z][-a-z0-9]{0,127}))$")
 TENSORBOARD = re.compile(rf"^projects/(?P<project>{PROJECT})/locations/(?P<location>{REGION})"
                          r"/tensorboards/(?P<id>[0-9]{1,20})$")
 # An experiment name is the id of its Metadata context and of its TensorBoard experiment: 4-128 of [a-z0-9-]
-# (aiplatform_v1 CreateContextRequest.context_id, "Must be 4-128 characters in length. Valid characters are
-# /[a-z][0-9]-/"), the first a letter or digit (CreateTensorboardExperimentRequest: "[a-z0-9][a-z0-9-]{0,127}").
+# (a Metadata context id), the first a letter or digit (a TensorBoard experiment id).
 EXPERIMENT = re.compile(r"^[a-z0-9][a-z0-9-]{3,127}$")
-# The SDK derives two more ids from it (google/cloud/aiplatform/metadata/experiment_run_resource.py,
-# metadata/constants.py): the run's context "<experiment>-<run>", at most _EXPERIMENT_RUN_MAX_LENGTH = 128 - 7
-# characters, and its TensorBoard link artifact "<experiment>-<run>-tb-run" (CreateArtifactRequest.artifact_id,
-# 4-128). Our run is the pipeline job id, which aiplatform.PipelineJob makes "<pipeline name>-%Y%m%d%H%M%S"
-# (google/cloud/aiplatform/pipeline_jobs.py): 31 characters for pipeline.PIPELINE_NAME "jax-mlp-pipeline".
+# The SDK derives two more ids from it: the run's context "<experiment>-<run>" (at most 128 - 7 characters) and its
+# TensorBoard link artifact "<experiment>-<run>-tb-run" (4-128). Our run is the pipeline job id,
+# "<pipeline name>-%Y%m%d%H%M%S": 31 characters for "jax-mlp-pipeline".
 RUN_ARTIFACT_SUFFIX = "-tb-run"
 LONGEST_RUN_ID = 128 - len(RUN_ARTIFACT_SUFFIX)
 LONGEST_JOB_ID = len("jax-mlp-pipeline-YYYYMMDDHHMMSS")
-
-
-class ExperimentError(ValueError):
-    """The experiment, TensorBoard or job name cannot be used, or Vertex AI refused a call."""
 
 
 def check_experiment(name: str, run: "str | None" = None) -> str:
     """A Vertex AI experiment name whose derived ids fit with run ``run`` (default: the longest job id we make)."""
     longest = LONGEST_RUN_ID - 1 - (len(run) if run is not None else LONGEST_JOB_ID)
     if not isinstance(name, str) or not EXPERIMENT.match(name) or len(name) > longest:
-        raise ExperimentError(
+        raise UserError(
             f"experiment {name!r}: a Vertex AI experiment name is 4-{longest} lowercase letters, digits and hyphens, "
             f"starting with a letter or digit (Metadata ids are 4-128 characters, and the run's ids "
             f"'<experiment>-<job id>{RUN_ARTIFACT_SUFFIX}' must fit in 128 with a "
@@ -66,14 +49,14 @@ def check_job(job_resource_name: str) -> "re.Match":
     """A Vertex AI pipeline job's resource name (the track step runs on Vertex AI only)."""
     m = JOB.match(job_resource_name) if isinstance(job_resource_name, str) else None
     if not m:
-        raise ExperimentError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
+        raise UserError(f"pipeline job {job_resource_name!r} is not a Vertex AI pipeline job "
                               "(projects/P/locations/L/pipelineJobs/J): experiment tracking runs on Vertex AI")
     return m
 
 
 def check_tensorboard(resource: str) -> str:
     if not isinstance(resource, str) or not TENSORBOARD.match(resource):
-        raise ExperimentError(f"tensorboard {resource!r}: give a Vertex AI TensorBoard instance's resource name, "
+        raise UserError(f"tensorboard {resource!r}: give a Vertex AI TensorBoard instance's resource name, "
                               "projects/PROJECT/locations/REGION/tensorboards/NUMBER (PROJECT a project id of 6-30 "
                               "of a-z, 0-9, '-' or a project number, REGION such as us-central1)")
     return resource
@@ -101,7 +84,7 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
     if tensorboard:
         tb = TENSORBOARD.match(check_tensorboard(tensorboard))
         if tb.group("location") != m.group("location"):
-            raise ExperimentError(f"tensorboard {tensorboard} is in {tb.group('location')}, the pipeline runs in "
+            raise UserError(f"tensorboard {tensorboard} is in {tb.group('location')}, the pipeline runs in "
                                   f"{m.group('location')}: Vertex AI Experiments use a TensorBoard of their region")
     try:
         _init(m.group("project"), m.group("location"))
@@ -115,7 +98,7 @@ def track_run(job_resource_name: str, experiment: str, params: dict, metrics: di
     except exceptions.GoogleAPICallError as e:
         from artifacts.redaction import one_line
 
-        raise ExperimentError(f"Vertex AI refused: {e.code} {one_line(e.message)}") from None
+        raise UserError(f"Vertex AI refused: {e.code} {one_line(e.message)}") from None
     return run
 
 
@@ -135,7 +118,7 @@ def _upload_events(folder: "str | Path | None", tensorboard: str, experiment: st
     tb = TENSORBOARD.match(tensorboard)
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and ".tfevents." in p.name) if folder else []
     if not files:
-        raise ExperimentError(f"no TensorBoard event files in {folder}")
+        raise UserError(f"no TensorBoard event files in {folder}")
     # The uploader names a TensorBoard run after the event files' sub-folder: stage them under the run's name.
     staged = Path(tempfile.mkdtemp(prefix="tensorboard-upload-"))
     try:

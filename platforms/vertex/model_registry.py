@@ -1,22 +1,8 @@
 """Vertex AI Model Registry as a publish target: ``publish_uri = projects/P/locations/L/models/M``.
 
-A blessed model becomes a new version of the registry model ``M`` (created with
-the first one): its ``artifact_uri`` is the model's SavedModel in Cloud Storage
-(``<model>/saved_model/1``, what Vertex AI's prebuilt TensorFlow prediction
-containers load), its serving container the prebuilt TensorFlow one. The
-champion is the version holding the alias ``champion``: evaluate blesses against
-it, and publish moves the alias to the new version only when that version still
-beats the champion read just before (Vertex AI keeps an alias on one version of
-a model at a time, so adding it moves it). Each version carries its metrics and
-provenance as JSON in its description (a fingerprint of each split, the training settings, and
-the URIs of the validate step's statistics and schema, the next runs' baseline: ``jobs.publishing``),
-and the ``managed-by`` label.
-
-Through the ``google-cloud-aiplatform`` GAPIC client (``ModelServiceClient``, REST
-transport): ``UploadModel`` (a long-running operation), ``GetModel`` with
-``@champion``, ``MergeVersionAliases``. ``JAX_MLP_VERTEX_ENDPOINT`` names another
-API endpoint (a Private Service Connect one; the tests' stand-in); by default it
-is ``<location>-aiplatform.googleapis.com``.
+A blessed model becomes a new version of ``M`` (its SavedModel in Cloud Storage, the prebuilt TensorFlow serving
+container, metrics and provenance as JSON in its description); the champion is the version holding the alias
+``champion``, moved only when the new version still beats it. Through the GAPIC ``ModelServiceClient`` (REST).
 """
 
 from __future__ import annotations
@@ -24,7 +10,7 @@ from __future__ import annotations
 import json
 
 from artifacts import locations
-from mlp_core.blessing import ChampionError
+from mlp_core.errors import UserError
 from artifacts.redaction import one_line  # what a server says may quote the credentials it refused
 
 CHAMPION = "champion"
@@ -37,7 +23,7 @@ def is_registry(publish_uri: str) -> bool:
 
     ``artifacts.locations.check_registry_model`` holds the rule (aiplatform_v1 ``UploadModelRequest.model_id``:
     at most 63 of ``[a-z0-9_-]``, not starting with a digit or hyphen), so a bad name ends in one line
-    (``LocationError``) and never becomes a local folder ``projects/...``.
+    (``UserError``) and never becomes a local folder ``projects/...``.
     """
     if not locations.is_resource_name(publish_uri):
         return False
@@ -46,7 +32,7 @@ def is_registry(publish_uri: str) -> bool:
 
 
 def _parts(publish_uri: str) -> dict:
-    """``project``, ``location`` and ``model`` of a valid Model Registry model name (else ``LocationError``)."""
+    """``project``, ``location`` and ``model`` of a valid Model Registry model name (else ``UserError``)."""
     return locations.check_registry_model(publish_uri, "--publish-uri").groupdict()
 
 
@@ -74,12 +60,12 @@ def read_champion(publish_uri: str) -> "dict | None":
     except exceptions.NotFound:
         return None
     except exceptions.GoogleAPICallError as e:
-        raise ChampionError(f"the champion cannot be read from {publish_uri}: {one_line(e.message)}") from None
+        raise UserError(f"the champion cannot be read from {publish_uri}: {one_line(e.message)}") from None
     try:
         record = json.loads(model.version_description)
         record["metrics"]["test_accuracy"] = float(record["metrics"]["test_accuracy"])
     except (ValueError, TypeError, KeyError):
-        raise ChampionError(f"{publish_uri}@{CHAMPION} (version {model.version_id}) was not published by this "
+        raise UserError(f"{publish_uri}@{CHAMPION} (version {model.version_id}) was not published by this "
                             "pipeline (no metrics in its description): move the alias or remove it") from None
     return {**record, "version": model.version_id}
 
@@ -89,7 +75,7 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
     """Upload ``model_dir`` (in Cloud Storage at ``model_uri``) as a new version; move ``champion`` if it still wins.
 
     Returns ``(version id or "", promoted, reason)``; ``beats(test_accuracy, champion)`` is the blessing rule.
-    ``provenance``: more of the version's record (its data, validation files: ``jobs.publishing``); its
+    ``provenance``: more of the version's record (its data, validation files: ``components.publish``); its
     ``metrics`` join the test numbers.
     """
     from google.api_core import exceptions
@@ -98,7 +84,7 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
     from mlp_core.model_io import content_hash
 
     if not str(model_uri).startswith("gs://"):
-        raise ChampionError(f"a Model Registry version points at its model in Cloud Storage; the model is at "
+        raise UserError(f"a Model Registry version points at its model in Cloud Storage; the model is at "
                             f"{model_uri} (publish to the registry from a pipeline run on Vertex AI, or give a gs:// "
                             "Model)")
     beats_champion, reason = beats(test_accuracy, read_champion(publish_uri))
@@ -137,5 +123,5 @@ def publish(model_dir, model_uri: str, publish_uri: str, test_accuracy: float, t
             return version_id, False, f"version {version_id} uploaded; {CHAMPION} not moved: {reason}"
         client.merge_version_aliases(name=f"{publish_uri}@{version_id}", version_aliases=[CHAMPION])
     except exceptions.GoogleAPICallError as e:
-        raise ChampionError(f"the Model Registry refused the upload to {publish_uri}: {one_line(e.message)}") from None
+        raise UserError(f"the Model Registry refused the upload to {publish_uri}: {one_line(e.message)}") from None
     return version_id, True, f"version {version_id} of {publish_uri}; {CHAMPION} moved to it ({reason})"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from platforms.cron import validate
-from platforms.checks import ClusterError
+from mlp_core.errors import UserError
 
 SCHEDULE_PREFIX = "jax-mlp-pipeline"
 
@@ -21,7 +21,7 @@ def _aiplatform(credentials=None):
     try:
         from google.cloud import aiplatform
     except ImportError:
-        raise ClusterError(
+        raise UserError(
             "google-cloud-aiplatform is not installed; install it with: pip install 'jax-mlp-pipeline[vertex]'"
         ) from None
     from platforms.vertex.endpoint import ENDPOINT_ENV, endpoint
@@ -39,9 +39,9 @@ def build_job(package: str | Path, project: str, region: str, pipeline_root: str
               enable_caching: bool | None = None, display_name: str = SCHEDULE_PREFIX, credentials=None):
     """The ``PipelineJob`` of the compiled ``package`` (no network call)."""
     if not str(pipeline_root).startswith("gs://"):
-        raise ClusterError(f"Vertex AI needs a gs:// pipeline root, got {pipeline_root!r}")
+        raise UserError(f"Vertex AI needs a gs:// pipeline root, got {pipeline_root!r}")
     if not project or not region:
-        raise ClusterError("Vertex AI needs --project and --region")
+        raise UserError("Vertex AI needs --project and --region")
     check_project_and_region(project, region)
     aiplatform = _aiplatform(credentials)
     return aiplatform.PipelineJob(
@@ -64,10 +64,10 @@ def check_project_and_region(project: str, region: str) -> None:
     from artifacts.locations import PROJECT, REGION
 
     if not re.fullmatch(PROJECT, project):
-        raise ClusterError(f"--project {project[:80]!r} is not a Google Cloud project id (6-30 of a-z, 0-9, '-', a letter "
+        raise UserError(f"--project {project[:80]!r} is not a Google Cloud project id (6-30 of a-z, 0-9, '-', a letter "
                            "first, not ending in '-') or project number")
     if not re.fullmatch(REGION, region):
-        raise ClusterError(f"--region {region[:80]!r} is not a Google Cloud region (such as us-central1)")
+        raise UserError(f"--region {region[:80]!r} is not a Google Cloud region (such as us-central1)")
 
 
 def _call(what: str, fn, *args, **kwargs):
@@ -76,7 +76,7 @@ def _call(what: str, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as e:  # google.api_core / google.auth errors, as one line, credentials redacted
-        raise ClusterError(f"{what} failed: {type(e).__name__}: {one_line(str(e) or type(e).__name__)[:300]}") from None
+        raise UserError(f"{what} failed: {type(e).__name__}: {one_line(str(e) or type(e).__name__)[:300]}") from None
 
 
 def submit(job, service_account: str | None = None) -> str:
