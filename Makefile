@@ -36,7 +36,7 @@ test: | check-python  ## every test: the quick tier on every core, then the end-
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 	$(PYTHON) -m pytest -m "slow or docker"
 
-test-fast: | check-python  ## the quick tier: no end-to-end runs, no Docker, on every core (12-16 min on 2 cores)
+test-fast: | check-python  ## the quick tier: no end-to-end runs, no Docker, on every core
 	$(PYTHON) -m pytest -n auto -m "not slow and not docker"
 
 ACCELERATOR ?= cpu
