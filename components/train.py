@@ -30,7 +30,7 @@ from artifacts.outputs import (OutputConflictError, artifact_writer, check_apart
 from components._cli import check_inputs, exit_on_error
 from components._step import add_parameter_flags, descriptions
 from mlp_core.config import PLACEMENTS, TrainConfig, parse_hidden_sizes
-from mlp_core.distributed import ProcessGroup, check_process_flags, detect, initialize
+from mlp_core.distributed import ProcessGroup, detect, initialize
 from mlp_core.errors import UserError
 from mlp_core.metrics import final_metrics, hyperparameters
 from platforms.kubeflow.trainer import train_as_trainer_job
@@ -384,6 +384,16 @@ def pipeline_checkpoint_dir(checkpoint_root: str, model_uri: "str | None", run_i
     return None
 
 
+
+
+def check_process_flags(num_processes: int | None, process_id: int | None, coordinator_timeout: int,
+                        heartbeat_timeout: int) -> None:
+    """The process flags' own ranges, each named (None: not given); ``detect`` then checks them together."""
+    for flag, value, least in (("--num-processes", num_processes, 1), ("--process-id", process_id, 0),
+                               ("--coordinator-timeout", coordinator_timeout, 1),
+                               ("--heartbeat-timeout", heartbeat_timeout, 1)):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be {least} or more, got {value}")
 
 
 def _parser() -> argparse.ArgumentParser:

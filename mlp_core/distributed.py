@@ -133,16 +133,6 @@ def _environment_groups(environ: Mapping[str, str]) -> list[ProcessGroup]:
     return groups
 
 
-def check_process_flags(num_processes: int | None, process_id: int | None, coordinator_timeout: int,
-                        heartbeat_timeout: int) -> None:
-    """The process flags' own ranges, each named (None: not given); ``detect`` then checks them together."""
-    for flag, value, least in (("--num-processes", num_processes, 1), ("--process-id", process_id, 0),
-                               ("--coordinator-timeout", coordinator_timeout, 1),
-                               ("--heartbeat-timeout", heartbeat_timeout, 1)):
-        if value is not None and value < least:
-            raise UserError(f"{flag} must be {least} or more, got {value}")
-
-
 def detect(environ: Mapping[str, str], coordinator: str = "", num_processes: int = 0,
            process_id: int = -1) -> ProcessGroup:
     """The process group from explicit values and the engines' variables; ``UserError`` naming two that disagree."""
