@@ -39,22 +39,24 @@ def has_spec(pattern: str) -> bool:
     return bool(_ANY_SPEC.search(pattern))
 
 
-def split_pattern(pattern: str, flag: str = "--source") -> tuple[str, str]:
+def split_pattern(pattern: str) -> tuple[str, str]:
     """``(base, rest)``: the fixed location before the first part with a placeholder, and the parts from it on, checked."""
     if VERSION_SPEC in pattern:
-        raise UserError(f"{flag}: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})")
+        raise UserError(f"source: {VERSION_SPEC} is not supported (use {SPAN_SPEC} or {{YYYY}}/{{MM}}/{{DD}})",
+                        field="source")
     is_span = SPAN_SPEC in pattern
     is_date = any(spec in pattern for spec in DATE_SPECS)
     if is_span and is_date:
-        raise UserError(f"{flag}: {pattern!r} holds both {SPAN_SPEC} and a date part; use one or the other")
+        raise UserError(f"source: {pattern!r} holds both {SPAN_SPEC} and a date part; use one or the other",
+                        field="source")
     if is_span and pattern.count(SPAN_SPEC) != 1:
-        raise UserError(f"{flag}: {pattern!r} holds {SPAN_SPEC} more than once")
+        raise UserError(f"source: {pattern!r} holds {SPAN_SPEC} more than once", field="source")
     if is_date and not all(pattern.count(spec) == 1 for spec in DATE_SPECS):
-        raise UserError(f"{flag}: {pattern!r} must hold each of {', '.join(DATE_SPECS)} exactly once")
+        raise UserError(f"source: {pattern!r} must hold each of {', '.join(DATE_SPECS)} exactly once", field="source")
     parts = pattern.rstrip("/").split("/")
     first = next(i for i, part in enumerate(parts) if has_spec(part))
     if "://" in pattern and first < 3:  # gs://BUCKET/...: parts "gs:", "", "BUCKET"
-        raise UserError(f"{flag}: {pattern!r}: a placeholder cannot be part of the bucket")
+        raise UserError(f"source: {pattern!r}: a placeholder cannot be part of the bucket", field="source")
     base = "/".join(parts[:first]) or ("/" if pattern.startswith("/") else ".")
     return base, "/".join(parts[first:])
 
@@ -67,24 +69,24 @@ def _regex(rest: str) -> re.Pattern:
     return re.compile("^(?P<root>" + "".join(pieces) + ")/")
 
 
-def _number(match: re.Match, name: str, flag: str) -> int:
+def _number(match: re.Match, name: str) -> int:
     if match.groupdict().get("span") is not None:
         return int(match.group("span"))
     try:
         date = datetime.date(int(match.group("year")), int(match.group("month")), int(match.group("day")))
     except ValueError:
-        raise UserError(f"{flag}: {name!r} matches the date pattern but is no date") from None
+        raise UserError(f"source: {name!r} matches the date pattern but is no date", field="source") from None
     return (date - UNIX_EPOCH).days
 
 
-def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--source") -> list[Span]:
+def resolve(pattern: str, names: list[str], window: int, join) -> list[Span]:
     """The ``window`` newest spans of ``pattern``, oldest first, from ``names`` (every file under its base).
 
     ``join(base, name)`` makes a span's location; ``span-1`` beside ``span-01``, or no match at all, is refused.
     """
     if window < 1:
-        raise UserError(f"--span-window must be at least 1, got {window}")
-    base, rest = split_pattern(pattern, flag)
+        raise UserError(f"span_window must be at least 1, got {window}", field="span_window")
+    base, rest = split_pattern(pattern)
     regex = _regex(rest)
     found: dict[int, str] = {}
     for name in names:
@@ -92,11 +94,12 @@ def resolve(pattern: str, names: list[str], window: int, join, flag: str = "--so
         if not match:
             continue
         root = match.group("root")
-        number = _number(match, root, flag)
+        number = _number(match, root)
         if found.setdefault(number, root) != root:
-            raise UserError(f"{flag}: {found[number]!r} and {root!r} are both span {number} of {pattern!r}")
+            raise UserError(f"source: {found[number]!r} and {root!r} are both span {number} of {pattern!r}",
+                            field="source")
     if not found:
-        raise UserError(f"{flag}: no folder under {base or '.'} matches {pattern!r}")
+        raise UserError(f"source: no folder under {base or '.'} matches {pattern!r}", field="source")
     newest = sorted(found)[-window:]
     return [Span(number, found[number], join(base, found[number])) for number in newest]
 
