@@ -90,8 +90,16 @@ def _naming(name: str):
 
 # Parameters whose value is a location, and the rule of artifacts.locations each must pass (an empty value is the
 # step's default): a publish target may also be a Vertex AI Model Registry model; the others are folders.
+def check_tfds_data_dir(location: str, name: str) -> str:
+    """A TFDS data dir: a local folder or gs:// (what tfds reads), checked as any location."""
+    check_location(location, name)
+    if is_remote(location) and not location.startswith("gs://"):
+        raise UserError(f"{name} {location}: tfds reads a local folder or gs:// only")
+    return location
+
+
 LOCATION_PARAMETERS = {"publish_uri": check_publish_target, "checkpoint_root": check_location,
-                       "tfds_data_dir": check_location}
+                       "tfds_data_dir": check_tfds_data_dir}
 
 
 def check_writable_folder(name: str, path: Path) -> None:
