@@ -97,21 +97,22 @@ def train(
 
     from artifacts import storage
     from artifacts.outputs import write_json
-    from components.train import config_of, flags, pipeline_checkpoint_dir, train_on_dataset
+    from components.train import config_of, flags, pipeline_checkpoint_dir, train_on_dataset, tuned
     from mlp_core.distributed import detect
     from mlp_core.metrics import final_metrics, hyperparameters
     from mlp_core.tensorboard import trained_on, write_events
 
-    config = config_of(hidden_sizes, step_size, batch_size, epochs, seed, shuffle, best_hyperparameters)
-    if trainer_job:  # a Kubeflow Trainer TrainJob's pods read the Dataset from the object store by its URI
+    if trainer_job:  # a Kubeflow Trainer TrainJob's pods read the Dataset by its URI and check the settings
         import json
 
         from platforms.kubeflow.trainer import train_as_trainer_job
 
+        chosen = tuned(hidden_sizes, step_size, batch_size, seed, best_hyperparameters)
         history = train_as_trainer_job(json.loads(trainer_job), dataset.uri, model.path, model.uri,
-                                       {"run_id": run_id}, flags(config, placement, checkpoint_root, run_id,
-                                                                 require_gpu))
-    else:
+                                       {"run_id": run_id}, flags(*chosen, epochs, shuffle, placement, checkpoint_root,
+                                                                 run_id, require_gpu))
+    config = config_of(hidden_sizes, step_size, batch_size, epochs, seed, shuffle, best_hyperparameters)
+    if not trainer_job:
         checkpoint_dir = None  # kfp.local: the model URI is a local folder, and they go beside it
         if storage.is_remote(model.uri):  # durable and the same for every attempt; else in this pod only
             checkpoint_dir = (pipeline_checkpoint_dir(checkpoint_root, model.uri, run_id)
@@ -149,9 +150,8 @@ def component(base_image: str):
     return dsl.component(train, base_image=base_image, install_kfp_package=False)
 
 
-def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int, seed: int, shuffle: bool,
-              best_hyperparameters: str = "") -> TrainConfig:
-    """The step's training parameters as one ``TrainConfig``, the tune step's choice (its JSON) in place."""
+def tuned(hidden_sizes: str, step_size: float, batch_size: int, seed: int, best_hyperparameters: str = ""):
+    """``(hidden_sizes, step_size, batch_size, seed)`` with the tune step's choice (its JSON) in place."""
     text = best_hyperparameters or "{}"
     try:
         best = json.loads(text)
@@ -160,18 +160,23 @@ def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int,
     if not isinstance(best, dict) or not set(best) >= (set(TUNED) if best else set()):
         raise UserError(f"best_hyperparameters must be the tune step's JSON object (with {', '.join(TUNED)}), "
                         f"got {text[:60]!r}", field="best_hyperparameters")
-    if best:
-        hidden_sizes, step_size, batch_size, seed = (best[name] for name in TUNED)
+    return tuple(best[name] for name in TUNED) if best else (hidden_sizes, step_size, batch_size, seed)
+
+
+def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int, seed: int, shuffle: bool,
+              best_hyperparameters: str = "") -> TrainConfig:
+    """The step's training parameters as one ``TrainConfig``, the tune step's choice in place (``tuned``)."""
+    hidden_sizes, step_size, batch_size, seed = tuned(hidden_sizes, step_size, batch_size, seed, best_hyperparameters)
     return TrainConfig(layer_sizes=(784, *parse_hidden_sizes(hidden_sizes), 10), step_size=step_size,
                        batch_size=batch_size, epochs=epochs, seed=seed, shuffle=shuffle)
 
 
-def flags(config: TrainConfig, placement: str, checkpoint_root: str, run_id: str, require_gpu: bool) -> list[str]:
-    """The train command line's flags for ``config`` and where it runs (a TrainJob's pods run that command)."""
-    return ["--hidden-sizes", config.hidden_sizes, "--step-size", str(config.step_size), "--batch-size",
-            str(config.batch_size), "--epochs", str(config.epochs), "--seed", str(config.seed),
-            "--shuffle" if config.shuffle else "--no-shuffle", "--placement", placement,
-            "--checkpoint-root", checkpoint_root, "--run-id", run_id,
+def flags(hidden_sizes: str, step_size: float, batch_size: int, seed: int, epochs: int, shuffle: bool,
+          placement: str, checkpoint_root: str, run_id: str, require_gpu: bool) -> list[str]:
+    """The train command line's flags for these settings (a TrainJob's pods run that command)."""
+    return ["--hidden-sizes", str(hidden_sizes), "--step-size", str(step_size), "--batch-size", str(batch_size),
+            "--epochs", str(epochs), "--seed", str(seed), "--shuffle" if shuffle else "--no-shuffle",
+            "--placement", placement, "--checkpoint-root", checkpoint_root, "--run-id", run_id,
             "--require-gpu" if require_gpu else "--no-require-gpu"]
 
 
@@ -445,8 +450,10 @@ def main(argv: "list[str] | None" = None) -> int:
         check_artifact_output(args.tensorboard, "tensorboard")  # before any work
     if args.trainer_job:
         history = train_as_trainer_job(json.loads(args.trainer_job), str(args.dataset), args.model, str(args.model),
-                                       {"run_id": args.run_id}, flags(config, args.placement, args.checkpoint_root,
-                                                                      args.run_id, args.require_gpu))
+                                       {"run_id": args.run_id},
+                                       flags(config.hidden_sizes, config.step_size, config.batch_size, config.seed,
+                                             config.epochs, config.shuffle, args.placement, args.checkpoint_root,
+                                             args.run_id, args.require_gpu))
     else:
         history = train_on_dataset(args.dataset, args.model, config, metrics=args.metrics, placement=args.placement,
                                    checkpoint_dir=args.checkpoint_dir, checkpoint_root=args.checkpoint_root,
