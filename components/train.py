@@ -167,7 +167,8 @@ def config_of(hidden_sizes: str, step_size: float, batch_size: int, epochs: int,
               best_hyperparameters: str = "") -> TrainConfig:
     """The step's training parameters as one ``TrainConfig``, the tune step's choice in place (``tuned``)."""
     hidden_sizes, step_size, batch_size, seed = tuned(hidden_sizes, step_size, batch_size, seed, best_hyperparameters)
-    return TrainConfig(layer_sizes=(784, *parse_hidden_sizes(hidden_sizes), 10), step_size=step_size,
+    inputs, *_, classes = TrainConfig.layer_sizes  # the seed's widths until for_data sets the data's
+    return TrainConfig(layer_sizes=(inputs, *parse_hidden_sizes(hidden_sizes), classes), step_size=step_size,
                        batch_size=batch_size, epochs=epochs, seed=seed, shuffle=shuffle)
 
 
